@@ -1,0 +1,178 @@
+//! SPEC §3 step 2: size limits (URI → 414, header bytes or count → 431, declared body → 413)
+//! and unambiguous message framing (both `Content-Length` and `Transfer-Encoding`, or
+//! differing `Content-Length`s → 400), the classic request-smuggling openings.
+
+use crate::config::model::Limits;
+use crate::problem::Refusal;
+use pingora_http::RequestHeader;
+
+pub fn check_sizes(req: &RequestHeader, limits: &Limits) -> Result<(), Refusal> {
+    if req.raw_path().len() > limits.max_uri_bytes {
+        return Err(Refusal::new(
+            414,
+            "uri_too_long",
+            format!(
+                "the request URI is longer than {} bytes",
+                limits.max_uri_bytes
+            ),
+        ));
+    }
+    if req.headers.len() > limits.max_headers {
+        return Err(Refusal::new(
+            431,
+            "too_many_headers",
+            format!(
+                "the request has more than {} header fields",
+                limits.max_headers
+            ),
+        ));
+    }
+    // Bytes as on the wire: "name: value\r\n".
+    let header_bytes: usize = req
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if header_bytes > limits.max_header_bytes {
+        return Err(Refusal::new(
+            431,
+            "headers_too_large",
+            format!(
+                "the request header fields are larger than {} bytes",
+                limits.max_header_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The body length the client declared, if any; `Err` when the framing is ambiguous.
+pub fn declared_length(req: &RequestHeader) -> Result<Option<u64>, Refusal> {
+    let has_te = req.headers.contains_key("transfer-encoding");
+    let mut length: Option<u64> = None;
+    for value in req.headers.get_all("content-length") {
+        // A list such as "5, 5" counts as several values.
+        for part in value.as_bytes().split(|&b| b == b',') {
+            let text = std::str::from_utf8(part).unwrap_or("").trim();
+            let parsed = if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+                text.parse::<u64>().ok()
+            } else {
+                None
+            };
+            let Some(n) = parsed else {
+                return Err(ambiguous("the Content-Length header is not a number"));
+            };
+            match length {
+                Some(previous) if previous != n => {
+                    return Err(ambiguous(
+                        "the request has several differing Content-Length values",
+                    ))
+                }
+                _ => length = Some(n),
+            }
+        }
+    }
+    if has_te && length.is_some() {
+        return Err(ambiguous(
+            "the request has both Content-Length and Transfer-Encoding",
+        ));
+    }
+    Ok(length)
+}
+
+fn ambiguous(detail: &'static str) -> Refusal {
+    Refusal::bad_request("ambiguous_framing", detail)
+}
+
+/// A declared body larger than the limit is refused before any of it is read.
+pub fn check_declared_body(declared: Option<u64>, max_body_bytes: u64) -> Result<(), Refusal> {
+    match declared {
+        Some(n) if n > max_body_bytes => Err(body_too_large(max_body_bytes)),
+        _ => Ok(()),
+    }
+}
+
+pub fn body_too_large(max_body_bytes: u64) -> Refusal {
+    Refusal::new(
+        413,
+        "body_too_large",
+        format!("the request body is larger than {max_body_bytes} bytes"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(path: &str, headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("POST", path.as_bytes(), None).unwrap();
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn sizes() {
+        let limits = Limits {
+            max_uri_bytes: 10,
+            max_header_bytes: 30,
+            max_headers: 2,
+            ..Limits::default()
+        };
+        assert!(check_sizes(&req("/short", &[]), &limits).is_ok());
+        assert_eq!(
+            check_sizes(&req("/longer-than-ten", &[]), &limits)
+                .unwrap_err()
+                .status,
+            414
+        );
+        let many = req("/", &[("a", "1"), ("b", "2"), ("c", "3")]);
+        assert_eq!(check_sizes(&many, &limits).unwrap_err().status, 431);
+        let big = req("/", &[("a", &"x".repeat(40))]);
+        assert_eq!(
+            check_sizes(&big, &limits).unwrap_err().reason,
+            "headers_too_large"
+        );
+    }
+
+    #[test]
+    fn framing() {
+        assert_eq!(declared_length(&req("/", &[])).unwrap(), None);
+        assert_eq!(
+            declared_length(&req("/", &[("Content-Length", "5")])).unwrap(),
+            Some(5)
+        );
+        assert_eq!(
+            declared_length(&req(
+                "/",
+                &[("Content-Length", "5"), ("Content-Length", "5")]
+            ))
+            .unwrap(),
+            Some(5)
+        );
+        assert!(declared_length(&req(
+            "/",
+            &[("Content-Length", "5"), ("Content-Length", "6")]
+        ))
+        .is_err());
+        assert!(declared_length(&req("/", &[("Content-Length", "5, 6")])).is_err());
+        assert!(declared_length(&req("/", &[("Content-Length", "-1")])).is_err());
+        assert!(declared_length(&req("/", &[("Content-Length", "+5")])).is_err());
+        assert!(
+            declared_length(&req("/", &[("Content-Length", "99999999999999999999999")])).is_err()
+        );
+        assert!(declared_length(&req(
+            "/",
+            &[("Content-Length", "5"), ("Transfer-Encoding", "chunked")]
+        ))
+        .is_err());
+    }
+
+    #[test]
+    fn declared_body() {
+        assert!(check_declared_body(Some(10), 10).is_ok());
+        assert_eq!(check_declared_body(Some(11), 10).unwrap_err().status, 413);
+        assert!(check_declared_body(None, 10).is_ok());
+    }
+}

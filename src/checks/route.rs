@@ -1,0 +1,346 @@
+//! Routing (SPEC §3 step 3): find the route for a normalised path, host and method.
+//! The table is indexed once at start-up: a request costs one hash lookup per path segment.
+//! The longest matching path wins; at that path, routes for the request's host beat routes
+//! for any host; a route that matches the path but not the method gives 405 with `Allow`.
+
+use crate::config::model::{PathMatch, Route};
+use http::Method;
+use std::collections::HashMap;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum RouteMiss {
+    NotFound,
+    /// The path is served, but not with this method; the value is the `Allow` header.
+    MethodNotAllowed(String),
+}
+
+#[derive(Debug)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+    exact: HashMap<String, Vec<usize>>,
+    prefix: HashMap<String, Vec<usize>>,
+}
+
+impl RouteTable {
+    /// Index the routes. Prefixes are stored without a trailing slash (except `/`).
+    pub fn new(routes: Vec<Route>) -> Self {
+        let mut exact: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut prefix: HashMap<String, Vec<usize>> = HashMap::new();
+        for (index, route) in routes.iter().enumerate() {
+            match &route.path {
+                PathMatch::Exact(p) => exact.entry(p.clone()).or_default().push(index),
+                PathMatch::Prefix(p) => prefix.entry(p.clone()).or_default().push(index),
+            }
+        }
+        RouteTable {
+            routes,
+            exact,
+            prefix,
+        }
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    pub fn get(&self, index: usize) -> &Route {
+        &self.routes[index]
+    }
+
+    /// Find the route for a request. `path` must already be normalised.
+    pub fn match_request(
+        &self,
+        host: Option<&str>,
+        path: &str,
+        method: &Method,
+    ) -> Result<usize, RouteMiss> {
+        if let Some(candidates) = self.exact.get(path) {
+            if let Some(result) = self.pick(candidates, host, method) {
+                return result;
+            }
+        }
+        // Walk the segment boundaries from the longest to the shortest prefix.
+        let mut end = path.len();
+        if end > 1 && path.ends_with('/') {
+            end -= 1;
+        }
+        loop {
+            let candidate = if end == 0 { "/" } else { &path[..end] };
+            if let Some(indexes) = self.prefix.get(candidate) {
+                if let Some(result) = self.pick(indexes, host, method) {
+                    return result;
+                }
+            }
+            if end == 0 {
+                return Err(RouteMiss::NotFound);
+            }
+            end = path[..end].rfind('/').unwrap_or(0);
+        }
+    }
+
+    /// Choose among routes that share one path: host-specific routes first, then routes for
+    /// any host; `None` when no route serves this host, so that a shorter path may.
+    fn pick(
+        &self,
+        indexes: &[usize],
+        host: Option<&str>,
+        method: &Method,
+    ) -> Option<Result<usize, RouteMiss>> {
+        let specific: Vec<usize> = indexes
+            .iter()
+            .copied()
+            .filter(|&i| {
+                let hosts = &self.routes[i].hosts;
+                !hosts.is_empty() && host.is_some_and(|h| hosts.iter().any(|p| host_matches(p, h)))
+            })
+            .collect();
+        let chosen: Vec<usize> = if specific.is_empty() {
+            indexes
+                .iter()
+                .copied()
+                .filter(|&i| self.routes[i].hosts.is_empty())
+                .collect()
+        } else {
+            specific
+        };
+        if chosen.is_empty() {
+            return None;
+        }
+        if let Some(&found) = chosen
+            .iter()
+            .find(|&&i| method_allowed(&self.routes[i], method))
+        {
+            return Some(Ok(found));
+        }
+        Some(Err(RouteMiss::MethodNotAllowed(allow_header(
+            chosen.iter().map(|&i| &self.routes[i]),
+        ))))
+    }
+}
+
+fn method_allowed(route: &Route, method: &Method) -> bool {
+    match &route.methods {
+        None => true,
+        Some(methods) => {
+            methods.contains(method) || (method == Method::HEAD && methods.contains(&Method::GET))
+        }
+    }
+}
+
+fn allow_header<'a>(routes: impl Iterator<Item = &'a Route>) -> String {
+    let mut names: Vec<&str> = Vec::new();
+    for route in routes {
+        for m in route.methods.iter().flatten() {
+            names.push(m.as_str());
+            if m == Method::GET {
+                names.push("HEAD");
+            }
+        }
+    }
+    names.sort_unstable();
+    names.dedup();
+    names.join(", ")
+}
+
+/// `pattern` is lower case: an exact name or `*.suffix`. `host` is the request's host without
+/// its port, in any case.
+fn host_matches(pattern: &str, host: &str) -> bool {
+    if let Some(suffix) = pattern.strip_prefix("*.") {
+        host.len() > suffix.len() + 1
+            && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+            && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+    } else {
+        pattern.eq_ignore_ascii_case(host)
+    }
+}
+
+/// The host name of a `Host` header value or authority: port removed, IPv6 brackets kept.
+pub fn host_without_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return match authority.find(']') {
+            Some(end) => &authority[..=end],
+            None => authority,
+        };
+    }
+    match authority.rfind(':') {
+        Some(colon) => &authority[..colon],
+        None => authority,
+    }
+}
+
+/// The path to send upstream: the route prefix removed when `strip_prefix` is on.
+pub fn upstream_path<'a>(route: &Route, normalised: &'a str) -> &'a str {
+    match &route.path {
+        PathMatch::Prefix(prefix) if route.strip_prefix && prefix != "/" => {
+            let rest = normalised.get(prefix.len()..).unwrap_or("");
+            if rest.is_empty() {
+                "/"
+            } else {
+                rest
+            }
+        }
+        _ => normalised,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checks::ip::CidrSet;
+
+    fn route(name: &str, path: PathMatch, methods: &[&str], hosts: &[&str]) -> Route {
+        Route {
+            name: name.into(),
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            path,
+            methods: if methods.is_empty() {
+                None
+            } else {
+                Some(methods.iter().map(|m| m.parse().unwrap()).collect())
+            },
+            upstream: 0,
+            strip_prefix: false,
+            public: true,
+            keep_credentials: false,
+            ip_allow: CidrSet::default(),
+            ip_deny: CidrSet::default(),
+            max_body_bytes: 1024,
+        }
+    }
+
+    fn table() -> RouteTable {
+        RouteTable::new(vec![
+            route("root", PathMatch::Prefix("/".into()), &[], &[]),
+            route(
+                "orders-read",
+                PathMatch::Prefix("/v1/orders".into()),
+                &["GET"],
+                &[],
+            ),
+            route(
+                "orders-write",
+                PathMatch::Prefix("/v1/orders".into()),
+                &["POST"],
+                &[],
+            ),
+            route(
+                "admin",
+                PathMatch::Prefix("/v1/orders/admin".into()),
+                &["DELETE"],
+                &[],
+            ),
+            route("health", PathMatch::Exact("/healthz".into()), &["GET"], &[]),
+            route(
+                "tenant",
+                PathMatch::Prefix("/v2".into()),
+                &[],
+                &["*.example.com"],
+            ),
+            route(
+                "api-host",
+                PathMatch::Prefix("/v2".into()),
+                &[],
+                &["api.example.com"],
+            ),
+        ])
+    }
+
+    fn name(t: &RouteTable, host: Option<&str>, path: &str, method: Method) -> String {
+        match t.match_request(host, path, &method) {
+            Ok(i) => t.get(i).name.clone(),
+            Err(RouteMiss::NotFound) => "404".into(),
+            Err(RouteMiss::MethodNotAllowed(allow)) => format!("405 {allow}"),
+        }
+    }
+
+    #[test]
+    fn longest_prefix_at_segment_boundary() {
+        let t = table();
+        assert_eq!(name(&t, None, "/v1/orders", Method::GET), "orders-read");
+        assert_eq!(name(&t, None, "/v1/orders/", Method::GET), "orders-read");
+        assert_eq!(name(&t, None, "/v1/orders/7", Method::POST), "orders-write");
+        assert_eq!(name(&t, None, "/v1/ordersX", Method::GET), "root");
+        assert_eq!(
+            name(&t, None, "/v1/orders/admin/1", Method::DELETE),
+            "admin"
+        );
+        assert_eq!(
+            name(&t, None, "/v1/orders/administrator", Method::DELETE),
+            "405 GET, HEAD, POST"
+        );
+        assert_eq!(
+            name(&t, None, "/v1/orders/admin", Method::GET),
+            "405 DELETE"
+        );
+        assert_eq!(name(&t, None, "/v1/orders/7", Method::HEAD), "orders-read");
+        assert_eq!(
+            name(&t, None, "/v1/orders/7", Method::PUT),
+            "405 GET, HEAD, POST"
+        );
+    }
+
+    #[test]
+    fn exact_paths() {
+        let t = table();
+        assert_eq!(name(&t, None, "/healthz", Method::GET), "health");
+        assert_eq!(name(&t, None, "/healthz/x", Method::GET), "root");
+        assert_eq!(name(&t, None, "/healthz", Method::POST), "405 GET, HEAD");
+    }
+
+    #[test]
+    fn hosts() {
+        let t = table();
+        assert_eq!(
+            name(&t, Some("api.example.com"), "/v2/x", Method::GET),
+            "tenant"
+        );
+        assert_eq!(
+            name(&t, Some("a.b.example.com"), "/v2", Method::GET),
+            "tenant"
+        );
+        assert_eq!(name(&t, Some("example.com"), "/v2", Method::GET), "root");
+        assert_eq!(
+            name(&t, Some("evilexample.com"), "/v2", Method::GET),
+            "root"
+        );
+        assert_eq!(name(&t, None, "/v2", Method::GET), "root");
+        let only_host = RouteTable::new(vec![route(
+            "h",
+            PathMatch::Prefix("/".into()),
+            &[],
+            &["api.example.com"],
+        )]);
+        assert_eq!(
+            name(&only_host, Some("API.Example.com"), "/", Method::GET),
+            "h"
+        );
+        assert_eq!(name(&only_host, Some("other"), "/", Method::GET), "404");
+    }
+
+    #[test]
+    fn no_root_route_gives_404() {
+        let t = RouteTable::new(vec![route("a", PathMatch::Prefix("/a".into()), &[], &[])]);
+        assert_eq!(name(&t, None, "/", Method::GET), "404");
+        assert_eq!(name(&t, None, "/b/a", Method::GET), "404");
+        assert_eq!(name(&t, None, "/a/b", Method::GET), "a");
+    }
+
+    #[test]
+    fn host_port_removal() {
+        assert_eq!(host_without_port("example.com:8080"), "example.com");
+        assert_eq!(host_without_port("example.com"), "example.com");
+        assert_eq!(host_without_port("[::1]:8080"), "[::1]");
+        assert_eq!(host_without_port("[::1"), "[::1");
+    }
+
+    #[test]
+    fn strip_prefix() {
+        let mut r = route("s", PathMatch::Prefix("/svc".into()), &[], &[]);
+        r.strip_prefix = true;
+        assert_eq!(upstream_path(&r, "/svc"), "/");
+        assert_eq!(upstream_path(&r, "/svc/"), "/");
+        assert_eq!(upstream_path(&r, "/svc/a/b"), "/a/b");
+        r.strip_prefix = false;
+        assert_eq!(upstream_path(&r, "/svc/a"), "/svc/a");
+    }
+}

@@ -1,0 +1,673 @@
+//! Raw configuration → validated model. Every problem is collected (not just the first), and
+//! each names its key path and the fix. Features that a later release implements are refused
+//! with "not supported yet" rather than silently ignored: a security setting is never dropped.
+
+use super::model::*;
+use super::raw::*;
+use super::units::{parse_duration, parse_size};
+use super::ConfigError;
+use crate::checks::ip::CidrSet;
+use crate::checks::path::normalise;
+use crate::checks::route::RouteTable;
+use std::collections::{HashMap, HashSet};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+struct Errors<'a> {
+    file: &'a Path,
+    list: Vec<ConfigError>,
+}
+
+impl Errors<'_> {
+    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.list.push(ConfigError {
+            file: self.file.to_path_buf(),
+            key: key.into(),
+            line: None,
+            message: message.into(),
+        });
+    }
+
+    fn not_supported(&mut self, key: impl Into<String>, what: &str) {
+        self.add(
+            key,
+            format!("not supported yet: {what} is not implemented in this release of portcullis; remove the setting (it is never silently ignored)"),
+        );
+    }
+
+    fn duration(&mut self, key: &str, raw: Option<&String>, default: Duration) -> Duration {
+        match raw {
+            None => default,
+            Some(text) => match parse_duration(text) {
+                Ok(d) if d.is_zero() => {
+                    self.add(key, "must be greater than zero");
+                    default
+                }
+                Ok(d) => d,
+                Err(e) => {
+                    self.add(key, e);
+                    default
+                }
+            },
+        }
+    }
+
+    fn size(&mut self, key: &str, raw: Option<&RawSize>, default: u64) -> u64 {
+        match raw.map(parse_size) {
+            None => default,
+            Some(Ok(0)) => {
+                self.add(key, "must be greater than zero");
+                default
+            }
+            Some(Ok(n)) => n,
+            Some(Err(e)) => {
+                self.add(key, e);
+                default
+            }
+        }
+    }
+
+    fn count(&mut self, key: &str, raw: Option<i64>, default: usize, max: usize) -> usize {
+        match raw {
+            None => default,
+            Some(n) if n >= 1 && (n as u64) <= max as u64 => n as usize,
+            Some(n) => {
+                self.add(
+                    key,
+                    format!("{n} is out of range; use a whole number from 1 to {max}"),
+                );
+                default
+            }
+        }
+    }
+
+    fn cidrs(&mut self, key: &str, entries: &[String]) -> CidrSet {
+        match CidrSet::parse(entries) {
+            Ok(set) => set,
+            Err((index, message)) => {
+                self.add(format!("{key}[{index}]"), message);
+                CidrSet::default()
+            }
+        }
+    }
+}
+
+/// Names that become metric labels and log fields: short and plain.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn socket_addr(errors: &mut Errors, key: &str, text: &str) -> Option<SocketAddr> {
+    match text.parse::<SocketAddr>() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            errors.add(
+                key,
+                format!("invalid address {text:?}; write IP:PORT, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\""),
+            );
+            None
+        }
+    }
+}
+
+/// Resolve a path relative to the directory of the configuration file.
+fn relative_to(config_file: &Path, value: &str) -> PathBuf {
+    let p = Path::new(value);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        config_file
+            .parent()
+            .unwrap_or_else(|| Path::new("."))
+            .join(p)
+    }
+}
+
+pub fn compile(raw: RawConfig, file: &Path) -> Result<Config, Vec<ConfigError>> {
+    let mut errors = Errors {
+        file,
+        list: Vec::new(),
+    };
+    let e = &mut errors;
+
+    let server = compile_server(e, &raw.server, file);
+
+    let mut listeners = Vec::new();
+    let mut bound: HashSet<SocketAddr> = HashSet::new();
+    if raw.listeners.is_empty() {
+        e.add(
+            "listeners",
+            "no listener; add e.g. [[listeners]] address = \"127.0.0.1:8080\"",
+        );
+    }
+    for (i, l) in raw.listeners.iter().enumerate() {
+        let key = format!("listeners[{i}]");
+        if let Some(addr) = socket_addr(e, &format!("{key}.address"), &l.address) {
+            if !bound.insert(addr) {
+                e.add(format!("{key}.address"), format!("{addr} is listed twice"));
+            }
+        }
+        if l.tls.is_some() {
+            e.not_supported(format!("{key}.tls"), "TLS termination");
+        }
+        listeners.push(Listener {
+            address: l.address.clone(),
+        });
+    }
+
+    let metrics = raw.metrics.as_ref().map(|m| {
+        if let Some(addr) = socket_addr(e, "metrics.address", &m.address) {
+            if bound.contains(&addr) {
+                e.add(
+                    "metrics.address",
+                    format!("{addr} is also a [[listeners]] address; give metrics its own port"),
+                );
+            }
+        }
+        MetricsSettings {
+            address: m.address.clone(),
+        }
+    });
+
+    let demo_echo = raw.demo_echo.as_ref().map(|d| {
+        if let Some(addr) = socket_addr(e, "demo_echo.address", &d.address) {
+            if bound.contains(&addr) {
+                e.add(
+                    "demo_echo.address",
+                    format!("{addr} is also a [[listeners]] address; give the demo echo server its own port"),
+                );
+            }
+        }
+        d.address.clone()
+    });
+
+    let logging = LoggingSettings {
+        access_log: match raw.logging.access_log.as_deref() {
+            None | Some("stdout") => AccessLogTarget::Stdout,
+            Some("off") => AccessLogTarget::Off,
+            Some("") => {
+                e.add(
+                    "logging.access_log",
+                    "empty; write \"stdout\", \"off\" or a file path",
+                );
+                AccessLogTarget::Stdout
+            }
+            Some(path) => AccessLogTarget::File(relative_to(file, path)),
+        },
+        redact_query_params: raw
+            .logging
+            .redact_query_params
+            .iter()
+            .map(|p| p.to_ascii_lowercase())
+            .collect(),
+    };
+
+    if raw.security.auth_failure_limit.is_some() {
+        e.not_supported(
+            "security.auth_failure_limit",
+            "the authentication failure throttle",
+        );
+    }
+    if raw.rate_limit_store.is_some() {
+        e.not_supported("rate_limit_store", "a shared rate-limit store");
+    }
+    if !raw.jwt_providers.is_empty() {
+        e.not_supported("jwt_providers", "JWT authentication");
+    }
+    if !raw.consumers.is_empty() {
+        e.not_supported("consumers", "consumer authentication");
+    }
+
+    let limits = compile_limits(e, &raw.limits);
+    let upstreams = compile_upstreams(e, &raw.upstreams);
+    let routes = compile_routes(e, &raw.routes, &upstreams, &limits);
+
+    if errors.list.is_empty() {
+        Ok(Config {
+            source: file.to_path_buf(),
+            server,
+            listeners,
+            metrics,
+            logging,
+            limits,
+            upstreams,
+            routes: RouteTable::new(routes),
+            demo_echo,
+        })
+    } else {
+        Err(errors.list)
+    }
+}
+
+fn compile_server(e: &mut Errors, s: &RawServer, file: &Path) -> ServerSettings {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let path_setting =
+        |e: &mut Errors, key: &str, value: &Option<String>, default: &str| match value {
+            Some(v) if v.trim().is_empty() => {
+                e.add(key, "empty; write a file path");
+                default.to_string()
+            }
+            Some(v) => relative_to(file, v).to_string_lossy().into_owned(),
+            None => default.to_string(),
+        };
+    ServerSettings {
+        threads: e.count("server.threads", s.threads, cores, 1024),
+        pid_file: path_setting(
+            e,
+            "server.pid_file",
+            &s.pid_file,
+            "/run/portcullis/portcullis.pid",
+        ),
+        upgrade_sock: path_setting(
+            e,
+            "server.upgrade_sock",
+            &s.upgrade_sock,
+            "/run/portcullis/upgrade.sock",
+        ),
+        grace_period: e.duration(
+            "server.grace_period",
+            s.grace_period.as_ref(),
+            Duration::from_secs(5),
+        ),
+        graceful_shutdown_timeout: e.duration(
+            "server.graceful_shutdown_timeout",
+            s.graceful_shutdown_timeout.as_ref(),
+            Duration::from_secs(5),
+        ),
+        trusted_proxies: e.cidrs("server.trusted_proxies", &s.trusted_proxies),
+    }
+}
+
+fn compile_limits(e: &mut Errors, l: &RawLimits) -> Limits {
+    let d = Limits::default();
+    let max_uri_bytes = e.size(
+        "limits.max_uri_bytes",
+        l.max_uri_bytes.as_ref(),
+        d.max_uri_bytes as u64,
+    );
+    let max_header_bytes = e.size(
+        "limits.max_header_bytes",
+        l.max_header_bytes.as_ref(),
+        d.max_header_bytes as u64,
+    );
+    // Pingora itself refuses request heads over 1 MiB; a larger limit could never apply.
+    let head_cap = 1024 * 1024;
+    if max_uri_bytes > head_cap {
+        e.add(
+            "limits.max_uri_bytes",
+            "at most 1MiB (Pingora's own cap on a request head)",
+        );
+    }
+    if max_header_bytes > head_cap {
+        e.add(
+            "limits.max_header_bytes",
+            "at most 1MiB (Pingora's own cap on a request head)",
+        );
+    }
+    Limits {
+        max_uri_bytes: max_uri_bytes.min(head_cap) as usize,
+        max_header_bytes: max_header_bytes.min(head_cap) as usize,
+        max_headers: e.count("limits.max_headers", l.max_headers, d.max_headers, 256),
+        max_body_bytes: e.size(
+            "limits.max_body_bytes",
+            l.max_body_bytes.as_ref(),
+            d.max_body_bytes,
+        ),
+        max_json_depth: e.count(
+            "limits.max_json_depth",
+            l.max_json_depth,
+            d.max_json_depth,
+            10_000,
+        ),
+    }
+}
+
+fn compile_upstreams(e: &mut Errors, raw: &[RawUpstream]) -> Vec<Upstream> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, u) in raw.iter().enumerate() {
+        let key = format!("upstreams[{i}]");
+        if !valid_name(&u.name) {
+            e.add(
+                format!("{key}.name"),
+                format!(
+                    "invalid name {:?}; use 1-64 letters, digits, '-', '_' or '.'",
+                    u.name
+                ),
+            );
+        } else if !seen.insert(u.name.clone()) {
+            e.add(
+                format!("{key}.name"),
+                format!(
+                    "duplicate upstream name {:?}; each upstream needs its own name",
+                    u.name
+                ),
+            );
+        }
+        if u.targets.is_empty() {
+            e.add(
+                format!("{key}.targets"),
+                "no targets; list at least one, e.g. [\"127.0.0.1:9000\"]",
+            );
+        }
+        let mut targets = Vec::new();
+        for (t, target) in u.targets.iter().enumerate() {
+            // Names are resolved once, at start-up; the first address is used.
+            match target.to_socket_addrs().map(|mut a| a.next()) {
+                Ok(Some(addr)) if addr.port() != 0 => {
+                    if targets.contains(&addr) {
+                        e.add(
+                            format!("{key}.targets[{t}]"),
+                            format!("{target} is listed twice"),
+                        );
+                    }
+                    targets.push(addr)
+                }
+                _ => e.add(
+                    format!("{key}.targets[{t}]"),
+                    format!("invalid target {target:?}; write HOST:PORT, e.g. \"127.0.0.1:9000\""),
+                ),
+            }
+        }
+        let tls = match &u.tls {
+            None | Some(RawUpstreamTls::Enabled(false)) => None,
+            Some(RawUpstreamTls::Enabled(true)) => Some(UpstreamTls {
+                sni: String::new(),
+                verify: true,
+            }),
+            Some(RawUpstreamTls::Settings(s)) => Some(UpstreamTls {
+                sni: s.sni.clone().unwrap_or_default(),
+                verify: s.verify.unwrap_or(true),
+            }),
+        };
+        let health_check = u.health_check.as_ref().map(|h| {
+            let hkey = format!("{key}.health_check");
+            if !h.path.starts_with('/') {
+                e.add(
+                    format!("{hkey}.path"),
+                    "must start with '/', e.g. \"/healthz\"",
+                );
+            }
+            let interval = e.duration(
+                &format!("{hkey}.interval"),
+                h.interval.as_ref(),
+                Duration::from_secs(2),
+            );
+            HealthCheck {
+                path: h.path.clone(),
+                interval,
+                timeout: e.duration(
+                    &format!("{hkey}.timeout"),
+                    h.timeout.as_ref(),
+                    interval.min(Duration::from_secs(1)),
+                ),
+                healthy_threshold: e.count(
+                    &format!("{hkey}.healthy_threshold"),
+                    h.healthy_threshold,
+                    1,
+                    100,
+                ),
+                unhealthy_threshold: e.count(
+                    &format!("{hkey}.unhealthy_threshold"),
+                    h.unhealthy_threshold,
+                    1,
+                    100,
+                ),
+            }
+        });
+        out.push(Upstream {
+            name: u.name.clone(),
+            targets,
+            tls,
+            connect_timeout: e.duration(
+                &format!("{key}.connect_timeout"),
+                u.connect_timeout.as_ref(),
+                Duration::from_secs(1),
+            ),
+            read_timeout: e.duration(
+                &format!("{key}.read_timeout"),
+                u.read_timeout.as_ref(),
+                Duration::from_secs(30),
+            ),
+            write_timeout: e.duration(
+                &format!("{key}.write_timeout"),
+                u.write_timeout.as_ref(),
+                Duration::from_secs(30),
+            ),
+            idle_timeout: e.duration(
+                &format!("{key}.idle_timeout"),
+                u.idle_timeout.as_ref(),
+                Duration::from_secs(60),
+            ),
+            health_check,
+        });
+    }
+    out
+}
+
+fn compile_path(e: &mut Errors, key: &str, text: &str) -> String {
+    match normalise(text) {
+        Ok(n) => {
+            let canonical = if n.len() > 1 {
+                n.trim_end_matches('/').to_string()
+            } else {
+                n
+            };
+            let written = if text.len() > 1 {
+                text.trim_end_matches('/')
+            } else {
+                text
+            };
+            if canonical != written {
+                e.add(
+                    key,
+                    format!("{text:?} is not in normalised form; write {canonical:?} (requests are matched after normalisation)"),
+                );
+            }
+            canonical
+        }
+        Err(err) => {
+            e.add(key, format!("invalid path {text:?}: {}", err.detail()));
+            String::new()
+        }
+    }
+}
+
+fn compile_host(e: &mut Errors, key: &str, host: &str) -> String {
+    let lower = host.trim().to_ascii_lowercase();
+    let name = lower.strip_prefix("*.").unwrap_or(&lower);
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'[' | b']' | b':'));
+    if !ok {
+        e.add(
+            key,
+            format!("invalid host {host:?}; write a name like \"api.example.com\" or \"*.example.com\", without a port"),
+        );
+    }
+    lower
+}
+
+fn compile_routes(
+    e: &mut Errors,
+    raw: &[RawRoute],
+    upstreams: &[Upstream],
+    limits: &Limits,
+) -> Vec<Route> {
+    let upstream_index: HashMap<&str, usize> = upstreams
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (u.name.as_str(), i))
+        .collect();
+    let mut names = HashSet::new();
+    let mut out: Vec<Route> = Vec::with_capacity(raw.len());
+    if raw.is_empty() {
+        e.add(
+            "routes",
+            "no routes; every request would get 404. Add a [[routes]] table",
+        );
+    }
+    for (i, r) in raw.iter().enumerate() {
+        let key = format!("routes[{i}]");
+        if !valid_name(&r.name) {
+            e.add(
+                format!("{key}.name"),
+                format!(
+                    "invalid name {:?}; use 1-64 letters, digits, '-', '_' or '.'",
+                    r.name
+                ),
+            );
+        } else if r.name == "unmatched" {
+            e.add(
+                format!("{key}.name"),
+                "\"unmatched\" is reserved for requests that match no route",
+            );
+        } else if !names.insert(r.name.clone()) {
+            e.add(
+                format!("{key}.name"),
+                format!(
+                    "duplicate route name {:?}; each route needs its own name",
+                    r.name
+                ),
+            );
+        }
+        let path = match (&r.path_prefix, &r.path_exact) {
+            (Some(p), None) => PathMatch::Prefix(compile_path(e, &format!("{key}.path_prefix"), p)),
+            (None, Some(p)) => PathMatch::Exact(compile_path(e, &format!("{key}.path_exact"), p)),
+            (Some(_), Some(_)) => {
+                e.add(key.clone(), "has both path_prefix and path_exact; keep one");
+                PathMatch::Prefix("/".into())
+            }
+            (None, None) => {
+                e.add(
+                    key.clone(),
+                    "has no path; add path_prefix = \"/…\" or path_exact = \"/…\"",
+                );
+                PathMatch::Prefix("/".into())
+            }
+        };
+        let methods = if r.methods.is_empty() {
+            None
+        } else {
+            let mut list = Vec::new();
+            for (m, text) in r.methods.iter().enumerate() {
+                let upper = text.to_ascii_uppercase();
+                match http::Method::from_bytes(upper.as_bytes()) {
+                    Ok(method) if !upper.is_empty() => list.push(method),
+                    _ => e.add(
+                        format!("{key}.methods[{m}]"),
+                        format!("invalid method {text:?}"),
+                    ),
+                }
+            }
+            Some(list)
+        };
+        let upstream = match upstream_index.get(r.upstream.as_str()) {
+            Some(&index) => index,
+            None => {
+                e.add(
+                    format!("{key}.upstream"),
+                    format!(
+                        "unknown upstream {:?}; define it under [[upstreams]] or fix the name",
+                        r.upstream
+                    ),
+                );
+                0
+            }
+        };
+        if r.strip_prefix && !matches!(path, PathMatch::Prefix(_)) {
+            e.add(
+                format!("{key}.strip_prefix"),
+                "only applies to a path_prefix route",
+            );
+        }
+        if !r.auth.is_empty() {
+            e.not_supported(format!("{key}.auth"), "authentication (jwt, api_key, mtls)");
+            if r.public {
+                e.add(
+                    format!("{key}.public"),
+                    "a public route cannot also require auth; remove one",
+                );
+            }
+        }
+        if r.allow.is_some() {
+            e.not_supported(format!("{key}.allow"), "authorization rules");
+        }
+        if r.rate_limit.is_some() {
+            e.not_supported(format!("{key}.rate_limit"), "rate limiting");
+        }
+        if r.max_inflight.is_some() {
+            e.not_supported(format!("{key}.max_inflight"), "the concurrency cap");
+        }
+        if r.validate.is_some() {
+            e.not_supported(format!("{key}.validate"), "body validation");
+        }
+        match r.threat_protection.as_deref() {
+            None | Some("off") => {}
+            Some("block") | Some("detect") => {
+                e.not_supported(format!("{key}.threat_protection"), "threat protection")
+            }
+            Some(other) => e.add(
+                format!("{key}.threat_protection"),
+                format!("invalid value {other:?}; write \"block\", \"detect\" or \"off\""),
+            ),
+        }
+        let max_body_bytes = e.size(
+            &format!("{key}.limits.max_body_bytes"),
+            r.limits.as_ref().and_then(|l| l.max_body_bytes.as_ref()),
+            limits.max_body_bytes,
+        );
+        let mut hosts: Vec<String> = r
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(h, host)| compile_host(e, &format!("{key}.hosts[{h}]"), host))
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        let route = Route {
+            name: r.name.clone(),
+            hosts,
+            path,
+            methods,
+            upstream,
+            strip_prefix: r.strip_prefix,
+            public: r.public,
+            keep_credentials: r.keep_credentials.unwrap_or(false),
+            ip_allow: e.cidrs(&format!("{key}.ip_allow"), &r.ip_allow),
+            ip_deny: e.cidrs(&format!("{key}.ip_deny"), &r.ip_deny),
+            max_body_bytes,
+        };
+        if let Some(j) = out.iter().position(|other| shadows(other, &route)) {
+            e.add(
+                key.clone(),
+                format!(
+                    "matches the same path, hosts and methods as routes[{j}] ({:?}), so it could never be chosen; merge them or make them differ",
+                    out[j].name
+                ),
+            );
+        }
+        out.push(route);
+    }
+    out
+}
+
+/// Two routes with the same path and hosts whose method sets overlap: the later is dead.
+fn shadows(a: &Route, b: &Route) -> bool {
+    if a.path != b.path || a.hosts != b.hosts {
+        return false;
+    }
+    match (&a.methods, &b.methods) {
+        (None, _) | (_, None) => true,
+        (Some(x), Some(y)) => x.iter().any(|m| y.contains(m)),
+    }
+}

@@ -1,0 +1,129 @@
+//! The validated, immutable configuration that the gateway runs on. It is built once by
+//! `config::compile`; a request only ever reads it.
+
+use crate::checks::ip::CidrSet;
+use crate::checks::route::RouteTable;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug)]
+pub struct Config {
+    /// The file this was loaded from, for messages.
+    pub source: PathBuf,
+    pub server: ServerSettings,
+    pub listeners: Vec<Listener>,
+    pub metrics: Option<MetricsSettings>,
+    pub logging: LoggingSettings,
+    pub limits: Limits,
+    pub upstreams: Vec<Upstream>,
+    pub routes: RouteTable,
+    pub demo_echo: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct ServerSettings {
+    pub threads: usize,
+    pub pid_file: String,
+    pub upgrade_sock: String,
+    pub grace_period: Duration,
+    pub graceful_shutdown_timeout: Duration,
+    pub trusted_proxies: CidrSet,
+}
+
+#[derive(Debug)]
+pub struct Listener {
+    pub address: String,
+}
+
+#[derive(Debug)]
+pub struct MetricsSettings {
+    pub address: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Stdout,
+    File(PathBuf),
+    Off,
+}
+
+#[derive(Debug)]
+pub struct LoggingSettings {
+    pub access_log: AccessLogTarget,
+    /// Lower-cased query parameter names whose values are replaced by `REDACTED`.
+    pub redact_query_params: HashSet<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_uri_bytes: usize,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_body_bytes: u64,
+    pub max_json_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_uri_bytes: 8192,
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+            max_body_bytes: 1024 * 1024,
+            max_json_depth: 32,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    pub sni: String,
+    pub verify: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: usize,
+    pub unhealthy_threshold: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub name: String,
+    pub targets: Vec<SocketAddr>,
+    pub tls: Option<UpstreamTls>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub health_check: Option<HealthCheck>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    Exact(String),
+    Prefix(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    /// Lower-cased host names; `*.example.com` matches one or more labels before it.
+    pub hosts: Vec<String>,
+    pub path: PathMatch,
+    /// `None`: any method.
+    pub methods: Option<Vec<http::Method>>,
+    /// Index into `Config::upstreams`.
+    pub upstream: usize,
+    pub strip_prefix: bool,
+    pub public: bool,
+    pub keep_credentials: bool,
+    pub ip_allow: CidrSet,
+    pub ip_deny: CidrSet,
+    pub max_body_bytes: u64,
+}

@@ -1,0 +1,258 @@
+//! The configuration file exactly as written: serde structs that mirror SPEC §2.
+//! Nothing here is trusted yet; `config::compile` turns it into the validated model.
+//! Every struct refuses unknown keys so that a typo never silently drops a setting.
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub listeners: Vec<RawListener>,
+    pub metrics: Option<RawMetrics>,
+    #[serde(default)]
+    pub logging: RawLogging,
+    #[serde(default)]
+    pub security: RawSecurity,
+    pub rate_limit_store: Option<RawRateLimitStore>,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub upstreams: Vec<RawUpstream>,
+    #[serde(default)]
+    pub jwt_providers: Vec<RawJwtProvider>,
+    #[serde(default)]
+    pub consumers: Vec<RawConsumer>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    pub demo_echo: Option<RawDemoEcho>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub threads: Option<i64>,
+    pub pid_file: Option<String>,
+    pub upgrade_sock: Option<String>,
+    pub grace_period: Option<String>,
+    pub graceful_shutdown_timeout: Option<String>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub address: String,
+    pub tls: Option<RawListenerTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerTls {
+    pub cert: String,
+    pub key: String,
+    pub client_ca: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    pub address: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogging {
+    pub access_log: Option<String>,
+    #[serde(default)]
+    pub redact_query_params: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecurity {
+    pub auth_failure_limit: Option<RawWindowLimit>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWindowLimit {
+    pub failures: i64,
+    pub per: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimitStore {
+    pub redis: String,
+    pub on_store_error: Option<String>,
+}
+
+/// A size: an integer number of bytes or a string such as "64KiB".
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawSize {
+    Bytes(i64),
+    Text(String),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_uri_bytes: Option<RawSize>,
+    pub max_header_bytes: Option<RawSize>,
+    pub max_headers: Option<i64>,
+    pub max_body_bytes: Option<RawSize>,
+    pub max_json_depth: Option<i64>,
+}
+
+/// `tls = false` or `tls = { sni = "…", verify = true }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawUpstreamTls {
+    Enabled(bool),
+    Settings(RawUpstreamTlsSettings),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTlsSettings {
+    pub sni: Option<String>,
+    pub verify: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub name: String,
+    pub targets: Vec<String>,
+    pub tls: Option<RawUpstreamTls>,
+    pub connect_timeout: Option<String>,
+    pub read_timeout: Option<String>,
+    pub write_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub health_check: Option<RawHealthCheck>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    pub path: String,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub healthy_threshold: Option<i64>,
+    pub unhealthy_threshold: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwtProvider {
+    pub name: String,
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+    pub jwks_file: Option<String>,
+    pub jwks_url: Option<String>,
+    pub secret_env: Option<String>,
+    pub secret_file: Option<String>,
+    pub leeway: Option<String>,
+    pub consumer_claim: Option<String>,
+    pub scopes_claim: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsumer {
+    pub id: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+    #[serde(default)]
+    pub mtls_subjects: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAllow {
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub consumers: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimitPolicy {
+    pub requests: i64,
+    pub per: String,
+    pub key: Option<String>,
+}
+
+/// `rate_limit = { … }` or `rate_limit = [{ … }, { … }]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawRateLimit {
+    One(RawRateLimitPolicy),
+    Many(Vec<RawRateLimitPolicy>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawValidate {
+    #[serde(default)]
+    pub content_types: Vec<String>,
+    pub json_schema: Option<String>,
+    pub max_body_bytes: Option<RawSize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: String,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    pub path_prefix: Option<String>,
+    pub path_exact: Option<String>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    pub upstream: String,
+    #[serde(default)]
+    pub strip_prefix: bool,
+    #[serde(default)]
+    pub auth: Vec<String>,
+    #[serde(default)]
+    pub public: bool,
+    pub keep_credentials: Option<bool>,
+    pub allow: Option<RawAllow>,
+    #[serde(default)]
+    pub ip_allow: Vec<String>,
+    #[serde(default)]
+    pub ip_deny: Vec<String>,
+    pub rate_limit: Option<RawRateLimit>,
+    pub max_inflight: Option<i64>,
+    pub validate: Option<RawValidate>,
+    pub threat_protection: Option<String>,
+    pub limits: Option<RawRouteLimits>,
+}
+
+/// Per-route overrides of `[limits]` that can apply once the route is known.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteLimits {
+    pub max_body_bytes: Option<RawSize>,
+}
+
+/// The built-in demo upstream: an echo server so that the default config needs no other program.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDemoEcho {
+    pub address: String,
+}

@@ -1,0 +1,423 @@
+//! The Pingora `ProxyHttp` implementation. It shows the phases and the order of checks of
+//! SPEC §3 and delegates each to its module; refusals become responses, metrics and log
+//! lines in one place (`refuse`).
+
+use crate::checks::forward::{self, Forwarding};
+use crate::checks::route::{host_without_port, upstream_path, RouteMiss};
+use crate::checks::{auth, identity, ip, limits, path};
+use crate::config::Config;
+use crate::context::{InflightGuard, RequestCtx};
+use crate::observe::access_log::{redacted_path, AccessLog, AccessRecord};
+use crate::observe::metrics::{method_label, Metrics};
+use crate::problem::{self, Refusal};
+use crate::upstream::{connect_retryable, failure_status, Upstreams};
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora_core::protocols::Digest;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::{Error, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub struct Gateway {
+    pub config: Arc<Config>,
+    pub upstreams: Arc<Upstreams>,
+    pub metrics: Arc<Metrics>,
+    pub access_log: AccessLog,
+}
+
+impl Gateway {
+    /// SPEC §3, in order. Each step either fills the context or refuses the request.
+    fn run_checks(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<(), Refusal> {
+        let cfg = &self.config;
+        let req = session.req_header();
+
+        // 1. Request id and client IP.
+        let peer = ctx.peer_ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let who = identity::identify(req, peer, &cfg.server.trusted_proxies);
+        ctx.request_id = who.request_id;
+        ctx.client_ip = Some(who.client_ip);
+        ctx.peer_trusted = who.peer_trusted;
+
+        // 2. Size limits and unambiguous framing.
+        limits::check_sizes(req, &cfg.limits)?;
+        let declared_body = limits::declared_length(req)?;
+
+        // 3. Route, on the normalised path.
+        let normalised = path::normalise(req.uri.path())
+            .map_err(|e| Refusal::bad_request("bad_path", e.detail()))?;
+        let host = request_host(req)?;
+        let index = cfg
+            .routes
+            .match_request(host, &normalised, &req.method)
+            .map_err(|miss| match miss {
+                RouteMiss::NotFound => Refusal::not_found(),
+                RouteMiss::MethodNotAllowed(allow) => Refusal::method_not_allowed(allow),
+            })?;
+        let route = cfg.routes.get(index);
+        ctx.route = Some(index);
+        ctx.max_body_bytes = route.max_body_bytes;
+        limits::check_declared_body(declared_body, route.max_body_bytes)?;
+        ctx.upstream_path = match req.uri.query() {
+            Some(q) => format!("{}?{q}", upstream_path(route, &normalised)),
+            None => upstream_path(route, &normalised).to_string(),
+        };
+
+        // 4. IP rules.
+        if !ip::admitted(who.client_ip, &route.ip_allow, &route.ip_deny) {
+            return Err(Refusal::forbidden(
+                "ip_denied",
+                "requests from this address are not allowed on this route",
+            ));
+        }
+
+        // 5–6. Authentication (deny by default).
+        auth::authenticate(route)?;
+
+        // 7–10. Authorization, rate limits, body validation and threat protection arrive in
+        // later releases; `config::compile` refuses any config that asks for them.
+        Ok(())
+    }
+
+    /// Turn a refusal into the problem+json response, the metrics and the log decision.
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        refusal: Refusal,
+    ) -> Result<()> {
+        ctx.decision = refusal.reason;
+        let route = self.route_label(ctx);
+        self.metrics
+            .refusals_total
+            .with_label_values(&[route, refusal.reason])
+            .inc();
+        let family = match refusal.status {
+            401 => Some(&self.metrics.auth_failures_total),
+            403 => Some(&self.metrics.authz_denials_total),
+            400 | 413 | 414 | 415 | 422 | 431 => Some(&self.metrics.validation_rejections_total),
+            _ => None,
+        };
+        if let Some(counter) = family {
+            counter.with_label_values(&[route, refusal.reason]).inc();
+        }
+        if ctx.request_id.is_empty() {
+            ctx.request_id = identity::new_request_id();
+        }
+        // The body of a refused request is never read, so the connection cannot be reused.
+        if request_has_body(session.req_header()) || refusal.reason == "ambiguous_framing" {
+            session.set_keepalive(None);
+        }
+        let body = problem::body(refusal.status, &refusal.detail, &ctx.request_id);
+        let header = problem::header(
+            refusal.status,
+            body.len(),
+            &ctx.request_id,
+            &refusal.headers,
+        )?;
+        let head_only = session.req_header().method == http::Method::HEAD;
+        session
+            .write_response_header(Box::new(header), head_only)
+            .await?;
+        if !head_only {
+            session.write_response_body(Some(body), true).await?;
+        }
+        Ok(())
+    }
+
+    fn route_label(&self, ctx: &RequestCtx) -> &str {
+        match ctx.route {
+            Some(i) => &self.config.routes.get(i).name,
+            None => "unmatched",
+        }
+    }
+}
+
+/// The host the request is for; several `Host` headers are refused.
+fn request_host(req: &RequestHeader) -> std::result::Result<Option<&str>, Refusal> {
+    let mut hosts = req.headers.get_all("host").iter();
+    let header = hosts.next();
+    if hosts.next().is_some() {
+        return Err(Refusal::bad_request(
+            "bad_host",
+            "the request has several Host headers",
+        ));
+    }
+    if let Some(authority) = req.uri.authority() {
+        return Ok(Some(host_without_port(authority.as_str())));
+    }
+    match header.map(|h| h.to_str()) {
+        None => Ok(None),
+        Some(Ok(value)) => Ok(Some(host_without_port(value.trim()))),
+        Some(Err(_)) => Err(Refusal::bad_request(
+            "bad_host",
+            "the Host header is not valid",
+        )),
+    }
+}
+
+fn request_has_body(req: &RequestHeader) -> bool {
+    req.headers.contains_key("transfer-encoding")
+        || req
+            .headers
+            .get("content-length")
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.inflight = Some(InflightGuard::new(&self.metrics.inflight_requests));
+        ctx.peer_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| ip::canonical(a.ip()));
+        ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        match self.run_checks(session, ctx) {
+            Ok(()) => Ok(false),
+            Err(refusal) => {
+                self.refuse(session, ctx, refusal).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // A body without a declared length (chunked) is held to the same limit as it streams.
+        if let Some(chunk) = body {
+            ctx.body_bytes += chunk.len() as u64;
+            if ctx.body_bytes > ctx.max_body_bytes {
+                ctx.decision = "body_too_large";
+                return Error::e_explain(ErrorType::HTTPStatus(413), "request body over the limit");
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let Some(route) = ctx.route.map(|i| self.config.routes.get(i)) else {
+            return Error::e_explain(ErrorType::InternalError, "no route chosen");
+        };
+        match self.upstreams.select(route.upstream, &ctx.tried) {
+            Some(target) => {
+                ctx.tried.push(target);
+                ctx.upstream_started = Some(Instant::now());
+                Ok(Box::new(self.upstreams.peer(route.upstream, target)))
+            }
+            None if ctx.tried.is_empty() => {
+                ctx.decision = "no_healthy_target";
+                Error::e_explain(ErrorType::HTTPStatus(503), "no healthy target")
+            }
+            None => Error::e_explain(ErrorType::HTTPStatus(502), "every target failed"),
+        }
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let targets = ctx
+            .route
+            .map(|i| {
+                self.upstreams
+                    .target_count(self.config.routes.get(i).upstream)
+            })
+            .unwrap_or(0);
+        // Nothing was sent yet: another target may serve the request.
+        if connect_retryable(&e) && ctx.tried.len() < targets {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(route) = ctx.route.map(|i| self.config.routes.get(i)) {
+            self.metrics
+                .upstream_connections_total
+                .with_label_values(&[
+                    self.upstreams.name(route.upstream),
+                    if reused { "true" } else { "false" },
+                ])
+                .inc();
+        }
+        Ok(())
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(route) = ctx.route.map(|i| self.config.routes.get(i)) else {
+            return Error::e_explain(ErrorType::InternalError, "no route chosen");
+        };
+        let unknown = IpAddr::from([0, 0, 0, 0]);
+        // 11. What the upstream sees.
+        forward::prepare(
+            upstream_request,
+            route,
+            &Forwarding {
+                request_id: &ctx.request_id,
+                client_ip: ctx.client_ip.unwrap_or(unknown),
+                peer_ip: ctx.peer_ip.unwrap_or(unknown),
+                peer_trusted: ctx.peer_trusted,
+                tls: ctx.tls,
+                path_and_query: &ctx.upstream_path,
+                consumer: None,
+                groups: &[],
+                scopes: &[],
+            },
+        )
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.upstream_status = Some(upstream_response.status.as_u16());
+        if let (Some(started), Some(route)) = (ctx.upstream_started, ctx.route) {
+            let upstream = self.upstreams.name(self.config.routes.get(route).upstream);
+            self.metrics
+                .upstream_duration_seconds
+                .with_label_values(&[upstream])
+                .observe(started.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        upstream_response.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let status = failure_status(e);
+        if ctx.decision == "allow" {
+            ctx.decision = match status {
+                502 => "upstream_error",
+                503 => "no_healthy_target",
+                504 => "upstream_timeout",
+                413 => "body_too_large",
+                0 => "client_gone",
+                _ => "error",
+            };
+        }
+        if status > 0 && session.response_written().is_none() {
+            let detail = match status {
+                502 => "the upstream could not be reached or answered badly",
+                503 => "no healthy upstream target is available",
+                504 => "the upstream did not answer in time",
+                413 => "the request body is larger than this route allows",
+                408 => "the request was not received in time",
+                400 => "the request could not be read",
+                _ => "the request could not be completed",
+            };
+            if let Err(err) = self
+                .refuse(session, ctx, Refusal::new(status, ctx.decision, detail))
+                .await
+            {
+                log::debug!("cannot send the error response: {err}");
+            }
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let req = session.req_header();
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
+        let route = self.route_label(ctx);
+        let method = method_label(&req.method);
+        let elapsed = ctx.started.elapsed();
+        self.metrics
+            .requests_total
+            .with_label_values(&[route, method, status.to_string().as_str()])
+            .inc();
+        self.metrics
+            .request_duration_seconds
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+        let upstream = ctx
+            .route
+            .filter(|_| !ctx.tried.is_empty())
+            .map(|i| self.upstreams.name(self.config.routes.get(i).upstream));
+        self.access_log.record(&AccessRecord {
+            ts: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            request_id: &ctx.request_id,
+            client_ip: ctx.client_ip.map(|ip| ip.to_string()),
+            method: req.method.as_str(),
+            path: redacted_path(
+                req.uri.path(),
+                req.uri.query(),
+                &self.config.logging.redact_query_params,
+            ),
+            status,
+            route,
+            consumer: None,
+            auth: None,
+            decision: ctx.decision,
+            upstream,
+            upstream_status: ctx.upstream_status,
+            bytes_sent: session.body_bytes_sent(),
+            duration_ms: (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0,
+            user_agent: req
+                .headers
+                .get("user-agent")
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        });
+        ctx.inflight = None;
+    }
+}

@@ -1,0 +1,16 @@
+//! portcullis: a security-first HTTP API gateway on Pingora.
+//!
+//! `config` compiles the TOML file into an immutable model; `gateway` is the `ProxyHttp`
+//! implementation that runs the checks of `checks` in SPEC order; `server` assembles the
+//! Pingora services.
+
+pub mod checks;
+pub mod config;
+pub mod context;
+pub mod echo;
+pub mod gateway;
+pub mod keys;
+pub mod observe;
+pub mod problem;
+pub mod server;
+pub mod upstream;

@@ -1,0 +1,157 @@
+//! The `portcullis` command line (SPEC §1). Only this file formats errors for people.
+
+use clap::{Parser, Subcommand};
+use portcullis::config;
+use portcullis::keys;
+use portcullis::server::{self, RunOptions};
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const DEFAULT_CONFIG: &str = "/etc/portcullis/portcullis.toml";
+
+#[derive(Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "A security-first HTTP API gateway built on Pingora"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve with the given configuration.
+    Run {
+        /// The configuration file.
+        #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Take over the listening sockets of a running instance (graceful upgrade).
+        #[arg(short = 'u', long = "upgrade")]
+        upgrade: bool,
+        /// Run in the background.
+        #[arg(short = 'd', long = "daemon")]
+        daemon: bool,
+    },
+    /// Validate the configuration: print every error, then every security warning.
+    Check {
+        #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Fail on warnings too.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Read an API key on stdin and print the string to put in the config.
+    HashKey,
+    /// Print a new random API key and its config string.
+    GenKey,
+}
+
+fn print_errors(errors: &[config::ConfigError]) {
+    for e in errors {
+        eprintln!("error: {e}");
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run {
+            config: path,
+            upgrade,
+            daemon,
+        } => {
+            init_logging();
+            let loaded = match config::load(&path) {
+                Ok(loaded) => loaded,
+                Err(errors) => {
+                    print_errors(&errors);
+                    eprintln!(
+                        "portcullis: not started: {} error(s) in {}",
+                        errors.len(),
+                        path.display()
+                    );
+                    return ExitCode::FAILURE;
+                }
+            };
+            for w in &loaded.warnings {
+                log::warn!("{}: {w}", path.display());
+            }
+            match server::run(loaded.config, RunOptions { upgrade, daemon }) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(message) => {
+                    eprintln!("error: {message}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Check {
+            config: path,
+            strict,
+        } => match config::load(&path) {
+            Err(errors) => {
+                print_errors(&errors);
+                eprintln!("{}: {} error(s)", path.display(), errors.len());
+                ExitCode::FAILURE
+            }
+            Ok(loaded) => {
+                for w in &loaded.warnings {
+                    eprintln!("{}: {w}", path.display());
+                }
+                if strict && !loaded.warnings.is_empty() {
+                    eprintln!(
+                        "{}: {} warning(s); failing because of --strict",
+                        path.display(),
+                        loaded.warnings.len()
+                    );
+                    ExitCode::FAILURE
+                } else {
+                    println!(
+                        "{}: OK ({} warning(s))",
+                        path.display(),
+                        loaded.warnings.len()
+                    );
+                    ExitCode::SUCCESS
+                }
+            }
+        },
+        Command::HashKey => {
+            let mut input = String::new();
+            if let Err(e) = std::io::stdin().read_to_string(&mut input) {
+                eprintln!("error: cannot read standard input: {e}");
+                return ExitCode::FAILURE;
+            }
+            match keys::key_from_input(&input) {
+                Ok(key) => {
+                    println!("{}", keys::config_hash(key));
+                    ExitCode::SUCCESS
+                }
+                Err(message) => {
+                    eprintln!("error: {message}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::GenKey => match keys::generate() {
+            Ok(key) => {
+                println!("api key: {key}");
+                println!("config:  {}", keys::config_hash(&key));
+                eprintln!("Give the key to the client; put only the config string in api_keys.");
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("error: {message}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// The error log: `log` records to stderr; `RUST_LOG` overrides the level.
+fn init_logging() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+}

@@ -1,0 +1,200 @@
+//! Prometheus metrics of SPEC §5, registered once in the gateway's own registry (with process
+//! metrics), and the small HTTP app that serves them on the metrics listener.
+
+use async_trait::async_trait;
+use http::Response;
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+use std::sync::Arc;
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests_total: IntCounterVec,
+    pub request_duration_seconds: HistogramVec,
+    pub upstream_duration_seconds: HistogramVec,
+    pub auth_failures_total: IntCounterVec,
+    pub authz_denials_total: IntCounterVec,
+    pub rate_limited_total: IntCounterVec,
+    pub validation_rejections_total: IntCounterVec,
+    pub threats_total: IntCounterVec,
+    pub upstream_connections_total: IntCounterVec,
+    pub upstream_target_healthy: IntGaugeVec,
+    pub inflight_requests: IntGauge,
+    pub build_info: IntGaugeVec,
+    pub refusals_total: IntCounterVec,
+    pub access_log_dropped_total: prometheus::IntCounter,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let histogram =
+            |name: &str, help: &str, labels: &[&str]| -> Result<HistogramVec, prometheus::Error> {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+                    labels,
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                Ok(h)
+            };
+        let metrics = Metrics {
+            requests_total: counter(
+                "portcullis_requests_total",
+                "Requests answered, by route, method and status.",
+                &["route", "method", "status"],
+            )?,
+            request_duration_seconds: histogram(
+                "portcullis_request_duration_seconds",
+                "Time from request to the end of the response.",
+                &["route"],
+            )?,
+            upstream_duration_seconds: histogram(
+                "portcullis_upstream_duration_seconds",
+                "Time from choosing an upstream to its response header.",
+                &["upstream"],
+            )?,
+            auth_failures_total: counter(
+                "portcullis_auth_failures_total",
+                "Failed authentications.",
+                &["route", "reason"],
+            )?,
+            authz_denials_total: counter(
+                "portcullis_authz_denials_total",
+                "Requests denied by authorization or IP rules.",
+                &["route", "reason"],
+            )?,
+            rate_limited_total: counter(
+                "portcullis_rate_limited_total",
+                "Requests refused by rate limits.",
+                &["route", "key"],
+            )?,
+            validation_rejections_total: counter(
+                "portcullis_validation_rejections_total",
+                "Requests refused by size, framing, path or body validation.",
+                &["route", "reason"],
+            )?,
+            threats_total: counter(
+                "portcullis_threats_total",
+                "Threats detected.",
+                &["route", "kind", "action"],
+            )?,
+            upstream_connections_total: counter(
+                "portcullis_upstream_connections_total",
+                "Upstream connections used, new or reused from the pool.",
+                &["upstream", "reused"],
+            )?,
+            refusals_total: counter(
+                "portcullis_refusals_total",
+                "Requests refused by the gateway, by route and reason.",
+                &["route", "reason"],
+            )?,
+            upstream_target_healthy: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "portcullis_upstream_target_healthy",
+                        "1 when the target passes its health check.",
+                    ),
+                    &["upstream", "target"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            inflight_requests: {
+                let g = IntGauge::new("portcullis_inflight_requests", "Requests in progress.")?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            build_info: {
+                let g = IntGaugeVec::new(
+                    Opts::new("portcullis_build_info", "Build information; always 1."),
+                    &["version"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            access_log_dropped_total: {
+                let c = prometheus::IntCounter::new(
+                    "portcullis_access_log_dropped_total",
+                    "Access log lines dropped because the writer fell behind.",
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
+            registry,
+        };
+        metrics
+            .build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        #[cfg(target_os = "linux")]
+        metrics.registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        Ok(metrics)
+    }
+
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let families = self.registry.gather();
+        if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+            log::error!("cannot encode metrics: {e}");
+        }
+        out
+    }
+}
+
+/// Bounded `method` label: the standard methods by name, anything else as `OTHER`.
+pub fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::PATCH => "PATCH",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// `GET /metrics` in the Prometheus text format; anything else is 404.
+pub struct MetricsApp {
+    pub metrics: Arc<Metrics>,
+}
+
+#[async_trait]
+impl ServeHttp for MetricsApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        let (status, content_type, body) = if req.uri.path() == "/metrics"
+            && (req.method == http::Method::GET || req.method == http::Method::HEAD)
+        {
+            (200, "text/plain; version=0.0.4", self.metrics.render())
+        } else {
+            let body =
+                crate::problem::body(404, "the metrics listener serves GET /metrics only", "");
+            (404, "application/problem+json", body.to_vec())
+        };
+        Response::builder()
+            .status(status)
+            .header("Content-Type", content_type)
+            .header("Content-Length", body.len())
+            .header("X-Content-Type-Options", "nosniff")
+            .body(body)
+            .unwrap_or_else(|_| Response::new(Vec::new()))
+    }
+}

@@ -1,0 +1,119 @@
+//! Refusals and the RFC 9457 `application/problem+json` responses that portcullis itself makes.
+//! A check returns a `Refusal`; only the pipeline turns it into a response, a metric and a log.
+
+use bytes::Bytes;
+use http::StatusCode;
+use pingora_http::ResponseHeader;
+use std::borrow::Cow;
+
+/// "Stop with this response": what a check answers when a request must not go on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    /// A short, bounded label for metrics and the access log `decision` (e.g. `no_route`).
+    pub reason: &'static str,
+    /// What the client is told. Never a secret, a key or which of two credentials almost matched.
+    pub detail: Cow<'static, str>,
+    /// Extra response headers, e.g. `Allow` on a 405.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Refusal {
+    pub fn new(status: u16, reason: &'static str, detail: impl Into<Cow<'static, str>>) -> Self {
+        Refusal {
+            status,
+            reason,
+            detail: detail.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn bad_request(reason: &'static str, detail: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(400, reason, detail)
+    }
+
+    pub fn forbidden(reason: &'static str, detail: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(403, reason, detail)
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(404, "no_route", "no route matches this request")
+    }
+
+    pub fn method_not_allowed(allow: String) -> Self {
+        Self::new(
+            405,
+            "method_not_allowed",
+            "this method is not allowed on this path",
+        )
+        .with_header("Allow", allow)
+    }
+}
+
+/// The RFC 9457 title of a status: its reason phrase.
+pub fn title(status: u16) -> &'static str {
+    StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error")
+}
+
+/// The problem+json body. Built with serde_json so that every string is escaped.
+pub fn body(status: u16, detail: &str, request_id: &str) -> Bytes {
+    let value = serde_json::json!({
+        "type": "about:blank",
+        "title": title(status),
+        "status": status,
+        "detail": detail,
+        "request_id": request_id,
+    });
+    Bytes::from(value.to_string())
+}
+
+/// Response header for a gateway-made problem response.
+pub fn header(
+    status: u16,
+    body_len: usize,
+    request_id: &str,
+    extra: &[(&'static str, String)],
+) -> pingora_core::Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(status, Some(6 + extra.len()))?;
+    resp.insert_header("Content-Type", "application/problem+json")?;
+    resp.insert_header("Content-Length", body_len.to_string())?;
+    resp.insert_header("Cache-Control", "no-store")?;
+    resp.insert_header("X-Content-Type-Options", "nosniff")?;
+    if !request_id.is_empty() {
+        resp.insert_header("X-Request-Id", request_id)?;
+    }
+    for (name, value) in extra {
+        resp.insert_header(*name, value.as_str())?;
+    }
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_escaped_json() {
+        let b = body(400, "bad \"quote\" </script>", "id-1");
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["title"], "Bad Request");
+        assert_eq!(v["status"], 400);
+        assert_eq!(v["detail"], "bad \"quote\" </script>");
+        assert_eq!(v["request_id"], "id-1");
+        assert_eq!(v["type"], "about:blank");
+    }
+
+    #[test]
+    fn titles() {
+        assert_eq!(title(431), "Request Header Fields Too Large");
+        assert_eq!(title(599), "Error");
+    }
+}

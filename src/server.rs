@@ -1,0 +1,143 @@
+//! Assemble the Pingora server from the compiled configuration: `[server]` becomes Pingora's
+//! `ServerConf` (no YAML file), then the proxy, health-check, metrics and demo services.
+
+use crate::config::Config;
+use crate::echo::EchoApp;
+use crate::gateway::Gateway;
+use crate::observe::access_log::AccessLog;
+use crate::observe::metrics::{Metrics, MetricsApp};
+use crate::upstream::Upstreams;
+use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::server::Server;
+use pingora_core::services::listening::Service;
+use std::net::TcpListener;
+use std::sync::Arc;
+
+pub struct RunOptions {
+    /// Take over the listening sockets of a running instance (`-u`).
+    pub upgrade: bool,
+    /// Run in the background (`-d`).
+    pub daemon: bool,
+}
+
+fn server_conf(config: &Config, options: &RunOptions) -> ServerConf {
+    let s = &config.server;
+    let mut conf = ServerConf {
+        threads: s.threads,
+        pid_file: s.pid_file.clone(),
+        upgrade_sock: s.upgrade_sock.clone(),
+        grace_period_seconds: Some(s.grace_period.as_secs().max(1)),
+        graceful_shutdown_timeout_seconds: Some(s.graceful_shutdown_timeout.as_secs().max(1)),
+        daemon: options.daemon,
+        ..ServerConf::default()
+    };
+    // Pingora retries a failed connection on our say-so (`fail_to_connect`); bound it anyway.
+    conf.max_retries = 16;
+    conf
+}
+
+/// Every address portcullis will listen on, with the key that names it.
+fn addresses(config: &Config) -> Vec<(String, &str)> {
+    let mut out: Vec<(String, &str)> = config
+        .listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (format!("listeners[{i}].address"), l.address.as_str()))
+        .collect();
+    if let Some(m) = &config.metrics {
+        out.push(("metrics.address".into(), m.address.as_str()));
+    }
+    if let Some(e) = &config.demo_echo {
+        out.push(("demo_echo.address".into(), e.as_str()));
+    }
+    out
+}
+
+/// Fail with a clear message, before Pingora starts, when an address cannot be bound.
+fn probe_addresses(config: &Config) -> Result<(), String> {
+    for (key, address) in addresses(config) {
+        if let Err(e) = TcpListener::bind(address) {
+            return Err(format!(
+                "{}: {key}: cannot listen on {address}: {e}; stop whatever uses it or pick another address (use `run -u` to take over from a running portcullis)",
+                config.source.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Build every service and serve until told to stop. Returns only on a start-up error.
+pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
+    if !options.upgrade {
+        probe_addresses(&config)?;
+    }
+    let file = config.source.display().to_string();
+    let metrics = Arc::new(Metrics::new().map_err(|e| format!("cannot register metrics: {e}"))?);
+    let access_log = AccessLog::open(
+        &config.logging.access_log,
+        metrics.access_log_dropped_total.clone(),
+    )
+    .map_err(|e| {
+        format!(
+            "{file}: logging.access_log: cannot open {:?}: {e}",
+            config.logging.access_log
+        )
+    })?;
+    let (upstreams, health_checks) = Upstreams::build(&config.upstreams, &metrics)
+        .map_err(|e| format!("{file}: upstreams: {e}"))?;
+
+    let opt = Opt {
+        upgrade: options.upgrade,
+        daemon: options.daemon,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf(&config, &options));
+    server.bootstrap();
+
+    let config = Arc::new(config);
+    let gateway = Gateway {
+        config: config.clone(),
+        upstreams: Arc::new(upstreams),
+        metrics: metrics.clone(),
+        access_log,
+    };
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        gateway,
+        "portcullis gateway",
+    );
+    for listener in &config.listeners {
+        proxy.add_tcp(&listener.address);
+    }
+    server.add_service(proxy);
+    for service in health_checks {
+        server.add_service(service);
+    }
+    if let Some(m) = &config.metrics {
+        let mut service = Service::new(
+            "portcullis metrics".to_string(),
+            MetricsApp {
+                metrics: metrics.clone(),
+            },
+        );
+        service.add_tcp(&m.address);
+        server.add_service(service);
+    }
+    if let Some(address) = &config.demo_echo {
+        let mut service = Service::new("portcullis demo echo".to_string(), EchoApp);
+        service.add_tcp(address);
+        server.add_service(service);
+    }
+    log::info!(
+        "portcullis {} serving {} route(s) on {}",
+        env!("CARGO_PKG_VERSION"),
+        config.routes.routes().len(),
+        config
+            .listeners
+            .iter()
+            .map(|l| l.address.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    server.run_forever()
+}

@@ -1,0 +1,206 @@
+//! Upstreams: round robin over healthy targets, active HTTP health checks run as Pingora
+//! background services, peers carrying the configured timeouts (so Pingora's connection pool
+//! reuses them), and the mapping of upstream failures to 502 / 503 / 504.
+
+use crate::config::model::{HealthCheck, Upstream};
+use crate::observe::metrics::Metrics;
+use async_trait::async_trait;
+use pingora_core::services::background::{background_service, GenBackgroundService};
+use pingora_core::upstreams::peer::{HttpPeer, HttpUpstreamRequestPolicy};
+use pingora_core::{Error, ErrorSource, ErrorType};
+use pingora_http::RequestHeader;
+use pingora_load_balancing::health_check::{HealthObserve, HttpHealthCheck};
+use pingora_load_balancing::selection::RoundRobin;
+use pingora_load_balancing::{Backend, LoadBalancer};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub type Balancer = LoadBalancer<RoundRobin>;
+
+struct Pool {
+    config: Upstream,
+    balancer: Arc<Balancer>,
+}
+
+/// All upstreams, indexed like `Config::upstreams`.
+pub struct Upstreams {
+    pools: Vec<Pool>,
+}
+
+/// Sets `portcullis_upstream_target_healthy` when a health check flips a target.
+struct HealthGauge {
+    metrics: Arc<Metrics>,
+    upstream: String,
+}
+
+#[async_trait]
+impl HealthObserve for HealthGauge {
+    async fn observe(&self, target: &Backend, healthy: bool) {
+        let addr = target.addr.to_string();
+        if healthy {
+            log::info!("upstream {} target {addr} is healthy again", self.upstream);
+        } else {
+            log::warn!(
+                "upstream {} target {addr} failed its health check",
+                self.upstream
+            );
+        }
+        self.metrics
+            .upstream_target_healthy
+            .with_label_values(&[self.upstream.as_str(), addr.as_str()])
+            .set(i64::from(healthy));
+    }
+}
+
+fn health_check(
+    upstream: &Upstream,
+    hc: &HealthCheck,
+    metrics: &Arc<Metrics>,
+) -> Result<HttpHealthCheck, String> {
+    let tls = upstream.tls.as_ref();
+    let host = match tls {
+        Some(t) if !t.sni.is_empty() => t.sni.clone(),
+        _ => upstream.name.clone(),
+    };
+    let mut check = HttpHealthCheck::new(&host, tls.is_some());
+    let mut req = RequestHeader::build("GET", hc.path.as_bytes(), None)
+        .map_err(|e| format!("health check path {:?}: {e}", hc.path))?;
+    req.insert_header("Host", host.as_str())
+        .and_then(|_| req.insert_header("User-Agent", "portcullis-health-check"))
+        .map_err(|e| format!("health check request: {e}"))?;
+    check.req = req;
+    check.consecutive_success = hc.healthy_threshold;
+    check.consecutive_failure = hc.unhealthy_threshold;
+    check.peer_template.options.connection_timeout = Some(hc.timeout.min(upstream.connect_timeout));
+    check.peer_template.options.read_timeout = Some(hc.timeout);
+    if let Some(t) = tls {
+        check.peer_template.options.verify_cert = t.verify;
+        check.peer_template.options.verify_hostname = t.verify;
+    }
+    check.health_changed_callback = Some(Box::new(HealthGauge {
+        metrics: metrics.clone(),
+        upstream: upstream.name.clone(),
+    }));
+    Ok(check)
+}
+
+impl Upstreams {
+    /// Build the balancers; returns the health-check services to add to the server.
+    pub fn build(
+        configs: &[Upstream],
+        metrics: &Arc<Metrics>,
+    ) -> Result<(Self, Vec<GenBackgroundService<Balancer>>), String> {
+        let mut pools = Vec::with_capacity(configs.len());
+        let mut services = Vec::new();
+        for upstream in configs {
+            let mut balancer = Balancer::try_from_iter(upstream.targets.iter().copied())
+                .map_err(|e| format!("upstream {:?}: {e}", upstream.name))?;
+            for target in &upstream.targets {
+                metrics
+                    .upstream_target_healthy
+                    .with_label_values(&[upstream.name.as_str(), target.to_string().as_str()])
+                    .set(1);
+            }
+            let balancer = match &upstream.health_check {
+                Some(hc) => {
+                    balancer.set_health_check(Box::new(health_check(upstream, hc, metrics)?));
+                    balancer.health_check_frequency = Some(hc.interval);
+                    balancer.parallel_health_check = true;
+                    let service =
+                        background_service(&format!("health check {}", upstream.name), balancer);
+                    let task = service.task();
+                    services.push(service);
+                    task
+                }
+                None => Arc::new(balancer),
+            };
+            pools.push(Pool {
+                config: upstream.clone(),
+                balancer,
+            });
+        }
+        Ok((Upstreams { pools }, services))
+    }
+
+    pub fn name(&self, index: usize) -> &str {
+        &self.pools[index].config.name
+    }
+
+    pub fn target_count(&self, index: usize) -> usize {
+        self.pools[index].config.targets.len()
+    }
+
+    /// The next healthy target in round-robin order that this request has not tried yet.
+    pub fn select(&self, index: usize, tried: &[SocketAddr]) -> Option<SocketAddr> {
+        let pool = &self.pools[index];
+        let max = pool.config.targets.len().max(1) * 2;
+        pool.balancer
+            .select_with(b"", max, |backend, healthy| {
+                healthy
+                    && backend
+                        .addr
+                        .as_inet()
+                        .is_some_and(|addr| !tried.contains(addr))
+            })
+            .and_then(|backend| backend.addr.as_inet().copied())
+    }
+
+    /// The peer for a target, with the upstream's timeouts and TLS settings.
+    pub fn peer(&self, index: usize, target: SocketAddr) -> HttpPeer {
+        let config = &self.pools[index].config;
+        let (tls, sni) = match &config.tls {
+            Some(t) => (true, t.sni.clone()),
+            None => (false, String::new()),
+        };
+        let mut peer = HttpPeer::new(target, tls, sni);
+        let options = &mut peer.options;
+        options.connection_timeout = Some(config.connect_timeout);
+        options.read_timeout = Some(config.read_timeout);
+        options.write_timeout = Some(config.write_timeout);
+        options.idle_timeout = Some(config.idle_timeout);
+        if let Some(t) = &config.tls {
+            options.verify_cert = t.verify;
+            options.verify_hostname = t.verify;
+        }
+        // Protocol upgrades (WebSocket, h2c) are not forwarded: a tunnel would bypass every check.
+        options.http_upstream_request_policy = HttpUpstreamRequestPolicy::deny_upgrades();
+        peer
+    }
+}
+
+/// The status a client gets for a failure to proxy, and whether a response can still be sent.
+pub fn failure_status(e: &Error) -> u16 {
+    match e.etype() {
+        ErrorType::HTTPStatus(code) => *code,
+        ErrorType::ConnectTimedout
+        | ErrorType::ReadTimedout
+        | ErrorType::WriteTimedout
+        | ErrorType::TLSHandshakeTimedout
+            if e.esource() != &ErrorSource::Downstream =>
+        {
+            504
+        }
+        _ => match e.esource() {
+            ErrorSource::Upstream => 502,
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                ErrorType::ReadTimedout | ErrorType::WriteTimedout => 408,
+                _ => 400,
+            },
+            ErrorSource::Internal | ErrorSource::Unset => 500,
+        },
+    }
+}
+
+/// Whether a failed connection attempt may go to another target: nothing was sent yet.
+pub fn connect_retryable(e: &Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::ConnectTimedout
+            | ErrorType::ConnectRefused
+            | ErrorType::ConnectNoRoute
+            | ErrorType::ConnectError
+            | ErrorType::TLSHandshakeFailure
+            | ErrorType::TLSHandshakeTimedout
+    )
+}
