@@ -48,7 +48,15 @@ impl Gateway {
 
         // 2. Size limits and unambiguous framing.
         limits::check_sizes(req, &cfg.limits)?;
-        let declared_body = limits::declared_length(req)?;
+        let raw_head = if req.headers.contains_key("transfer-encoding") {
+            session
+                .as_downstream()
+                .as_http1()
+                .map(|h1| h1.get_headers_raw_bytes())
+        } else {
+            None
+        };
+        let declared_body = limits::declared_length(req, raw_head.as_deref())?;
 
         // 3. Route, on the normalised path.
         let normalised = path::normalise(req.uri.path())

@@ -47,8 +47,18 @@ pub fn check_sizes(req: &RequestHeader, limits: &Limits) -> Result<(), Refusal> 
 }
 
 /// The body length the client declared, if any; `Err` when the framing is ambiguous.
-pub fn declared_length(req: &RequestHeader) -> Result<Option<u64>, Refusal> {
+/// `raw_head` is the request head as received: Pingora drops `Content-Length` when
+/// `Transfer-Encoding` is present, so only the raw bytes show that both were sent.
+pub fn declared_length(
+    req: &RequestHeader,
+    raw_head: Option<&[u8]>,
+) -> Result<Option<u64>, Refusal> {
     let has_te = req.headers.contains_key("transfer-encoding");
+    if has_te && raw_head.is_some_and(raw_has_content_length) {
+        return Err(ambiguous(
+            "the request has both Content-Length and Transfer-Encoding",
+        ));
+    }
     let mut length: Option<u64> = None;
     for value in req.headers.get_all("content-length") {
         // A list such as "5, 5" counts as several values.
@@ -78,6 +88,15 @@ pub fn declared_length(req: &RequestHeader) -> Result<Option<u64>, Refusal> {
         ));
     }
     Ok(length)
+}
+
+/// Whether a raw request head has a `Content-Length` field line (any case, any spacing).
+fn raw_has_content_length(head: &[u8]) -> bool {
+    head.split(|&b| b == b'\n').skip(1).any(|line| {
+        let name_end = line.iter().position(|&b| b == b':').unwrap_or(line.len());
+        let name = line[..name_end].trim_ascii();
+        name.eq_ignore_ascii_case(b"content-length")
+    })
 }
 
 fn ambiguous(detail: &'static str) -> Refusal {
@@ -136,33 +155,41 @@ mod tests {
         );
     }
 
+    fn dl(r: RequestHeader) -> Result<Option<u64>, Refusal> {
+        declared_length(&r, None)
+    }
+
+    #[test]
+    fn raw_head_reveals_dropped_content_length() {
+        let te = req("/", &[("Transfer-Encoding", "chunked")]);
+        let head = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\ncontent-LENGTH : 5\r\n\r\n";
+        assert!(declared_length(&te, Some(head)).is_err());
+        let clean = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nX-Content-Length: 5\r\n\r\n";
+        assert_eq!(declared_length(&te, Some(clean)).unwrap(), None);
+    }
+
     #[test]
     fn framing() {
-        assert_eq!(declared_length(&req("/", &[])).unwrap(), None);
+        assert_eq!(dl(req("/", &[])).unwrap(), None);
+        assert_eq!(dl(req("/", &[("Content-Length", "5")])).unwrap(), Some(5));
         assert_eq!(
-            declared_length(&req("/", &[("Content-Length", "5")])).unwrap(),
-            Some(5)
-        );
-        assert_eq!(
-            declared_length(&req(
+            dl(req(
                 "/",
                 &[("Content-Length", "5"), ("Content-Length", "5")]
             ))
             .unwrap(),
             Some(5)
         );
-        assert!(declared_length(&req(
+        assert!(dl(req(
             "/",
             &[("Content-Length", "5"), ("Content-Length", "6")]
         ))
         .is_err());
-        assert!(declared_length(&req("/", &[("Content-Length", "5, 6")])).is_err());
-        assert!(declared_length(&req("/", &[("Content-Length", "-1")])).is_err());
-        assert!(declared_length(&req("/", &[("Content-Length", "+5")])).is_err());
-        assert!(
-            declared_length(&req("/", &[("Content-Length", "99999999999999999999999")])).is_err()
-        );
-        assert!(declared_length(&req(
+        assert!(dl(req("/", &[("Content-Length", "5, 6")])).is_err());
+        assert!(dl(req("/", &[("Content-Length", "-1")])).is_err());
+        assert!(dl(req("/", &[("Content-Length", "+5")])).is_err());
+        assert!(dl(req("/", &[("Content-Length", "99999999999999999999999")])).is_err());
+        assert!(dl(req(
             "/",
             &[("Content-Length", "5"), ("Transfer-Encoding", "chunked")]
         ))

@@ -1,0 +1,189 @@
+//! The command line of SPEC §1: `check` on good and broken configs, `hash-key`, `gen-key`,
+//! and `run` refusing a bad config with one clear line and no panic.
+
+mod common;
+
+use common::*;
+
+const BASE: &str = r#"
+[[listeners]]
+address = "127.0.0.1:18080"
+
+[[upstreams]]
+name = "app"
+targets = ["127.0.0.1:9000"]
+
+[[routes]]
+name = "r"
+path_prefix = "/"
+upstream = "app"
+public = true
+"#;
+
+fn check(config: &str, strict: bool) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.toml");
+    std::fs::write(&path, config).unwrap();
+    let path = path.to_str().unwrap().to_string();
+    let mut args = vec!["check", "-c", path.as_str()];
+    if strict {
+        args.push("--strict");
+    }
+    cli(&args, None)
+}
+
+fn assert_no_panic(stderr: &str) {
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    assert!(
+        !stderr.contains("RUST_BACKTRACE"),
+        "backtrace hint: {stderr}"
+    );
+}
+
+#[test]
+fn default_config_passes_check() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/portcullis.toml");
+    let (code, out, err) = cli(&["check", "-c", config], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("OK"));
+}
+
+#[test]
+fn minimal_config_passes_strict_check() {
+    let (code, out, err) = check(BASE, true);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+#[test]
+fn broken_configs_exit_1_and_name_the_key() {
+    let cases: Vec<(String, &str)> = vec![
+        (format!("{BASE}\n[server]\nthreadz = 2\n"), "threadz"),
+        (BASE.replace("name = \"r\"", "name = \"r\"\ncolour = \"red\""), "colour"),
+        (format!("[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n{BASE}"), "server.trusted_proxies[0]"),
+        (BASE.replace("public = true", "public = true\nip_deny = [\"not-an-ip\"]"), "routes[0].ip_deny[0]"),
+        (
+            BASE.replace("targets = [\"127.0.0.1:9000\"]", "targets = [\"127.0.0.1:9000\"]\nread_timeout = \"ten seconds\""),
+            "upstreams[0].read_timeout",
+        ),
+        (format!("[server]\ngrace_period = \"5 parsecs\"\n{BASE}"), "server.grace_period"),
+        (BASE.replace("upstream = \"app\"", "upstream = \"nope\""), "routes[0].upstream"),
+        (
+            format!("{BASE}\n[[routes]]\nname = \"r\"\npath_prefix = \"/other\"\nupstream = \"app\"\npublic = true\n"),
+            "routes[1].name",
+        ),
+        (
+            format!("{BASE}\n[[routes]]\nname = \"dup\"\npath_prefix = \"/\"\nupstream = \"app\"\npublic = true\n"),
+            "routes[1]",
+        ),
+        (BASE.replace("path_prefix = \"/\"", "path_prefix = \"/a/../b\""), "routes[0].path_prefix"),
+        (BASE.replace("127.0.0.1:18080", "localhost"), "listeners[0].address"),
+        (format!("[limits]\nmax_body_bytes = \"12 parsecs\"\n{BASE}"), "limits.max_body_bytes"),
+        (format!("{BASE}\n[[jwt_providers]]\nname = \"corp\"\n"), "jwt_providers"),
+        (BASE.replace("public = true", "public = true\nthreat_protection = \"block\""), "routes[0].threat_protection"),
+        ("this is not toml".to_string(), ""),
+        (BASE.replace("[[listeners]]", "[[listeners]]\n[[listeners]]"), "listeners[0]"),
+    ];
+    for (config, key) in cases {
+        let (code, out, err) = check(&config, false);
+        assert_eq!(
+            code, 1,
+            "expected failure for key {key:?}\nstdout: {out}\nstderr: {err}"
+        );
+        assert!(err.contains(key), "stderr should name {key:?}: {err}");
+        assert!(err.contains("p.toml"), "stderr should name the file: {err}");
+        assert_no_panic(&err);
+    }
+}
+
+#[test]
+fn several_errors_are_all_reported() {
+    let config = BASE
+        .replace("upstream = \"app\"", "upstream = \"nope\"")
+        .replace("public = true", "public = true\nip_allow = [\"300.1.1.1\"]");
+    let (code, _, err) = check(&config, false);
+    assert_eq!(code, 1);
+    assert!(err.contains("routes[0].upstream"), "{err}");
+    assert!(err.contains("routes[0].ip_allow[0]"), "{err}");
+}
+
+#[test]
+fn warnings_fail_only_with_strict() {
+    let exposed = BASE
+        .replace("127.0.0.1:18080", "0.0.0.0:18080")
+        .replace("public = true", "")
+        + "\n[metrics]\naddress = \"0.0.0.0:19091\"\n";
+    let (code, _, err) = check(&exposed, false);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("warning: listeners[0].address"), "{err}");
+    assert!(err.contains("warning: metrics.address"), "{err}");
+    assert!(err.contains("warning: routes[0]"), "{err}");
+    let (code, _, _) = check(&exposed, true);
+    assert_eq!(code, 1);
+}
+
+#[test]
+fn missing_file_is_one_clear_line() {
+    let (code, _, err) = cli(&["check", "-c", "/nonexistent/portcullis.toml"], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("/nonexistent/portcullis.toml"));
+    assert_no_panic(&err);
+}
+
+#[test]
+fn run_refuses_a_broken_config_and_a_busy_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        BASE.replace("upstream = \"app\"", "upstream = \"nope\""),
+    )
+    .unwrap();
+    let (code, _, err) = cli(&["run", "-c", path.to_str().unwrap()], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("routes[0].upstream"), "{err}");
+    assert_no_panic(&err);
+
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    std::fs::write(&path, BASE.replace("18080", &port.to_string())).unwrap();
+    let (code, _, err) = cli(&["run", "-c", path.to_str().unwrap()], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("listeners[0].address"), "{err}");
+    assert_no_panic(&err);
+}
+
+#[test]
+fn hash_key_prints_the_config_string() {
+    let (code, out, _) = cli(&["hash-key"], Some("test\n"));
+    assert_eq!(code, 0);
+    assert_eq!(
+        out.trim(),
+        "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+    );
+    let (code, _, err) = cli(&["hash-key"], Some(""));
+    assert_eq!(code, 1);
+    assert!(err.contains("no key"));
+}
+
+#[test]
+fn gen_key_prints_a_fresh_key_and_its_hash() {
+    let (code, out, _) = cli(&["gen-key"], None);
+    assert_eq!(code, 0);
+    let key = out
+        .lines()
+        .find_map(|l| l.strip_prefix("api key: "))
+        .expect("key line")
+        .trim()
+        .to_string();
+    let hash = out
+        .lines()
+        .find_map(|l| l.strip_prefix("config:  "))
+        .expect("config line")
+        .trim()
+        .to_string();
+    assert!(key.len() >= 43, "at least 32 bytes of entropy");
+    let (_, again, _) = cli(&["hash-key"], Some(&key));
+    assert_eq!(again.trim(), hash);
+    let (_, other, _) = cli(&["gen-key"], None);
+    assert_ne!(other, out);
+}

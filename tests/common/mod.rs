@@ -1,0 +1,460 @@
+//! Test harness: the real `portcullis` binary on ephemeral loopback ports, real upstream
+//! servers (hyper) that record what they saw, and a raw HTTP/1.1 client so that tests control
+//! every byte on the wire (HTTP client libraries normalise paths themselves).
+
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("an ephemeral port")
+}
+
+/// A request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub uri: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn header_count(&self, name: &str) -> usize {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .count()
+    }
+}
+
+/// A real HTTP/1.1 upstream on loopback that records every request and counts connections.
+/// `GET /slow/<ms>` answers after that many milliseconds.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    pub connections: Arc<AtomicUsize>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Upstream {
+    pub fn start() -> Upstream {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let (s, c) = (seen.clone(), connections.clone());
+        runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                c.fetch_add(1, Ordering::SeqCst);
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let s = s.clone();
+                        async move { Ok::<_, hyper::Error>(respond(req, s).await) }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Upstream {
+            addr,
+            seen,
+            connections,
+            _runtime: runtime,
+        }
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Requests other than health checks.
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen()
+            .into_iter()
+            .filter(|s| s.uri != "/healthz")
+            .collect()
+    }
+
+    pub fn clear(&self) {
+        self.seen.lock().unwrap().clear();
+    }
+}
+
+async fn respond(req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes().to_vec())
+        .unwrap_or_default();
+    let uri = parts.uri.to_string();
+    seen.lock().unwrap().push(Seen {
+        method: parts.method.to_string(),
+        uri: uri.clone(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body,
+    });
+    if let Some(ms) = uri
+        .strip_prefix("/slow/")
+        .and_then(|m| m.parse::<u64>().ok())
+    {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let payload = format!("{{\"upstream\":\"ok\",\"uri\":{uri:?}}}");
+    Response::builder()
+        .header("Content-Type", "application/json")
+        .header("X-Upstream", "test")
+        .body(Full::new(Bytes::from(payload)))
+        .unwrap()
+}
+
+/// An upstream that accepts connections and never answers.
+pub struct Silent {
+    pub addr: SocketAddr,
+}
+
+impl Silent {
+    pub fn start() -> Silent {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming().flatten() {
+                held.push(stream);
+                if held.len() > 256 {
+                    held.remove(0);
+                }
+            }
+        });
+        Silent { addr }
+    }
+}
+
+/// A running gateway process. Killed when dropped.
+pub struct Gateway {
+    pub port: u16,
+    pub metrics_port: u16,
+    pub dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Gateway {
+    /// Start the gateway with `body` appended to a generated `[server]`, listener, metrics and
+    /// logging section. `{PORT}`-style placeholders are not needed: use `format!` in the test.
+    pub fn start(body: &str) -> Gateway {
+        Self::start_with(body, "")
+    }
+
+    pub fn start_with(body: &str, server_extra: &str) -> Gateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let metrics_port = free_port();
+        let config = format!(
+            "[server]\nthreads = 2\ngrace_period = \"1s\"\ngraceful_shutdown_timeout = \"1s\"\n\
+             upgrade_sock = \"upgrade.sock\"\npid_file = \"portcullis.pid\"\n{server_extra}\n\
+             [[listeners]]\naddress = \"127.0.0.1:{port}\"\n\n\
+             [metrics]\naddress = \"127.0.0.1:{metrics_port}\"\n\n\
+             [logging]\naccess_log = \"access.log\"\nredact_query_params = [\"custom_secret\"]\n\n{body}"
+        );
+        let path = dir.path().join("portcullis.toml");
+        std::fs::write(&path, config).expect("write config");
+        let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["run", "-c"])
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("stderr.log")).expect("stderr file"))
+            .spawn()
+            .expect("start portcullis");
+        let mut gateway = Gateway {
+            port,
+            metrics_port,
+            dir,
+            child,
+        };
+        gateway.wait_ready();
+        gateway
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("portcullis exited early ({status}): {}", self.stderr());
+            }
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && TcpStream::connect(("127.0.0.1", self.metrics_port)).is_ok()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("portcullis did not start listening: {}", self.stderr());
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Send one raw request on a new connection and read the response.
+    pub fn raw(&self, request: &str) -> HttpResponse {
+        raw_request(self.port, request.as_bytes())
+    }
+
+    pub fn get(&self, path: &str) -> HttpResponse {
+        self.raw(&format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        ))
+    }
+
+    pub fn metrics(&self) -> String {
+        raw_request(
+            self.metrics_port,
+            b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        )
+        .text()
+    }
+
+    /// The value of one metric sample, e.g. `portcullis_requests_total{route="a",…}`; matched
+    /// on the name and every `label="value"` pair given.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric_value(&self.metrics(), name, labels)
+    }
+
+    /// Requests are counted in Pingora's logging phase, just after the response is sent:
+    /// poll briefly until the metric reaches `expected`, then return what it is.
+    pub fn wait_metric(&self, name: &str, labels: &[(&str, &str)], expected: f64) -> f64 {
+        let mut value = 0.0;
+        wait_until(Duration::from_secs(5), || {
+            value = self.metric(name, labels);
+            value >= expected
+        });
+        value
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[derive(Debug, Default)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    /// Assert an RFC 9457 problem response with this status and the request id echoed.
+    pub fn assert_problem(&self, status: u16) -> serde_json::Value {
+        assert_eq!(self.status, status, "status; body: {}", self.text());
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json")
+        );
+        assert_eq!(self.header("x-content-type-options"), Some("nosniff"));
+        let v = self.json();
+        assert_eq!(v["status"], status);
+        assert_eq!(v["type"], "about:blank");
+        assert!(v["title"].as_str().is_some_and(|t| !t.is_empty()));
+        assert!(v["detail"].as_str().is_some_and(|t| !t.is_empty()));
+        let id = v["request_id"].as_str().expect("request_id");
+        assert!(!id.is_empty());
+        assert_eq!(self.header("x-request-id"), Some(id));
+        v
+    }
+}
+
+pub fn raw_request(port: u16, request: &[u8]) -> HttpResponse {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(15))).ok();
+    stream.write_all(request).expect("write");
+    read_response(&mut stream).unwrap_or_default()
+}
+
+/// Read one response: status line, headers, then a body by Content-Length, chunked, or close.
+pub fn read_response(stream: &mut TcpStream) -> Option<HttpResponse> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => buf.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let head = String::from_utf8_lossy(&buf).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut response = HttpResponse {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if let Some(len) = response
+        .header("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        let mut body = vec![0u8; len];
+        stream.read_exact(&mut body).ok()?;
+        response.body = body;
+    } else if response
+        .header("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+    {
+        loop {
+            let mut line = Vec::new();
+            while !line.ends_with(b"\r\n") {
+                stream.read_exact(&mut byte).ok()?;
+                line.push(byte[0]);
+            }
+            let size_text = String::from_utf8_lossy(&line[..line.len() - 2]).into_owned();
+            let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+            let mut chunk = vec![0u8; size + 2];
+            stream.read_exact(&mut chunk).ok()?;
+            if size == 0 {
+                break;
+            }
+            response.body.extend_from_slice(&chunk[..size]);
+        }
+    } else if response.status != 204 && response.status != 304 {
+        let _ = stream.read_to_end(&mut response.body);
+    }
+    Some(response)
+}
+
+/// Run `portcullis` with arguments (and optional stdin); returns (exit code, stdout, stderr).
+pub fn cli(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run portcullis");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    } else {
+        drop(child.stdin.take());
+    }
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    condition()
+}
+
+pub fn header_map(seen: &Seen) -> HashMap<String, String> {
+    seen.headers.iter().cloned().collect()
+}

@@ -1,0 +1,215 @@
+//! Upstream behaviour against real servers: connection pooling, failover on health checks,
+//! and the 502 / 503 / 504 answers.
+
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+fn closed_port_addr() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
+#[test]
+fn keep_alive_requests_reuse_pooled_upstream_connections() {
+    let up = Upstream::start();
+    let gw = Gateway::start(&format!(
+        r#"
+[[upstreams]]
+name = "app"
+targets = ["{}"]
+
+[[routes]]
+name = "all"
+path_prefix = "/"
+upstream = "app"
+public = true
+"#,
+        up.addr
+    ));
+    let mut stream = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = Instant::now();
+    let total = 2000;
+    for i in 0..total {
+        stream
+            .write_all(format!("GET /item/{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .unwrap();
+        let r = read_response(&mut stream).expect("a response");
+        assert_eq!(r.status, 200, "request {i}");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "bounded in time"
+        );
+    }
+    assert_eq!(up.requests().len(), total);
+    let opened = up.connections.load(Ordering::SeqCst);
+    assert!(
+        opened <= 4,
+        "{opened} upstream connections for {total} sequential requests"
+    );
+    let reused = gw.wait_metric(
+        "portcullis_upstream_connections_total",
+        &[("upstream", "app"), ("reused", "true")],
+        (total - opened) as f64,
+    );
+    let fresh = gw.metric(
+        "portcullis_upstream_connections_total",
+        &[("upstream", "app"), ("reused", "false")],
+    );
+    assert_eq!(reused + fresh, total as f64);
+    assert!(fresh <= 4.0, "fresh connections counted: {fresh}");
+}
+
+#[test]
+fn failover_to_the_healthy_target_then_503_when_all_are_down() {
+    let up = Upstream::start();
+    let dead = closed_port_addr();
+    let gw = Gateway::start(&format!(
+        r#"
+[[upstreams]]
+name = "pair"
+targets = ["{live}", "{dead}"]
+connect_timeout = "500ms"
+health_check = {{ path = "/healthz", interval = "200ms" }}
+
+[[upstreams]]
+name = "gone"
+targets = ["{dead}", "{dead2}"]
+connect_timeout = "500ms"
+health_check = {{ path = "/healthz", interval = "200ms" }}
+
+[[routes]]
+name = "pair"
+path_prefix = "/pair"
+upstream = "pair"
+public = true
+
+[[routes]]
+name = "gone"
+path_prefix = "/gone"
+upstream = "gone"
+public = true
+"#,
+        live = up.addr,
+        dead2 = closed_port_addr(),
+    ));
+    // Even before the health check has marked the dead target, a refused connection is retried
+    // on the other target; after it, the dead one is skipped altogether.
+    for i in 0..20 {
+        let r = gw.get(&format!("/pair/{i}"));
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+    }
+    assert!(wait_until(Duration::from_secs(5), || {
+        gw.metric(
+            "portcullis_upstream_target_healthy",
+            &[("upstream", "pair"), ("target", dead.as_str())],
+        ) == 0.0
+    }));
+    for i in 0..20 {
+        assert_eq!(gw.get(&format!("/pair/after/{i}")).status, 200);
+    }
+    assert_eq!(up.requests().len(), 40);
+    assert_eq!(
+        gw.metric(
+            "portcullis_upstream_target_healthy",
+            &[("upstream", "pair"), ("target", &up.addr.to_string())]
+        ),
+        1.0
+    );
+
+    assert!(wait_until(Duration::from_secs(5), || {
+        gw.metric(
+            "portcullis_upstream_target_healthy",
+            &[("upstream", "gone")],
+        ) == 0.0
+    }));
+    let r = gw.get("/gone/x");
+    let problem = r.assert_problem(503);
+    assert!(problem["detail"].as_str().unwrap().contains("healthy"));
+}
+
+#[test]
+fn unreachable_target_without_health_check_is_502() {
+    let gw = Gateway::start(&format!(
+        r#"
+[[upstreams]]
+name = "down"
+targets = ["{}"]
+connect_timeout = "500ms"
+
+[[routes]]
+name = "down"
+path_prefix = "/"
+upstream = "down"
+public = true
+"#,
+        closed_port_addr()
+    ));
+    gw.get("/x").assert_problem(502);
+    let mut log = String::new();
+    assert!(wait_until(Duration::from_secs(5), || {
+        log = gw.access_log();
+        !log.is_empty()
+    }));
+    assert!(log.contains("\"decision\":\"upstream_error\""), "{log}");
+}
+
+#[test]
+fn an_upstream_that_never_answers_is_504_within_read_timeout() {
+    let silent = Silent::start();
+    let up = Upstream::start();
+    let gw = Gateway::start(&format!(
+        r#"
+[[upstreams]]
+name = "silent"
+targets = ["{silent}"]
+read_timeout = "700ms"
+
+[[upstreams]]
+name = "slow"
+targets = ["{slow}"]
+read_timeout = "700ms"
+
+[[routes]]
+name = "silent"
+path_prefix = "/silent"
+upstream = "silent"
+public = true
+
+[[routes]]
+name = "slow"
+path_prefix = "/slow"
+upstream = "slow"
+public = true
+"#,
+        silent = silent.addr,
+        slow = up.addr,
+    ));
+    let started = Instant::now();
+    gw.get("/silent/x").assert_problem(504);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(600),
+        "gave up too early: {took:?}"
+    );
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+
+    let started = Instant::now();
+    gw.get("/slow/3000").assert_problem(504);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(gw.get("/slow/10").status, 200, "a fast answer still passes");
+    assert_eq!(
+        gw.wait_metric(
+            "portcullis_requests_total",
+            &[("route", "silent"), ("status", "504")],
+            1.0
+        ),
+        1.0
+    );
+}
