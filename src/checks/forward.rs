@@ -86,6 +86,11 @@ pub fn prepare(req: &mut RequestHeader, route: &Route, f: &Forwarding) -> pingor
     req.insert_header("X-Forwarded-Proto", proto)?;
     req.insert_header("X-Real-IP", f.client_ip.to_string())?;
 
+    // Absolute-form (`GET http://host/path`): the authority, which routing used, wins over any
+    // Host header (RFC 9112 §3.2.2), so the upstream sees the host the gateway routed on.
+    if let Some(authority) = req.uri.authority().cloned() {
+        req.insert_header("Host", authority.as_str())?;
+    }
     let uri: http::Uri = f.path_and_query.parse().map_err(|e| {
         pingora_core::Error::because(
             pingora_core::ErrorType::InternalError,

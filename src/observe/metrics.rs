@@ -141,9 +141,7 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         #[cfg(target_os = "linux")]
-        metrics.registry.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))?;
+        metrics.registry.register(Box::new(SelfProcess::new()))?;
         Ok(metrics)
     }
 
@@ -154,6 +152,36 @@ impl Metrics {
             log::error!("cannot encode metrics: {e}");
         }
         out
+    }
+}
+
+/// Process metrics (CPU, memory, open fds) of the process that is serving the scrape.
+/// `ProcessCollector::for_self` remembers the pid it was made in, which is wrong after
+/// Pingora forks into a daemon; this asks for the current pid at every scrape.
+#[cfg(target_os = "linux")]
+struct SelfProcess {
+    descs: Vec<prometheus::core::Desc>,
+}
+
+#[cfg(target_os = "linux")]
+impl SelfProcess {
+    fn new() -> Self {
+        use prometheus::core::Collector;
+        let template = prometheus::process_collector::ProcessCollector::for_self();
+        SelfProcess {
+            descs: template.desc().into_iter().cloned().collect(),
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl prometheus::core::Collector for SelfProcess {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        prometheus::process_collector::ProcessCollector::for_self().collect()
     }
 }
 

@@ -1,0 +1,135 @@
+//! Hostile and malformed input over raw sockets: whatever arrives, the gateway answers or
+//! closes, never panics, never forwards what it refused, and keeps serving everyone else.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+fn send_and_drain(port: u16, payload: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+    let _ = stream.write_all(payload);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    out
+}
+
+fn status_of(response: &[u8]) -> Option<u16> {
+    let text = String::from_utf8_lossy(response);
+    text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+#[test]
+fn malformed_requests_never_crash_or_leak_through() {
+    let up = Upstream::start();
+    let mut gw = Gateway::start(&format!(
+        r#"
+[[upstreams]]
+name = "app"
+targets = ["{}"]
+
+[[routes]]
+name = "public"
+path_prefix = "/public"
+upstream = "app"
+public = true
+"#,
+        up.addr
+    ));
+    let long_header = format!("GET /public HTTP/1.1\r\nHost: x\r\nX-Long: {}\r\n\r\n", "a".repeat(200_000));
+    let many_headers = {
+        let mut s = String::from("GET /public HTTP/1.1\r\nHost: x\r\n");
+        for i in 0..300 {
+            s.push_str(&format!("X-{i}: v\r\n"));
+        }
+        s + "\r\n"
+    };
+    let payloads: Vec<Vec<u8>> = vec![
+        b"\x00\x01\x02\x03garbage\r\n\r\n".to_vec(),
+        b"GET /public HTTP/1.1\r\nHost: x\r\n".to_vec(),
+        b"GET /public\r\n\r\n".to_vec(),
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(),
+        b"CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n".to_vec(),
+        b"FOO /public HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        b"GET /public HTTP/1.1\r\nHost: x\r\nX-Bin: \xff\xfe\r\n\r\n".to_vec(),
+        b"GET /public HTTP/1.1\r\nHost: x\r\nX-Nul: a\x00b\r\n\r\n".to_vec(),
+        b"GET /public HTTP/1.1\r\nHost: x\r\n folded: header\r\n\r\n".to_vec(),
+        b"GET /public HTTP/1.1\nHost: x\n\n".to_vec(),
+        b"POST /public HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n".to_vec(),
+        b"POST /public HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n".to_vec(),
+        b"POST /public HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n".to_vec(),
+        b"POST /public HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n".to_vec(),
+        b"POST /public HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffff\r\n".to_vec(),
+        b"POST /public HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
+        b"GET /public/%ff%fe HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        b"GET /public HTTP/1.1\r\nHost: \r\n\r\n".to_vec(),
+        b"GET /public HTTP/1.1\r\nHost: a b\r\n\r\n".to_vec(),
+        b"GET * HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        b"GET /public HTTP/9.9\r\nHost: x\r\n\r\n".to_vec(),
+        long_header.into_bytes(),
+        many_headers.into_bytes(),
+        vec![b'A'; 2 * 1024 * 1024],
+    ];
+    for payload in &payloads {
+        let response = send_and_drain(gw.port, payload);
+        if let Some(status) = status_of(&response) {
+            assert!(
+                status == 200 || (400..500).contains(&status),
+                "unexpected {status} for {:?}",
+                String::from_utf8_lossy(&payload[..payload.len().min(80)])
+            );
+        }
+        assert!(gw.is_running(), "gateway died on {:?}", String::from_utf8_lossy(&payload[..payload.len().min(80)]));
+    }
+    // Absolute-form: the upstream is told the host that routing used.
+    up.clear();
+    let r = gw.raw("GET http://api.example.com/public/abs HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = &up.requests()[0];
+    assert_eq!(seen.uri, "/public/abs");
+    assert_eq!(seen.header("host"), Some("api.example.com"));
+    // Still serving, and no panic was logged.
+    assert_eq!(gw.get("/public/after").status, 200);
+    assert!(!gw.stderr().contains("panicked"), "{}", gw.stderr());
+    // Nothing refused reached the upstream with a smuggled second request.
+    assert!(up.requests().iter().all(|s| !s.uri.contains("smuggled")));
+}
+
+#[test]
+fn the_default_config_runs_with_its_demo_upstream() {
+    // The shipped config, on free ports so that it cannot collide with anything.
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/portcullis.toml")).unwrap();
+    let echo = free_port();
+    let body = shipped
+        .split("[limits]")
+        .nth(1)
+        .map(|rest| format!("[limits]{rest}"))
+        .unwrap()
+        .replace("127.0.0.1:9080", &format!("127.0.0.1:{echo}"));
+    let gw = Gateway::start(&body);
+    // The health check of the demo upstream must pass before requests go through reliably.
+    assert!(wait_until(Duration::from_secs(10), || gw.get("/public/hello").status == 200));
+    let r = gw.get("/public/hello?name=world");
+    let v = r.json();
+    assert_eq!(v["service"], "portcullis demo echo");
+    assert_eq!(v["path"], "/public/hello");
+    assert_eq!(v["query"], "name=world");
+    let r = gw.raw("POST /echo/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello");
+    let v = r.json();
+    assert_eq!(v["path"], "/x");
+    assert_eq!(v["body"], "hello");
+    gw.get("/v1/orders").assert_problem(401);
+    gw.raw("DELETE /public/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").assert_problem(405);
+}
