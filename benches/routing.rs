@@ -46,23 +46,40 @@ fn measure(mut f: impl FnMut()) -> f64 {
 fn main() {
     let mut rows = Vec::new();
     let raw = "/v1/service-7/items/./1234//details/%7Eview";
-    rows.push(("normalise (dot segment, escapes)", measure(|| {
-        black_box(normalise(black_box(raw)).ok());
-    })));
+    rows.push((
+        "normalise (dot segment, escapes)",
+        measure(|| {
+            black_box(normalise(black_box(raw)).ok());
+        }),
+    ));
     for n in [10usize, 1000] {
         let t = table(n);
         let path = format!("/v1/service-{}/items/1234/details", n / 2);
         rows.push((
-            if n == 10 { "match, 10 routes" } else { "match, 1,000 routes" },
+            if n == 10 {
+                "match, 10 routes"
+            } else {
+                "match, 1,000 routes"
+            },
             measure(|| {
-                black_box(t.match_request(None, black_box(&path), &http::Method::GET).ok());
+                black_box(
+                    t.match_request(None, black_box(&path), &http::Method::GET)
+                        .ok(),
+                );
             }),
         ));
         let miss = "/v2/unknown/path/with/several/segments";
         rows.push((
-            if n == 10 { "miss, 10 routes" } else { "miss, 1,000 routes" },
+            if n == 10 {
+                "miss, 10 routes"
+            } else {
+                "miss, 1,000 routes"
+            },
             measure(|| {
-                black_box(t.match_request(None, black_box(miss), &http::Method::GET).ok());
+                black_box(
+                    t.match_request(None, black_box(miss), &http::Method::GET)
+                        .ok(),
+                );
             }),
         ));
     }

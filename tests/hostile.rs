@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 fn send_and_drain(port: u16, payload: &[u8]) -> Vec<u8> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
     let _ = stream.write_all(payload);
     let _ = stream.shutdown(std::net::Shutdown::Write);
     let mut out = Vec::new();
@@ -47,7 +49,10 @@ public = true
 "#,
         up.addr
     ));
-    let long_header = format!("GET /public HTTP/1.1\r\nHost: x\r\nX-Long: {}\r\n\r\n", "a".repeat(200_000));
+    let long_header = format!(
+        "GET /public HTTP/1.1\r\nHost: x\r\nX-Long: {}\r\n\r\n",
+        "a".repeat(200_000)
+    );
     let many_headers = {
         let mut s = String::from("GET /public HTTP/1.1\r\nHost: x\r\n");
         for i in 0..300 {
@@ -91,7 +96,11 @@ public = true
                 String::from_utf8_lossy(&payload[..payload.len().min(80)])
             );
         }
-        assert!(gw.is_running(), "gateway died on {:?}", String::from_utf8_lossy(&payload[..payload.len().min(80)]));
+        assert!(
+            gw.is_running(),
+            "gateway died on {:?}",
+            String::from_utf8_lossy(&payload[..payload.len().min(80)])
+        );
     }
     // Absolute-form: the upstream is told the host that routing used.
     up.clear();
@@ -110,7 +119,9 @@ public = true
 #[test]
 fn the_default_config_runs_with_its_demo_upstream() {
     // The shipped config, on free ports so that it cannot collide with anything.
-    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/portcullis.toml")).unwrap();
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/portcullis.toml"))
+            .unwrap();
     let echo = free_port();
     let body = shipped
         .split("[limits]")
@@ -120,16 +131,22 @@ fn the_default_config_runs_with_its_demo_upstream() {
         .replace("127.0.0.1:9080", &format!("127.0.0.1:{echo}"));
     let gw = Gateway::start(&body);
     // The health check of the demo upstream must pass before requests go through reliably.
-    assert!(wait_until(Duration::from_secs(10), || gw.get("/public/hello").status == 200));
+    assert!(wait_until(Duration::from_secs(10), || gw
+        .get("/public/hello")
+        .status
+        == 200));
     let r = gw.get("/public/hello?name=world");
     let v = r.json();
     assert_eq!(v["service"], "portcullis demo echo");
     assert_eq!(v["path"], "/public/hello");
     assert_eq!(v["query"], "name=world");
-    let r = gw.raw("POST /echo/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello");
+    let r = gw.raw(
+        "POST /echo/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+    );
     let v = r.json();
     assert_eq!(v["path"], "/x");
     assert_eq!(v["body"], "hello");
     gw.get("/v1/orders").assert_problem(401);
-    gw.raw("DELETE /public/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").assert_problem(405);
+    gw.raw("DELETE /public/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .assert_problem(405);
 }
