@@ -1,7 +1,6 @@
 //! Hot-path micro-benchmark of step 3: path normalisation and route matching with 10 and
 //! 1,000 routes. Prints a table; run with `cargo bench --bench routing`.
 
-use portcullis::checks::ip::CidrSet;
 use portcullis::checks::path::normalise;
 use portcullis::checks::route::RouteTable;
 use portcullis::config::model::{PathMatch, Route};
@@ -10,18 +9,14 @@ use std::time::{Duration, Instant};
 
 fn table(n: usize) -> RouteTable {
     let routes = (0..n)
-        .map(|i| Route {
-            name: format!("route-{i}"),
-            hosts: vec![],
-            path: PathMatch::Prefix(format!("/v1/service-{i}/items")),
-            methods: Some(vec![http::Method::GET, http::Method::POST]),
-            upstream: 0,
-            strip_prefix: false,
-            public: true,
-            keep_credentials: false,
-            ip_allow: CidrSet::default(),
-            ip_deny: CidrSet::default(),
-            max_body_bytes: 1 << 20,
+        .map(|i| {
+            let mut r = Route::public(
+                &format!("route-{i}"),
+                PathMatch::Prefix(format!("/v1/service-{i}/items")),
+                0,
+            );
+            r.methods = Some(vec![http::Method::GET, http::Method::POST]);
+            r
         })
         .collect();
     RouteTable::new(routes)

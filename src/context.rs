@@ -1,6 +1,7 @@
 //! What one request carries through the phases: filled by the checks, read by forwarding,
 //! metrics and the access log.
 
+use crate::checks::auth::Principal;
 use prometheus::IntGauge;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -33,6 +34,8 @@ pub struct RequestCtx {
     pub route: Option<usize>,
     /// Normalised (and prefix-stripped) path plus query, as the upstream will get it.
     pub upstream_path: String,
+    /// Who the request is from, once authenticated.
+    pub principal: Option<Principal>,
     /// `allow`, or the reason the request was refused or failed.
     pub decision: &'static str,
     /// Largest body this request may send, once its route is known.
@@ -56,6 +59,7 @@ impl RequestCtx {
             tls: false,
             route: None,
             upstream_path: String::new(),
+            principal: None,
             decision: "allow",
             max_body_bytes: u64::MAX,
             body_bytes: 0,

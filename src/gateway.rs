@@ -2,9 +2,11 @@
 //! SPEC §3 and delegates each to its module; refusals become responses, metrics and log
 //! lines in one place (`refuse`).
 
+use crate::checks::auth::mtls::PeerCert;
 use crate::checks::forward::{self, Forwarding};
 use crate::checks::route::{host_without_port, upstream_path, RouteMiss};
-use crate::checks::{auth, identity, ip, limits, path};
+use crate::checks::throttle::FailureThrottle;
+use crate::checks::{acl, auth, identity, ip, limits, path};
 use crate::config::Config;
 use crate::context::{InflightGuard, RequestCtx};
 use crate::observe::access_log::{redacted_path, AccessLog, AccessRecord};
@@ -22,11 +24,15 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Sent on every response of a TLS listener: browsers keep to HTTPS for a year.
+const HSTS: &str = "max-age=31536000";
+
 pub struct Gateway {
     pub config: Arc<Config>,
     pub upstreams: Arc<Upstreams>,
     pub metrics: Arc<Metrics>,
     pub access_log: AccessLog,
+    pub throttle: Option<FailureThrottle>,
 }
 
 impl Gateway {
@@ -86,11 +92,33 @@ impl Gateway {
             ));
         }
 
-        // 5–6. Authentication (deny by default).
-        auth::authenticate(route)?;
+        if route.public {
+            // 7–10. Rate limits, body validation and threat protection arrive in later
+            // releases; `config::compile` refuses any config that asks for them.
+            return Ok(());
+        }
 
-        // 7–10. Authorization, rate limits, body validation and threat protection arrive in
-        // later releases; `config::compile` refuses any config that asks for them.
+        // 5. Brute-force throttle, before any credential is looked at.
+        if let Some(throttle) = &self.throttle {
+            throttle.check(&who.client_ip)?;
+        }
+
+        // 6. Authentication.
+        let principal = match auth::authenticate(route, req, peer_cert(session), &cfg.identities) {
+            Ok(principal) => principal,
+            Err(failure) => {
+                if let (true, Some(throttle)) = (failure.counted, &self.throttle) {
+                    throttle.record_failure(&who.client_ip);
+                }
+                return Err(failure.refusal);
+            }
+        };
+
+        // 7. Authorization: deny by default.
+        if let Some(p) = &principal {
+            acl::authorize(route.allow.as_ref(), p)?;
+        }
+        ctx.principal = principal;
         Ok(())
     }
 
@@ -110,6 +138,9 @@ impl Gateway {
         let family = match refusal.status {
             401 => Some(&self.metrics.auth_failures_total),
             403 => Some(&self.metrics.authz_denials_total),
+            429 if refusal.reason == "auth_failures_throttled" => {
+                Some(&self.metrics.auth_failures_total)
+            }
             400 | 413 | 414 | 415 | 422 | 431 => Some(&self.metrics.validation_rejections_total),
             _ => None,
         };
@@ -169,6 +200,16 @@ fn request_host(req: &RequestHeader) -> std::result::Result<Option<&str>, Refusa
             "the Host header is not valid",
         )),
     }
+}
+
+/// The client certificate, as the TLS handshake recorded it (mTLS listeners only).
+fn peer_cert(session: &Session) -> Option<&PeerCert> {
+    session
+        .digest()?
+        .ssl_digest
+        .as_ref()?
+        .extension
+        .get::<PeerCert>()
 }
 
 fn request_has_body(req: &RequestHeader) -> bool {
@@ -307,9 +348,9 @@ impl ProxyHttp for Gateway {
                 peer_trusted: ctx.peer_trusted,
                 tls: ctx.tls,
                 path_and_query: &ctx.upstream_path,
-                consumer: None,
-                groups: &[],
-                scopes: &[],
+                consumer: ctx.principal.as_ref().map(|p| p.consumer.as_str()),
+                groups: ctx.principal.as_ref().map_or(&[], |p| p.groups.as_slice()),
+                scopes: ctx.principal.as_ref().map_or(&[], |p| p.scopes.as_slice()),
             },
         )
     }
@@ -338,6 +379,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         upstream_response.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        if ctx.tls {
+            upstream_response.insert_header("Strict-Transport-Security", HSTS)?;
+        }
         Ok(())
     }
 
@@ -414,8 +458,8 @@ impl ProxyHttp for Gateway {
             ),
             status,
             route,
-            consumer: None,
-            auth: None,
+            consumer: ctx.principal.as_ref().map(|p| p.consumer.as_str()),
+            auth: ctx.principal.as_ref().map(|p| p.method.as_str()),
             decision: ctx.decision,
             upstream,
             upstream_status: ctx.upstream_status,

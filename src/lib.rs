@@ -13,4 +13,5 @@ pub mod keys;
 pub mod observe;
 pub mod problem;
 pub mod server;
+pub mod tls;
 pub mod upstream;

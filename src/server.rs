@@ -1,6 +1,7 @@
 //! Assemble the Pingora server from the compiled configuration: `[server]` becomes Pingora's
 //! `ServerConf` (no YAML file), then the proxy, health-check, metrics and demo services.
 
+use crate::checks::throttle::FailureThrottle;
 use crate::config::Config;
 use crate::echo::EchoApp;
 use crate::gateway::Gateway;
@@ -100,14 +101,24 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
         upstreams: Arc::new(upstreams),
         metrics: metrics.clone(),
         access_log,
+        throttle: config
+            .auth_failure_limit
+            .map(|l| FailureThrottle::new(l.failures, l.per)),
     };
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
         gateway,
         "portcullis gateway",
     );
-    for listener in &config.listeners {
-        proxy.add_tcp(&listener.address);
+    for (i, listener) in config.listeners.iter().enumerate() {
+        match &listener.tls {
+            None => proxy.add_tcp(&listener.address),
+            Some(tls) => {
+                let settings = crate::tls::listener_settings(tls)
+                    .map_err(|e| format!("{file}: listeners[{i}].{e}"))?;
+                proxy.add_tls_with_settings(&listener.address, None, settings);
+            }
+        }
     }
     server.add_service(proxy);
     for service in health_checks {

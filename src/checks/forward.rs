@@ -105,23 +105,12 @@ pub fn prepare(req: &mut RequestHeader, route: &Route, f: &Forwarding) -> pingor
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checks::ip::CidrSet;
     use crate::config::model::PathMatch;
 
     fn route(keep: bool) -> Route {
-        Route {
-            name: "r".into(),
-            hosts: vec![],
-            path: PathMatch::Prefix("/".into()),
-            methods: None,
-            upstream: 0,
-            strip_prefix: false,
-            public: true,
-            keep_credentials: keep,
-            ip_allow: CidrSet::default(),
-            ip_deny: CidrSet::default(),
-            max_body_bytes: 10,
-        }
+        let mut r = Route::public("r", PathMatch::Prefix("/".into()), 0);
+        r.keep_credentials = keep;
+        r
     }
 
     fn forwarding(trusted: bool) -> Forwarding<'static> {

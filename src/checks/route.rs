@@ -186,26 +186,14 @@ pub fn upstream_path<'a>(route: &Route, normalised: &'a str) -> &'a str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checks::ip::CidrSet;
 
     fn route(name: &str, path: PathMatch, methods: &[&str], hosts: &[&str]) -> Route {
-        Route {
-            name: name.into(),
-            hosts: hosts.iter().map(|h| h.to_string()).collect(),
-            path,
-            methods: if methods.is_empty() {
-                None
-            } else {
-                Some(methods.iter().map(|m| m.parse().unwrap()).collect())
-            },
-            upstream: 0,
-            strip_prefix: false,
-            public: true,
-            keep_credentials: false,
-            ip_allow: CidrSet::default(),
-            ip_deny: CidrSet::default(),
-            max_body_bytes: 1024,
+        let mut r = Route::public(name, path, 0);
+        r.hosts = hosts.iter().map(|h| h.to_string()).collect();
+        if !methods.is_empty() {
+            r.methods = Some(methods.iter().map(|m| m.parse().unwrap()).collect());
         }
+        r
     }
 
     fn table() -> RouteTable {
@@ -335,7 +323,7 @@ mod tests {
 
     #[test]
     fn strip_prefix() {
-        let mut r = route("s", PathMatch::Prefix("/svc".into()), &[], &[]);
+        let mut r = Route::public("s", PathMatch::Prefix("/svc".into()), 0);
         r.strip_prefix = true;
         assert_eq!(upstream_path(&r, "/svc"), "/");
         assert_eq!(upstream_path(&r, "/svc/"), "/");

@@ -5,7 +5,7 @@
 use super::model::*;
 use super::raw::*;
 use super::units::{parse_duration, parse_size};
-use super::ConfigError;
+use super::{identities, ConfigError, Warning};
 use crate::checks::ip::CidrSet;
 use crate::checks::path::normalise;
 use crate::checks::route::RouteTable;
@@ -14,13 +14,22 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-struct Errors<'a> {
-    file: &'a Path,
+pub(super) struct Errors<'a> {
+    pub(super) file: &'a Path,
     list: Vec<ConfigError>,
+    /// Security warnings found while compiling (those that need the raw input).
+    warnings: Vec<Warning>,
 }
 
 impl Errors<'_> {
-    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn warn(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(Warning {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    pub(super) fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.list.push(ConfigError {
             file: self.file.to_path_buf(),
             key: key.into(),
@@ -29,14 +38,19 @@ impl Errors<'_> {
         });
     }
 
-    fn not_supported(&mut self, key: impl Into<String>, what: &str) {
+    pub(super) fn not_supported(&mut self, key: impl Into<String>, what: &str) {
         self.add(
             key,
             format!("not supported yet: {what} is not implemented in this release of portcullis; remove the setting (it is never silently ignored)"),
         );
     }
 
-    fn duration(&mut self, key: &str, raw: Option<&String>, default: Duration) -> Duration {
+    pub(super) fn duration(
+        &mut self,
+        key: &str,
+        raw: Option<&String>,
+        default: Duration,
+    ) -> Duration {
         match raw {
             None => default,
             Some(text) => match parse_duration(text) {
@@ -53,7 +67,7 @@ impl Errors<'_> {
         }
     }
 
-    fn size(&mut self, key: &str, raw: Option<&RawSize>, default: u64) -> u64 {
+    pub(super) fn size(&mut self, key: &str, raw: Option<&RawSize>, default: u64) -> u64 {
         match raw.map(parse_size) {
             None => default,
             Some(Ok(0)) => {
@@ -68,7 +82,13 @@ impl Errors<'_> {
         }
     }
 
-    fn count(&mut self, key: &str, raw: Option<i64>, default: usize, max: usize) -> usize {
+    pub(super) fn count(
+        &mut self,
+        key: &str,
+        raw: Option<i64>,
+        default: usize,
+        max: usize,
+    ) -> usize {
         match raw {
             None => default,
             Some(n) if n >= 1 && (n as u64) <= max as u64 => n as usize,
@@ -82,7 +102,7 @@ impl Errors<'_> {
         }
     }
 
-    fn cidrs(&mut self, key: &str, entries: &[String]) -> CidrSet {
+    pub(super) fn cidrs(&mut self, key: &str, entries: &[String]) -> CidrSet {
         match CidrSet::parse(entries) {
             Ok(set) => set,
             Err((index, message)) => {
@@ -94,7 +114,7 @@ impl Errors<'_> {
 }
 
 /// Names that become metric labels and log fields: short and plain.
-fn valid_name(name: &str) -> bool {
+pub(super) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name
@@ -116,7 +136,7 @@ fn socket_addr(errors: &mut Errors, key: &str, text: &str) -> Option<SocketAddr>
 }
 
 /// Resolve a path relative to the directory of the configuration file.
-fn relative_to(config_file: &Path, value: &str) -> PathBuf {
+pub(super) fn relative_to(config_file: &Path, value: &str) -> PathBuf {
     let p = Path::new(value);
     if p.is_absolute() {
         p.to_path_buf()
@@ -128,10 +148,11 @@ fn relative_to(config_file: &Path, value: &str) -> PathBuf {
     }
 }
 
-pub fn compile(raw: RawConfig, file: &Path) -> Result<Config, Vec<ConfigError>> {
+pub fn compile(raw: RawConfig, file: &Path) -> Result<(Config, Vec<Warning>), Vec<ConfigError>> {
     let mut errors = Errors {
         file,
         list: Vec::new(),
+        warnings: Vec::new(),
     };
     let e = &mut errors;
 
@@ -152,11 +173,17 @@ pub fn compile(raw: RawConfig, file: &Path) -> Result<Config, Vec<ConfigError>> 
                 e.add(format!("{key}.address"), format!("{addr} is listed twice"));
             }
         }
-        if l.tls.is_some() {
-            e.not_supported(format!("{key}.tls"), "TLS termination");
-        }
+        let tls = l.tls.as_ref().map(|t| ListenerTls {
+            cert: existing_file(e, &format!("{key}.tls.cert"), file, &t.cert),
+            key: existing_file(e, &format!("{key}.tls.key"), file, &t.key),
+            client_ca: t
+                .client_ca
+                .as_ref()
+                .map(|ca| existing_file(e, &format!("{key}.tls.client_ca"), file, ca)),
+        });
         listeners.push(Listener {
             address: l.address.clone(),
+            tls,
         });
     }
 
@@ -207,38 +234,60 @@ pub fn compile(raw: RawConfig, file: &Path) -> Result<Config, Vec<ConfigError>> 
             .collect(),
     };
 
-    if raw.security.auth_failure_limit.is_some() {
-        e.not_supported(
-            "security.auth_failure_limit",
-            "the authentication failure throttle",
-        );
-    }
+    let auth_failure_limit = raw
+        .security
+        .auth_failure_limit
+        .as_ref()
+        .map(|l| FailureLimit {
+            failures: e.count(
+                "security.auth_failure_limit.failures",
+                Some(l.failures),
+                10,
+                1_000_000,
+            ) as u32,
+            per: e.duration(
+                "security.auth_failure_limit.per",
+                Some(&l.per),
+                Duration::from_secs(60),
+            ),
+        });
     if raw.rate_limit_store.is_some() {
         e.not_supported("rate_limit_store", "a shared rate-limit store");
     }
-    if !raw.jwt_providers.is_empty() {
-        e.not_supported("jwt_providers", "JWT authentication");
-    }
-    if !raw.consumers.is_empty() {
-        e.not_supported("consumers", "consumer authentication");
-    }
+    let identities = identities::compile(e, &raw.jwt_providers, &raw.consumers, file);
+    let mtls_listener = listeners
+        .iter()
+        .any(|l| l.tls.as_ref().is_some_and(|t| t.client_ca.is_some()));
 
     let limits = compile_limits(e, &raw.limits);
     let upstreams = compile_upstreams(e, &raw.upstreams);
-    let routes = compile_routes(e, &raw.routes, &upstreams, &limits);
+    let routes = compile_routes(
+        e,
+        &raw.routes,
+        &upstreams,
+        &limits,
+        &identities,
+        mtls_listener,
+    );
 
     if errors.list.is_empty() {
-        Ok(Config {
-            source: file.to_path_buf(),
-            server,
-            listeners,
-            metrics,
-            logging,
-            limits,
-            upstreams,
-            routes: RouteTable::new(routes),
-            demo_echo,
-        })
+        let warnings = std::mem::take(&mut errors.warnings);
+        Ok((
+            Config {
+                source: file.to_path_buf(),
+                server,
+                listeners,
+                metrics,
+                logging,
+                limits,
+                upstreams,
+                routes: RouteTable::new(routes),
+                identities,
+                auth_failure_limit,
+                demo_echo,
+            },
+            warnings,
+        ))
     } else {
         Err(errors.list)
     }
@@ -452,6 +501,15 @@ fn compile_upstreams(e: &mut Errors, raw: &[RawUpstream]) -> Vec<Upstream> {
     out
 }
 
+/// A file that must exist now (certificates, keys): resolved and checked at load.
+fn existing_file(e: &mut Errors, key: &str, config_file: &Path, value: &str) -> PathBuf {
+    let path = relative_to(config_file, value);
+    if let Err(err) = std::fs::metadata(&path) {
+        e.add(key, format!("cannot read {}: {err}", path.display()));
+    }
+    path
+}
+
 fn compile_path(e: &mut Errors, key: &str, text: &str) -> String {
     match normalise(text) {
         Ok(n) => {
@@ -502,6 +560,8 @@ fn compile_routes(
     raw: &[RawRoute],
     upstreams: &[Upstream],
     limits: &Limits,
+    ids: &Identities,
+    mtls_listener: bool,
 ) -> Vec<Route> {
     let upstream_index: HashMap<&str, usize> = upstreams
         .iter()
@@ -590,18 +650,7 @@ fn compile_routes(
                 "only applies to a path_prefix route",
             );
         }
-        if !r.auth.is_empty() {
-            e.not_supported(format!("{key}.auth"), "authentication (jwt, api_key, mtls)");
-            if r.public {
-                e.add(
-                    format!("{key}.public"),
-                    "a public route cannot also require auth; remove one",
-                );
-            }
-        }
-        if r.allow.is_some() {
-            e.not_supported(format!("{key}.allow"), "authorization rules");
-        }
+        let (auth, allow) = identities::route_access(e, &key, r, ids, mtls_listener);
         if r.rate_limit.is_some() {
             e.not_supported(format!("{key}.rate_limit"), "rate limiting");
         }
@@ -642,6 +691,8 @@ fn compile_routes(
             upstream,
             strip_prefix: r.strip_prefix,
             public: r.public,
+            auth,
+            allow,
             keep_credentials: r.keep_credentials.unwrap_or(false),
             ip_allow: e.cidrs(&format!("{key}.ip_allow"), &r.ip_allow),
             ip_deny: e.cidrs(&format!("{key}.ip_deny"), &r.ip_deny),

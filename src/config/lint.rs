@@ -22,7 +22,7 @@ pub fn warnings(config: &Config) -> Vec<Warning> {
     };
 
     for (i, listener) in config.listeners.iter().enumerate() {
-        if !is_loopback(&listener.address) {
+        if listener.tls.is_none() && !is_loopback(&listener.address) {
             warn(
                 format!("listeners[{i}].address"),
                 "plain HTTP on a non-loopback address: credentials and data cross the network unencrypted; terminate TLS in front of portcullis or bind to 127.0.0.1",

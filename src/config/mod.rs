@@ -3,6 +3,7 @@
 //! the key path and what to do about it; `lint` adds the security warnings of `check`.
 
 pub mod compile;
+pub mod identities;
 pub mod lint;
 pub mod model;
 pub mod raw;
@@ -76,8 +77,8 @@ pub fn load(path: &Path) -> Result<Loaded, Vec<ConfigError>> {
 /// Parse and compile configuration text; `path` names it in messages and anchors relative paths.
 pub fn load_str(text: &str, path: &Path) -> Result<Loaded, Vec<ConfigError>> {
     let raw = parse(text, path).map_err(|e| vec![e])?;
-    let config = compile::compile(raw, path)?;
-    let warnings = lint::warnings(&config);
+    let (config, mut warnings) = compile::compile(raw, path)?;
+    warnings.extend(lint::warnings(&config));
     Ok(Loaded { config, warnings })
 }
 

@@ -1,9 +1,12 @@
 //! The validated, immutable configuration that the gateway runs on. It is built once by
 //! `config::compile`; a request only ever reads it.
 
+use crate::checks::auth::api_key::ApiKeyIndex;
+use crate::checks::auth::jwt::JwtProvider;
+use crate::checks::auth::mtls::{matches, MtlsSubject, PeerCert};
 use crate::checks::ip::CidrSet;
 use crate::checks::route::RouteTable;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,7 +22,61 @@ pub struct Config {
     pub limits: Limits,
     pub upstreams: Vec<Upstream>,
     pub routes: RouteTable,
+    pub identities: Identities,
+    /// `[security] auth_failure_limit`: failed authentications per client IP per window.
+    pub auth_failure_limit: Option<FailureLimit>,
     pub demo_echo: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureLimit {
+    pub failures: u32,
+    pub per: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consumer {
+    pub id: String,
+    pub groups: Vec<String>,
+    pub mtls_subjects: Vec<MtlsSubject>,
+}
+
+/// Everyone who can authenticate, and how: consumers, their key hashes, the JWT providers.
+#[derive(Debug, Default)]
+pub struct Identities {
+    pub consumers: Vec<Consumer>,
+    pub by_id: HashMap<String, usize>,
+    pub api_keys: ApiKeyIndex,
+    pub jwt_providers: Vec<JwtProvider>,
+}
+
+impl Identities {
+    pub fn consumer_index(&self, id: &str) -> Option<usize> {
+        self.by_id.get(id).copied()
+    }
+
+    pub fn consumer_for_cert(&self, cert: &PeerCert) -> Option<usize> {
+        self.consumers
+            .iter()
+            .position(|c| c.mtls_subjects.iter().any(|s| matches(s, cert)))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// Index into `Identities::jwt_providers`.
+    Jwt(usize),
+    ApiKey,
+    Mtls,
+}
+
+/// A route's `allow` rule (see `checks::acl`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Allow {
+    pub any_consumer: bool,
+    pub consumers: Vec<String>,
+    pub groups: Vec<String>,
+    pub scopes: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -35,6 +92,15 @@ pub struct ServerSettings {
 #[derive(Debug)]
 pub struct Listener {
     pub address: String,
+    pub tls: Option<ListenerTls>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// When set, a client certificate signed by this CA is required (mTLS).
+    pub client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -122,8 +188,32 @@ pub struct Route {
     pub upstream: usize,
     pub strip_prefix: bool,
     pub public: bool,
+    /// Accepted methods, any one suffices; empty on a public route.
+    pub auth: Vec<AuthMethod>,
+    pub allow: Option<Allow>,
     pub keep_credentials: bool,
     pub ip_allow: CidrSet,
     pub ip_deny: CidrSet,
     pub max_body_bytes: u64,
+}
+
+impl Route {
+    /// A public route with no restrictions, for building tables in tests and benchmarks.
+    pub fn public(name: &str, path: PathMatch, upstream: usize) -> Self {
+        Route {
+            name: name.to_string(),
+            hosts: Vec::new(),
+            path,
+            methods: None,
+            upstream,
+            strip_prefix: false,
+            public: true,
+            auth: Vec::new(),
+            allow: None,
+            keep_credentials: false,
+            ip_allow: CidrSet::default(),
+            ip_deny: CidrSet::default(),
+            max_body_bytes: Limits::default().max_body_bytes,
+        }
+    }
 }

@@ -1,0 +1,328 @@
+//! JWT verification (SPEC §3 step 6). The provider's `algorithms` is an allow-list, the key's
+//! family must match the token's algorithm (no HS/RS confusion), `exp` is required, `nbf`,
+//! `iss` and `aud` are checked with `leeway`. Header fields that point at keys (`jku`, `x5u`,
+//! `x5c`, `jwk`) are never followed: only the provider's own keys verify a token.
+
+use arc_swap::ArcSwap;
+use jsonwebtoken::jwk::{JwkSet, PublicKeyUse};
+use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Tokens longer than this are refused before any decoding.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// One verification key.
+pub struct JwtKey {
+    pub kid: Option<String>,
+    /// The algorithm the key declares for itself, if it does.
+    pub alg: Option<Algorithm>,
+    pub key: DecodingKey,
+}
+
+/// The keys of a provider at one moment. Replaced whole when a JWKS is refetched.
+#[derive(Default)]
+pub struct KeySet {
+    pub keys: Vec<JwtKey>,
+}
+
+impl KeySet {
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// Parse a JWKS document. Keys meant for encryption, or of kinds that cannot verify, are skipped;
+/// a document with no usable key is an error.
+pub fn parse_jwks(text: &str) -> Result<KeySet, String> {
+    let set: JwkSet =
+        serde_json::from_str(text).map_err(|e| format!("not a JWKS document: {e}"))?;
+    let mut keys = Vec::new();
+    let mut skipped = Vec::new();
+    for (i, jwk) in set.keys.iter().enumerate() {
+        if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+            skipped.push(format!("keys[{i}] is for encryption"));
+            continue;
+        }
+        let alg = match jwk.common.key_algorithm {
+            None => None,
+            Some(ka) => match ka.to_string().parse::<Algorithm>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    skipped.push(format!("keys[{i}] has a non-signing alg"));
+                    continue;
+                }
+            },
+        };
+        match DecodingKey::from_jwk(jwk) {
+            Ok(key) => keys.push(JwtKey {
+                kid: jwk.common.key_id.clone(),
+                alg,
+                key,
+            }),
+            Err(e) => skipped.push(format!("keys[{i}]: {e}")),
+        }
+    }
+    if keys.is_empty() {
+        return Err(if skipped.is_empty() {
+            "the JWKS has no keys".to_string()
+        } else {
+            format!("the JWKS has no usable key ({})", skipped.join("; "))
+        });
+    }
+    Ok(KeySet { keys })
+}
+
+/// Where a provider's keys live. `Arc` so that a background refresher can share it.
+pub struct KeyStore {
+    current: ArcSwap<KeySet>,
+}
+
+impl KeyStore {
+    pub fn new(keys: KeySet) -> Self {
+        KeyStore {
+            current: ArcSwap::from_pointee(keys),
+        }
+    }
+
+    pub fn load(&self) -> Arc<KeySet> {
+        self.current.load_full()
+    }
+
+    pub fn replace(&self, keys: KeySet) {
+        self.current.store(Arc::new(keys));
+    }
+}
+
+/// A compiled `[[jwt_providers]]` entry.
+pub struct JwtProvider {
+    pub name: String,
+    /// The label used in `auth` lists, logs and metrics: `jwt:<name>`.
+    pub label: String,
+    pub algorithms: Vec<Algorithm>,
+    /// One prepared `Validation` per allowed algorithm (jsonwebtoken wants a single family).
+    pub validations: HashMap<Algorithm, Validation>,
+    pub keys: Arc<KeyStore>,
+    pub consumer_claim: String,
+    pub scopes_claim: String,
+}
+
+impl std::fmt::Debug for JwtProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtProvider")
+            .field("name", &self.name)
+            .field("algorithms", &self.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a token was refused. Each is one class the client may learn, and a metric reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwtFailure {
+    TooLong,
+    Malformed,
+    AlgorithmNotAllowed,
+    UnknownKey,
+    BadSignature,
+    Expired,
+    NotYetValid,
+    WrongIssuer,
+    WrongAudience,
+    MissingClaim,
+    NoConsumer,
+}
+
+impl JwtFailure {
+    pub fn reason(self) -> &'static str {
+        match self {
+            JwtFailure::TooLong => "token_too_long",
+            JwtFailure::Malformed => "malformed_token",
+            JwtFailure::AlgorithmNotAllowed => "algorithm_not_allowed",
+            JwtFailure::UnknownKey => "unknown_kid",
+            JwtFailure::BadSignature => "bad_signature",
+            JwtFailure::Expired => "token_expired",
+            JwtFailure::NotYetValid => "token_not_yet_valid",
+            JwtFailure::WrongIssuer => "wrong_issuer",
+            JwtFailure::WrongAudience => "wrong_audience",
+            JwtFailure::MissingClaim => "missing_claim",
+            JwtFailure::NoConsumer => "no_consumer_claim",
+        }
+    }
+
+    pub fn detail(self) -> &'static str {
+        match self {
+            JwtFailure::TooLong => "the token is too long",
+            JwtFailure::Malformed => "the token is malformed",
+            JwtFailure::AlgorithmNotAllowed => "the token's algorithm is not accepted",
+            JwtFailure::UnknownKey => "the token's signing key is not known",
+            JwtFailure::BadSignature => "the token's signature is invalid",
+            JwtFailure::Expired => "the token has expired",
+            JwtFailure::NotYetValid => "the token is not valid yet",
+            JwtFailure::WrongIssuer => "the token's issuer is not accepted",
+            JwtFailure::WrongAudience => "the token's audience is not accepted",
+            JwtFailure::MissingClaim => "the token lacks a required claim",
+            JwtFailure::NoConsumer => "the token does not name a consumer",
+        }
+    }
+
+    /// The RFC 6750 `error` code for `WWW-Authenticate`.
+    pub fn bearer_error(self) -> &'static str {
+        match self {
+            JwtFailure::TooLong | JwtFailure::Malformed => "invalid_request",
+            _ => "invalid_token",
+        }
+    }
+}
+
+/// What a verified token says about its bearer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenIdentity {
+    pub consumer: String,
+    pub scopes: Vec<String>,
+}
+
+fn map_error(e: &jsonwebtoken::errors::Error) -> JwtFailure {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match e.kind() {
+        K::InvalidSignature => JwtFailure::BadSignature,
+        K::ExpiredSignature => JwtFailure::Expired,
+        K::ImmatureSignature => JwtFailure::NotYetValid,
+        K::InvalidIssuer => JwtFailure::WrongIssuer,
+        K::InvalidAudience => JwtFailure::WrongAudience,
+        K::MissingRequiredClaim(_) => JwtFailure::MissingClaim,
+        K::InvalidAlgorithm
+        | K::MissingAlgorithm
+        | K::UnsupportedAlgorithm
+        | K::InvalidAlgorithmName => JwtFailure::AlgorithmNotAllowed,
+        K::InvalidEcdsaKey | K::InvalidEddsaKey | K::InvalidRsaKey(_) | K::InvalidKeyFormat => {
+            JwtFailure::AlgorithmNotAllowed
+        }
+        _ => JwtFailure::Malformed,
+    }
+}
+
+impl JwtProvider {
+    /// Verify a bearer token against this provider's current keys.
+    pub fn verify(&self, token: &str) -> Result<TokenIdentity, JwtFailure> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(JwtFailure::TooLong);
+        }
+        if token.bytes().filter(|&b| b == b'.').count() != 2 {
+            return Err(JwtFailure::Malformed);
+        }
+        // `alg: none` (any casing) and unknown algorithms fail here: jsonwebtoken has no `none`.
+        let header = decode_header(token).map_err(|e| match map_error(&e) {
+            JwtFailure::AlgorithmNotAllowed => JwtFailure::AlgorithmNotAllowed,
+            _ => JwtFailure::Malformed,
+        })?;
+        let alg = header.alg;
+        let Some(validation) = self.validations.get(&alg) else {
+            return Err(JwtFailure::AlgorithmNotAllowed);
+        };
+        let keys = self.keys.load();
+        let family = alg.family();
+        let candidates: Vec<&JwtKey> = keys
+            .keys
+            .iter()
+            .filter(|k| match (&header.kid, &k.kid) {
+                (Some(want), Some(have)) => want == have,
+                (Some(_), None) => false,
+                (None, _) => true,
+            })
+            .collect();
+        if candidates.is_empty() {
+            return Err(JwtFailure::UnknownKey);
+        }
+        let mut failure = JwtFailure::AlgorithmNotAllowed;
+        for key in candidates {
+            // The key's own family and declared algorithm must agree with the token's.
+            if key.key.family() != family || key.alg.is_some_and(|a| a != alg) {
+                continue;
+            }
+            match decode::<Map<String, Value>>(token, &key.key, validation) {
+                Ok(data) => return self.identity(&data.claims),
+                Err(e) => {
+                    failure = map_error(&e);
+                    if failure != JwtFailure::BadSignature {
+                        // The signature verified (or the token is bad whatever the key).
+                        return Err(failure);
+                    }
+                }
+            }
+        }
+        Err(failure)
+    }
+
+    fn identity(&self, claims: &Map<String, Value>) -> Result<TokenIdentity, JwtFailure> {
+        let consumer = match claims.get(&self.consumer_claim) {
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 => s.clone(),
+            _ => return Err(JwtFailure::NoConsumer),
+        };
+        let scopes = match claims.get(&self.scopes_claim) {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(s)) => s.split_ascii_whitespace().map(str::to_string).collect(),
+            Some(Value::Array(items)) => {
+                let mut out = Vec::with_capacity(items.len());
+                for item in items {
+                    match item {
+                        Value::String(s) => out.push(s.clone()),
+                        _ => return Err(JwtFailure::Malformed),
+                    }
+                }
+                out
+            }
+            Some(_) => return Err(JwtFailure::Malformed),
+        };
+        Ok(TokenIdentity { consumer, scopes })
+    }
+}
+
+/// Build the per-algorithm validations of a provider.
+pub fn validations(
+    algorithms: &[Algorithm],
+    issuer: Option<&str>,
+    audiences: &[String],
+    leeway_seconds: u64,
+) -> HashMap<Algorithm, Validation> {
+    algorithms
+        .iter()
+        .map(|&alg| {
+            let mut v = Validation::new(alg);
+            v.leeway = leeway_seconds;
+            v.validate_exp = true;
+            v.validate_nbf = true;
+            let mut required = vec!["exp"];
+            if let Some(iss) = issuer {
+                v.set_issuer(&[iss]);
+                required.push("iss");
+            }
+            if audiences.is_empty() {
+                v.validate_aud = false;
+            } else {
+                v.set_audience(audiences);
+                required.push("aud");
+            }
+            v.set_required_spec_claims(&required);
+            (alg, v)
+        })
+        .collect()
+}
+
+/// Parse an algorithm name of the allow-list. `none` is refused with its own message.
+pub fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
+    if name.eq_ignore_ascii_case("none") {
+        return Err("\"none\" is never accepted: unsigned tokens prove nothing".into());
+    }
+    name.parse::<Algorithm>().map_err(|_| {
+        format!("unknown algorithm {name:?}; use HS256/384/512, RS256/384/512, PS256/384/512, ES256/384 or EdDSA")
+    })
+}
+
+pub fn is_hmac(alg: Algorithm) -> bool {
+    matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+}

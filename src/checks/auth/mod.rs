@@ -1,0 +1,241 @@
+//! SPEC §3 step 6: authentication. A route lists the methods it accepts (`jwt:<provider>`,
+//! `api_key`, `mtls`); any one of them suffices. The result is a `Principal` (who, which groups,
+//! which scopes, by which method) or a 401 whose detail names only the class of failure.
+
+pub mod api_key;
+pub mod jwt;
+pub mod mtls;
+
+use crate::config::model::{AuthMethod, Identities, Route};
+use crate::problem::Refusal;
+use api_key::PresentedKey;
+use jwt::JwtFailure;
+use mtls::PeerCert;
+use pingora_http::RequestHeader;
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub consumer: String,
+    pub groups: Vec<String>,
+    pub scopes: Vec<String>,
+    /// `jwt:<provider>`, `api_key` or `mtls`.
+    pub method: String,
+}
+
+/// A failed authentication: the 401 to send, and whether it counts toward the brute-force
+/// throttle (a credential was presented and was wrong).
+#[derive(Debug)]
+pub struct AuthFailure {
+    pub refusal: Refusal,
+    pub counted: bool,
+    /// The JWT provider whose key was unknown, so that its key set may be refetched.
+    pub unknown_kid_provider: Option<usize>,
+}
+
+/// Query parameters that carry credentials; a request with one is refused, never accepted.
+const CREDENTIAL_QUERY_PARAMS: &[&str] =
+    &["api_key", "apikey", "api-key", "x-api-key", "access_token"];
+
+fn credential_in_query(query: Option<&str>) -> bool {
+    let Some(query) = query else { return false };
+    query.split('&').any(|pair| {
+        let name = pair.split('=').next().unwrap_or("");
+        CREDENTIAL_QUERY_PARAMS
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case(name))
+    })
+}
+
+/// The bearer token of the request: `Ok(None)` when there is none, `Err` when ambiguous.
+fn bearer(req: &RequestHeader) -> Result<Option<&str>, ()> {
+    let mut found = None;
+    for value in req.headers.get_all("authorization") {
+        let Ok(text) = value.to_str() else {
+            return Err(());
+        };
+        let Some((scheme, rest)) = text.split_once(' ') else {
+            continue;
+        };
+        if scheme.eq_ignore_ascii_case("bearer") {
+            if found.is_some() {
+                return Err(());
+            }
+            found = Some(rest.trim());
+        }
+    }
+    Ok(found)
+}
+
+/// The `WWW-Authenticate` challenges of a route, with the RFC 6750 error when a token failed.
+fn challenge(route: &Route, jwt_failure: Option<JwtFailure>) -> String {
+    let mut parts = Vec::new();
+    if route.auth.iter().any(|m| matches!(m, AuthMethod::Jwt(_))) {
+        match jwt_failure {
+            Some(f) => parts.push(format!(
+                "Bearer realm=\"portcullis\", error=\"{}\", error_description=\"{}\"",
+                f.bearer_error(),
+                f.detail()
+            )),
+            None => parts.push("Bearer realm=\"portcullis\"".to_string()),
+        }
+    }
+    if route.auth.contains(&AuthMethod::ApiKey) {
+        parts.push("ApiKey realm=\"portcullis\"".to_string());
+    }
+    if parts.is_empty() {
+        // mTLS only: the credential is the certificate; still say how to authenticate.
+        parts.push("Mutual-TLS realm=\"portcullis\"".to_string());
+    }
+    parts.join(", ")
+}
+
+fn unauthorized(
+    route: &Route,
+    reason: &'static str,
+    detail: &'static str,
+    jwt_failure: Option<JwtFailure>,
+) -> Refusal {
+    Refusal::new(401, reason, detail).with_header("WWW-Authenticate", challenge(route, jwt_failure))
+}
+
+fn principal(ids: &Identities, consumer: String, scopes: Vec<String>, method: &str) -> Principal {
+    let groups = ids
+        .consumer_index(&consumer)
+        .map(|i| ids.consumers[i].groups.clone())
+        .unwrap_or_default();
+    Principal {
+        consumer,
+        groups,
+        scopes,
+        method: method.to_string(),
+    }
+}
+
+/// Authenticate a request for a route. Public routes need nothing and yield no principal.
+pub fn authenticate(
+    route: &Route,
+    req: &RequestHeader,
+    cert: Option<&PeerCert>,
+    ids: &Identities,
+) -> Result<Option<Principal>, AuthFailure> {
+    if route.public {
+        return Ok(None);
+    }
+    let fail = |refusal: Refusal, counted: bool| AuthFailure {
+        refusal,
+        counted,
+        unknown_kid_provider: None,
+    };
+    if route.auth.is_empty() {
+        return Err(fail(
+            unauthorized(
+                route,
+                "no_auth_configured",
+                "authentication is required",
+                None,
+            ),
+            false,
+        ));
+    }
+    if credential_in_query(req.uri.query()) {
+        return Err(fail(
+            unauthorized(
+                route,
+                "credential_in_query",
+                "credentials are not accepted in the query string",
+                None,
+            ),
+            false,
+        ));
+    }
+    let token = bearer(req).map_err(|()| {
+        fail(
+            unauthorized(
+                route,
+                "malformed_credentials",
+                "the Authorization header is malformed",
+                None,
+            ),
+            true,
+        )
+    })?;
+    let key = api_key::presented(req);
+
+    // The first failure of a presented credential is what the client is told.
+    let mut failure: Option<AuthFailure> = None;
+    let mut remember = |f: AuthFailure| {
+        if failure.is_none() {
+            failure = Some(f);
+        }
+    };
+    for method in &route.auth {
+        match method {
+            AuthMethod::Jwt(index) => {
+                let Some(token) = token else { continue };
+                let provider = &ids.jwt_providers[*index];
+                match provider.verify(token) {
+                    Ok(identity) => {
+                        return Ok(Some(principal(
+                            ids,
+                            identity.consumer,
+                            identity.scopes,
+                            &provider.label,
+                        )))
+                    }
+                    Err(f) => remember(AuthFailure {
+                        refusal: unauthorized(route, f.reason(), f.detail(), Some(f)),
+                        counted: true,
+                        unknown_kid_provider: (f == JwtFailure::UnknownKey).then_some(*index),
+                    }),
+                }
+            }
+            AuthMethod::ApiKey => match key {
+                PresentedKey::Absent => {}
+                PresentedKey::Malformed => remember(fail(
+                    unauthorized(route, "malformed_api_key", "the API key is malformed", None),
+                    true,
+                )),
+                PresentedKey::Key(k) => match ids.api_keys.find(k) {
+                    Some(i) => {
+                        let consumer = ids.consumers[i].id.clone();
+                        return Ok(Some(principal(ids, consumer, Vec::new(), "api_key")));
+                    }
+                    None => remember(fail(
+                        unauthorized(route, "unknown_api_key", "the API key is not valid", None),
+                        true,
+                    )),
+                },
+            },
+            AuthMethod::Mtls => {
+                let Some(cert) = cert else { continue };
+                match ids.consumer_for_cert(cert) {
+                    Some(i) => {
+                        let consumer = ids.consumers[i].id.clone();
+                        return Ok(Some(principal(ids, consumer, Vec::new(), "mtls")));
+                    }
+                    None => remember(fail(
+                        unauthorized(
+                            route,
+                            "unknown_certificate",
+                            "the client certificate is not mapped to a consumer",
+                            None,
+                        ),
+                        true,
+                    )),
+                }
+            }
+        }
+    }
+    Err(failure.unwrap_or_else(|| {
+        fail(
+            unauthorized(
+                route,
+                "no_credentials",
+                "no accepted credentials were presented",
+                None,
+            ),
+            false,
+        )
+    }))
+}

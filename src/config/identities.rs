@@ -1,0 +1,388 @@
+//! Compiling who may authenticate: `[[jwt_providers]]` (keys loaded and parsed now),
+//! `[[consumers]]` (key hashes indexed, certificate subjects parsed), and each route's
+//! `auth` and `allow`. Secrets are read from the environment or a file, never the config.
+
+use super::compile::{relative_to, valid_name, Errors};
+use super::model::{Allow, AuthMethod, Consumer, Identities};
+use super::raw::{RawConsumer, RawJwtProvider, RawRoute};
+use crate::checks::auth::api_key::parse_hash;
+use crate::checks::auth::jwt::{self, JwtKey, JwtProvider, KeySet, KeyStore};
+use crate::checks::auth::mtls::parse_subject;
+use jsonwebtoken::DecodingKey;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// HS secrets shorter than this are a `check` warning (RFC 7518 §3.2 wants ≥ the hash size).
+const MIN_HS_SECRET: usize = 32;
+
+pub(super) fn compile(
+    e: &mut Errors,
+    providers: &[RawJwtProvider],
+    consumers: &[RawConsumer],
+    file: &Path,
+) -> Identities {
+    let mut ids = Identities::default();
+    for (i, p) in providers.iter().enumerate() {
+        let key = format!("jwt_providers[{i}]");
+        if let Some(provider) = compile_provider(e, &key, p, file) {
+            if ids.jwt_providers.iter().any(|q| q.name == provider.name) {
+                e.add(
+                    format!("{key}.name"),
+                    format!("duplicate provider name {:?}", provider.name),
+                );
+            }
+            ids.jwt_providers.push(provider);
+        }
+    }
+    for (i, c) in consumers.iter().enumerate() {
+        let key = format!("consumers[{i}]");
+        if !valid_name(&c.id) {
+            e.add(
+                format!("{key}.id"),
+                format!(
+                    "invalid id {:?}; use 1-64 letters, digits, '-', '_' or '.'",
+                    c.id
+                ),
+            );
+        } else if ids.by_id.contains_key(&c.id) {
+            e.add(
+                format!("{key}.id"),
+                format!("duplicate consumer id {:?}", c.id),
+            );
+        }
+        for (g, group) in c.groups.iter().enumerate() {
+            if !valid_name(group) {
+                e.add(
+                    format!("{key}.groups[{g}]"),
+                    format!("invalid group name {group:?}"),
+                );
+            }
+        }
+        let index = ids.consumers.len();
+        for (k, text) in c.api_keys.iter().enumerate() {
+            match parse_hash(text).and_then(|hash| ids.api_keys.insert(hash, index)) {
+                Ok(()) => {}
+                Err(message) => e.add(format!("{key}.api_keys[{k}]"), message),
+            }
+        }
+        let mut subjects = Vec::new();
+        for (s, text) in c.mtls_subjects.iter().enumerate() {
+            match parse_subject(text) {
+                Ok(subject) => subjects.push(subject),
+                Err(message) => e.add(format!("{key}.mtls_subjects[{s}]"), message),
+            }
+        }
+        ids.by_id.insert(c.id.clone(), index);
+        ids.consumers.push(Consumer {
+            id: c.id.clone(),
+            groups: c.groups.clone(),
+            mtls_subjects: subjects,
+        });
+    }
+    ids
+}
+
+fn read_secret(e: &mut Errors, key: &str, p: &RawJwtProvider, file: &Path) -> Option<Vec<u8>> {
+    if let Some(name) = &p.secret_env {
+        return match std::env::var(name) {
+            Ok(value) if !value.is_empty() => Some(value.into_bytes()),
+            Ok(_) => {
+                e.add(
+                    format!("{key}.secret_env"),
+                    format!("the environment variable {name} is empty"),
+                );
+                None
+            }
+            Err(_) => {
+                e.add(
+                    format!("{key}.secret_env"),
+                    format!("the environment variable {name} is not set; export it before starting portcullis"),
+                );
+                None
+            }
+        };
+    }
+    let path = relative_to(file, p.secret_file.as_deref()?);
+    match std::fs::read(&path) {
+        Ok(mut bytes) => {
+            while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                bytes.pop();
+            }
+            if bytes.is_empty() {
+                e.add(
+                    format!("{key}.secret_file"),
+                    format!("{} is empty", path.display()),
+                );
+                return None;
+            }
+            #[cfg(unix)]
+            if super::lint::readable_by_others(&path) {
+                e.warn(
+                    format!("{key}.secret_file"),
+                    format!(
+                        "{} is readable by group or others; chmod 600 it",
+                        path.display()
+                    ),
+                );
+            }
+            Some(bytes)
+        }
+        Err(err) => {
+            e.add(
+                format!("{key}.secret_file"),
+                format!("cannot read {}: {err}", path.display()),
+            );
+            None
+        }
+    }
+}
+
+fn compile_provider(
+    e: &mut Errors,
+    key: &str,
+    p: &RawJwtProvider,
+    file: &Path,
+) -> Option<JwtProvider> {
+    if !valid_name(&p.name) {
+        e.add(
+            format!("{key}.name"),
+            format!(
+                "invalid name {:?}; use 1-64 letters, digits, '-', '_' or '.'",
+                p.name
+            ),
+        );
+    }
+    if p.algorithms.is_empty() {
+        e.add(
+            format!("{key}.algorithms"),
+            "empty; list the algorithms you accept, e.g. [\"RS256\"]",
+        );
+    }
+    let mut algorithms = Vec::new();
+    for (a, name) in p.algorithms.iter().enumerate() {
+        match jwt::parse_algorithm(name) {
+            Ok(alg) if !algorithms.contains(&alg) => algorithms.push(alg),
+            Ok(_) => e.add(
+                format!("{key}.algorithms[{a}]"),
+                format!("{name} is listed twice"),
+            ),
+            Err(message) => e.add(format!("{key}.algorithms[{a}]"), message),
+        }
+    }
+    let hmac = algorithms.iter().any(|a| jwt::is_hmac(*a));
+    let asymmetric = algorithms.iter().any(|a| !jwt::is_hmac(*a));
+    if hmac && asymmetric {
+        e.warn(
+            format!("{key}.algorithms"),
+            "mixes HS (shared secret) with public-key algorithms; keep one kind per provider to rule out key confusion",
+        );
+    }
+    if p.audiences.is_empty() {
+        e.warn(
+            format!("{key}.audiences"),
+            "no audiences: tokens issued for any other service of this issuer are accepted; list this API's audience",
+        );
+    }
+    let sources = [
+        p.jwks_file.is_some(),
+        p.jwks_url.is_some(),
+        p.secret_env.is_some(),
+        p.secret_file.is_some(),
+    ];
+    if sources.iter().filter(|s| **s).count() != 1 {
+        e.add(
+            key,
+            "needs exactly one key source: jwks_file, jwks_url, secret_env or secret_file",
+        );
+        return None;
+    }
+    let keys = if let Some(jwks) = &p.jwks_file {
+        let path = relative_to(file, jwks);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(err) => {
+                e.add(
+                    format!("{key}.jwks_file"),
+                    format!("cannot read {}: {err}", path.display()),
+                );
+                return None;
+            }
+        };
+        match jwt::parse_jwks(&text) {
+            Ok(set) => set,
+            Err(message) => {
+                e.add(
+                    format!("{key}.jwks_file"),
+                    format!("{}: {message}", path.display()),
+                );
+                return None;
+            }
+        }
+    } else if p.jwks_url.is_some() {
+        e.not_supported(format!("{key}.jwks_url"), "fetching a JWKS over HTTP");
+        return None;
+    } else {
+        let secret = read_secret(e, key, p, file)?;
+        if asymmetric {
+            e.add(
+                format!("{key}.algorithms"),
+                "a shared secret can only verify HS256, HS384 or HS512; use jwks_file for public-key algorithms",
+            );
+        }
+        if secret.len() < MIN_HS_SECRET {
+            e.warn(
+                format!("{key}.secret"),
+                format!(
+                    "the HS secret has {} bytes; use at least {MIN_HS_SECRET} random bytes",
+                    secret.len()
+                ),
+            );
+        }
+        let decoding = match DecodingKey::from_secret(&secret) {
+            Ok(k) => k,
+            Err(err) => {
+                e.add(format!("{key}.secret"), format!("unusable secret: {err}"));
+                return None;
+            }
+        };
+        KeySet {
+            keys: vec![JwtKey {
+                kid: None,
+                alg: None,
+                key: decoding,
+            }],
+        }
+    };
+    let leeway = e.duration(
+        &format!("{key}.leeway"),
+        p.leeway.as_ref(),
+        Duration::from_secs(30),
+    );
+    if leeway > Duration::from_secs(300) {
+        e.warn(
+            format!("{key}.leeway"),
+            "more than 5 minutes of leeway keeps expired tokens alive",
+        );
+    }
+    let issuer = p.issuer.as_deref().filter(|i| !i.is_empty());
+    Some(JwtProvider {
+        name: p.name.clone(),
+        label: format!("jwt:{}", p.name),
+        validations: jwt::validations(&algorithms, issuer, &p.audiences, leeway.as_secs()),
+        algorithms,
+        keys: Arc::new(KeyStore::new(keys)),
+        consumer_claim: p.consumer_claim.clone().unwrap_or_else(|| "sub".into()),
+        scopes_claim: p.scopes_claim.clone().unwrap_or_else(|| "scope".into()),
+    })
+}
+
+/// A route's `auth` methods and `allow` rule.
+pub(super) fn route_access(
+    e: &mut Errors,
+    key: &str,
+    r: &RawRoute,
+    ids: &Identities,
+    mtls_listener: bool,
+) -> (Vec<AuthMethod>, Option<Allow>) {
+    let providers: HashMap<&str, usize> = ids
+        .jwt_providers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.name.as_str(), i))
+        .collect();
+    let mut methods = Vec::new();
+    for (m, text) in r.auth.iter().enumerate() {
+        let method = match text.as_str() {
+            "api_key" => Some(AuthMethod::ApiKey),
+            "mtls" => {
+                if !mtls_listener {
+                    e.add(
+                        format!("{key}.auth[{m}]"),
+                        "\"mtls\" needs a listener with tls.client_ca, so that client certificates are verified",
+                    );
+                }
+                Some(AuthMethod::Mtls)
+            }
+            other => {
+                match other.strip_prefix("jwt:") {
+                    Some(name) => match providers.get(name) {
+                        Some(&i) => Some(AuthMethod::Jwt(i)),
+                        None => {
+                            e.add(
+                            format!("{key}.auth[{m}]"),
+                            format!("unknown JWT provider {name:?}; define it under [[jwt_providers]]"),
+                        );
+                            None
+                        }
+                    },
+                    None => {
+                        e.add(
+                        format!("{key}.auth[{m}]"),
+                        format!("unknown method {other:?}; use \"jwt:<provider>\", \"api_key\" or \"mtls\""),
+                    );
+                        None
+                    }
+                }
+            }
+        };
+        if let Some(method) = method {
+            if methods.contains(&method) {
+                e.add(
+                    format!("{key}.auth[{m}]"),
+                    format!("{text:?} is listed twice"),
+                );
+            }
+            methods.push(method);
+        }
+    }
+    if r.public && !r.auth.is_empty() {
+        e.add(
+            format!("{key}.public"),
+            "a public route cannot also require auth; remove one",
+        );
+    }
+    if methods.contains(&AuthMethod::ApiKey) && ids.api_keys.is_empty() {
+        e.warn(
+            format!("{key}.auth"),
+            "accepts api_key but no consumer has a key",
+        );
+    }
+    let allow = r.allow.as_ref().map(|a| {
+        if r.public {
+            e.add(
+                format!("{key}.allow"),
+                "a public route has no authenticated consumer to allow; remove allow or public",
+            );
+        }
+        for (g, group) in a.groups.iter().enumerate() {
+            if !valid_name(group) {
+                e.add(
+                    format!("{key}.allow.groups[{g}]"),
+                    format!("invalid group name {group:?}"),
+                );
+            }
+        }
+        Allow {
+            any_consumer: a.consumers.iter().any(|c| c == "*"),
+            consumers: a.consumers.iter().filter(|c| *c != "*").cloned().collect(),
+            groups: a.groups.clone(),
+            scopes: a.scopes.clone(),
+        }
+    });
+    if !r.public && !methods.is_empty() {
+        match &allow {
+            None => e.warn(
+                key,
+                "route has auth but no allow: deny by default refuses every request with 403; add allow = { consumers = [\"*\"] } or a narrower rule",
+            ),
+            Some(a) if !a.any_consumer && a.consumers.is_empty() && a.groups.is_empty() && a.scopes.is_empty() => e.warn(
+                format!("{key}.allow"),
+                "allow is empty: every request is refused with 403",
+            ),
+            Some(_) => {}
+        }
+    }
+    (methods, allow)
+}
