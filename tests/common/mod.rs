@@ -193,7 +193,21 @@ impl Gateway {
     }
 
     pub fn start_with(body: &str, server_extra: &str) -> Gateway {
+        Self::start_with_files(body, server_extra, &[])
+    }
+
+    /// Like `start_with`, with extra files (name, content) written next to the config first.
+    pub fn start_with_files(body: &str, server_extra: &str, files: &[(&str, &[u8])]) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
+        for (name, content) in files {
+            let path = dir.path().join(name);
+            std::fs::write(&path, content).expect("write fixture");
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).ok();
+            }
+        }
         let port = free_port();
         let metrics_port = free_port();
         let config = format!(
@@ -453,6 +467,11 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
         std::thread::sleep(Duration::from_millis(50));
     }
     condition()
+}
+
+/// Absolute path of a file under `tests/data`.
+pub fn data(path: &str) -> String {
+    format!("{}/tests/data/{path}", env!("CARGO_MANIFEST_DIR"))
 }
 
 pub fn header_map(seen: &Seen) -> HashMap<String, String> {

@@ -1,0 +1,651 @@
+//! Authentication and authorization against the real gateway and a real upstream, with tokens
+//! minted here. Every refusal is checked from both sides: status, problem+json body and metric
+//! reason for the client; nothing at the upstream.
+
+mod common;
+
+use base64::Engine;
+use common::*;
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const HS_SECRET: &[u8] = b"a-test-secret-of-at-least-32-bytes-long!";
+const MOBILE_KEY: &str = "mobile-key-0123456789abcdefghijklmnop";
+const MOBILE_KEY_ROTATED: &str = "mobile-key-rotated-0123456789abcdefgh";
+const OPS_KEY: &str = "ops-key-0123456789abcdefghijklmnopqrst";
+const REVOKED_KEY: &str = "revoked-key-0123456789abcdefghijklmno";
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn hash(key: &str) -> String {
+    portcullis::keys::config_hash(key)
+}
+
+fn config(up: &Upstream) -> String {
+    format!(
+        r#"
+[security]
+auth_failure_limit = {{ failures = 1000, per = "1m" }}
+
+[[upstreams]]
+name = "app"
+targets = ["{up}"]
+
+[[jwt_providers]]
+name = "corp"
+issuer = "https://id.example.com"
+audiences = ["orders-api"]
+algorithms = ["RS256", "PS256", "ES256", "ES384", "EdDSA"]
+jwks_file = "{jwks}"
+leeway = "30s"
+
+[[jwt_providers]]
+name = "shared"
+issuer = "https://hs.example.com"
+audiences = ["orders-api"]
+algorithms = ["HS256", "HS384", "HS512"]
+secret_file = "hs.secret"
+
+[[consumers]]
+id = "mobile-app"
+groups = ["partners"]
+api_keys = ["{mobile}", "{mobile2}"]
+
+[[consumers]]
+id = "ops"
+groups = ["staff"]
+api_keys = ["{ops}"]
+
+[[consumers]]
+id = "alice"
+groups = ["staff"]
+
+[[routes]]
+name = "orders"
+path_prefix = "/orders"
+upstream = "app"
+auth = ["jwt:corp", "jwt:shared", "api_key"]
+allow = {{ groups = ["partners", "staff"], consumers = ["bob"] }}
+
+[[routes]]
+name = "scoped"
+path_prefix = "/scoped"
+upstream = "app"
+auth = ["jwt:corp"]
+allow = {{ scopes = ["orders:read", "orders:list"] }}
+
+[[routes]]
+name = "admin"
+path_prefix = "/admin"
+upstream = "app"
+auth = ["api_key"]
+allow = {{ consumers = ["ops"] }}
+
+[[routes]]
+name = "nobody"
+path_prefix = "/nobody"
+upstream = "app"
+auth = ["api_key"]
+
+[[routes]]
+name = "keeps"
+path_prefix = "/keeps"
+upstream = "app"
+auth = ["api_key"]
+allow = {{ consumers = ["*"] }}
+keep_credentials = true
+"#,
+        up = up.addr,
+        jwks = data("jwt/jwks.json"),
+        mobile = hash(MOBILE_KEY),
+        mobile2 = hash(MOBILE_KEY_ROTATED),
+        ops = hash(OPS_KEY),
+    )
+}
+
+fn start(up: &Upstream) -> Gateway {
+    Gateway::start_with_files(&config(up), "", &[("hs.secret", HS_SECRET)])
+}
+
+fn pem(name: &str) -> Vec<u8> {
+    std::fs::read(data(&format!("jwt/{name}"))).unwrap()
+}
+
+fn claims(sub: &str) -> Value {
+    json!({
+        "sub": sub,
+        "iss": "https://id.example.com",
+        "aud": "orders-api",
+        "exp": now() + 600,
+        "iat": now(),
+        "scope": "orders:read orders:list",
+    })
+}
+
+fn sign(alg: Algorithm, kid: Option<&str>, claims: &Value) -> String {
+    let mut header = Header::new(alg);
+    header.kid = kid.map(str::to_string);
+    let key = match alg {
+        Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 => {
+            EncodingKey::from_rsa_pem(&pem("rsa.pem")).unwrap()
+        }
+        Algorithm::ES256 => EncodingKey::from_ec_pem(&pem("ec256.pem")).unwrap(),
+        Algorithm::ES384 => EncodingKey::from_ec_pem(&pem("ec384.pem")).unwrap(),
+        Algorithm::EdDSA => EncodingKey::from_ed_pem(&pem("ed25519.pem")).unwrap(),
+        _ => EncodingKey::from_secret(HS_SECRET).unwrap(),
+    };
+    encode(&header, claims, &key).unwrap()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A token with an arbitrary header and signature, for attacks jsonwebtoken would not make.
+fn forge(header: Value, claims: &Value, signature: &str) -> String {
+    format!(
+        "{}.{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes()),
+        signature
+    )
+}
+
+/// The same base64url text with its middle character changed to another one.
+fn flip_middle(text: &str) -> String {
+    let mut bytes = text.as_bytes().to_vec();
+    let middle = bytes.len() / 2;
+    bytes[middle] = if bytes[middle] == b'A' { b'B' } else { b'A' };
+    String::from_utf8(bytes).unwrap()
+}
+
+fn get_with(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    gw.raw(&request)
+}
+
+fn bearer(gw: &Gateway, path: &str, token: &str) -> HttpResponse {
+    get_with(gw, path, &[("Authorization", &format!("Bearer {token}"))])
+}
+
+/// A refusal seen from both sides: status, problem body, reason metric, silent upstream.
+fn assert_refused(
+    gw: &Gateway,
+    up: &Upstream,
+    r: &HttpResponse,
+    status: u16,
+    route: &str,
+    reason: &str,
+) {
+    let body = r.assert_problem(status);
+    let family = if status == 401 {
+        "portcullis_auth_failures_total"
+    } else {
+        "portcullis_authz_denials_total"
+    };
+    assert!(
+        gw.wait_metric(family, &[("route", route), ("reason", reason)], 1.0) >= 1.0,
+        "metric {family}{{route={route},reason={reason}}} missing; body {body}"
+    );
+    assert!(
+        up.requests().is_empty(),
+        "the upstream saw {:?}",
+        up.requests()
+    );
+}
+
+#[test]
+fn valid_tokens_of_every_algorithm_family_pass_with_identity_headers() {
+    let up = Upstream::start();
+    let gw = start(&up);
+    for (alg, kid) in [
+        (Algorithm::RS256, Some("rsa")),
+        (Algorithm::PS256, Some("rsa")),
+        (Algorithm::ES256, Some("ec256")),
+        (Algorithm::ES384, Some("ec384")),
+        (Algorithm::EdDSA, Some("ed25519")),
+        (Algorithm::RS256, None),
+    ] {
+        up.clear();
+        let token = sign(alg, kid, &claims("alice"));
+        let r = get_with(
+            &gw,
+            "/orders/1",
+            &[
+                ("Authorization", &format!("Bearer {token}")),
+                ("X-Consumer-Id", "root"),
+                ("X-Authenticated-Scopes", "admin"),
+            ],
+        );
+        assert_eq!(r.status, 200, "{alg:?}: {}", r.text());
+        let seen = &up.requests()[0];
+        assert_eq!(seen.header("x-consumer-id"), Some("alice"), "{alg:?}");
+        assert_eq!(seen.header_count("x-consumer-id"), 1);
+        assert_eq!(seen.header("x-consumer-groups"), Some("staff"));
+        assert_eq!(
+            seen.header("x-authenticated-scopes"),
+            Some("orders:read orders:list")
+        );
+        assert!(
+            seen.header("authorization").is_none(),
+            "the credential is removed"
+        );
+    }
+    for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
+        let mut c = claims("alice");
+        c["iss"] = json!("https://hs.example.com");
+        assert_eq!(
+            bearer(&gw, "/orders/2", &sign(alg, None, &c)).status,
+            200,
+            "{alg:?}"
+        );
+    }
+    // Scopes as an array, and a consumer not listed in [[consumers]] (no groups) on a scope rule.
+    let mut c = claims("carol");
+    c["scope"] = json!(["orders:read", "orders:list", "extra"]);
+    up.clear();
+    assert_eq!(
+        bearer(&gw, "/scoped/x", &sign(Algorithm::ES256, Some("ec256"), &c)).status,
+        200
+    );
+    assert_eq!(up.requests()[0].header("x-consumer-id"), Some("carol"));
+    assert_eq!(up.requests()[0].header("x-consumer-groups"), Some(""));
+}
+
+#[test]
+fn hostile_and_invalid_tokens_are_refused() {
+    let up = Upstream::start();
+    let gw = start(&up);
+    let good = claims("alice");
+    let valid = sign(Algorithm::RS256, Some("rsa"), &good);
+    let parts: Vec<&str> = valid.split('.').collect();
+
+    let mut expired = claims("alice");
+    expired["exp"] = json!(now() - 3600);
+    let mut early = claims("alice");
+    early["nbf"] = json!(now() + 3600);
+    let mut wrong_iss = claims("alice");
+    wrong_iss["iss"] = json!("https://evil.example.com");
+    let mut wrong_aud = claims("alice");
+    wrong_aud["aud"] = json!("other-api");
+    let mut no_exp = claims("alice");
+    no_exp.as_object_mut().unwrap().remove("exp");
+    let mut other_sub = claims("admin");
+    other_sub["scope"] = json!("everything");
+
+    let rsa_public = pem("rsa.pub.pem");
+    let confusion = {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("rsa".into());
+        encode(
+            &header,
+            &good,
+            &EncodingKey::from_secret(&rsa_public).unwrap(),
+        )
+        .unwrap()
+    };
+    let jku = {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some("attacker".into());
+        header.jku = Some(format!("http://{}/attacker-jwks.json", up.addr));
+        encode(
+            &header,
+            &good,
+            &EncodingKey::from_rsa_pem(&pem("attacker.pem")).unwrap(),
+        )
+        .unwrap()
+    };
+    let embedded_jwk = {
+        let attacker: Value =
+            serde_json::from_slice(&std::fs::read(data("jwt/attacker-jwks.json")).unwrap())
+                .unwrap();
+        let mut header = Header::new(Algorithm::RS256);
+        header.jwk = serde_json::from_value(attacker["keys"][0].clone()).ok();
+        encode(
+            &header,
+            &good,
+            &EncodingKey::from_rsa_pem(&pem("attacker.pem")).unwrap(),
+        )
+        .unwrap()
+    };
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "alg none",
+            forge(json!({"alg": "none", "typ": "JWT"}), &good, ""),
+            "malformed_token",
+        ),
+        (
+            "alg NONE",
+            forge(json!({"alg": "NONE", "kid": "rsa"}), &good, ""),
+            "malformed_token",
+        ),
+        (
+            "alg None",
+            forge(json!({"alg": "None"}), &good, &b64(b"sig")),
+            "malformed_token",
+        ),
+        (
+            "HS256 with the RSA public key",
+            confusion,
+            "algorithm_not_allowed",
+        ),
+        (
+            "tampered payload",
+            format!(
+                "{}.{}.{}",
+                parts[0],
+                b64(other_sub.to_string().as_bytes()),
+                parts[2]
+            ),
+            "bad_signature",
+        ),
+        (
+            "tampered signature",
+            // A character in the middle: the last one may only carry base64 padding bits.
+            format!("{}.{}.{}", parts[0], parts[1], flip_middle(parts[2])),
+            "bad_signature",
+        ),
+        (
+            "truncated",
+            format!("{}.{}", parts[0], parts[1]),
+            "malformed_token",
+        ),
+        ("bad base64", "!!!.???.***".to_string(), "malformed_token"),
+        (
+            "expired",
+            sign(Algorithm::RS256, Some("rsa"), &expired),
+            "token_expired",
+        ),
+        (
+            "nbf in the future",
+            sign(Algorithm::RS256, Some("rsa"), &early),
+            "token_not_yet_valid",
+        ),
+        (
+            "wrong iss",
+            sign(Algorithm::RS256, Some("rsa"), &wrong_iss),
+            "wrong_issuer",
+        ),
+        (
+            "wrong aud",
+            sign(Algorithm::RS256, Some("rsa"), &wrong_aud),
+            "wrong_audience",
+        ),
+        (
+            "missing exp",
+            sign(Algorithm::RS256, Some("rsa"), &no_exp),
+            "missing_claim",
+        ),
+        (
+            "unknown kid",
+            sign(Algorithm::RS256, Some("nope"), &good),
+            "unknown_kid",
+        ),
+        (
+            "alg not allowed",
+            sign(Algorithm::RS512, Some("rsa"), &good),
+            "algorithm_not_allowed",
+        ),
+        ("jku to an attacker key", jku, "unknown_kid"),
+        ("embedded jwk", embedded_jwk, "bad_signature"),
+        (
+            "9 KiB token",
+            format!("{}.{}.{}", parts[0], "A".repeat(9 * 1024), parts[2]),
+            "token_too_long",
+        ),
+    ];
+    for (name, token, reason) in cases {
+        up.clear();
+        let r = bearer(&gw, "/orders/1", &token);
+        assert_eq!(r.status, 401, "{name}: {}", r.text());
+        assert_refused(&gw, &up, &r, 401, "orders", reason);
+        let challenge = r.header("www-authenticate").unwrap_or_default();
+        assert!(
+            challenge.contains("Bearer realm=\"portcullis\""),
+            "{name}: {challenge}"
+        );
+        assert!(
+            challenge.contains("error=\"invalid_"),
+            "{name}: {challenge}"
+        );
+        let detail = r.json()["detail"].as_str().unwrap().to_string();
+        assert!(
+            !detail.contains(&token[..token.len().min(20)]),
+            "{name}: detail echoes the token"
+        );
+    }
+    // The token in the query string is refused even when it is valid.
+    let r = gw.get(&format!("/orders/1?access_token={valid}"));
+    assert_refused(&gw, &up, &r, 401, "orders", "credential_in_query");
+    // And the valid token in the header passes: the refusals were about the tokens.
+    assert_eq!(bearer(&gw, "/orders/1", &valid).status, 200);
+}
+
+#[test]
+fn api_keys_valid_rotated_unknown_revoked_and_near_misses() {
+    let up = Upstream::start();
+    let gw = start(&up);
+    for key in [MOBILE_KEY, MOBILE_KEY_ROTATED] {
+        up.clear();
+        let r = get_with(&gw, "/orders/1", &[("X-API-Key", key)]);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let seen = &up.requests()[0];
+        assert_eq!(seen.header("x-consumer-id"), Some("mobile-app"));
+        assert_eq!(seen.header("x-consumer-groups"), Some("partners"));
+        assert!(seen.header("x-api-key").is_none());
+    }
+    up.clear();
+    let r = get_with(
+        &gw,
+        "/orders/1",
+        &[("Authorization", &format!("ApiKey {MOBILE_KEY}"))],
+    );
+    assert_eq!(r.status, 200);
+    assert!(up.requests()[0].header("authorization").is_none());
+
+    let mut near = MOBILE_KEY.to_string();
+    near.pop();
+    near.push('X');
+    for (name, key) in [
+        ("unknown", "no-such-key-0123456789abcdefghijklmn"),
+        ("revoked", REVOKED_KEY),
+        ("near miss", near.as_str()),
+    ] {
+        up.clear();
+        let r = get_with(&gw, "/orders/1", &[("X-API-Key", key)]);
+        assert_eq!(r.status, 401, "{name}");
+        assert_refused(&gw, &up, &r, 401, "orders", "unknown_api_key");
+        assert_eq!(
+            r.json()["detail"],
+            "the API key is not valid",
+            "{name}: same answer for every wrong key"
+        );
+        assert!(r.header("www-authenticate").unwrap().contains("ApiKey"));
+    }
+    up.clear();
+    let r = gw.get(&format!("/orders/1?api_key={MOBILE_KEY}"));
+    assert_refused(&gw, &up, &r, 401, "orders", "credential_in_query");
+    let r = get_with(
+        &gw,
+        "/orders/1",
+        &[("X-API-Key", MOBILE_KEY), ("X-API-Key", OPS_KEY)],
+    );
+    assert_refused(&gw, &up, &r, 401, "orders", "malformed_api_key");
+    // keep_credentials forwards the key.
+    let r = get_with(&gw, "/keeps/1", &[("X-API-Key", MOBILE_KEY)]);
+    assert_eq!(r.status, 200);
+    assert_eq!(up.requests()[0].header("x-api-key"), Some(MOBILE_KEY));
+}
+
+#[test]
+fn acl_groups_consumers_scopes_and_deny_by_default() {
+    let up = Upstream::start();
+    let gw = start(&up);
+    // Right group.
+    assert_eq!(
+        get_with(&gw, "/orders/1", &[("X-API-Key", MOBILE_KEY)]).status,
+        200
+    );
+    up.clear();
+    // Wrong consumer for /admin.
+    let r = get_with(&gw, "/admin/1", &[("X-API-Key", MOBILE_KEY)]);
+    assert_refused(&gw, &up, &r, 403, "admin", "consumer_not_allowed");
+    assert_eq!(
+        get_with(&gw, "/admin/1", &[("X-API-Key", OPS_KEY)]).status,
+        200
+    );
+    up.clear();
+    // Consumer not listed anywhere (a JWT subject with no groups) on a group rule.
+    let r = bearer(
+        &gw,
+        "/orders/1",
+        &sign(Algorithm::RS256, Some("rsa"), &claims("mallory")),
+    );
+    assert_refused(&gw, &up, &r, 403, "orders", "consumer_not_allowed");
+    // Listed by name although in no group.
+    assert_eq!(
+        bearer(
+            &gw,
+            "/orders/1",
+            &sign(Algorithm::RS256, Some("rsa"), &claims("bob"))
+        )
+        .status,
+        200
+    );
+    up.clear();
+    // Missing scope.
+    let mut c = claims("alice");
+    c["scope"] = json!("orders:read");
+    let r = bearer(&gw, "/scoped/1", &sign(Algorithm::RS256, Some("rsa"), &c));
+    assert_refused(&gw, &up, &r, 403, "scoped", "missing_scope");
+    // No allow rule: deny by default.
+    let r = get_with(&gw, "/nobody/1", &[("X-API-Key", MOBILE_KEY)]);
+    assert_refused(&gw, &up, &r, 403, "nobody", "no_allow_rule");
+    // No credentials at all on a non-public route.
+    let r = gw.get("/orders/1");
+    assert_refused(&gw, &up, &r, 401, "orders", "no_credentials");
+    let challenge = r.header("www-authenticate").unwrap();
+    assert!(
+        challenge.contains("Bearer") && challenge.contains("ApiKey"),
+        "{challenge}"
+    );
+}
+
+#[test]
+fn brute_force_throttle_blocks_one_ip_until_the_window_passes() {
+    let up = Upstream::start();
+    let body = config(&up).replace(
+        "failures = 1000, per = \"1m\"",
+        "failures = 3, per = \"2s\"",
+    );
+    let gw = Gateway::start_with_files(
+        &body,
+        "trusted_proxies = [\"127.0.0.1\"]",
+        &[("hs.secret", HS_SECRET)],
+    );
+    let from = |ip: &str, key: &str| {
+        get_with(
+            &gw,
+            "/orders/1",
+            &[("X-Forwarded-For", ip), ("X-API-Key", key)],
+        )
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            from("198.51.100.1", "wrong-key-0123456789abcdefghijklmnopq").status,
+            401
+        );
+    }
+    up.clear();
+    // Even the valid key is refused now, before it is checked.
+    let r = from("198.51.100.1", MOBILE_KEY);
+    r.assert_problem(429);
+    let retry: u64 = r
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
+    assert!((1..=4).contains(&retry), "Retry-After {retry}");
+    assert!(up.requests().is_empty());
+    assert!(
+        gw.wait_metric(
+            "portcullis_auth_failures_total",
+            &[("reason", "auth_failures_throttled")],
+            1.0
+        ) >= 1.0
+    );
+    // Another IP is unaffected.
+    assert_eq!(from("198.51.100.2", MOBILE_KEY).status, 200);
+    // A client that obeys Retry-After gets through (bounded wait).
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    std::thread::sleep(Duration::from_secs(retry));
+    let mut status = from("198.51.100.1", MOBILE_KEY).status;
+    while status == 429 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        status = from("198.51.100.1", MOBILE_KEY).status;
+    }
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn access_log_never_contains_credentials() {
+    let up = Upstream::start();
+    let gw = start(&up);
+    let token = sign(Algorithm::RS256, Some("rsa"), &claims("alice"));
+    bearer(&gw, "/orders/jwt", &token);
+    bearer(&gw, "/orders/garbage", "garbage.token.value");
+    get_with(&gw, "/orders/key", &[("X-API-Key", MOBILE_KEY)]);
+    get_with(&gw, "/orders/revoked", &[("X-API-Key", REVOKED_KEY)]);
+    gw.get(&format!(
+        "/orders/query?api_key={MOBILE_KEY}&access_token={token}"
+    ));
+    let mut log = String::new();
+    assert!(wait_until(Duration::from_secs(5), || {
+        log = gw.access_log();
+        log.lines().count() >= 5
+    }));
+    let signature = token.rsplit('.').next().unwrap();
+    for secret in [
+        token.as_str(),
+        signature,
+        MOBILE_KEY,
+        REVOKED_KEY,
+        "garbage.token.value",
+        "Bearer",
+        "ApiKey",
+    ] {
+        assert!(
+            !log.contains(secret),
+            "{secret:?} leaked into the access log:\n{log}"
+        );
+    }
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Lines are written as requests finish, not necessarily in the order they were sent.
+    let line = |path: &str| {
+        lines
+            .iter()
+            .find(|l| l["path"].as_str().is_some_and(|p| p.starts_with(path)))
+            .unwrap_or_else(|| panic!("no line for {path}: {log}"))
+    };
+    assert_eq!(line("/orders/jwt")["consumer"], "alice");
+    assert_eq!(line("/orders/jwt")["auth"], "jwt:corp");
+    assert_eq!(line("/orders/garbage")["decision"], "malformed_token");
+    assert_eq!(line("/orders/key")["auth"], "api_key");
+    assert_eq!(line("/orders/key")["consumer"], "mobile-app");
+    assert_eq!(line("/orders/revoked")["decision"], "unknown_api_key");
+    assert_eq!(line("/orders/query")["decision"], "credential_in_query");
+    assert!(!gw.stderr().contains(MOBILE_KEY) && !gw.stderr().contains(signature));
+}
