@@ -155,12 +155,15 @@ impl Gateway {
             session.set_keepalive(None);
         }
         let body = problem::body(refusal.status, &refusal.detail, &ctx.request_id);
-        let header = problem::header(
+        let mut header = problem::header(
             refusal.status,
             body.len(),
             &ctx.request_id,
             &refusal.headers,
         )?;
+        if ctx.tls {
+            header.insert_header("Strict-Transport-Security", HSTS)?;
+        }
         let head_only = session.req_header().method == http::Method::HEAD;
         session
             .write_response_header(Box::new(header), head_only)

@@ -522,3 +522,135 @@ fn metrics_listener_exports_the_core_metrics() {
     );
     assert_eq!(other.status, 404);
 }
+
+#[test]
+fn ip_rules_apply_to_ipv4_and_ipv6_clients() {
+    let up = Upstream::start();
+    let v6_available = std::net::TcpListener::bind("[::1]:0").is_ok();
+    let port6 = free_port();
+    let v6_listener = if v6_available {
+        format!("[[listeners]]\naddress = \"[::1]:{port6}\"\n")
+    } else {
+        String::new()
+    };
+    let gw = Gateway::start_with(
+        &format!(
+            r#"
+{v6_listener}
+[[upstreams]]
+name = "app"
+targets = ["{addr}"]
+
+[[routes]]
+name = "v6-only"
+path_prefix = "/v6"
+upstream = "app"
+public = true
+ip_allow = ["2001:db8::/32", "::1"]
+ip_deny = ["2001:db8:bad::/48"]
+
+[[routes]]
+name = "v4-only"
+path_prefix = "/v4"
+upstream = "app"
+public = true
+ip_allow = ["198.51.100.0/24"]
+"#,
+            addr = up.addr
+        ),
+        // Only the proxy at 127.0.0.2 is trusted: 127.0.0.1 (the test client) is not.
+        "trusted_proxies = [\"127.0.0.2\"]",
+    );
+    let with_xff = |path: &str, xff: &str| {
+        gw.raw(&format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: {xff}\r\nConnection: close\r\n\r\n"
+        ))
+    };
+    // From an untrusted peer, X-Forwarded-For cannot claim an allowed address.
+    with_xff("/v4/a", "198.51.100.9").assert_problem(403);
+    with_xff("/v6/a", "2001:db8::1").assert_problem(403);
+    assert!(up.requests().is_empty());
+    assert!(
+        gw.wait_metric(
+            "portcullis_authz_denials_total",
+            &[("route", "v4-only"), ("reason", "ip_denied")],
+            1.0
+        ) >= 1.0
+    );
+    if v6_available {
+        let mut stream = std::net::TcpStream::connect(("::1", port6)).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        use std::io::Write;
+        stream
+            .write_all(b"GET /v6/ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let r = read_response(&mut stream).unwrap();
+        assert_eq!(r.status, 200, "::1 is allowed: {}", r.text());
+        assert_eq!(up.requests()[0].header("x-real-ip"), Some("::1"));
+        let mut stream = std::net::TcpStream::connect(("::1", port6)).unwrap();
+        stream
+            .write_all(b"GET /v4/no HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        read_response(&mut stream).unwrap().assert_problem(403);
+    } else {
+        eprintln!("::1 is not available here; the IPv6 listener part is not exercised");
+    }
+}
+
+#[test]
+fn ip_rules_use_the_client_address_vouched_for_by_a_trusted_proxy() {
+    let up = Upstream::start();
+    let gw = Gateway::start_with(
+        &format!(
+            r#"
+[[upstreams]]
+name = "app"
+targets = ["{addr}"]
+
+[[routes]]
+name = "v6-only"
+path_prefix = "/v6"
+upstream = "app"
+public = true
+ip_allow = ["2001:db8::/32"]
+ip_deny = ["2001:db8:bad::/48"]
+
+[[routes]]
+name = "v4-only"
+path_prefix = "/v4"
+upstream = "app"
+public = true
+ip_allow = ["198.51.100.0/24"]
+ip_deny = ["198.51.100.66"]
+"#,
+            addr = up.addr
+        ),
+        "trusted_proxies = [\"127.0.0.1\"]",
+    );
+    let with_xff = |path: &str, xff: &str| {
+        gw.raw(&format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: {xff}\r\nConnection: close\r\n\r\n"
+        ))
+        .status
+    };
+    assert_eq!(with_xff("/v6/a", "2001:db8::1"), 200);
+    assert_eq!(
+        with_xff("/v6/a", "2001:db8:bad::1"),
+        403,
+        "deny wins over allow"
+    );
+    assert_eq!(with_xff("/v6/a", "203.0.113.5"), 403);
+    assert_eq!(with_xff("/v4/a", "198.51.100.9"), 200);
+    assert_eq!(
+        with_xff("/v4/a", "::ffff:198.51.100.9"),
+        200,
+        "IPv4-mapped IPv6 is IPv4"
+    );
+    assert_eq!(with_xff("/v4/a", "::ffff:198.51.100.66"), 403);
+    assert_eq!(with_xff("/v4/a", "198.51.100.66"), 403);
+    // The rightmost untrusted hop counts: a client cannot prepend an allowed address.
+    assert_eq!(with_xff("/v4/a", "198.51.100.9, 203.0.113.7"), 403);
+    assert_eq!(up.requests().len(), 3);
+}

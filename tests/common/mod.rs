@@ -378,7 +378,7 @@ pub fn raw_request(port: u16, request: &[u8]) -> HttpResponse {
 }
 
 /// Read one response: status line, headers, then a body by Content-Length, chunked, or close.
-pub fn read_response(stream: &mut TcpStream) -> Option<HttpResponse> {
+pub fn read_response(stream: &mut impl Read) -> Option<HttpResponse> {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {

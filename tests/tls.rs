@@ -1,0 +1,230 @@
+//! TLS termination and mTLS against the real gateway: certificates are made here with rcgen,
+//! the client is OpenSSL (through Pingora's re-export) so that client certificates, protocol
+//! versions and ALPN are under the test's control.
+
+mod common;
+
+use common::*;
+use pingora_core::tls::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode, SslVersion};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::Duration;
+
+struct Pki {
+    ca: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Pki {
+    fn new(name: &str) -> Pki {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        Pki {
+            ca: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap(),
+        }
+    }
+
+    /// (certificate PEM, key PEM)
+    fn issue(&self, cn: &str, sans: &[&str], expired: bool) -> (String, String) {
+        let mut params =
+            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+struct Setup {
+    gw: Gateway,
+    up: Upstream,
+    tls_port: u16,
+    pki: Pki,
+    dir: tempfile::TempDir,
+}
+
+fn setup() -> Setup {
+    let up = Upstream::start();
+    let pki = Pki::new("portcullis test CA");
+    let (server_cert, server_key) = pki.issue("localhost", &["localhost", "127.0.0.1"], false);
+    let tls_port = free_port();
+    let body = format!(
+        r#"
+[[listeners]]
+address = "127.0.0.1:{tls_port}"
+tls = {{ cert = "server.pem", key = "server.key", client_ca = "ca.pem" }}
+
+[[upstreams]]
+name = "app"
+targets = ["{up}"]
+
+[[consumers]]
+id = "mobile-app"
+groups = ["partners"]
+mtls_subjects = ["CN=mobile-app"]
+
+[[consumers]]
+id = "batch"
+mtls_subjects = ["SAN=batch.internal"]
+
+[[routes]]
+name = "mtls"
+path_prefix = "/m"
+upstream = "app"
+auth = ["mtls"]
+allow = {{ consumers = ["mobile-app", "batch"] }}
+
+[[routes]]
+name = "public"
+path_prefix = "/public"
+upstream = "app"
+public = true
+"#,
+        up = up.addr
+    );
+    let ca_pem = pki.ca.pem();
+    let gw = Gateway::start_with_files(
+        &body,
+        "",
+        &[
+            ("server.pem", server_cert.as_bytes()),
+            ("server.key", server_key.as_bytes()),
+            ("ca.pem", ca_pem.as_bytes()),
+        ],
+    );
+    assert!(wait_until(Duration::from_secs(10), || TcpStream::connect(
+        ("127.0.0.1", tls_port)
+    )
+    .is_ok()));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &ca_pem).unwrap();
+    Setup {
+        gw,
+        up,
+        tls_port,
+        pki,
+        dir,
+    }
+}
+
+/// One request over TLS with an optional client certificate; `None` when the handshake or the
+/// exchange failed.
+fn tls_get(
+    s: &Setup,
+    path: &str,
+    client: Option<&(String, String)>,
+    max_version: Option<SslVersion>,
+) -> Option<HttpResponse> {
+    let mut builder = SslConnector::builder(SslMethod::tls()).unwrap();
+    builder.set_ca_file(s.dir.path().join("ca.pem")).unwrap();
+    builder.set_verify(SslVerifyMode::PEER);
+    if let Some(v) = max_version {
+        builder.set_min_proto_version(Some(v)).ok();
+        builder.set_max_proto_version(Some(v)).ok();
+    }
+    if let Some((cert, key)) = client {
+        let cert_path = s.dir.path().join("client.pem");
+        let key_path = s.dir.path().join("client.key");
+        std::fs::write(&cert_path, cert).unwrap();
+        std::fs::write(&key_path, key).unwrap();
+        builder
+            .set_certificate_file(&cert_path, SslFiletype::PEM)
+            .unwrap();
+        builder
+            .set_private_key_file(&key_path, SslFiletype::PEM)
+            .unwrap();
+    }
+    let connector = builder.build();
+    let tcp = TcpStream::connect(("127.0.0.1", s.tls_port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut stream = connector.connect("localhost", tcp).ok()?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .ok()?;
+    read_response(&mut stream)
+}
+
+#[test]
+fn mtls_maps_verified_certificates_to_consumers() {
+    let s = setup();
+    let good = s.pki.issue("mobile-app", &[], false);
+    let r = tls_get(&s, "/m/orders", Some(&good), None).expect("a response");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("strict-transport-security"),
+        Some("max-age=31536000")
+    );
+    let seen = &s.up.requests()[0];
+    assert_eq!(seen.header("x-consumer-id"), Some("mobile-app"));
+    assert_eq!(seen.header("x-consumer-groups"), Some("partners"));
+    assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
+
+    s.up.clear();
+    let by_san = s.pki.issue("whatever", &["batch.internal"], false);
+    let r = tls_get(&s, "/m/x", Some(&by_san), None).expect("a response");
+    assert_eq!(r.status, 200);
+    assert_eq!(s.up.requests()[0].header("x-consumer-id"), Some("batch"));
+
+    // A certificate from the right CA that no consumer claims.
+    s.up.clear();
+    let stranger = s.pki.issue("stranger", &[], false);
+    let r = tls_get(&s, "/m/x", Some(&stranger), None).expect("a response");
+    r.assert_problem(401);
+    assert_eq!(
+        r.header("strict-transport-security"),
+        Some("max-age=31536000")
+    );
+    assert!(
+        s.gw.wait_metric(
+            "portcullis_auth_failures_total",
+            &[("route", "mtls"), ("reason", "unknown_certificate")],
+            1.0
+        ) >= 1.0
+    );
+    assert!(s.up.requests().is_empty());
+}
+
+#[test]
+fn certificates_that_fail_verification_never_reach_http() {
+    let s = setup();
+    let other_ca = Pki::new("some other CA");
+    let foreign = other_ca.issue("mobile-app", &[], false);
+    let expired = s.pki.issue("mobile-app", &[], true);
+    assert!(
+        tls_get(&s, "/m/x", None, None).is_none(),
+        "no client certificate"
+    );
+    assert!(
+        tls_get(&s, "/m/x", Some(&foreign), None).is_none(),
+        "certificate from another CA"
+    );
+    assert!(
+        tls_get(&s, "/m/x", Some(&expired), None).is_none(),
+        "expired certificate"
+    );
+    assert!(s.up.requests().is_empty());
+    // TLS 1.1 is refused whatever the certificate.
+    let good = s.pki.issue("mobile-app", &[], false);
+    assert!(tls_get(&s, "/m/x", Some(&good), Some(SslVersion::TLS1_1)).is_none());
+    assert!(
+        tls_get(&s, "/m/x", Some(&good), Some(SslVersion::TLS1_2)).is_some_and(|r| r.status == 200)
+    );
+}
+
+#[test]
+fn an_mtls_route_on_a_plain_listener_has_no_credential() {
+    let s = setup();
+    let r = s.gw.get("/m/x");
+    r.assert_problem(401);
+    assert!(r.header("strict-transport-security").is_none());
+    assert!(s.up.requests().is_empty());
+    assert_eq!(s.gw.get("/public/x").status, 200);
+}
