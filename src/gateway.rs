@@ -27,6 +27,9 @@ use std::time::Instant;
 /// Sent on every response of a TLS listener: browsers keep to HTTPS for a year.
 const HSTS: &str = "max-age=31536000";
 
+/// How long a request waits for a JWKS refetch that its unknown `kid` triggered.
+const JWKS_REFETCH_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 pub struct Gateway {
     pub config: Arc<Config>,
     pub upstreams: Arc<Upstreams>,
@@ -37,7 +40,7 @@ pub struct Gateway {
 
 impl Gateway {
     /// SPEC §3, in order. Each step either fills the context or refuses the request.
-    fn run_checks(
+    async fn run_checks(
         &self,
         session: &Session,
         ctx: &mut RequestCtx,
@@ -104,7 +107,21 @@ impl Gateway {
         }
 
         // 6. Authentication.
-        let principal = match auth::authenticate(route, req, peer_cert(session), &cfg.identities) {
+        let mut outcome = auth::authenticate(route, req, peer_cert(session), &cfg.identities);
+        if let Err(auth::AuthFailure {
+            unknown_kid_provider: Some(index),
+            ..
+        }) = &outcome
+        {
+            // A token signed by a key we do not know yet: the provider may have rotated. Ask
+            // for a refetch (rate limited) and wait briefly for it; no lock is held meanwhile.
+            let keys = &cfg.identities.jwt_providers[*index].keys;
+            if let Some(mut refetched) = keys.request_refetch() {
+                let _ = tokio::time::timeout(JWKS_REFETCH_WAIT, refetched.changed()).await;
+                outcome = auth::authenticate(route, req, peer_cert(session), &cfg.identities);
+            }
+        }
+        let principal = match outcome {
             Ok(principal) => principal,
             Err(failure) => {
                 if let (true, Some(throttle)) = (failure.counted, &self.throttle) {
@@ -238,7 +255,7 @@ impl ProxyHttp for Gateway {
             .and_then(|a| a.as_inet())
             .map(|a| ip::canonical(a.ip()));
         ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        match self.run_checks(session, ctx) {
+        match self.run_checks(session, ctx).await {
             Ok(()) => Ok(false),
             Err(refusal) => {
                 self.refuse(session, ctx, refusal).await?;

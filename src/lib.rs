@@ -9,6 +9,7 @@ pub mod config;
 pub mod context;
 pub mod echo;
 pub mod gateway;
+pub mod jwks;
 pub mod keys;
 pub mod observe;
 pub mod problem;

@@ -5,11 +5,13 @@ use crate::checks::throttle::FailureThrottle;
 use crate::config::Config;
 use crate::echo::EchoApp;
 use crate::gateway::Gateway;
+use crate::jwks::JwksRefresher;
 use crate::observe::access_log::AccessLog;
 use crate::observe::metrics::{Metrics, MetricsApp};
 use crate::upstream::Upstreams;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
+use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -123,6 +125,21 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
     server.add_service(proxy);
     for service in health_checks {
         server.add_service(service);
+    }
+    let remote_keys: Vec<_> = config
+        .identities
+        .jwt_providers
+        .iter()
+        .filter(|p| p.keys.remote.is_some())
+        .map(|p| (p.name.clone(), p.keys.clone()))
+        .collect();
+    if !remote_keys.is_empty() {
+        server.add_service(background_service(
+            "jwks refresh",
+            JwksRefresher {
+                stores: remote_keys,
+            },
+        ));
     }
     if let Some(m) = &config.metrics {
         let mut service = Service::new(

@@ -198,6 +198,7 @@ fn compile_provider(
         );
         return None;
     }
+    let mut remote_store = None;
     let keys = if let Some(jwks) = &p.jwks_file {
         let path = relative_to(file, jwks);
         let text = match std::fs::read_to_string(&path) {
@@ -220,9 +221,45 @@ fn compile_provider(
                 return None;
             }
         }
-    } else if p.jwks_url.is_some() {
-        e.not_supported(format!("{key}.jwks_url"), "fetching a JWKS over HTTP");
-        return None;
+    } else if let Some(url) = &p.jwks_url {
+        match crate::jwks::parse_url(url) {
+            Ok(parsed) => {
+                let loopback = parsed
+                    .host
+                    .parse::<std::net::IpAddr>()
+                    .map(|ip| ip.is_loopback())
+                    .unwrap_or(parsed.host == "localhost");
+                if !parsed.tls && !loopback {
+                    e.warn(
+                        format!("{key}.jwks_url"),
+                        "plain http: whoever can alter the response can mint tokens; use https",
+                    );
+                }
+            }
+            Err(message) => {
+                e.add(format!("{key}.jwks_url"), message);
+                return None;
+            }
+        }
+        if hmac {
+            e.add(
+                format!("{key}.algorithms"),
+                "a remote JWKS is for public-key algorithms; HS algorithms need secret_env or secret_file",
+            );
+        }
+        let refresh = e.duration(
+            &format!("{key}.jwks_refresh"),
+            p.jwks_refresh.as_ref(),
+            Duration::from_secs(300),
+        );
+        if refresh < Duration::from_secs(10) {
+            e.add(
+                format!("{key}.jwks_refresh"),
+                "at least 10s: the identity provider is not to be hammered",
+            );
+        }
+        remote_store = Some(KeyStore::remote(url.clone(), refresh));
+        KeySet::default()
     } else {
         let secret = read_secret(e, key, p, file)?;
         if asymmetric {
@@ -255,6 +292,9 @@ fn compile_provider(
             }],
         }
     };
+    if p.jwks_refresh.is_some() && p.jwks_url.is_none() {
+        e.add(format!("{key}.jwks_refresh"), "only applies with jwks_url");
+    }
     let leeway = e.duration(
         &format!("{key}.leeway"),
         p.leeway.as_ref(),
@@ -272,7 +312,7 @@ fn compile_provider(
         label: format!("jwt:{}", p.name),
         validations: jwt::validations(&algorithms, issuer, &p.audiences, leeway.as_secs()),
         algorithms,
-        keys: Arc::new(KeyStore::new(keys)),
+        keys: Arc::new(remote_store.unwrap_or_else(|| KeyStore::new(keys))),
         consumer_claim: p.consumer_claim.clone().unwrap_or_else(|| "sub".into()),
         scopes_claim: p.scopes_claim.clone().unwrap_or_else(|| "scope".into()),
     })

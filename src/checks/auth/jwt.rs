@@ -8,7 +8,9 @@ use jsonwebtoken::jwk::{JwkSet, PublicKeyUse};
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Notify};
 
 /// Tokens longer than this are refused before any decoding.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -81,12 +83,56 @@ pub fn parse_jwks(text: &str) -> Result<KeySet, String> {
 /// Where a provider's keys live. `Arc` so that a background refresher can share it.
 pub struct KeyStore {
     current: ArcSwap<KeySet>,
+    /// Set when the keys come from a `jwks_url`.
+    pub remote: Option<RemoteJwks>,
+}
+
+/// A JWKS fetched over HTTP: refreshed on a schedule, and on demand when a token names an
+/// unknown `kid` — at most once per `FORCED_REFETCH_EVERY`, so tokens cannot drive a fetch storm.
+pub struct RemoteJwks {
+    pub url: String,
+    pub refresh: Duration,
+    wake: Notify,
+    /// Bumped after every fetch attempt, so that a request waiting for a refetch wakes up.
+    attempts: watch::Sender<u64>,
+    last_forced: Mutex<Option<Instant>>,
+}
+
+pub const FORCED_REFETCH_EVERY: Duration = Duration::from_secs(30);
+
+impl RemoteJwks {
+    pub fn new(url: String, refresh: Duration) -> Self {
+        RemoteJwks {
+            url,
+            refresh,
+            wake: Notify::new(),
+            attempts: watch::channel(0).0,
+            last_forced: Mutex::new(None),
+        }
+    }
+
+    /// Resolves when a refetch is asked for.
+    pub async fn woken(&self) {
+        self.wake.notified().await
+    }
+
+    pub fn attempted(&self) {
+        self.attempts.send_modify(|n| *n += 1);
+    }
 }
 
 impl KeyStore {
     pub fn new(keys: KeySet) -> Self {
         KeyStore {
             current: ArcSwap::from_pointee(keys),
+            remote: None,
+        }
+    }
+
+    pub fn remote(url: String, refresh: Duration) -> Self {
+        KeyStore {
+            current: ArcSwap::from_pointee(KeySet::default()),
+            remote: Some(RemoteJwks::new(url, refresh)),
         }
     }
 
@@ -96,6 +142,24 @@ impl KeyStore {
 
     pub fn replace(&self, keys: KeySet) {
         self.current.store(Arc::new(keys));
+    }
+
+    /// Ask the refresher for a new fetch because a token named an unknown key. Returns a
+    /// receiver that changes after the next attempt, or `None` when this store is not remote
+    /// or a forced refetch happened less than `FORCED_REFETCH_EVERY` ago.
+    pub fn request_refetch(&self) -> Option<watch::Receiver<u64>> {
+        let remote = self.remote.as_ref()?;
+        {
+            let mut last = remote.last_forced.lock().ok()?;
+            if last.is_some_and(|t| t.elapsed() < FORCED_REFETCH_EVERY) {
+                return None;
+            }
+            *last = Some(Instant::now());
+        }
+        let mut receiver = remote.attempts.subscribe();
+        receiver.mark_unchanged();
+        remote.wake.notify_one();
+        Some(receiver)
     }
 }
 

@@ -1,0 +1,148 @@
+//! JWKS over HTTP: a real JWKS server on loopback, keys fetched in the background, rotation
+//! picked up through the unknown-`kid` refetch (at most once per 30 s), and the last good
+//! keys kept when the server goes away.
+
+mod common;
+
+use common::*;
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::json;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+fn token(kid: &str, pem_file: &str) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(kid.to_string());
+    let key = EncodingKey::from_rsa_pem(&std::fs::read(data(&format!("jwt/{pem_file}"))).unwrap())
+        .unwrap();
+    encode(
+        &header,
+        &json!({"sub": "alice", "iss": "https://id.example.com", "aud": "orders-api", "exp": now + 600}),
+        &key,
+    )
+    .unwrap()
+}
+
+fn bearer(gw: &Gateway, token: &str) -> HttpResponse {
+    gw.raw(&format!(
+        "GET /orders/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    ))
+}
+
+fn read(name: &str) -> String {
+    std::fs::read_to_string(data(&format!("jwt/{name}"))).unwrap()
+}
+
+#[test]
+fn keys_rotate_through_the_refetch_rule_and_survive_the_server_going_down() {
+    let up = Upstream::start();
+    let mut jwks = DocServer::start(&read("jwks.json"));
+    let gw = Gateway::start(&format!(
+        r#"
+[[upstreams]]
+name = "app"
+targets = ["{up}"]
+
+[[jwt_providers]]
+name = "corp"
+issuer = "https://id.example.com"
+audiences = ["orders-api"]
+algorithms = ["RS256"]
+jwks_url = "http://{jwks}/.well-known/jwks.json"
+jwks_refresh = "1h"
+
+[[routes]]
+name = "orders"
+path_prefix = "/orders"
+upstream = "app"
+auth = ["jwt:corp"]
+allow = {{ consumers = ["*"] }}
+"#,
+        up = up.addr,
+        jwks = jwks.addr
+    ));
+    let original = token("rsa", "rsa.pem");
+    assert!(
+        wait_until(Duration::from_secs(10), || bearer(&gw, &original).status
+            == 200),
+        "the initial fetch makes the key known"
+    );
+    let after_start = jwks.hits();
+    assert!(after_start >= 1);
+
+    // The provider rotates: the first token with the new kid triggers one refetch and passes.
+    jwks.set(&read("jwks-rotated.json"));
+    let rotated = token("rotated", "rotated.pem");
+    let r = bearer(&gw, &rotated);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(jwks.hits(), after_start + 1);
+
+    // The old key is gone now; unknown kids cannot make it fetch again within 30 s.
+    for i in 0..10 {
+        let r = bearer(&gw, &token(&format!("made-up-{i}"), "attacker.pem"));
+        r.assert_problem(401);
+    }
+    let r = bearer(&gw, &original);
+    assert_eq!(r.json()["detail"], "the token's signing key is not known");
+    assert_eq!(jwks.hits(), after_start + 1, "no refetch storm");
+    assert!(up
+        .requests()
+        .iter()
+        .all(|s| s.header("x-consumer-id") == Some("alice")));
+
+    // The JWKS server goes away: the last good keys keep working.
+    jwks.stop();
+    assert_eq!(bearer(&gw, &rotated).status, 200);
+    assert!(gw.is_running_ref());
+}
+
+#[test]
+fn an_oversized_or_broken_jwks_is_not_loaded() {
+    let up = Upstream::start();
+    let huge = format!(
+        "{{\"keys\": [], \"pad\": \"{}\"}}",
+        "x".repeat(2 * 1024 * 1024)
+    );
+    let big = DocServer::start(&huge);
+    let broken = DocServer::start("{ not json");
+    let gw = Gateway::start(&format!(
+        r#"
+[[upstreams]]
+name = "app"
+targets = ["{up}"]
+
+[[jwt_providers]]
+name = "big"
+algorithms = ["RS256"]
+audiences = ["orders-api"]
+jwks_url = "http://{big}/jwks"
+
+[[jwt_providers]]
+name = "broken"
+algorithms = ["RS256"]
+audiences = ["orders-api"]
+jwks_url = "http://{broken}/jwks"
+
+[[routes]]
+name = "orders"
+path_prefix = "/orders"
+upstream = "app"
+auth = ["jwt:big", "jwt:broken"]
+allow = {{ consumers = ["*"] }}
+"#,
+        up = up.addr,
+        big = big.addr,
+        broken = broken.addr
+    ));
+    assert!(wait_until(Duration::from_secs(10), || big.hits() >= 1
+        && broken.hits() >= 1));
+    std::thread::sleep(Duration::from_millis(300));
+    bearer(&gw, &token("rsa", "rsa.pem")).assert_problem(401);
+    assert!(up.requests().is_empty());
+    let log = gw.stderr();
+    assert!(log.contains("larger than"), "{log}");
+    assert!(log.contains("keeping the last good keys"), "{log}");
+}
