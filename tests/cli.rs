@@ -187,3 +187,125 @@ fn gen_key_prints_a_fresh_key_and_its_hash() {
     let (_, other, _) = cli(&["gen-key"], None);
     assert_ne!(other, out);
 }
+
+#[test]
+fn auth_settings_get_security_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short.secret");
+    std::fs::write(&short, "too-short").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let jwks = data("jwt/jwks.json");
+    let config = format!(
+        r#"{BASE}
+[[jwt_providers]]
+name = "weak"
+algorithms = ["HS256"]
+secret_file = "{short}"
+
+[[jwt_providers]]
+name = "mixed"
+audiences = ["api"]
+algorithms = ["RS256", "HS256"]
+jwks_file = "{jwks}"
+
+[[jwt_providers]]
+name = "remote"
+audiences = ["api"]
+algorithms = ["RS256"]
+jwks_url = "http://idp.example.com/jwks"
+
+[[consumers]]
+id = "app"
+api_keys = ["{hash}"]
+
+[[routes]]
+name = "no-allow"
+path_prefix = "/a"
+upstream = "app"
+auth = ["api_key"]
+
+[[routes]]
+name = "empty-allow"
+path_prefix = "/b"
+upstream = "app"
+auth = ["jwt:weak"]
+allow = {{}}
+"#,
+        short = short.display(),
+        hash = portcullis::keys::config_hash("k"),
+    );
+    let (code, _, err) = check(&config, false);
+    assert_eq!(code, 0, "{err}");
+    for expected in [
+        "jwt_providers[0].secret: the HS secret has 9 bytes",
+        "jwt_providers[0].secret_file",
+        "readable by group or others",
+        "jwt_providers[0].audiences: no audiences",
+        "jwt_providers[1].algorithms: mixes HS",
+        "jwt_providers[2].jwks_url: plain http",
+        "routes[1]: route has auth but no allow",
+        "routes[2].allow: allow is empty",
+    ] {
+        assert!(
+            err.contains(expected),
+            "missing warning {expected:?} in:\n{err}"
+        );
+    }
+    let (code, _, _) = check(&config, true);
+    assert_eq!(code, 1);
+}
+
+#[test]
+fn auth_config_errors_name_the_key() {
+    let cases: Vec<(String, &str)> = vec![
+        (
+            format!("{BASE}\n[[jwt_providers]]\nname = \"x\"\nalgorithms = [\"none\"]\nsecret_env = \"PORTCULLIS_TEST_UNSET_VAR\"\n"),
+            "jwt_providers[0].algorithms[0]: \"none\" is never accepted",
+        ),
+        (
+            format!("{BASE}\n[[jwt_providers]]\nname = \"x\"\nalgorithms = [\"HS256\"]\nsecret_env = \"PORTCULLIS_TEST_UNSET_VAR\"\n"),
+            "jwt_providers[0].secret_env: the environment variable PORTCULLIS_TEST_UNSET_VAR is not set",
+        ),
+        (
+            format!("{BASE}\n[[jwt_providers]]\nname = \"x\"\nalgorithms = [\"RS256\"]\n"),
+            "needs exactly one key source",
+        ),
+        (
+            format!("{BASE}\n[[consumers]]\nid = \"a\"\napi_keys = [\"plain-text-key\"]\n"),
+            "consumers[0].api_keys[0]: not a key hash",
+        ),
+        (
+            format!("{BASE}\n[[consumers]]\nid = \"a\"\nmtls_subjects = [\"bob\"]\n"),
+            "consumers[0].mtls_subjects[0]",
+        ),
+        (
+            BASE.replace("public = true", "auth = [\"jwt:nope\"]"),
+            "routes[0].auth[0]: unknown JWT provider",
+        ),
+        (
+            BASE.replace("public = true", "auth = [\"mtls\"]"),
+            "routes[0].auth[0]: \"mtls\" needs a listener with tls.client_ca",
+        ),
+        (
+            BASE.replace("public = true", "public = true\nauth = [\"api_key\"]"),
+            "routes[0].public: a public route cannot also require auth",
+        ),
+        (
+            format!("{BASE}\n[[consumers]]\nid = \"a\"\n[[consumers]]\nid = \"a\"\n"),
+            "consumers[1].id: duplicate consumer id",
+        ),
+    ];
+    for (config, expected) in cases {
+        let (code, _, err) = check(&config, false);
+        assert_eq!(code, 1, "expected failure for {expected:?}: {err}");
+        assert!(
+            err.contains(expected),
+            "stderr should contain {expected:?}: {err}"
+        );
+        assert_no_panic(&err);
+    }
+}

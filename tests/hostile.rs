@@ -123,12 +123,17 @@ fn the_default_config_runs_with_its_demo_upstream() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/portcullis.toml"))
             .unwrap();
     let echo = free_port();
+    let tls = free_port();
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/demo/");
+    // The harness writes [server], the first listener, [metrics] and [logging] itself.
     let body = shipped
-        .split("[limits]")
+        .split("[security]")
         .nth(1)
-        .map(|rest| format!("[limits]{rest}"))
+        .map(|rest| format!("[security]{rest}"))
         .unwrap()
-        .replace("127.0.0.1:9080", &format!("127.0.0.1:{echo}"));
+        .replace("127.0.0.1:9080", &format!("127.0.0.1:{echo}"))
+        .replace("127.0.0.1:8443", &format!("127.0.0.1:{tls}"))
+        .replace("\"demo/", &format!("\"{demo}"));
     let gw = Gateway::start(&body);
     // The health check of the demo upstream must pass before requests go through reliably.
     assert!(wait_until(Duration::from_secs(10), || gw
@@ -149,4 +154,21 @@ fn the_default_config_runs_with_its_demo_upstream() {
     gw.get("/v1/orders").assert_problem(401);
     gw.raw("DELETE /public/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .assert_problem(405);
+    // The demo credentials the README shows.
+    let r = gw.raw(
+        "GET /v1/orders HTTP/1.1\r\nHost: x\r\nX-API-Key: demo-key-DO-NOT-USE-IN-PRODUCTION-0001\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(
+        r.json()["headers"].to_string().contains("demo-app"),
+        true,
+        "{}",
+        r.text()
+    );
+    let token = std::fs::read_to_string(format!("{demo}demo-token.jwt")).unwrap();
+    let r = gw.raw(&format!(
+        "GET /v1/reports/daily HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        token.trim()
+    ));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["headers"].to_string().contains("demo-user"));
 }

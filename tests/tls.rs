@@ -228,3 +228,33 @@ fn an_mtls_route_on_a_plain_listener_has_no_credential() {
     assert!(s.up.requests().is_empty());
     assert_eq!(s.gw.get("/public/x").status, 200);
 }
+
+#[test]
+fn alpn_offers_h2_and_http1() {
+    let s = setup();
+    let good = s.pki.issue("mobile-app", &[], false);
+    let cert_path = s.dir.path().join("alpn.pem");
+    let key_path = s.dir.path().join("alpn.key");
+    std::fs::write(&cert_path, &good.0).unwrap();
+    std::fs::write(&key_path, &good.1).unwrap();
+    for (offer, expected) in [
+        (&b"\x02h2\x08http/1.1"[..], &b"h2"[..]),
+        (&b"\x08http/1.1"[..], &b"http/1.1"[..]),
+    ] {
+        let mut builder = SslConnector::builder(SslMethod::tls()).unwrap();
+        builder.set_ca_file(s.dir.path().join("ca.pem")).unwrap();
+        builder
+            .set_certificate_file(&cert_path, SslFiletype::PEM)
+            .unwrap();
+        builder
+            .set_private_key_file(&key_path, SslFiletype::PEM)
+            .unwrap();
+        builder.set_alpn_protos(offer).unwrap();
+        let tcp = TcpStream::connect(("127.0.0.1", s.tls_port)).unwrap();
+        let stream = builder
+            .build()
+            .connect("localhost", tcp)
+            .expect("handshake");
+        assert_eq!(stream.ssl().selected_alpn_protocol(), Some(expected));
+    }
+}

@@ -46,7 +46,7 @@ pub fn warnings(config: &Config) -> Vec<Warning> {
         }
     }
     for (i, route) in config.routes.routes().iter().enumerate() {
-        if !route.public {
+        if !route.public && route.auth.is_empty() {
             warn(
                 format!("routes[{i}]"),
                 "route is not public and has no auth: every request to it is refused with 401; add auth or public = true",
