@@ -158,9 +158,8 @@ fn the_default_config_runs_with_its_demo_upstream() {
     let r = gw.raw(
         "GET /v1/orders HTTP/1.1\r\nHost: x\r\nX-API-Key: demo-key-DO-NOT-USE-IN-PRODUCTION-0001\r\nConnection: close\r\n\r\n",
     );
-    assert_eq!(
+    assert!(
         r.json()["headers"].to_string().contains("demo-app"),
-        true,
         "{}",
         r.text()
     );
