@@ -309,3 +309,45 @@ fn auth_config_errors_name_the_key() {
         assert_no_panic(&err);
     }
 }
+
+#[test]
+fn secret_env_is_read_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("env.toml");
+    let config = format!(
+        "{BASE}\n[[jwt_providers]]\nname = \"hs\"\naudiences = [\"api\"]\nalgorithms = [\"HS256\"]\nsecret_env = \"PORTCULLIS_TEST_HS_SECRET\"\n"
+    );
+    std::fs::write(&path, config).unwrap();
+    let run = |secret: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        command.args(["check", "--strict", "-c", path.to_str().unwrap()]);
+        command.env_remove("PORTCULLIS_TEST_HS_SECRET");
+        if let Some(s) = secret {
+            command.env("PORTCULLIS_TEST_HS_SECRET", s);
+        }
+        let out = command.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(Some("0123456789abcdef0123456789abcdef-long-enough"));
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = run(Some("short"));
+    assert_eq!(
+        code,
+        Some(1),
+        "a short secret is a warning, fatal with --strict: {err}"
+    );
+    assert!(err.contains("the HS secret has 5 bytes"));
+    assert!(
+        !err.contains("short\""),
+        "the secret itself is never printed: {err}"
+    );
+    let (code, err) = run(None);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("PORTCULLIS_TEST_HS_SECRET is not set"),
+        "{err}"
+    );
+}
