@@ -124,11 +124,7 @@ mod tests {
     use super::*;
 
     fn req(path: &str, headers: &[(&str, &str)]) -> RequestHeader {
-        let mut r = RequestHeader::build("POST", path.as_bytes(), None).unwrap();
-        for (k, v) in headers {
-            r.append_header(k.to_string(), *v).unwrap();
-        }
-        r
+        crate::checks::test_request("POST", path, headers)
     }
 
     #[test]

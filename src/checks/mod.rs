@@ -10,3 +10,19 @@ pub mod limits;
 pub mod path;
 pub mod route;
 pub mod throttle;
+
+/// A request head for unit tests of the checks.
+#[cfg(test)]
+pub(crate) fn test_request(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> pingora_http::RequestHeader {
+    let mut r = pingora_http::RequestHeader::build(method, path.as_bytes(), None)
+        .expect("a valid test request");
+    for (k, v) in headers {
+        r.append_header(k.to_string(), *v)
+            .expect("a valid test header");
+    }
+    r
+}
