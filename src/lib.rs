@@ -13,6 +13,7 @@ pub mod jwks;
 pub mod keys;
 pub mod observe;
 pub mod problem;
+pub mod replay;
 pub mod server;
 pub mod tls;
 pub mod upstream;

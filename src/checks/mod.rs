@@ -3,6 +3,7 @@
 
 pub mod acl;
 pub mod auth;
+pub mod body;
 pub mod forward;
 pub mod identity;
 pub mod ip;

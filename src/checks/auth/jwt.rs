@@ -149,6 +149,13 @@ impl KeyStore {
     /// or a forced refetch happened less than `FORCED_REFETCH_EVERY` ago.
     pub fn request_refetch(&self) -> Option<watch::Receiver<u64>> {
         let remote = self.remote.as_ref()?;
+        if *remote.attempts.borrow() == 0 {
+            // The first fetch is still under way: wait for it without spending the budget of
+            // forced refetches.
+            let mut receiver = remote.attempts.subscribe();
+            receiver.mark_unchanged();
+            return Some(receiver);
+        }
         {
             let mut last = remote.last_forced.lock().ok()?;
             if last.is_some_and(|t| t.elapsed() < FORCED_REFETCH_EVERY) {
@@ -389,4 +396,40 @@ pub fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
 
 pub fn is_hmac(alg: Algorithm) -> bool {
     matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forced_refetches_are_rate_limited_once_the_first_fetch_is_done() {
+        let store = KeyStore::remote("http://127.0.0.1:1/jwks".into(), Duration::from_secs(300));
+        // Before the first fetch finished, requests wait for it and spend nothing.
+        assert!(store.request_refetch().is_some());
+        assert!(store.request_refetch().is_some());
+        store.remote.as_ref().unwrap().attempted();
+        assert!(
+            store.request_refetch().is_some(),
+            "the first forced refetch is allowed"
+        );
+        assert!(
+            store.request_refetch().is_none(),
+            "the second within 30 s is not"
+        );
+        assert!(
+            KeyStore::new(KeySet::default()).request_refetch().is_none(),
+            "a file store never refetches"
+        );
+    }
+
+    #[test]
+    fn none_and_unknown_algorithms_are_refused_at_load() {
+        assert!(parse_algorithm("none")
+            .unwrap_err()
+            .contains("never accepted"));
+        assert!(parse_algorithm("NoNe").is_err());
+        assert!(parse_algorithm("HS1").is_err());
+        assert_eq!(parse_algorithm("ES384"), Ok(Algorithm::ES384));
+    }
 }

@@ -1,0 +1,335 @@
+//! SPEC §3 step 9: the request body of a route with `validate`. Content type → 415; size →
+//! 413 as soon as the limit is crossed; JSON that is not UTF-8, malformed, nested deeper than
+//! `max_json_depth` or with duplicate keys → 400; a JSON Schema violation → 422 listing the
+//! failing instance paths (JSON pointers) and keywords, at most 10.
+
+use crate::problem::Refusal;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+use std::fmt;
+use std::sync::Arc;
+
+/// Schema violations listed in one 422 at most.
+pub const MAX_REPORTED_VIOLATIONS: usize = 10;
+
+/// The compiled `validate` table of a route.
+#[derive(Clone)]
+pub struct BodyRules {
+    /// Lower-case media types without parameters, e.g. `application/json`.
+    pub content_types: Vec<String>,
+    pub schema: Option<Arc<jsonschema::Validator>>,
+    pub max_json_depth: usize,
+}
+
+impl fmt::Debug for BodyRules {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BodyRules")
+            .field("content_types", &self.content_types)
+            .field("schema", &self.schema.is_some())
+            .field("max_json_depth", &self.max_json_depth)
+            .finish()
+    }
+}
+
+/// The media type of a `Content-Type` value: parameters removed, lower case.
+pub fn media_type(value: &str) -> String {
+    value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+pub fn is_json(media_type: &str) -> bool {
+    media_type == "application/json" || media_type.ends_with("+json")
+}
+
+/// Check the `Content-Type` against the route's allow-list; returns the media type.
+pub fn check_content_type(rules: &BodyRules, header: Option<&[u8]>) -> Result<String, Refusal> {
+    let unsupported = || {
+        Refusal::new(
+            415,
+            "unsupported_media_type",
+            "this content type is not accepted here",
+        )
+        .with_header("Accept-Post", rules.content_types.join(", "))
+    };
+    let Some(raw) = header else {
+        return Err(unsupported());
+    };
+    let text = std::str::from_utf8(raw).map_err(|_| unsupported())?;
+    let media = media_type(text);
+    if !rules.content_types.is_empty() && !rules.content_types.iter().any(|c| *c == media) {
+        return Err(unsupported());
+    }
+    // A JSON body must be UTF-8 (RFC 8259); any other charset parameter is refused.
+    if is_json(&media) {
+        for param in text.split(';').skip(1) {
+            if let Some((name, value)) = param.split_once('=') {
+                let value = value.trim().trim_matches('"');
+                if name.trim().eq_ignore_ascii_case("charset")
+                    && !value.eq_ignore_ascii_case("utf-8")
+                {
+                    return Err(unsupported());
+                }
+            }
+        }
+    }
+    Ok(media)
+}
+
+/// Whether JSON text nests deeper than `max`, found by counting brackets outside strings: no
+/// recursion, so no input can exhaust the stack. Runs before the parser sees the text.
+pub fn json_too_deep(bytes: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in bytes {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// A JSON value that refuses objects with a repeated key: two parsers that disagree about
+/// which duplicate wins are a classic way past a validating gateway.
+struct StrictValue(Value);
+
+impl<'de> serde::Deserialize<'de> for StrictValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(StrictValue)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(StrictValue(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let StrictValue(value) = map.next_value()?;
+            if out.contains_key(&key) {
+                return Err(de::Error::custom("duplicate key"));
+            }
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// Validate a complete JSON body against the route's rules.
+pub fn check_json(rules: &BodyRules, body: &[u8]) -> Result<Value, Refusal> {
+    if std::str::from_utf8(body).is_err() {
+        return Err(Refusal::bad_request(
+            "invalid_utf8",
+            "the JSON body is not valid UTF-8",
+        ));
+    }
+    if json_too_deep(body, rules.max_json_depth) {
+        return Err(Refusal::bad_request(
+            "json_too_deep",
+            format!(
+                "the JSON body nests deeper than {} levels",
+                rules.max_json_depth
+            ),
+        ));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    // Depth is bounded above, so serde_json's own recursion limit is not needed.
+    let parsed = serde::Deserialize::deserialize(&mut deserializer).and_then(|v: StrictValue| {
+        deserializer.end()?;
+        Ok(v.0)
+    });
+    let value = match parsed {
+        Ok(value) => value,
+        Err(e) if e.to_string().starts_with("duplicate key") => {
+            return Err(Refusal::bad_request(
+                "json_duplicate_key",
+                "the JSON body repeats a key in an object",
+            ))
+        }
+        Err(_) => {
+            return Err(Refusal::bad_request(
+                "malformed_json",
+                "the body is not valid JSON",
+            ))
+        }
+    };
+    if let Some(schema) = &rules.schema {
+        let violations: Vec<String> = schema
+            .iter_errors(&value)
+            .take(MAX_REPORTED_VIOLATIONS)
+            .map(|e| {
+                let pointer = e.instance_path().to_string();
+                let at = if pointer.is_empty() {
+                    "/".to_string()
+                } else {
+                    pointer
+                };
+                format!("{at}: {}", e.kind().keyword())
+            })
+            .collect();
+        if !violations.is_empty() {
+            return Err(Refusal::new(
+                422,
+                "schema_violation",
+                format!(
+                    "the body does not match the schema: {}",
+                    violations.join("; ")
+                ),
+            ));
+        }
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(schema: Option<Value>) -> BodyRules {
+        BodyRules {
+            content_types: vec!["application/json".into()],
+            schema: schema.map(|s| Arc::new(jsonschema::validator_for(&s).unwrap())),
+            max_json_depth: 4,
+        }
+    }
+
+    #[test]
+    fn content_types() {
+        let r = rules(None);
+        assert!(check_content_type(&r, Some(b"application/json")).is_ok());
+        assert!(check_content_type(&r, Some(b"Application/JSON; charset=utf-8")).is_ok());
+        assert!(check_content_type(&r, Some(b"application/json; charset=\"UTF-8\"")).is_ok());
+        assert_eq!(
+            check_content_type(&r, Some(b"application/json; charset=latin1"))
+                .unwrap_err()
+                .status,
+            415
+        );
+        assert_eq!(
+            check_content_type(&r, Some(b"text/plain"))
+                .unwrap_err()
+                .status,
+            415
+        );
+        assert_eq!(check_content_type(&r, None).unwrap_err().status, 415);
+        assert_eq!(
+            check_content_type(&r, Some(b"\xff")).unwrap_err().status,
+            415
+        );
+    }
+
+    #[test]
+    fn depth_without_recursion() {
+        assert!(!json_too_deep(b"[[[[1]]]]", 4));
+        assert!(json_too_deep(b"[[[[[1]]]]]", 4));
+        assert!(!json_too_deep(br#"{"a":"[[[[[[[[["}"#, 4));
+        assert!(!json_too_deep(br#"{"a":"\"[[[[[[[["}"#, 4));
+        let deep = "[".repeat(100_000);
+        assert!(json_too_deep(deep.as_bytes(), 32));
+    }
+
+    #[test]
+    fn json_checks() {
+        let r = rules(None);
+        assert!(check_json(&r, br#"{"a":1,"b":[true,null,"x"]}"#).is_ok());
+        assert_eq!(
+            check_json(&r, b"{\"a\":").unwrap_err().reason,
+            "malformed_json"
+        );
+        assert_eq!(
+            check_json(&r, b"{} {}").unwrap_err().reason,
+            "malformed_json"
+        );
+        assert_eq!(
+            check_json(&r, b"\xff\xfe").unwrap_err().reason,
+            "invalid_utf8"
+        );
+        assert_eq!(
+            check_json(&r, br#"{"a":1,"a":2}"#).unwrap_err().reason,
+            "json_duplicate_key"
+        );
+        assert_eq!(
+            check_json(&r, br#"{"x":{"a":1,"a":1}}"#)
+                .unwrap_err()
+                .reason,
+            "json_duplicate_key"
+        );
+        assert_eq!(
+            check_json(&r, b"[[[[[[1]]]]]]").unwrap_err().reason,
+            "json_too_deep"
+        );
+    }
+
+    #[test]
+    fn schema_violations_list_pointers() {
+        let schema = serde_json::json!({
+            "type": "object",
+            "required": ["id"],
+            "additionalProperties": false,
+            "properties": {"id": {"type": "integer"}, "email": {"type": "string", "format": "email"}}
+        });
+        let r = rules(Some(schema));
+        assert!(check_json(&r, br#"{"id": 7}"#).is_ok());
+        let e = check_json(&r, br#"{"id": "x", "extra": 1}"#).unwrap_err();
+        assert_eq!(e.status, 422);
+        assert!(e.detail.contains("/id: type"), "{}", e.detail);
+        assert!(e.detail.contains("additionalProperties"), "{}", e.detail);
+        let e = check_json(&r, br#"{}"#).unwrap_err();
+        assert!(e.detail.contains("/: required"), "{}", e.detail);
+    }
+}
