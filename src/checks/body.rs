@@ -60,7 +60,7 @@ pub fn check_content_type(rules: &BodyRules, header: Option<&[u8]>) -> Result<St
     };
     let text = std::str::from_utf8(raw).map_err(|_| unsupported())?;
     let media = media_type(text);
-    if !rules.content_types.is_empty() && !rules.content_types.iter().any(|c| *c == media) {
+    if !rules.content_types.is_empty() && !rules.content_types.contains(&media) {
         return Err(unsupported());
     }
     // A JSON body must be UTF-8 (RFC 8259); any other charset parameter is refused.
