@@ -6,15 +6,17 @@ use crate::checks::auth::mtls::PeerCert;
 use crate::checks::forward::{self, Forwarding};
 use crate::checks::route::{host_without_port, upstream_path, RouteMiss};
 use crate::checks::throttle::FailureThrottle;
-use crate::checks::{acl, auth, identity, ip, limits, path};
+use crate::checks::{acl, auth, body, identity, ip, limits, path};
 use crate::config::Config;
 use crate::context::{InflightGuard, RequestCtx};
 use crate::observe::access_log::{redacted_path, AccessLog, AccessRecord};
 use crate::observe::metrics::{method_label, Metrics};
 use crate::problem::{self, Refusal};
+use crate::replay;
 use crate::upstream::{connect_retryable, failure_status, Upstreams};
 use async_trait::async_trait;
 use bytes::Bytes;
+use bytes::BytesMut;
 use pingora_core::protocols::Digest;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorType, Result};
@@ -139,6 +141,89 @@ impl Gateway {
         Ok(())
     }
 
+    /// Step 9, the body of a route with `validate`: read up to the route's limit before any upstream
+    /// is chosen, checked, then handed back to Pingora to be forwarded byte for byte.
+    async fn check_body(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<(), Refusal> {
+        let Some(route) = ctx.route.map(|i| self.config.routes.get(i)) else {
+            return Ok(());
+        };
+        let Some(rules) = &route.body else {
+            return Ok(());
+        };
+        if !request_has_body(session.req_header()) {
+            return Ok(());
+        }
+        let content_type = session
+            .req_header()
+            .headers
+            .get("content-type")
+            .map(|v| v.as_bytes());
+        let media = body::check_content_type(rules, content_type)?;
+        replay::before_reading(session);
+        let expects_continue = session
+            .req_header()
+            .headers
+            .get("expect")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if expects_continue {
+            session
+                .as_downstream_mut()
+                .write_continue_response()
+                .await
+                .map_err(|_| {
+                    Refusal::bad_request("body_unreadable", "the request body could not be read")
+                })?;
+        }
+        let limit = route.max_body_bytes;
+        let timeout = self.config.limits.body_read_timeout;
+        let mut buffer = BytesMut::new();
+        loop {
+            let chunk = match tokio::time::timeout(timeout, session.read_request_body()).await {
+                Err(_) => {
+                    return Err(Refusal::new(
+                        408,
+                        "body_timeout",
+                        "the request body was not received in time",
+                    ))
+                }
+                Ok(Err(_)) => {
+                    return Err(Refusal::bad_request(
+                        "body_unreadable",
+                        "the request body could not be read",
+                    ))
+                }
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(chunk))) => chunk,
+            };
+            if (buffer.len() + chunk.len()) as u64 > limit {
+                return Err(limits::body_too_large(limit));
+            }
+            buffer.extend_from_slice(&chunk);
+        }
+        if replay::h2_over_limit(session) {
+            return Err(Refusal::new(
+                413,
+                "body_too_large",
+                format!(
+                    "over HTTP/2, validated bodies are limited to {} bytes",
+                    replay::H2_REPLAY_LIMIT
+                ),
+            ));
+        }
+        if body::is_json(&media) {
+            body::check_json(rules, &buffer)?;
+        }
+        let body = buffer.freeze();
+        replay::replay(session, body).await.map_err(|e| {
+            log::error!("cannot hand the validated body back for forwarding: {e}");
+            Refusal::new(500, "replay_failed", "the request could not be forwarded")
+        })
+    }
+
     /// Turn a refusal into the problem+json response, the metrics and the log decision.
     async fn refuse(
         &self,
@@ -158,7 +243,9 @@ impl Gateway {
             429 if refusal.reason == "auth_failures_throttled" => {
                 Some(&self.metrics.auth_failures_total)
             }
-            400 | 413 | 414 | 415 | 422 | 431 => Some(&self.metrics.validation_rejections_total),
+            400 | 408 | 413 | 414 | 415 | 422 | 431 => {
+                Some(&self.metrics.validation_rejections_total)
+            }
             _ => None,
         };
         if let Some(counter) = family {
@@ -255,7 +342,11 @@ impl ProxyHttp for Gateway {
             .and_then(|a| a.as_inet())
             .map(|a| ip::canonical(a.ip()));
         ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        match self.run_checks(session, ctx).await {
+        let verdict = match self.run_checks(session, ctx).await {
+            Ok(()) => self.check_body(session, ctx).await,
+            Err(refusal) => Err(refusal),
+        };
+        match verdict {
             Ok(()) => Ok(false),
             Err(refusal) => {
                 self.refuse(session, ctx, refusal).await?;

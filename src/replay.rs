@@ -2,16 +2,27 @@
 //! forwarded byte for byte. Pingora forwards a consumed body only from its retry buffer, which
 //! holds 64 KiB; a larger validated body would otherwise never reach the upstream.
 //!
-//! HTTP/1: the downstream session is rebuilt on the same connection with the request head
-//! (now framed by `Content-Length`) and the body as its "pipelined prefix", which Pingora
-//! parses exactly as if the client had sent it. HTTP/2: the retry buffer is used, so bodies are
+//! HTTP/1: the downstream session is rebuilt on the same connection, wrapped so that it first
+//! reads the request head again (now framed by `Content-Length`) and the body, which Pingora
+//! parses exactly as if the client had sent them; then the connection continues as before. HTTP/2: the retry buffer is used, so bodies are
 //! limited to 64 KiB there.
 
+use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
 use pingora_core::protocols::http::v1::server::HttpSession as SessionV1;
 use pingora_core::protocols::http::ServerSession as HttpSession;
+use pingora_core::protocols::raw_connect::ProxyDigest;
+use pingora_core::protocols::tls::{SslDigest, TlsRef};
+use pingora_core::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType, ALPN,
+};
 use pingora_core::{Error, ErrorType, Result};
 use pingora_proxy::Session;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The largest body that can be replayed over HTTP/2 (Pingora's retry buffer).
 pub const H2_REPLAY_LIMIT: usize = 64 * 1024;
@@ -53,6 +64,133 @@ fn request_head(session: &SessionV1, body_len: usize) -> Result<BytesMut> {
     Ok(out)
 }
 
+/// The connection, with bytes to be read again before whatever the client sends next.
+struct ReplayStream {
+    pending: Bytes,
+    inner: Stream,
+}
+
+impl std::fmt::Debug for ReplayStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplayStream")
+            .field("pending", &self.pending.len())
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl ReplayStream {
+    /// Wrap `inner`; a previous wrapper (from an earlier request on this connection) is
+    /// unwrapped so that wrappers never nest.
+    fn wrap(replayed: Bytes, inner: Stream) -> Stream {
+        let (rest, inner) = if inner.as_any().is::<ReplayStream>() {
+            match inner.into_any().downcast::<ReplayStream>() {
+                Ok(previous) => (previous.pending, previous.inner),
+                Err(_) => unreachable!("type checked just above"),
+            }
+        } else {
+            (Bytes::new(), inner)
+        };
+        let pending = if rest.is_empty() {
+            replayed
+        } else {
+            let mut joined = BytesMut::with_capacity(replayed.len() + rest.len());
+            joined.put_slice(&replayed);
+            joined.put_slice(&rest);
+            joined.freeze()
+        };
+        Box::new(ReplayStream { pending, inner })
+    }
+}
+
+impl AsyncRead for ReplayStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.pending.is_empty() {
+            let n = self.pending.len().min(buf.remaining());
+            let chunk = self.pending.split_to(n);
+            buf.put_slice(&chunk);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut *self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ReplayStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[async_trait]
+impl Shutdown for ReplayStream {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
+}
+
+impl UniqueID for ReplayStream {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for ReplayStream {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for ReplayStream {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+}
+
+impl GetProxyDigest for ReplayStream {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+}
+
+impl GetSocketDigest for ReplayStream {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+}
+
+#[async_trait]
+impl Peek for ReplayStream {}
+
 /// Hand `body` back to Pingora for forwarding.
 pub async fn replay(session: &mut Session, body: Bytes) -> Result<()> {
     if session.as_downstream().is_http2() {
@@ -74,10 +212,9 @@ pub async fn replay(session: &mut Session, body: Bytes) -> Result<()> {
     let keepalive = old.get_keepalive_timeout();
     let read_timeout = old.get_read_timeout();
     let write_timeout = old.get_write_timeout();
-    let mut prefix = request_head(&old, body.len())?;
-    prefix.put_slice(&body);
-    let mut fresh = SessionV1::new(old.into_inner());
-    fresh.set_pipelined_prefix(prefix);
+    let mut replayed = request_head(&old, body.len())?;
+    replayed.put_slice(&body);
+    let mut fresh = SessionV1::new(ReplayStream::wrap(replayed.freeze(), old.into_inner()));
     match fresh.read_request().await? {
         Some(_) => {}
         None => {

@@ -6,6 +6,7 @@ use super::model::*;
 use super::raw::*;
 use super::units::{parse_duration, parse_size};
 use super::{identities, ConfigError, Warning};
+use crate::checks::body::{self, BodyRules};
 use crate::checks::ip::CidrSet;
 use crate::checks::path::normalise;
 use crate::checks::route::RouteTable;
@@ -268,6 +269,7 @@ pub fn compile(raw: RawConfig, file: &Path) -> Result<(Config, Vec<Warning>), Ve
         &limits,
         &identities,
         mtls_listener,
+        file,
     );
 
     if errors.list.is_empty() {
@@ -374,6 +376,11 @@ fn compile_limits(e: &mut Errors, l: &RawLimits) -> Limits {
             l.max_json_depth,
             d.max_json_depth,
             10_000,
+        ),
+        body_read_timeout: e.duration(
+            "limits.body_read_timeout",
+            l.body_read_timeout.as_ref(),
+            d.body_read_timeout,
         ),
     }
 }
@@ -562,6 +569,7 @@ fn compile_routes(
     limits: &Limits,
     ids: &Identities,
     mtls_listener: bool,
+    file: &Path,
 ) -> Vec<Route> {
     let upstream_index: HashMap<&str, usize> = upstreams
         .iter()
@@ -657,9 +665,6 @@ fn compile_routes(
         if r.max_inflight.is_some() {
             e.not_supported(format!("{key}.max_inflight"), "the concurrency cap");
         }
-        if r.validate.is_some() {
-            e.not_supported(format!("{key}.validate"), "body validation");
-        }
         match r.threat_protection.as_deref() {
             None | Some("off") => {}
             Some("block") | Some("detect") => {
@@ -670,11 +675,30 @@ fn compile_routes(
                 format!("invalid value {other:?}; write \"block\", \"detect\" or \"off\""),
             ),
         }
-        let max_body_bytes = e.size(
-            &format!("{key}.limits.max_body_bytes"),
-            r.limits.as_ref().and_then(|l| l.max_body_bytes.as_ref()),
-            limits.max_body_bytes,
-        );
+        let route_limit = r.limits.as_ref().and_then(|l| l.max_body_bytes.as_ref());
+        let validate_limit = r.validate.as_ref().and_then(|v| v.max_body_bytes.as_ref());
+        if route_limit.is_some() && validate_limit.is_some() {
+            e.add(
+                format!("{key}.validate.max_body_bytes"),
+                "also set in limits.max_body_bytes; keep one",
+            );
+        }
+        let max_body_bytes = match (route_limit, validate_limit) {
+            (_, Some(v)) => e.size(
+                &format!("{key}.validate.max_body_bytes"),
+                Some(v),
+                limits.max_body_bytes,
+            ),
+            (r, None) => e.size(
+                &format!("{key}.limits.max_body_bytes"),
+                r,
+                limits.max_body_bytes,
+            ),
+        };
+        let body = r
+            .validate
+            .as_ref()
+            .and_then(|v| compile_validate(e, &format!("{key}.validate"), v, limits, file));
         let mut hosts: Vec<String> = r
             .hosts
             .iter()
@@ -697,6 +721,7 @@ fn compile_routes(
             ip_allow: e.cidrs(&format!("{key}.ip_allow"), &r.ip_allow),
             ip_deny: e.cidrs(&format!("{key}.ip_deny"), &r.ip_deny),
             max_body_bytes,
+            body,
         };
         if let Some(j) = out.iter().position(|other| shadows(other, &route)) {
             e.add(
@@ -710,6 +735,85 @@ fn compile_routes(
         out.push(route);
     }
     out
+}
+
+/// A route's `validate` table: content types, and the JSON Schema read and compiled now.
+fn compile_validate(
+    e: &mut Errors,
+    key: &str,
+    v: &RawValidate,
+    limits: &Limits,
+    file: &Path,
+) -> Option<BodyRules> {
+    let mut content_types = Vec::new();
+    for (i, text) in v.content_types.iter().enumerate() {
+        let media = body::media_type(text);
+        let valid = media
+            .split_once('/')
+            .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty() && !media.contains(['*', ' ']));
+        if !valid || text.contains(';') {
+            e.add(
+                format!("{key}.content_types[{i}]"),
+                format!("invalid media type {text:?}; write e.g. \"application/json\" (no wildcards, no parameters)"),
+            );
+        }
+        content_types.push(media);
+    }
+    let schema = match &v.json_schema {
+        None => None,
+        Some(path) => {
+            let path = relative_to(file, path);
+            let skey = format!("{key}.json_schema");
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(err) => {
+                    e.add(skey, format!("cannot read {}: {err}", path.display()));
+                    return None;
+                }
+            };
+            let json: serde_json::Value = match serde_json::from_str(&text) {
+                Ok(json) => json,
+                Err(err) => {
+                    e.add(skey, format!("{} is not JSON: {err}", path.display()));
+                    return None;
+                }
+            };
+            match jsonschema::options()
+                .should_validate_formats(true)
+                .build(&json)
+            {
+                Ok(validator) => Some(std::sync::Arc::new(validator)),
+                Err(err) => {
+                    e.add(
+                        skey,
+                        format!("{} is not a usable JSON Schema: {err}", path.display()),
+                    );
+                    return None;
+                }
+            }
+        }
+    };
+    if content_types.is_empty() {
+        if schema.is_some() {
+            content_types.push("application/json".to_string());
+        } else {
+            e.add(
+                format!("{key}.content_types"),
+                "empty; list the accepted media types, e.g. [\"application/json\"]",
+            );
+        }
+    }
+    if schema.is_some() && !content_types.iter().all(|c| body::is_json(c)) {
+        e.add(
+            format!("{key}.content_types"),
+            "a json_schema needs JSON media types only (application/json or */*+json)",
+        );
+    }
+    Some(BodyRules {
+        content_types,
+        schema,
+        max_json_depth: limits.max_json_depth,
+    })
 }
 
 /// Two routes with the same path and hosts whose method sets overlap: the later is dead.

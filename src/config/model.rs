@@ -4,6 +4,7 @@
 use crate::checks::auth::api_key::ApiKeyIndex;
 use crate::checks::auth::jwt::JwtProvider;
 use crate::checks::auth::mtls::{matches, MtlsSubject, PeerCert};
+use crate::checks::body::BodyRules;
 use crate::checks::ip::CidrSet;
 use crate::checks::route::RouteTable;
 use std::collections::{HashMap, HashSet};
@@ -129,6 +130,8 @@ pub struct Limits {
     pub max_headers: usize,
     pub max_body_bytes: u64,
     pub max_json_depth: usize,
+    /// Longest wait for the next piece of a body that is read for validation.
+    pub body_read_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -139,6 +142,7 @@ impl Default for Limits {
             max_headers: 100,
             max_body_bytes: 1024 * 1024,
             max_json_depth: 32,
+            body_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -195,6 +199,8 @@ pub struct Route {
     pub ip_allow: CidrSet,
     pub ip_deny: CidrSet,
     pub max_body_bytes: u64,
+    /// `validate`: the body is read, checked and replayed before the upstream is chosen.
+    pub body: Option<BodyRules>,
 }
 
 impl Route {
@@ -214,6 +220,7 @@ impl Route {
             ip_allow: CidrSet::default(),
             ip_deny: CidrSet::default(),
             max_body_bytes: Limits::default().max_body_bytes,
+            body: None,
         }
     }
 }

@@ -433,7 +433,7 @@ pub fn read_response(stream: &mut impl Read) -> Option<HttpResponse> {
             }
             response.body.extend_from_slice(&chunk[..size]);
         }
-    } else if response.status != 204 && response.status != 304 {
+    } else if response.status >= 200 && response.status != 204 && response.status != 304 {
         let _ = stream.read_to_end(&mut response.body);
     }
     Some(response)
