@@ -32,6 +32,8 @@ pub struct RequestCtx {
     pub tls: bool,
     /// Index of the matched route in the route table.
     pub route: Option<usize>,
+    /// The normalised request path (step 3), without the query.
+    pub normalised_path: String,
     /// Normalised (and prefix-stripped) path plus query, as the upstream will get it.
     pub upstream_path: String,
     /// Who the request is from, once authenticated.
@@ -58,6 +60,7 @@ impl RequestCtx {
             peer_trusted: false,
             tls: false,
             route: None,
+            normalised_path: String::new(),
             upstream_path: String::new(),
             principal: None,
             decision: "allow",

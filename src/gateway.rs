@@ -5,8 +5,10 @@
 use crate::checks::auth::mtls::PeerCert;
 use crate::checks::forward::{self, Forwarding};
 use crate::checks::route::{host_without_port, upstream_path, RouteMiss};
+use crate::checks::threat::{self, ThreatKind};
 use crate::checks::throttle::FailureThrottle;
 use crate::checks::{acl, auth, body, identity, ip, limits, path};
+use crate::config::model::ThreatMode;
 use crate::config::Config;
 use crate::context::{InflightGuard, RequestCtx};
 use crate::observe::access_log::{redacted_path, AccessLog, AccessRecord};
@@ -28,6 +30,15 @@ use std::time::Instant;
 
 /// Sent on every response of a TLS listener: browsers keep to HTTPS for a year.
 const HSTS: &str = "max-age=31536000";
+
+/// Header values scanned by threat protection: those an application is likely to store or show.
+const SCANNED_HEADERS: &[&str] = &["user-agent", "referer", "origin"];
+
+/// A body read and validated in step 9, kept for step 10 and then replayed.
+struct ValidatedBody {
+    bytes: bytes::Bytes,
+    json: Option<serde_json::Value>,
+}
 
 /// How long a request waits for a JWKS refetch that its unknown `kid` triggered.
 const JWKS_REFETCH_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
@@ -84,6 +95,7 @@ impl Gateway {
         ctx.route = Some(index);
         ctx.max_body_bytes = route.max_body_bytes;
         limits::check_declared_body(declared_body, route.max_body_bytes)?;
+        ctx.normalised_path = normalised.clone();
         ctx.upstream_path = match req.uri.query() {
             Some(q) => format!("{}?{q}", upstream_path(route, &normalised)),
             None => upstream_path(route, &normalised).to_string(),
@@ -147,15 +159,15 @@ impl Gateway {
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-    ) -> std::result::Result<(), Refusal> {
+    ) -> std::result::Result<Option<ValidatedBody>, Refusal> {
         let Some(route) = ctx.route.map(|i| self.config.routes.get(i)) else {
-            return Ok(());
+            return Ok(None);
         };
         let Some(rules) = &route.body else {
-            return Ok(());
+            return Ok(None);
         };
         if !request_has_body(session.req_header()) {
-            return Ok(());
+            return Ok(None);
         }
         let content_type = session
             .req_header()
@@ -214,14 +226,81 @@ impl Gateway {
                 ),
             ));
         }
-        if body::is_json(&media) {
-            body::check_json(rules, &buffer)?;
+        let json = if body::is_json(&media) {
+            Some(body::check_json(rules, &buffer)?)
+        } else {
+            None
+        };
+        Ok(Some(ValidatedBody {
+            bytes: buffer.freeze(),
+            json,
+        }))
+    }
+
+    /// Step 10, threat protection over the path, the query, selected headers and the strings
+    /// of a validated JSON body. `block` refuses; `detect` counts, logs and lets it pass.
+    fn check_threats(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        json: Option<&serde_json::Value>,
+    ) -> std::result::Result<(), Refusal> {
+        let Some(route) = ctx.route.map(|i| self.config.routes.get(i)) else {
+            return Ok(());
+        };
+        if route.threat_protection == ThreatMode::Off {
+            return Ok(());
         }
-        let body = buffer.freeze();
-        replay::replay(session, body).await.map_err(|e| {
-            log::error!("cannot hand the validated body back for forwarding: {e}");
-            Refusal::new(500, "replay_failed", "the request could not be forwarded")
-        })
+        let req = session.req_header();
+        let found = threat::scan(ctx.normalised_path.as_bytes(), threat::Field::Path)
+            .or_else(|| req.uri.query().and_then(threat::scan_query))
+            .or_else(|| {
+                SCANNED_HEADERS.iter().find_map(|name| {
+                    req.headers
+                        .get_all(*name)
+                        .iter()
+                        .find_map(|v| threat::scan(v.as_bytes(), threat::Field::Header))
+                })
+            })
+            .or_else(|| json.and_then(threat::scan_json));
+        let Some(kind) = found else {
+            return Ok(());
+        };
+        let block = route.threat_protection == ThreatMode::Block;
+        self.metrics
+            .threats_total
+            .with_label_values(&[
+                route.name.as_str(),
+                kind.label(),
+                if block { "block" } else { "detect" },
+            ])
+            .inc();
+        // The payload itself is never logged: it is attacker-controlled and may hold secrets.
+        log::warn!(
+            "request {} on route {}: {} {}",
+            ctx.request_id,
+            route.name,
+            kind.label(),
+            if block {
+                "blocked"
+            } else {
+                "detected, forwarded"
+            }
+        );
+        let (blocked, detected) = match kind {
+            ThreatKind::Sqli => ("threat_sqli", "detected_sqli"),
+            ThreatKind::Xss => ("threat_xss", "detected_xss"),
+            ThreatKind::CommandInjection => {
+                ("threat_command_injection", "detected_command_injection")
+            }
+            ThreatKind::PathTraversal => ("threat_path_traversal", "detected_path_traversal"),
+            ThreatKind::ControlBytes => ("threat_control_bytes", "detected_control_bytes"),
+        };
+        if block {
+            return Err(Refusal::bad_request(blocked, kind.detail()));
+        }
+        ctx.decision = detected;
+        Ok(())
     }
 
     /// Turn a refusal into the problem+json response, the metrics and the log decision.
@@ -342,10 +421,19 @@ impl ProxyHttp for Gateway {
             .and_then(|a| a.as_inet())
             .map(|a| ip::canonical(a.ip()));
         ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        let verdict = match self.run_checks(session, ctx).await {
-            Ok(()) => self.check_body(session, ctx).await,
-            Err(refusal) => Err(refusal),
-        };
+        let verdict = async {
+            self.run_checks(session, ctx).await?;
+            let body = self.check_body(session, ctx).await?;
+            self.check_threats(session, ctx, body.as_ref().and_then(|b| b.json.as_ref()))?;
+            if let Some(body) = body {
+                replay::replay(session, body.bytes).await.map_err(|e| {
+                    log::error!("cannot hand the validated body back for forwarding: {e}");
+                    Refusal::new(500, "replay_failed", "the request could not be forwarded")
+                })?;
+            }
+            Ok(())
+        }
+        .await;
         match verdict {
             Ok(()) => Ok(false),
             Err(refusal) => {

@@ -79,7 +79,7 @@ fn broken_configs_exit_1_and_name_the_key() {
         (BASE.replace("127.0.0.1:18080", "localhost"), "listeners[0].address"),
         (format!("[limits]\nmax_body_bytes = \"12 parsecs\"\n{BASE}"), "limits.max_body_bytes"),
         (format!("{BASE}\n[[jwt_providers]]\nname = \"corp\"\n"), "jwt_providers"),
-        (BASE.replace("public = true", "public = true\nthreat_protection = \"block\""), "routes[0].threat_protection"),
+        (BASE.replace("public = true", "public = true\nthreat_protection = \"maybe\""), "routes[0].threat_protection"),
         ("this is not toml".to_string(), ""),
         (BASE.replace("[[listeners]]", "[[listeners]]\n[[listeners]]"), "listeners[0]"),
     ];

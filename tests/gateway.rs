@@ -362,7 +362,6 @@ fn paths_are_normalised_before_matching_and_forwarding() {
         ("/public/%61%62c", "/public/abc"),
         ("/public/x%20y", "/public/x%20y"),
         ("/public/%7e", "/public/~"),
-        ("/public/%252e%252e/admin", "/public/%252e%252e/admin"),
         ("/svc/%2e/a", "/a"),
     ] {
         up.clear();
@@ -370,7 +369,12 @@ fn paths_are_normalised_before_matching_and_forwarding() {
         assert_eq!(r.status, 200, "{sent}: {}", r.text());
         assert_eq!(up.requests()[0].uri, forwarded, "{sent}");
     }
+    // Double encoding survives normalisation (it is a literal "%2e" to the upstream), but
+    // threat protection (on by default) refuses a traversal hidden that way.
     up.clear();
+    let hidden = gw.get("/public/%252e%252e/admin");
+    assert_eq!(hidden.status, 400, "{}", hidden.text());
+    assert!(hidden.text().contains("path traversal"));
     for bad in [
         "/public%2fadmin",
         "/public/a%2Fb",

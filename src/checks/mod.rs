@@ -10,6 +10,7 @@ pub mod ip;
 pub mod limits;
 pub mod path;
 pub mod route;
+pub mod threat;
 pub mod throttle;
 
 /// A request head for unit tests of the checks.

@@ -665,16 +665,18 @@ fn compile_routes(
         if r.max_inflight.is_some() {
             e.not_supported(format!("{key}.max_inflight"), "the concurrency cap");
         }
-        match r.threat_protection.as_deref() {
-            None | Some("off") => {}
-            Some("block") | Some("detect") => {
-                e.not_supported(format!("{key}.threat_protection"), "threat protection")
+        let threat_protection = match r.threat_protection.as_deref() {
+            None | Some("block") => ThreatMode::Block,
+            Some("detect") => ThreatMode::Detect,
+            Some("off") => ThreatMode::Off,
+            Some(other) => {
+                e.add(
+                    format!("{key}.threat_protection"),
+                    format!("invalid value {other:?}; write \"block\", \"detect\" or \"off\""),
+                );
+                ThreatMode::Block
             }
-            Some(other) => e.add(
-                format!("{key}.threat_protection"),
-                format!("invalid value {other:?}; write \"block\", \"detect\" or \"off\""),
-            ),
-        }
+        };
         let route_limit = r.limits.as_ref().and_then(|l| l.max_body_bytes.as_ref());
         let validate_limit = r.validate.as_ref().and_then(|v| v.max_body_bytes.as_ref());
         if route_limit.is_some() && validate_limit.is_some() {
@@ -722,6 +724,7 @@ fn compile_routes(
             ip_deny: e.cidrs(&format!("{key}.ip_deny"), &r.ip_deny),
             max_body_bytes,
             body,
+            threat_protection,
         };
         if let Some(j) = out.iter().position(|other| shadows(other, &route)) {
             e.add(

@@ -174,6 +174,14 @@ pub struct Upstream {
     pub health_check: Option<HealthCheck>,
 }
 
+/// `threat_protection` of a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreatMode {
+    Block,
+    Detect,
+    Off,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathMatch {
     Exact(String),
@@ -199,6 +207,7 @@ pub struct Route {
     pub ip_allow: CidrSet,
     pub ip_deny: CidrSet,
     pub max_body_bytes: u64,
+    pub threat_protection: ThreatMode,
     /// `validate`: the body is read, checked and replayed before the upstream is chosen.
     pub body: Option<BodyRules>,
 }
@@ -221,6 +230,7 @@ impl Route {
             ip_deny: CidrSet::default(),
             max_body_bytes: Limits::default().max_body_bytes,
             body: None,
+            threat_protection: ThreatMode::Block,
         }
     }
 }

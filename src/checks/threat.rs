@@ -1,0 +1,322 @@
+//! SPEC §3 step 10: threat protection. Values from the path, query, selected headers and every
+//! string of a validated JSON body are scanned for SQL injection and XSS (libinjection, in pure
+//! Rust: `libinjectionrs`), OS command injection, path traversal and control bytes — each in
+//! its raw, percent-decoded, double-decoded and overlong-UTF-8-folded forms, so that encoding
+//! does not hide a payload.
+
+use regex::Regex;
+use std::borrow::Cow;
+use std::sync::LazyLock;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreatKind {
+    Sqli,
+    Xss,
+    CommandInjection,
+    PathTraversal,
+    ControlBytes,
+}
+
+impl ThreatKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            ThreatKind::Sqli => "sqli",
+            ThreatKind::Xss => "xss",
+            ThreatKind::CommandInjection => "command_injection",
+            ThreatKind::PathTraversal => "path_traversal",
+            ThreatKind::ControlBytes => "control_bytes",
+        }
+    }
+
+    pub fn detail(self) -> &'static str {
+        match self {
+            ThreatKind::Sqli => "the request looks like SQL injection",
+            ThreatKind::Xss => "the request looks like cross-site scripting",
+            ThreatKind::CommandInjection => "the request looks like OS command injection",
+            ThreatKind::PathTraversal => "the request looks like path traversal",
+            ThreatKind::ControlBytes => "the request contains NUL or control characters",
+        }
+    }
+}
+
+/// Where a value comes from: decides `+` decoding and whether line breaks are suspicious.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Path,
+    Query,
+    Header,
+    Body,
+}
+
+/// Values longer than this are scanned in their first part only (a bounded cost per value).
+const MAX_SCANNED_BYTES: usize = 64 * 1024;
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// One round of percent-decoding (and `%uXXXX`, and `+` in queries). `None` if nothing changed.
+fn percent_decode(input: &[u8], plus_is_space: bool) -> Option<Vec<u8>> {
+    if !input
+        .iter()
+        .any(|&b| b == b'%' || (plus_is_space && b == b'+'))
+    {
+        return None;
+    }
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        match input[i] {
+            b'%' if i + 2 < input.len() => {
+                if let (Some(h), Some(l)) = (hex(input[i + 1]), hex(input[i + 2])) {
+                    out.push(h * 16 + l);
+                    i += 3;
+                    continue;
+                }
+                if (input[i + 1] == b'u' || input[i + 1] == b'U') && i + 5 < input.len() {
+                    let code = input[i + 2..i + 6]
+                        .iter()
+                        .try_fold(0u32, |acc, &b| hex(b).map(|d| acc * 16 + u32::from(d)));
+                    if let Some(c) = code.and_then(char::from_u32) {
+                        let mut buf = [0u8; 4];
+                        out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                        i += 6;
+                        continue;
+                    }
+                }
+                out.push(b'%');
+                i += 1;
+            }
+            b'+' if plus_is_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Fold overlong UTF-8 encodings of ASCII (`C0 AE` is `.`) and look-alike separators
+/// (fullwidth `．／＼`, `∕`, `∖`) to plain ASCII. `None` if nothing changed.
+fn fold_lookalikes(input: &[u8]) -> Option<Vec<u8>> {
+    let text = String::from_utf8_lossy(input);
+    let has_overlong = input
+        .windows(2)
+        .any(|w| (w[0] == 0xC0 || w[0] == 0xC1) && w[1] & 0xC0 == 0x80)
+        || input
+            .windows(3)
+            .any(|w| w[0] == 0xE0 && w[1] & 0xE0 == 0x80 && w[2] & 0xC0 == 0x80);
+    let has_lookalike = text.contains(['．', '／', '＼', '∕', '∖']);
+    if !has_overlong && !has_lookalike {
+        return None;
+    }
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        let b = input[i];
+        if (b == 0xC0 || b == 0xC1) && i + 1 < input.len() && input[i + 1] & 0xC0 == 0x80 {
+            out.push(((b & 0x1F) << 6) | (input[i + 1] & 0x3F));
+            i += 2;
+        } else if b == 0xE0
+            && i + 2 < input.len()
+            && input[i + 1] & 0xE0 == 0x80
+            && input[i + 2] & 0xC0 == 0x80
+        {
+            out.push(((input[i + 1] & 0x3F) << 6) | (input[i + 2] & 0x3F));
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    let folded = String::from_utf8_lossy(&out)
+        .replace(['．'], ".")
+        .replace(['／', '∕'], "/")
+        .replace(['＼', '∖'], "\\");
+    Some(folded.into_bytes())
+}
+
+static COMMAND: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(concat!(
+        r"(?i)(?:[;&|\n]|\$\(|`)\s*(?:\$\{IFS\}|\s)*(?:/(?:usr/)?s?bin/)?",
+        r"(?:cat|ls|id|whoami|uname|wget|curl|nc|ncat|netcat|bash|sh|zsh|rm|ping|nslookup|dig|",
+        r"python[0-9.]*|perl|ruby|php|powershell|cmd(?:\.exe)?|chmod|chown|echo|sleep|kill|",
+        r"ps|env|printenv|ifconfig|telnet|ssh|scp|tftp|base64)(?:\b|\$\{IFS\})"
+    ))
+    .expect("a valid regex")
+});
+
+/// What libinjection leaves out: a script tag split by nesting, a bare script URL.
+static SCRIPT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)<\s*/?\s*script\b|\b(?:java|vb)script\s*:|data\s*:\s*text/html")
+        .expect("a valid regex")
+});
+
+static SUBSHELL: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\$\([^)]{1,200}\)|`[^`]{1,200}`").expect("a valid regex"));
+
+static TRAVERSAL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(concat!(
+        r"(?i)(?:^|[/\\])\.\.(?:[/\\]|;|$)|\.\.[/\\]|",
+        r"(?:^|[/\\=:])(?:etc[/\\](?:passwd|shadow|hosts|group)|proc[/\\]self|windows[/\\]win\.ini|boot\.ini|",
+        r"windows[/\\]system32)|file:[/\\]{2}"
+    ))
+    .expect("a valid regex")
+});
+
+fn control_kind(value: &[u8], field: Field) -> bool {
+    value.iter().any(|&b| match b {
+        b'\t' => false,
+        b'\n' | b'\r' => field != Field::Body,
+        0x00..=0x1F | 0x7F => true,
+        _ => false,
+    })
+}
+
+fn classify(value: &[u8], field: Field) -> Option<ThreatKind> {
+    if control_kind(value, field) {
+        return Some(ThreatKind::ControlBytes);
+    }
+    let text: Cow<str> = String::from_utf8_lossy(value);
+    if TRAVERSAL.is_match(&text) {
+        return Some(ThreatKind::PathTraversal);
+    }
+    if COMMAND.is_match(&text) || SUBSHELL.is_match(&text) {
+        return Some(ThreatKind::CommandInjection);
+    }
+    if SCRIPT.is_match(&text) || libinjectionrs::detect_xss(value).is_injection() {
+        return Some(ThreatKind::Xss);
+    }
+    if libinjectionrs::detect_sqli(value).is_injection() {
+        return Some(ThreatKind::Sqli);
+    }
+    None
+}
+
+/// Scan one value in all its decoded forms.
+pub fn scan(value: &[u8], field: Field) -> Option<ThreatKind> {
+    let value = &value[..value.len().min(MAX_SCANNED_BYTES)];
+    let plus = field == Field::Query;
+    if let Some(kind) = classify(value, field) {
+        return Some(kind);
+    }
+    let once = percent_decode(value, plus);
+    let twice = once.as_deref().and_then(|v| percent_decode(v, false));
+    for decoded in [once.as_deref(), twice.as_deref()].into_iter().flatten() {
+        // A line break that only appears once decoded is smuggled, wherever it is.
+        let strict = if field == Field::Body {
+            Field::Query
+        } else {
+            field
+        };
+        if let Some(kind) = classify(decoded, strict) {
+            return Some(kind);
+        }
+    }
+    for form in [Some(value), once.as_deref(), twice.as_deref()]
+        .into_iter()
+        .flatten()
+    {
+        if let Some(folded) = fold_lookalikes(form) {
+            if let Some(kind) = classify(&folded, field) {
+                return Some(kind);
+            }
+        }
+    }
+    None
+}
+
+/// Scan a query string: every parameter name and value.
+pub fn scan_query(query: &str) -> Option<ThreatKind> {
+    query.split('&').find_map(|pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        scan(name.as_bytes(), Field::Query).or_else(|| scan(value.as_bytes(), Field::Query))
+    })
+}
+
+/// Scan every string (and object key) of a JSON document, without recursion.
+pub fn scan_json(value: &serde_json::Value) -> Option<ThreatKind> {
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        match v {
+            serde_json::Value::String(s) => {
+                if let Some(kind) = scan(s.as_bytes(), Field::Body) {
+                    return Some(kind);
+                }
+            }
+            serde_json::Value::Array(items) => stack.extend(items.iter()),
+            serde_json::Value::Object(map) => {
+                for (k, item) in map {
+                    if let Some(kind) = scan(k.as_bytes(), Field::Body) {
+                        return Some(kind);
+                    }
+                    stack.push(item);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoding() {
+        assert_eq!(percent_decode(b"a%20b+c", true).unwrap(), b"a b c");
+        assert_eq!(percent_decode(b"a%20b+c", false).unwrap(), b"a b+c");
+        assert_eq!(percent_decode(b"%zz%", false).unwrap(), b"%zz%");
+        assert_eq!(percent_decode(b"%u2216", false).unwrap(), "∖".as_bytes());
+        assert!(percent_decode(b"plain", false).is_none());
+        assert_eq!(
+            fold_lookalikes(&[0xC0, 0xAE, 0xC0, 0xAE, b'/']).unwrap(),
+            b"../"
+        );
+        assert_eq!(fold_lookalikes("．．／".as_bytes()).unwrap(), b"../");
+    }
+
+    #[test]
+    fn classes() {
+        assert_eq!(scan(b"' OR 1=1--", Field::Query), Some(ThreatKind::Sqli));
+        assert_eq!(
+            scan(b"<script>alert(1)</script>", Field::Body),
+            Some(ThreatKind::Xss)
+        );
+        assert!(scan(b"; cat /etc/passwd", Field::Query).is_some());
+        assert_eq!(
+            scan(b"$(whoami)", Field::Body),
+            Some(ThreatKind::CommandInjection)
+        );
+        assert_eq!(
+            scan(b"..%252f..%252fetc", Field::Path),
+            Some(ThreatKind::PathTraversal)
+        );
+        assert_eq!(
+            scan(b"%c0%ae%c0%ae/secret", Field::Query),
+            Some(ThreatKind::PathTraversal)
+        );
+        assert_eq!(scan(b"a%00b", Field::Query), Some(ThreatKind::ControlBytes));
+        assert_eq!(scan(b"two\nlines", Field::Body), None);
+        assert_eq!(
+            scan(b"two\nlines", Field::Header),
+            Some(ThreatKind::ControlBytes)
+        );
+        assert_eq!(scan(b"Fatima D'Angelo", Field::Body), None);
+        assert_eq!(scan(b"Tom & Jerry", Field::Query), None);
+        assert_eq!(scan(b"costs 3 < 5 euros", Field::Body), None);
+    }
+
+    #[test]
+    fn hostile_sizes_are_bounded() {
+        let big = "'".repeat(1_000_000);
+        let _ = scan(big.as_bytes(), Field::Body);
+        let many = "%25".repeat(100_000);
+        let _ = scan(many.as_bytes(), Field::Query);
+    }
+}
