@@ -351,3 +351,56 @@ fn secret_env_is_read_from_the_environment() {
         "{err}"
     );
 }
+
+#[test]
+fn bad_schemas_and_validate_settings_are_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_json = dir.path().join("not-json.json");
+    std::fs::write(&not_json, "{ nope").unwrap();
+    let bad_schema = dir.path().join("bad.json");
+    std::fs::write(&bad_schema, r#"{"type": 5}"#).unwrap();
+    let remote = dir.path().join("remote.json");
+    std::fs::write(&remote, r#"{"$ref": "https://example.com/schema.json"}"#).unwrap();
+    let cases: Vec<(String, &str)> = vec![
+        (
+            BASE.replace("public = true", &format!("public = true\nvalidate = {{ json_schema = \"{}\" }}", not_json.display())),
+            "routes[0].validate.json_schema",
+        ),
+        (
+            BASE.replace("public = true", &format!("public = true\nvalidate = {{ json_schema = \"{}\" }}", bad_schema.display())),
+            "is not a usable JSON Schema",
+        ),
+        (
+            BASE.replace("public = true", &format!("public = true\nvalidate = {{ json_schema = \"{}\" }}", remote.display())),
+            "is not a usable JSON Schema",
+        ),
+        (
+            BASE.replace("public = true", "public = true\nvalidate = { json_schema = \"/nonexistent/schema.json\" }"),
+            "cannot read /nonexistent/schema.json",
+        ),
+        (
+            BASE.replace("public = true", "public = true\nvalidate = { content_types = [\"application/*\"] }"),
+            "routes[0].validate.content_types[0]",
+        ),
+        (
+            BASE.replace("public = true", "public = true\nvalidate = {}"),
+            "routes[0].validate.content_types: empty",
+        ),
+        (
+            BASE.replace(
+                "public = true",
+                "public = true\nlimits = { max_body_bytes = 10 }\nvalidate = { content_types = [\"text/plain\"], max_body_bytes = 20 }",
+            ),
+            "routes[0].validate.max_body_bytes: also set in limits.max_body_bytes",
+        ),
+    ];
+    for (config, expected) in cases {
+        let (code, _, err) = check(&config, false);
+        assert_eq!(code, 1, "expected failure for {expected:?}: {err}");
+        assert!(
+            err.contains(expected),
+            "stderr should contain {expected:?}: {err}"
+        );
+        assert_no_panic(&err);
+    }
+}

@@ -133,7 +133,11 @@ fn the_default_config_runs_with_its_demo_upstream() {
         .unwrap()
         .replace("127.0.0.1:9080", &format!("127.0.0.1:{echo}"))
         .replace("127.0.0.1:8443", &format!("127.0.0.1:{tls}"))
-        .replace("\"demo/", &format!("\"{demo}"));
+        .replace("\"demo/", &format!("\"{demo}"))
+        .replace(
+            "\"schemas/",
+            concat!("\"", env!("CARGO_MANIFEST_DIR"), "/conf/schemas/"),
+        );
     let gw = Gateway::start(&body);
     // The health check of the demo upstream must pass before requests go through reliably.
     assert!(wait_until(Duration::from_secs(10), || gw
@@ -170,4 +174,18 @@ fn the_default_config_runs_with_its_demo_upstream() {
     ));
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.json()["headers"].to_string().contains("demo-user"));
+    // The validated route.
+    let feedback = |body: &str| {
+        gw.raw(&format!(
+            "POST /v1/feedback HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ))
+    };
+    assert_eq!(
+        feedback(r#"{"email":"a@example.com","rating":5}"#).status,
+        200
+    );
+    feedback(r#"{"email":"a@example.com","rating":9}"#).assert_problem(422);
+    feedback(r#"{"email":"a@example.com","rating":5,"comment":"<script>alert(1)</script>"}"#)
+        .assert_problem(400);
 }
