@@ -252,7 +252,7 @@ impl Gateway {
             return Ok(());
         }
         let req = session.req_header();
-        let found = threat::scan(ctx.normalised_path.as_bytes(), threat::Field::Path)
+        let found = threat::scan_path(&ctx.normalised_path)
             .or_else(|| req.uri.query().and_then(threat::scan_query))
             .or_else(|| {
                 SCANNED_HEADERS.iter().find_map(|name| {

@@ -103,6 +103,11 @@ fn block_mode_refuses_every_class_everywhere() {
         );
         let r = json_post(&gw, "/b/items", &format!(r#"{{"note":"{json}"}}"#));
         assert_eq!(r.status, 400, "{kind} in body {json}: {}", r.text());
+        // The same payloads, encoded, in a path segment and in a header.
+        let r = gw.get(&format!("/b/{query}"));
+        assert_eq!(r.status, 400, "{kind} in path {query}: {}", r.text());
+        let r = with_header(&gw, "/b/x", "User-Agent", query);
+        assert_eq!(r.status, 400, "{kind} in header {query}: {}", r.text());
     }
     // Path, header, JSON key.
     assert_eq!(gw.get("/b/%253Cscript%253E").status, 400);

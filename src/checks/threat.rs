@@ -230,6 +230,16 @@ pub fn scan(value: &[u8], field: Field) -> Option<ThreatKind> {
     None
 }
 
+/// Scan a normalised path: as a whole (traversal spans segments) and segment by segment (an
+/// application reads `/orders/<id>` one segment at a time).
+pub fn scan_path(path: &str) -> Option<ThreatKind> {
+    scan(path.as_bytes(), Field::Path).or_else(|| {
+        path.split('/')
+            .filter(|s| !s.is_empty())
+            .find_map(|segment| scan(segment.as_bytes(), Field::Path))
+    })
+}
+
 /// Scan a query string: every parameter name and value.
 pub fn scan_query(query: &str) -> Option<ThreatKind> {
     query.split('&').find_map(|pair| {
