@@ -2,6 +2,8 @@
 //! metrics and the access log.
 
 use crate::checks::auth::Principal;
+use crate::checks::rate_limit::RateLimitFields;
+use pingora_limits::inflight::Guard;
 use prometheus::IntGauge;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -38,6 +40,10 @@ pub struct RequestCtx {
     pub upstream_path: String,
     /// Who the request is from, once authenticated.
     pub principal: Option<Principal>,
+    /// RateLimit fields for the answer, when the route has rate limits.
+    pub rate_limit_fields: Option<RateLimitFields>,
+    /// Concurrency-cap slots, released when the request ends.
+    pub slots: Vec<Guard>,
     /// `allow`, or the reason the request was refused or failed.
     pub decision: &'static str,
     /// Largest body this request may send, once its route is known.
@@ -63,6 +69,8 @@ impl RequestCtx {
             normalised_path: String::new(),
             upstream_path: String::new(),
             principal: None,
+            rate_limit_fields: None,
+            slots: Vec::new(),
             decision: "allow",
             max_body_bytes: u64::MAX,
             body_bytes: 0,

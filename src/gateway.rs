@@ -7,7 +7,7 @@ use crate::checks::forward::{self, Forwarding};
 use crate::checks::route::{host_without_port, upstream_path, RouteMiss};
 use crate::checks::threat::{self, ThreatKind};
 use crate::checks::throttle::FailureThrottle;
-use crate::checks::{acl, auth, body, identity, ip, limits, path};
+use crate::checks::{acl, auth, body, identity, ip, limits, path, rate_limit};
 use crate::config::model::ThreatMode;
 use crate::config::Config;
 use crate::context::{InflightGuard, RequestCtx};
@@ -109,47 +109,66 @@ impl Gateway {
             ));
         }
 
-        if route.public {
-            // 7–10. Rate limits, body validation and threat protection arrive in later
-            // releases; `config::compile` refuses any config that asks for them.
-            return Ok(());
-        }
-
-        // 5. Brute-force throttle, before any credential is looked at.
-        if let Some(throttle) = &self.throttle {
-            throttle.check(&who.client_ip)?;
-        }
-
-        // 6. Authentication.
-        let mut outcome = auth::authenticate(route, req, peer_cert(session), &cfg.identities);
-        if let Err(auth::AuthFailure {
-            unknown_kid_provider: Some(index),
-            ..
-        }) = &outcome
-        {
-            // A token signed by a key we do not know yet: the provider may have rotated. Ask
-            // for a refetch (rate limited) and wait briefly for it; no lock is held meanwhile.
-            let keys = &cfg.identities.jwt_providers[*index].keys;
-            if let Some(mut refetched) = keys.request_refetch() {
-                let _ = tokio::time::timeout(JWKS_REFETCH_WAIT, refetched.changed()).await;
-                outcome = auth::authenticate(route, req, peer_cert(session), &cfg.identities);
+        if !route.public {
+            // 5. Brute-force throttle, before any credential is looked at.
+            if let Some(throttle) = &self.throttle {
+                throttle.check(&who.client_ip)?;
             }
-        }
-        let principal = match outcome {
-            Ok(principal) => principal,
-            Err(failure) => {
-                if let (true, Some(throttle)) = (failure.counted, &self.throttle) {
-                    throttle.record_failure(&who.client_ip);
+
+            // 6. Authentication.
+            let mut outcome = auth::authenticate(route, req, peer_cert(session), &cfg.identities);
+            if let Err(auth::AuthFailure {
+                unknown_kid_provider: Some(index),
+                ..
+            }) = &outcome
+            {
+                // A token signed by a key we do not know yet: the provider may have rotated. Ask
+                // for a refetch (rate limited) and wait briefly for it; no lock is held meanwhile.
+                let keys = &cfg.identities.jwt_providers[*index].keys;
+                if let Some(mut refetched) = keys.request_refetch() {
+                    let _ = tokio::time::timeout(JWKS_REFETCH_WAIT, refetched.changed()).await;
+                    outcome = auth::authenticate(route, req, peer_cert(session), &cfg.identities);
                 }
-                return Err(failure.refusal);
             }
-        };
+            let principal = match outcome {
+                Ok(principal) => principal,
+                Err(failure) => {
+                    if let (true, Some(throttle)) = (failure.counted, &self.throttle) {
+                        throttle.record_failure(&who.client_ip);
+                    }
+                    return Err(failure.refusal);
+                }
+            };
 
-        // 7. Authorization: deny by default.
-        if let Some(p) = &principal {
-            acl::authorize(route.allow.as_ref(), p)?;
+            // 7. Authorization: deny by default.
+            if let Some(p) = &principal {
+                acl::authorize(route.allow.as_ref(), p)?;
+            }
+            ctx.principal = principal;
         }
-        ctx.principal = principal;
+
+        // 8. Rate limits and concurrency caps.
+        let subject = rate_limit::Subject {
+            consumer: ctx.principal.as_ref().map(|p| p.consumer.as_str()),
+            ip: who.client_ip,
+            req,
+        };
+        match rate_limit::check(&route.rate_limits, &subject) {
+            Ok(fields) => ctx.rate_limit_fields = fields,
+            Err(limited) => {
+                self.metrics
+                    .rate_limited_total
+                    .with_label_values(&[route.name.as_str(), limited.key])
+                    .inc();
+                return Err(limited.refusal);
+            }
+        }
+        if let Some(cap) = &route.max_inflight {
+            ctx.slots.push(cap.enter("route_busy")?);
+        }
+        if let Some(cap) = self.upstreams.cap(route.upstream) {
+            ctx.slots.push(cap.enter("upstream_busy")?);
+        }
         Ok(())
     }
 
@@ -578,6 +597,10 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         upstream_response.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        if let Some(fields) = &ctx.rate_limit_fields {
+            upstream_response.insert_header("RateLimit-Policy", fields.policy.as_str())?;
+            upstream_response.insert_header("RateLimit", fields.current.as_str())?;
+        }
         if ctx.tls {
             upstream_response.insert_header("Strict-Transport-Security", HSTS)?;
         }

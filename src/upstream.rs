@@ -2,6 +2,7 @@
 //! background services, peers carrying the configured timeouts (so Pingora's connection pool
 //! reuses them), and the mapping of upstream failures to 502 / 503 / 504.
 
+use crate::checks::rate_limit::ConcurrencyCap;
 use crate::config::model::{HealthCheck, Upstream};
 use crate::observe::metrics::Metrics;
 use async_trait::async_trait;
@@ -20,6 +21,7 @@ pub type Balancer = LoadBalancer<RoundRobin>;
 struct Pool {
     config: Upstream,
     balancer: Arc<Balancer>,
+    cap: Option<ConcurrencyCap>,
 }
 
 /// All upstreams, indexed like `Config::upstreams`.
@@ -117,6 +119,7 @@ impl Upstreams {
             pools.push(Pool {
                 config: upstream.clone(),
                 balancer,
+                cap: upstream.max_inflight.map(ConcurrencyCap::new),
             });
         }
         Ok((Upstreams { pools }, services))
@@ -124,6 +127,11 @@ impl Upstreams {
 
     pub fn name(&self, index: usize) -> &str {
         &self.pools[index].config.name
+    }
+
+    /// The upstream's concurrency cap, if it has one.
+    pub fn cap(&self, index: usize) -> Option<&ConcurrencyCap> {
+        self.pools[index].cap.as_ref()
     }
 
     pub fn target_count(&self, index: usize) -> usize {

@@ -17,6 +17,7 @@ targets = ["127.0.0.1:9000"]
 name = "r"
 path_prefix = "/"
 upstream = "app"
+rate_limit = { requests = 100, per = "1s" }
 public = true
 "#;
 

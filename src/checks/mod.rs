@@ -9,6 +9,7 @@ pub mod identity;
 pub mod ip;
 pub mod limits;
 pub mod path;
+pub mod rate_limit;
 pub mod route;
 pub mod threat;
 pub mod throttle;

@@ -9,6 +9,7 @@ use super::{identities, ConfigError, Warning};
 use crate::checks::body::{self, BodyRules};
 use crate::checks::ip::CidrSet;
 use crate::checks::path::normalise;
+use crate::checks::rate_limit::{ConcurrencyCap, LimitKey, Policy};
 use crate::checks::route::RouteTable;
 use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -503,6 +504,9 @@ fn compile_upstreams(e: &mut Errors, raw: &[RawUpstream]) -> Vec<Upstream> {
                 Duration::from_secs(60),
             ),
             health_check,
+            max_inflight: u
+                .max_inflight
+                .map(|n| e.count(&format!("{key}.max_inflight"), Some(n), 1, 1_000_000) as u32),
         });
     }
     out
@@ -659,12 +663,11 @@ fn compile_routes(
             );
         }
         let (auth, allow) = identities::route_access(e, &key, r, ids, mtls_listener);
-        if r.rate_limit.is_some() {
-            e.not_supported(format!("{key}.rate_limit"), "rate limiting");
-        }
-        if r.max_inflight.is_some() {
-            e.not_supported(format!("{key}.max_inflight"), "the concurrency cap");
-        }
+        let rate_limits = compile_rate_limits(e, &key, r);
+        let max_inflight = r.max_inflight.map(|n| {
+            let max = e.count(&format!("{key}.max_inflight"), Some(n), 1, 1_000_000) as u32;
+            std::sync::Arc::new(ConcurrencyCap::new(max))
+        });
         let threat_protection = match r.threat_protection.as_deref() {
             None | Some("block") => ThreatMode::Block,
             Some("detect") => ThreatMode::Detect,
@@ -725,6 +728,8 @@ fn compile_routes(
             max_body_bytes,
             body,
             threat_protection,
+            rate_limits: std::sync::Arc::new(rate_limits),
+            max_inflight,
         };
         if let Some(j) = out.iter().position(|other| shadows(other, &route)) {
             e.add(
@@ -736,6 +741,80 @@ fn compile_routes(
             );
         }
         out.push(route);
+    }
+    out
+}
+
+/// A route's `rate_limit`: one policy or a list of them.
+fn compile_rate_limits(e: &mut Errors, key: &str, r: &RawRoute) -> Vec<Policy> {
+    let raw: Vec<&RawRateLimitPolicy> = match &r.rate_limit {
+        None => Vec::new(),
+        Some(RawRateLimit::One(p)) => vec![p],
+        Some(RawRateLimit::Many(list)) => list.iter().collect(),
+    };
+    if matches!(&r.rate_limit, Some(RawRateLimit::Many(list)) if list.is_empty()) {
+        e.add(
+            format!("{key}.rate_limit"),
+            "empty list; give at least one policy or remove it",
+        );
+    }
+    let mut out = Vec::new();
+    for (i, p) in raw.into_iter().enumerate() {
+        let pkey = match &r.rate_limit {
+            Some(RawRateLimit::Many(_)) => format!("{key}.rate_limit[{i}]"),
+            _ => format!("{key}.rate_limit"),
+        };
+        let requests = e.count(
+            &format!("{pkey}.requests"),
+            Some(p.requests),
+            1,
+            1_000_000_000,
+        ) as u32;
+        let per = e.duration(&format!("{pkey}.per"), Some(&p.per), Duration::from_secs(1));
+        if per < Duration::from_secs(1) || per.subsec_nanos() != 0 {
+            e.add(
+                format!("{pkey}.per"),
+                "use whole seconds of at least 1s (the RateLimit headers count in seconds)",
+            );
+        }
+        let limit_key = match p.key.as_deref().unwrap_or("ip") {
+            "consumer" => {
+                if r.public {
+                    e.warn(
+                        format!("{pkey}.key"),
+                        "key = \"consumer\" on a public route: every request is anonymous and shares one bucket",
+                    );
+                }
+                LimitKey::Consumer
+            }
+            "ip" => LimitKey::Ip,
+            "route" => LimitKey::Route,
+            other => match other
+                .strip_prefix("header:")
+                .map(|n| http::HeaderName::from_bytes(n.as_bytes()))
+            {
+                Some(Ok(name)) => LimitKey::Header(name),
+                _ => {
+                    e.add(
+                        format!("{pkey}.key"),
+                        format!("invalid key {other:?}; use \"consumer\", \"ip\", \"route\" or \"header:NAME\""),
+                    );
+                    LimitKey::Ip
+                }
+            },
+        };
+        out.push(Policy::new(
+            format!("{}-{i}", r.name),
+            requests,
+            per,
+            limit_key,
+        ));
+    }
+    if r.public && out.is_empty() {
+        e.warn(
+            key,
+            "public route without rate_limit: anyone can send it as much traffic as they like",
+        );
     }
     out
 }

@@ -6,10 +6,12 @@ use crate::checks::auth::jwt::JwtProvider;
 use crate::checks::auth::mtls::{matches, MtlsSubject, PeerCert};
 use crate::checks::body::BodyRules;
 use crate::checks::ip::CidrSet;
+use crate::checks::rate_limit::{ConcurrencyCap, Policy};
 use crate::checks::route::RouteTable;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug)]
@@ -172,6 +174,8 @@ pub struct Upstream {
     pub write_timeout: Duration,
     pub idle_timeout: Duration,
     pub health_check: Option<HealthCheck>,
+    /// Concurrent requests to this upstream, over all routes.
+    pub max_inflight: Option<u32>,
 }
 
 /// `threat_protection` of a route.
@@ -208,6 +212,10 @@ pub struct Route {
     pub ip_deny: CidrSet,
     pub max_body_bytes: u64,
     pub threat_protection: ThreatMode,
+    /// `rate_limit` policies; all must allow a request.
+    pub rate_limits: Arc<Vec<Policy>>,
+    /// `max_inflight`: concurrent requests on this route.
+    pub max_inflight: Option<Arc<ConcurrencyCap>>,
     /// `validate`: the body is read, checked and replayed before the upstream is chosen.
     pub body: Option<BodyRules>,
 }
@@ -231,6 +239,8 @@ impl Route {
             max_body_bytes: Limits::default().max_body_bytes,
             body: None,
             threat_protection: ThreatMode::Block,
+            rate_limits: Arc::new(Vec::new()),
+            max_inflight: None,
         }
     }
 }

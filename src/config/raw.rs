@@ -136,6 +136,7 @@ pub struct RawUpstream {
     pub write_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub health_check: Option<RawHealthCheck>,
+    pub max_inflight: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
