@@ -15,6 +15,7 @@ use crate::observe::access_log::{redacted_path, AccessLog, AccessRecord};
 use crate::observe::metrics::{method_label, Metrics};
 use crate::problem::{self, Refusal};
 use crate::replay;
+use crate::shared_limits::{OnStoreError, SharedLimiter, Take};
 use crate::upstream::{connect_retryable, failure_status, Upstreams};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -49,6 +50,7 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     pub access_log: AccessLog,
     pub throttle: Option<FailureThrottle>,
+    pub shared_limits: Option<Arc<SharedLimiter>>,
 }
 
 impl Gateway {
@@ -161,6 +163,26 @@ impl Gateway {
                     .with_label_values(&[route.name.as_str(), limited.key])
                     .inc();
                 return Err(limited.refusal);
+            }
+        }
+        if let Some(shared) = &self.shared_limits {
+            for policy in route.rate_limits.iter() {
+                let key = rate_limit::key_id(&policy.key, &subject);
+                match shared.take(policy, key).await {
+                    Take::Granted => {}
+                    Take::Exhausted(retry_after) => {
+                        self.metrics
+                            .rate_limited_total
+                            .with_label_values(&[route.name.as_str(), policy.key.label()])
+                            .inc();
+                        return Err(SharedLimiter::exhausted(policy, retry_after));
+                    }
+                    Take::StoreDown => {
+                        if shared.on_error == OnStoreError::Deny {
+                            return Err(SharedLimiter::store_down());
+                        }
+                    }
+                }
             }
         }
         if let Some(cap) = &route.max_inflight {

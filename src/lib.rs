@@ -15,5 +15,6 @@ pub mod observe;
 pub mod problem;
 pub mod replay;
 pub mod server;
+pub mod shared_limits;
 pub mod tls;
 pub mod upstream;

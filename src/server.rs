@@ -8,6 +8,7 @@ use crate::gateway::Gateway;
 use crate::jwks::JwksRefresher;
 use crate::observe::access_log::AccessLog;
 use crate::observe::metrics::{Metrics, MetricsApp};
+use crate::shared_limits::{SharedLimiter, StoreConnector};
 use crate::upstream::Upstreams;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
@@ -98,7 +99,23 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
     server.bootstrap();
 
     let config = Arc::new(config);
+    let shared_limits = config.rate_limit_store.as_ref().map(|s| {
+        Arc::new(SharedLimiter::new(
+            s.redis.clone(),
+            s.on_store_error,
+            metrics.rate_limit_store_errors_total.clone(),
+        ))
+    });
+    if let Some(limiter) = &shared_limits {
+        server.add_service(background_service(
+            "rate limit store",
+            StoreConnector {
+                limiter: limiter.clone(),
+            },
+        ));
+    }
     let gateway = Gateway {
+        shared_limits,
         config: config.clone(),
         upstreams: Arc::new(upstreams),
         metrics: metrics.clone(),

@@ -189,6 +189,29 @@ fn key_value<'a>(key: &LimitKey, subject: &Subject<'a>) -> KeyValue<'a> {
     }
 }
 
+/// A stable identifier of the value a policy counts this request under, the same in every
+/// instance (used as the shared store's key; the value itself never leaves the gateway).
+pub fn key_id(key: &LimitKey, subject: &Subject) -> [u8; 16] {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    match key_value(key, subject) {
+        KeyValue::Missing => hasher.update(b"missing"),
+        KeyValue::Text(bytes) => {
+            hasher.update(b"text:");
+            hasher.update(bytes);
+        }
+        KeyValue::Ip(ip) => {
+            hasher.update(b"ip:");
+            hasher.update(ip.to_string().as_bytes());
+        }
+        KeyValue::Route => hasher.update(b"route"),
+    }
+    let digest = hasher.finalize();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    id
+}
+
 /// The RateLimit fields of an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimitFields {

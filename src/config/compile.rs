@@ -1,6 +1,6 @@
 //! Raw configuration → validated model. Every problem is collected (not just the first), and
-//! each names its key path and the fix. Features that a later release implements are refused
-//! with "not supported yet" rather than silently ignored: a security setting is never dropped.
+//! each names its key path and the fix. Files a setting points at (keys, certificates, JWKS,
+//! schemas) are read and checked here, so a config that loads is a config that runs.
 
 use super::model::*;
 use super::raw::*;
@@ -38,13 +38,6 @@ impl Errors<'_> {
             line: None,
             message: message.into(),
         });
-    }
-
-    pub(super) fn not_supported(&mut self, key: impl Into<String>, what: &str) {
-        self.add(
-            key,
-            format!("not supported yet: {what} is not implemented in this release of portcullis; remove the setting (it is never silently ignored)"),
-        );
     }
 
     pub(super) fn duration(
@@ -253,9 +246,33 @@ pub fn compile(raw: RawConfig, file: &Path) -> Result<(Config, Vec<Warning>), Ve
                 Duration::from_secs(60),
             ),
         });
-    if raw.rate_limit_store.is_some() {
-        e.not_supported("rate_limit_store", "a shared rate-limit store");
-    }
+    let rate_limit_store = raw.rate_limit_store.as_ref().map(|s| {
+        if !s.redis.starts_with("redis://") {
+            e.add(
+                "rate_limit_store.redis",
+                format!(
+                    "{:?} is not a redis:// URL; write e.g. \"redis://127.0.0.1:6379\"",
+                    s.redis
+                ),
+            );
+        } else if let Err(err) = redis::Client::open(s.redis.as_str()) {
+            e.add("rate_limit_store.redis", format!("invalid URL: {err}"));
+        }
+        StoreSettings {
+            redis: s.redis.clone(),
+            on_store_error: match s.on_store_error.as_deref() {
+                None | Some("local") => crate::shared_limits::OnStoreError::Local,
+                Some("deny") => crate::shared_limits::OnStoreError::Deny,
+                Some(other) => {
+                    e.add(
+                        "rate_limit_store.on_store_error",
+                        format!("invalid value {other:?}; write \"local\" or \"deny\""),
+                    );
+                    crate::shared_limits::OnStoreError::Local
+                }
+            },
+        }
+    });
     let identities = identities::compile(e, &raw.jwt_providers, &raw.consumers, file);
     let mtls_listener = listeners
         .iter()
@@ -288,6 +305,7 @@ pub fn compile(raw: RawConfig, file: &Path) -> Result<(Config, Vec<Warning>), Ve
                 identities,
                 auth_failure_limit,
                 demo_echo,
+                rate_limit_store,
             },
             warnings,
         ))

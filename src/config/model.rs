@@ -29,6 +29,14 @@ pub struct Config {
     /// `[security] auth_failure_limit`: failed authentications per client IP per window.
     pub auth_failure_limit: Option<FailureLimit>,
     pub demo_echo: Option<String>,
+    /// `[rate_limit_store]`: limits shared by every instance through Redis.
+    pub rate_limit_store: Option<StoreSettings>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSettings {
+    pub redis: String,
+    pub on_store_error: crate::shared_limits::OnStoreError,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

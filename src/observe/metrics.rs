@@ -27,6 +27,7 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     pub refusals_total: IntCounterVec,
     pub access_log_dropped_total: prometheus::IntCounter,
+    pub rate_limit_store_errors_total: prometheus::IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -125,6 +126,14 @@ impl Metrics {
                 )?;
                 registry.register(Box::new(g.clone()))?;
                 g
+            },
+            rate_limit_store_errors_total: {
+                let c = prometheus::IntCounter::new(
+                    "portcullis_rate_limit_store_errors_total",
+                    "Failed exchanges with the shared rate-limit store.",
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
             },
             access_log_dropped_total: {
                 let c = prometheus::IntCounter::new(

@@ -1,0 +1,103 @@
+//! Limits shared by two gateway instances through a real redis-server: together they admit no
+//! more than the limit in a window; with Redis stopped both keep serving on local limits with
+//! no error caused by the store; sharing resumes when Redis returns.
+
+mod common;
+
+use common::*;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const WINDOW: u64 = 10;
+
+fn config(up: &Upstream, redis: &RedisServer) -> String {
+    let mut out = format!(
+        "[rate_limit_store]\nredis = \"redis://127.0.0.1:{}\"\non_store_error = \"local\"\n\n[[upstreams]]\nname = \"app\"\ntargets = [\"{}\"]\n",
+        redis.port, up.addr
+    );
+    for name in ["shared", "fresh", "resumed"] {
+        out.push_str(&format!(
+            "\n[[routes]]\nname = \"{name}\"\npath_prefix = \"/{name}\"\nupstream = \"app\"\npublic = true\nrate_limit = {{ requests = 100, per = \"{WINDOW}s\", key = \"route\" }}\n"
+        ));
+    }
+    out
+}
+
+/// Wait (bounded) until a fresh wall-clock window has just begun.
+fn align_to_window_start() {
+    loop {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        let into = now.as_secs() % WINDOW;
+        if into == 0 && now.subsec_millis() < 300 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Alternate `count` requests between the two gateways; returns (admitted, statuses seen).
+fn split_load(a: &Gateway, b: &Gateway, path: &str, count: usize) -> (usize, Vec<u16>) {
+    let mut admitted = 0;
+    let mut statuses = Vec::new();
+    for i in 0..count {
+        let gw = if i % 2 == 0 { a } else { b };
+        let status = gw.get(path).status;
+        if status == 200 {
+            admitted += 1;
+        }
+        statuses.push(status);
+    }
+    (admitted, statuses)
+}
+
+#[test]
+fn two_instances_share_a_limit_and_survive_the_store_going_away() {
+    let up = Upstream::start();
+    let mut redis = RedisServer::start();
+    let a = Gateway::start(&config(&up, &redis));
+    let b = Gateway::start(&config(&up, &redis));
+    std::thread::sleep(Duration::from_millis(1500));
+
+    align_to_window_start();
+    let (admitted, statuses) = split_load(&a, &b, "/shared/x", 300);
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+    assert!(
+        (80..=100).contains(&admitted),
+        "{admitted} admitted by two instances sharing a limit of 100 (bound: 100, at most 2 × 10 unused)"
+    );
+    assert!(redis
+        .cli(&["--scan", "--pattern", "portcullis:rl:shared-0:*"])
+        .contains("portcullis:rl:shared-0:"));
+
+    // Redis goes away: both keep serving on their own limits, and nothing fails because of it.
+    redis.stop();
+    let (admitted, statuses) = split_load(&a, &b, "/fresh/x", 100);
+    assert_eq!(
+        admitted, 100,
+        "each instance still allows its local 100: {statuses:?}"
+    );
+    let more: Vec<u16> = (0..60).map(|_| a.get("/fresh/x").status).collect();
+    assert!(more.iter().all(|s| *s == 200 || *s == 429), "{more:?}");
+    assert_eq!(
+        more.iter().filter(|s| **s == 200).count(),
+        50,
+        "instance a stops at its local 100"
+    );
+    assert!(a.wait_metric("portcullis_rate_limit_store_errors_total", &[], 1.0) >= 1.0);
+
+    // Redis returns: sharing resumes by itself.
+    redis.restart();
+    std::thread::sleep(Duration::from_millis(1500));
+    align_to_window_start();
+    let (admitted, statuses) = split_load(&a, &b, "/resumed/x", 300);
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+    assert!(
+        (80..=100).contains(&admitted),
+        "{admitted} admitted after Redis came back"
+    );
+}
