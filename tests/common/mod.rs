@@ -183,6 +183,10 @@ pub struct Gateway {
     pub metrics_port: u16,
     pub dir: tempfile::TempDir,
     child: Child,
+    /// Processes replaced by `upgrade`, still draining.
+    retired: Vec<Child>,
+    server_extra: String,
+    generation: usize,
 }
 
 impl Gateway {
@@ -210,13 +214,7 @@ impl Gateway {
         }
         let port = free_port();
         let metrics_port = free_port();
-        let config = format!(
-            "[server]\nthreads = 2\ngrace_period = \"1s\"\ngraceful_shutdown_timeout = \"1s\"\n\
-             upgrade_sock = \"upgrade.sock\"\npid_file = \"portcullis.pid\"\n{server_extra}\n\
-             [[listeners]]\naddress = \"127.0.0.1:{port}\"\n\n\
-             [metrics]\naddress = \"127.0.0.1:{metrics_port}\"\n\n\
-             [logging]\naccess_log = \"access.log\"\nredact_query_params = [\"custom_secret\"]\n\n{body}"
-        );
+        let config = harness_config(server_extra, port, metrics_port, body);
         let path = dir.path().join("portcullis.toml");
         std::fs::write(&path, config).expect("write config");
         let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
@@ -232,9 +230,63 @@ impl Gateway {
             metrics_port,
             dir,
             child,
+            retired: Vec::new(),
+            server_extra: server_extra.to_string(),
+            generation: 0,
         };
         gateway.wait_ready();
         gateway
+    }
+
+    /// Pingora's graceful upgrade: start a new process with `-u` on a new config, then SIGQUIT
+    /// the running one, which hands over its listening sockets and drains.
+    pub fn upgrade(&mut self, body: &str) {
+        self.generation += 1;
+        let path = self
+            .dir
+            .path()
+            .join(format!("portcullis-{}.toml", self.generation));
+        std::fs::write(
+            &path,
+            harness_config(&self.server_extra, self.port, self.metrics_port, body),
+        )
+        .expect("write config");
+        let stderr = std::fs::File::create(
+            self.dir
+                .path()
+                .join(format!("stderr-{}.log", self.generation)),
+        )
+        .expect("stderr file");
+        let next = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["run", "-u", "-c"])
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start portcullis -u");
+        // Give it time to wait on the upgrade socket before the old one sends its sockets.
+        std::thread::sleep(Duration::from_millis(500));
+        signal(self.child.id(), "QUIT");
+        let old = std::mem::replace(&mut self.child, next);
+        self.retired.push(old);
+    }
+
+    /// Send a signal by name (TERM, QUIT, …) to the current process.
+    pub fn signal(&self, name: &str) {
+        signal(self.child.id(), name);
+    }
+
+    /// Wait (bounded) for the current process to exit; its exit status if it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     fn wait_ready(&mut self) {
@@ -316,9 +368,33 @@ impl Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in self
+            .retired
+            .iter_mut()
+            .chain(std::iter::once(&mut self.child))
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
+}
+
+/// The config the harness writes: its own [server], listener, metrics and logging, then `body`.
+fn harness_config(server_extra: &str, port: u16, metrics_port: u16, body: &str) -> String {
+    format!(
+        "[server]\nthreads = 2\ngrace_period = \"1s\"\ngraceful_shutdown_timeout = \"1s\"\n\
+         upgrade_sock = \"upgrade.sock\"\npid_file = \"portcullis.pid\"\n{server_extra}\n\
+         [[listeners]]\naddress = \"127.0.0.1:{port}\"\n\n\
+         [metrics]\naddress = \"127.0.0.1:{metrics_port}\"\n\n\
+         [logging]\naccess_log = \"access.log\"\nredact_query_params = [\"custom_secret\"]\n\n{body}"
+    )
+}
+
+/// Send a signal by name to a process, with the `kill` command.
+pub fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status();
 }
 
 pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {

@@ -1,0 +1,194 @@
+//! Operations: graceful upgrade (Pingora's socket hand-over) under load, alternating two
+//! configurations, and graceful shutdown on SIGTERM with requests in flight.
+
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn body(up: &Upstream, strip: bool) -> String {
+    format!(
+        r#"
+[[upstreams]]
+name = "app"
+targets = ["{}"]
+
+[[routes]]
+name = "v"
+path_prefix = "/v"
+upstream = "app"
+public = true
+strip_prefix = {strip}
+rate_limit = {{ requests = 1000000, per = "1s" }}
+"#,
+        up.addr
+    )
+}
+
+#[derive(Default)]
+struct Tally {
+    ok: AtomicUsize,
+    failed: AtomicUsize,
+    stripped: AtomicUsize,
+    unstripped: AtomicUsize,
+}
+
+impl Tally {
+    fn count(&self, r: Option<HttpResponse>) {
+        match r {
+            Some(r) if r.status == 200 => {
+                self.ok.fetch_add(1, Ordering::SeqCst);
+                if r.text().contains("\"uri\":\"/x\"") {
+                    self.stripped.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    self.unstripped.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            _ => {
+                self.failed.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+#[test]
+fn five_upgrades_under_load_fail_no_new_connection_request() {
+    let up = Upstream::start();
+    let mut gw = Gateway::start(&body(&up, true));
+    let port = gw.port;
+    let stop = Arc::new(AtomicBool::new(false));
+    let fresh = Arc::new(Tally::default());
+    let kept = Arc::new(Tally::default());
+    let mut threads = Vec::new();
+    for _ in 0..2 {
+        let (stop, tally) = (stop.clone(), fresh.clone());
+        threads.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let r = TcpStream::connect(("127.0.0.1", port))
+                    .ok()
+                    .and_then(|mut s| {
+                        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+                        s.write_all(b"GET /v/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                            .ok()?;
+                        read_response(&mut s)
+                    });
+                tally.count(r);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }));
+    }
+    for _ in 0..2 {
+        let (stop, tally) = (stop.clone(), kept.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut stream: Option<TcpStream> = None;
+            while !stop.load(Ordering::SeqCst) {
+                if stream.is_none() {
+                    stream = TcpStream::connect(("127.0.0.1", port)).ok();
+                    if let Some(s) = &stream {
+                        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+                    }
+                }
+                let Some(s) = stream.as_mut() else { continue };
+                let r = s
+                    .write_all(b"GET /v/x HTTP/1.1\r\nHost: x\r\n\r\n")
+                    .ok()
+                    .and_then(|_| read_response(s));
+                let close = r.as_ref().is_none_or(|r| {
+                    r.header("connection")
+                        .is_some_and(|c| c.eq_ignore_ascii_case("close"))
+                });
+                tally.count(r);
+                if close {
+                    // The server said it will close (or did): reconnect, as a client should.
+                    stream = None;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }));
+    }
+    let started = Instant::now();
+    for i in 0..5 {
+        std::thread::sleep(Duration::from_millis(1500));
+        gw.upgrade(&body(&up, i % 2 == 1));
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let (ok, failed) = (
+        fresh.ok.load(Ordering::SeqCst),
+        fresh.failed.load(Ordering::SeqCst),
+    );
+    let (kept_ok, kept_failed) = (
+        kept.ok.load(Ordering::SeqCst),
+        kept.failed.load(Ordering::SeqCst),
+    );
+    println!(
+        "upgrade under load ({:?}): new-connection clients {ok} ok / {failed} failed; keep-alive clients {kept_ok} ok / {kept_failed} failed",
+        started.elapsed()
+    );
+    assert!(ok > 100, "the load ran: {ok}");
+    assert_eq!(
+        failed, 0,
+        "new-connection requests failed across the upgrades"
+    );
+    // Both configurations answered: the upgrades took effect.
+    let stripped = fresh.stripped.load(Ordering::SeqCst) + kept.stripped.load(Ordering::SeqCst);
+    let unstripped =
+        fresh.unstripped.load(Ordering::SeqCst) + kept.unstripped.load(Ordering::SeqCst);
+    assert!(stripped > 0 && unstripped > 0, "{stripped} / {unstripped}");
+    // The last configuration (unstripped after the 5th upgrade) is the one serving now.
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(gw.get("/v/x").text().contains("\"uri\":\"/v/x\""));
+}
+
+#[test]
+fn an_upgrade_to_a_broken_config_is_refused_and_the_old_process_keeps_serving() {
+    let up = Upstream::start();
+    let mut gw = Gateway::start(&body(&up, true));
+    let broken = format!("{}\n[[routes]]\nname = \"bad\"\npath_prefix = \"/b\"\nupstream = \"nope\"\npublic = true\n", body(&up, true));
+    let config = gw.path().join("broken.toml");
+    std::fs::write(&config, &broken).unwrap();
+    // The reload path checks first: `portcullis check` refuses, so nothing is signalled.
+    let (code, _, err) = cli(&["check", "-c", config.to_str().unwrap()], None);
+    assert_eq!(code, 1, "{err}");
+    // Even a direct `run -u` with it exits at once, before taking any socket.
+    let (code, _, err) = cli(&["run", "-u", "-c", config.to_str().unwrap()], None);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("routes[1].upstream"), "{err}");
+    for _ in 0..20 {
+        assert_eq!(gw.get("/v/x").status, 200);
+    }
+    assert!(gw.is_running());
+}
+
+#[test]
+fn sigterm_lets_requests_in_flight_finish() {
+    let up = Upstream::start();
+    let mut gw = Gateway::start(&body(&up, true));
+    let port = gw.port;
+    let inflight: Vec<_> = (0..3)
+        .map(|_| {
+            std::thread::spawn(move || {
+                raw_request(
+                    port,
+                    b"GET /v/slow/1000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                )
+                .status
+            })
+        })
+        .collect();
+    assert!(wait_until(Duration::from_secs(5), || up.requests().len() == 3));
+    gw.signal("TERM");
+    let statuses: Vec<u16> = inflight.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(statuses, vec![200, 200, 200]);
+    let status = gw
+        .wait_exit(Duration::from_secs(15))
+        .expect("portcullis exits after SIGTERM");
+    assert!(status.success(), "{status:?}");
+}
