@@ -3,6 +3,7 @@
 
 use crate::checks::throttle::FailureThrottle;
 use crate::config::Config;
+use crate::drain::Draining;
 use crate::echo::EchoApp;
 use crate::gateway::Gateway;
 use crate::jwks::JwksRefresher;
@@ -16,6 +17,7 @@ use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub struct RunOptions {
     /// Take over the listening sockets of a running instance (`-u`).
@@ -124,10 +126,16 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
             .auth_failure_limit
             .map(|l| FailureThrottle::new(l.failures, l.per)),
     };
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        gateway,
-        "portcullis gateway",
+    // Kept-alive connections are closed only shortly before the grace period ends (drain.rs).
+    let mut proxy = Service::new(
+        "portcullis gateway".to_string(),
+        Draining {
+            inner: Arc::new(pingora_proxy::http_proxy(&server.configuration, gateway)),
+            hold: config
+                .server
+                .grace_period
+                .saturating_sub(Duration::from_secs(1)),
+        },
     );
     for (i, listener) in config.listeners.iter().enumerate() {
         match &listener.tls {

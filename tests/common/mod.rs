@@ -381,8 +381,13 @@ impl Drop for Gateway {
 
 /// The config the harness writes: its own [server], listener, metrics and logging, then `body`.
 fn harness_config(server_extra: &str, port: u16, metrics_port: u16, body: &str) -> String {
+    let grace = if server_extra.contains("grace_period") {
+        ""
+    } else {
+        "grace_period = \"1s\"\n"
+    };
     format!(
-        "[server]\nthreads = 2\ngrace_period = \"1s\"\ngraceful_shutdown_timeout = \"1s\"\n\
+        "[server]\nthreads = 2\n{grace}graceful_shutdown_timeout = \"1s\"\n\
          upgrade_sock = \"upgrade.sock\"\npid_file = \"portcullis.pid\"\n{server_extra}\n\
          [[listeners]]\naddress = \"127.0.0.1:{port}\"\n\n\
          [metrics]\naddress = \"127.0.0.1:{metrics_port}\"\n\n\
