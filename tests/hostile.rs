@@ -144,6 +144,8 @@ fn the_default_config_runs_with_its_demo_upstream() {
         .get("/public/hello")
         .status
         == 200));
+    // The route allows 5 requests a second per client: let the polling above age out.
+    std::thread::sleep(Duration::from_millis(2100));
     let r = gw.get("/public/hello?name=world");
     let v = r.json();
     assert_eq!(v["service"], "portcullis demo echo");
