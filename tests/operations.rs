@@ -193,3 +193,168 @@ fn sigterm_lets_requests_in_flight_finish() {
         .expect("portcullis exits after SIGTERM");
     assert!(status.success(), "{status:?}");
 }
+
+/// Kills a daemonized gateway (by its pid file) when the test ends, however it ends.
+struct Daemon {
+    pid_file: std::path::PathBuf,
+    pids: Vec<u32>,
+}
+
+impl Daemon {
+    fn pid(&mut self) -> Option<u32> {
+        let pid = std::fs::read_to_string(&self.pid_file)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        if !self.pids.contains(&pid) {
+            self.pids.push(pid);
+        }
+        Some(pid)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        for pid in &self.pids {
+            signal(*pid, "KILL");
+        }
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+#[test]
+fn the_systemd_reload_script_upgrades_a_daemon_and_refuses_a_broken_config() {
+    let up = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let write = |strip: bool, extra: &str| {
+        let config = format!(
+            "[server]\nthreads = 2\ngrace_period = \"2s\"\ngraceful_shutdown_timeout = \"1s\"\n\
+             pid_file = \"{d}/portcullis.pid\"\nupgrade_sock = \"{d}/upgrade.sock\"\n\n\
+             [[listeners]]\naddress = \"127.0.0.1:{port}\"\n\n[logging]\naccess_log = \"off\"\n{}{extra}",
+            body(&up, strip),
+            d = dir.path().display()
+        );
+        std::fs::write(dir.path().join("portcullis.toml"), config).unwrap();
+    };
+    let conf = dir.path().join("portcullis.toml");
+    let mut daemon = Daemon {
+        pid_file: dir.path().join("portcullis.pid"),
+        pids: Vec::new(),
+    };
+    write(true, "");
+    // The daemon keeps whatever it inherits open: give it no pipes to wait on.
+    let started = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["run", "-d", "-c", conf.to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(started.success());
+    assert!(wait_until(Duration::from_secs(10), || daemon
+        .pid()
+        .is_some()
+        && TcpStream::connect(("127.0.0.1", port)).is_ok()));
+    let first = daemon.pid().unwrap();
+    let get = || {
+        raw_request(
+            port,
+            b"GET /v/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+    };
+    assert!(get().text().contains("\"uri\":\"/x\""));
+
+    // stdout goes nowhere and stderr to a file: the new daemon inherits them and keeps them.
+    let reload = || {
+        let err_path = dir.path().join("reload.err");
+        let status = std::process::Command::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/systemd/portcullis-reload"
+        ))
+        .arg(&conf)
+        .env("PORTCULLIS_BIN", env!("CARGO_BIN_EXE_portcullis"))
+        .env("PORTCULLIS_PIDFILE", dir.path().join("portcullis.pid"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .status()
+        .unwrap();
+        (
+            status,
+            std::fs::read_to_string(&err_path).unwrap_or_default(),
+        )
+    };
+    // A changed config: the new process takes over, the old one drains and exits.
+    write(false, "");
+    let (status, err) = reload();
+    assert!(status.success(), "{err}");
+    assert!(wait_until(Duration::from_secs(15), || daemon
+        .pid()
+        .is_some_and(|p| p != first)
+        && !alive(first)));
+    let second = daemon.pid().unwrap();
+    assert!(alive(second));
+    assert!(
+        get().text().contains("\"uri\":\"/v/x\""),
+        "the new config serves"
+    );
+
+    // A broken config: refused by the check, the running process is untouched.
+    write(
+        false,
+        "\n[[routes]]\nname = \"bad\"\npath_prefix = \"/b\"\nupstream = \"nope\"\npublic = true\n",
+    );
+    let (status, err) = reload();
+    assert!(!status.success());
+    assert!(err.contains("routes[1].upstream"), "{err}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(daemon.pid(), Some(second));
+    assert!(alive(second));
+    assert_eq!(get().status, 200);
+    signal(second, "TERM");
+    assert!(wait_until(Duration::from_secs(10), || !alive(second)));
+}
+
+#[test]
+fn the_systemd_unit_verifies_and_is_sandboxed() {
+    let unit = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/portcullis.service");
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["verify", unit])
+        .output()
+        .expect("systemd-analyze (Debian package systemd; .ci/deps installs it)");
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    // The install paths do not exist on a build machine; anything else is a real finding.
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            line.contains("is not executable: No such file or directory")
+                && (line.contains("/usr/local/bin/portcullis")
+                    || line.contains("/usr/local/lib/portcullis/portcullis-reload")),
+            "systemd-analyze verify: {line}"
+        );
+    }
+    assert!(
+        out.status.success() || text.lines().any(|l| !l.trim().is_empty()),
+        "systemd-analyze verify failed without saying why"
+    );
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=true", unit])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    let level: f64 = report
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for portcullis.service: ")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in: {report}"));
+    assert!(level <= 2.0, "exposure {level}: {report}");
+}

@@ -399,6 +399,7 @@ fn harness_config(server_extra: &str, port: u16, metrics_port: u16, body: &str) 
 pub fn signal(pid: u32, name: &str) {
     let _ = Command::new("kill")
         .args([format!("-{name}"), pid.to_string()])
+        .stderr(Stdio::null())
         .status();
 }
 
