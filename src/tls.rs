@@ -15,6 +15,11 @@ use pingora_core::tls::x509::X509Name;
 use std::any::Any;
 use std::sync::Arc;
 
+/// The TLS 1.2 cipher suites offered: ECDHE key exchange with AES-GCM or ChaCha20-Poly1305.
+pub const MODERN_TLS12_CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
+ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:\
+ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
 /// Records the verified client certificate after the handshake.
 struct ClientCertRecorder;
 
@@ -79,6 +84,10 @@ pub fn listener_settings(tls: &ListenerTls) -> Result<TlsSettings, String> {
     settings
         .set_min_proto_version(Some(SslVersion::TLS1_2))
         .map_err(|e| format!("cannot require TLS 1.2: {e}"))?;
+    // TLS 1.2: forward-secret AEAD suites only (TLS 1.3 suites are all of that kind).
+    settings
+        .set_cipher_list(MODERN_TLS12_CIPHERS)
+        .map_err(|e| format!("cannot set the cipher suites: {e}"))?;
     if let Some(ca) = &tls.client_ca {
         let ca = path_str(ca)?;
         settings

@@ -405,3 +405,15 @@ fn bad_schemas_and_validate_settings_are_config_errors() {
         assert_no_panic(&err);
     }
 }
+
+#[test]
+fn unverified_upstream_tls_is_a_warning() {
+    let config = BASE.replace(
+        "targets = [\"127.0.0.1:9000\"]",
+        "targets = [\"127.0.0.1:9000\"]\ntls = { sni = \"app.internal\", verify = false }",
+    );
+    let (code, _, err) = check(&config, false);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("warning: upstreams[0].tls.verify"), "{err}");
+    assert_eq!(check(&config, true).0, 1);
+}

@@ -258,3 +258,102 @@ fn alpn_offers_h2_and_http1() {
         assert_eq!(stream.ssl().selected_alpn_protocol(), Some(expected));
     }
 }
+
+#[test]
+fn weak_tls12_cipher_suites_are_refused() {
+    let s = setup();
+    let good = s.pki.issue("mobile-app", &[], false);
+    let cert_path = s.dir.path().join("weak.pem");
+    let key_path = s.dir.path().join("weak.key");
+    std::fs::write(&cert_path, &good.0).unwrap();
+    std::fs::write(&key_path, &good.1).unwrap();
+    for (ciphers, accepted) in [
+        ("AES128-SHA256:AES128-GCM-SHA256", false),
+        ("ECDHE-ECDSA-AES128-SHA", false),
+        ("ECDHE-ECDSA-AES128-GCM-SHA256", true),
+    ] {
+        let mut builder = SslConnector::builder(SslMethod::tls()).unwrap();
+        builder.set_ca_file(s.dir.path().join("ca.pem")).unwrap();
+        builder
+            .set_certificate_file(&cert_path, SslFiletype::PEM)
+            .unwrap();
+        builder
+            .set_private_key_file(&key_path, SslFiletype::PEM)
+            .unwrap();
+        builder
+            .set_max_proto_version(Some(SslVersion::TLS1_2))
+            .unwrap();
+        builder.set_cipher_list(ciphers).unwrap();
+        let tcp = TcpStream::connect(("127.0.0.1", s.tls_port)).unwrap();
+        let handshake = builder.build().connect("localhost", tcp);
+        assert_eq!(handshake.is_ok(), accepted, "{ciphers}");
+    }
+}
+
+#[test]
+fn upstream_certificates_are_verified_unless_configured_otherwise() {
+    // The TLS upstream is a second gateway with a certificate from a CA nobody trusts.
+    let up = Upstream::start();
+    let pki = Pki::new("untrusted upstream CA");
+    let (cert, key) = pki.issue("localhost", &["localhost", "127.0.0.1"], false);
+    let tls_port = free_port();
+    let tls_upstream = Gateway::start_with_files(
+        &format!(
+            r#"
+[[listeners]]
+address = "127.0.0.1:{tls_port}"
+tls = {{ cert = "up.pem", key = "up.key" }}
+
+[[upstreams]]
+name = "app"
+targets = ["{up}"]
+
+[[routes]]
+name = "all"
+path_prefix = "/"
+upstream = "app"
+public = true
+"#,
+            up = up.addr
+        ),
+        "",
+        &[("up.pem", cert.as_bytes()), ("up.key", key.as_bytes())],
+    );
+    assert!(wait_until(Duration::from_secs(10), || TcpStream::connect(
+        ("127.0.0.1", tls_port)
+    )
+    .is_ok()));
+    let gw = Gateway::start(&format!(
+        r#"
+[[upstreams]]
+name = "verified"
+targets = ["127.0.0.1:{tls_port}"]
+tls = {{ sni = "localhost" }}
+
+[[upstreams]]
+name = "unverified"
+targets = ["127.0.0.1:{tls_port}"]
+tls = {{ sni = "localhost", verify = false }}
+
+[[routes]]
+name = "verified"
+path_prefix = "/verified"
+upstream = "verified"
+public = true
+
+[[routes]]
+name = "unverified"
+path_prefix = "/unverified"
+upstream = "unverified"
+public = true
+"#
+    ));
+    gw.get("/verified/x").assert_problem(502);
+    assert!(
+        up.requests().is_empty(),
+        "nothing was sent to an unverified upstream"
+    );
+    assert_eq!(gw.get("/unverified/x").status, 200);
+    assert_eq!(up.requests().len(), 1);
+    drop(tls_upstream);
+}

@@ -45,6 +45,14 @@ pub fn warnings(config: &Config) -> Vec<Warning> {
             );
         }
     }
+    for (i, upstream) in config.upstreams.iter().enumerate() {
+        if upstream.tls.as_ref().is_some_and(|t| !t.verify) {
+            warn(
+                format!("upstreams[{i}].tls.verify"),
+                "false: the upstream's certificate is not checked, so anyone on the path can impersonate it",
+            );
+        }
+    }
     for (i, route) in config.routes.routes().iter().enumerate() {
         if !route.public && route.auth.is_empty() {
             warn(
