@@ -141,9 +141,15 @@ pub async fn fetch(url: &JwksUrl, connector: &Connector) -> Result<KeySet, Strin
 /// Keeps every remote key store fresh.
 pub struct JwksRefresher {
     pub stores: Vec<(String, Arc<KeyStore>)>,
+    pub failures: prometheus::IntCounterVec,
 }
 
-async fn refresh_loop(name: String, store: Arc<KeyStore>, mut shutdown: ShutdownWatch) {
+async fn refresh_loop(
+    name: String,
+    store: Arc<KeyStore>,
+    failures: prometheus::IntCounterVec,
+    mut shutdown: ShutdownWatch,
+) {
     let Some(remote) = store.remote.as_ref() else {
         return;
     };
@@ -158,13 +164,20 @@ async fn refresh_loop(name: String, store: Arc<KeyStore>, mut shutdown: Shutdown
     loop {
         match fetch(&url, &connector).await {
             Ok(keys) => {
-                log::info!("jwt provider {name}: loaded {} key(s) from {}", keys.len(), remote.url);
+                log::info!(
+                    "jwt provider {name}: loaded {} key(s) from {}",
+                    keys.len(),
+                    remote.url
+                );
                 store.replace(keys);
             }
-            Err(e) => log::error!(
-                "jwt provider {name}: cannot refresh the JWKS from {}: {e}; keeping the last good keys",
-                remote.url
-            ),
+            Err(e) => {
+                failures.with_label_values(&[name.as_str()]).inc();
+                log::error!(
+                    "jwt provider {name}: cannot refresh the JWKS from {}: {e}; keeping the last good keys",
+                    remote.url
+                )
+            }
         }
         remote.attempted();
         tokio::select! {
@@ -182,7 +195,12 @@ impl BackgroundService for JwksRefresher {
             .stores
             .iter()
             .map(|(name, store)| {
-                tokio::spawn(refresh_loop(name.clone(), store.clone(), shutdown.clone()))
+                tokio::spawn(refresh_loop(
+                    name.clone(),
+                    store.clone(),
+                    self.failures.clone(),
+                    shutdown.clone(),
+                ))
             })
             .collect();
         for task in tasks {

@@ -163,6 +163,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
             "jwks refresh",
             JwksRefresher {
                 stores: remote_keys,
+                failures: metrics.jwks_refresh_failures_total.clone(),
             },
         ));
     }

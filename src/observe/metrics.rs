@@ -28,6 +28,7 @@ pub struct Metrics {
     pub refusals_total: IntCounterVec,
     pub access_log_dropped_total: prometheus::IntCounter,
     pub rate_limit_store_errors_total: prometheus::IntCounter,
+    pub jwks_refresh_failures_total: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -127,6 +128,11 @@ impl Metrics {
                 registry.register(Box::new(g.clone()))?;
                 g
             },
+            jwks_refresh_failures_total: counter(
+                "portcullis_jwks_refresh_failures_total",
+                "Failed fetches of a JWKS document.",
+                &["provider"],
+            )?,
             rate_limit_store_errors_total: {
                 let c = prometheus::IntCounter::new(
                     "portcullis_rate_limit_store_errors_total",
@@ -152,6 +158,38 @@ impl Metrics {
         #[cfg(target_os = "linux")]
         metrics.registry.register(Box::new(SelfProcess::new()))?;
         Ok(metrics)
+    }
+
+    /// The name of every metric family this registry exports (without histogram suffixes).
+    pub fn family_names(&self) -> Vec<String> {
+        use prometheus::core::Collector;
+        let collectors: Vec<&dyn Collector> = vec![
+            &self.requests_total,
+            &self.request_duration_seconds,
+            &self.upstream_duration_seconds,
+            &self.auth_failures_total,
+            &self.authz_denials_total,
+            &self.rate_limited_total,
+            &self.validation_rejections_total,
+            &self.threats_total,
+            &self.upstream_connections_total,
+            &self.upstream_target_healthy,
+            &self.inflight_requests,
+            &self.build_info,
+            &self.refusals_total,
+            &self.access_log_dropped_total,
+            &self.rate_limit_store_errors_total,
+            &self.jwks_refresh_failures_total,
+        ];
+        collectors
+            .into_iter()
+            .flat_map(|c| {
+                c.desc()
+                    .into_iter()
+                    .map(|d| d.fq_name.clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     pub fn render(&self) -> Vec<u8> {
