@@ -357,3 +357,44 @@ public = true
     assert_eq!(up.requests().len(), 1);
     drop(tls_upstream);
 }
+
+#[test]
+fn h2_and_http1_requests_both_work_through_tls() {
+    let s = setup();
+    let good = s.pki.issue("mobile-app", &[], false);
+    let cert_path = s.dir.path().join("curl.pem");
+    let key_path = s.dir.path().join("curl.key");
+    std::fs::write(&cert_path, &good.0).unwrap();
+    std::fs::write(&key_path, &good.1).unwrap();
+    for (flag, version) in [("--http2", "2"), ("--http1.1", "1.1")] {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_version} %{http_code}",
+                flag,
+                "--cacert",
+            ])
+            .arg(s.dir.path().join("ca.pem"))
+            .arg("--cert")
+            .arg(&cert_path)
+            .arg("--key")
+            .arg(&key_path)
+            .arg(format!("https://localhost:{}/m/h2", s.tls_port))
+            .output()
+            .expect("curl (Debian package curl; .ci/deps installs it)");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("{version} 200"),
+            "{flag}"
+        );
+    }
+    assert_eq!(s.up.requests().len(), 2);
+    assert!(s
+        .up
+        .requests()
+        .iter()
+        .all(|r| r.header("x-consumer-id") == Some("mobile-app")));
+}
