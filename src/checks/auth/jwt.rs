@@ -330,18 +330,27 @@ impl JwtProvider {
     }
 
     fn identity(&self, claims: &Map<String, Value>) -> Result<TokenIdentity, JwtFailure> {
+        // The consumer and scopes travel upstream in headers: visible ASCII only.
+        let header_safe =
+            |s: &str| !s.is_empty() && s.len() <= 256 && s.bytes().all(|b| b.is_ascii_graphic());
         let consumer = match claims.get(&self.consumer_claim) {
-            Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 => s.clone(),
+            Some(Value::String(s)) if header_safe(s) => s.clone(),
             _ => return Err(JwtFailure::NoConsumer),
         };
         let scopes = match claims.get(&self.scopes_claim) {
             None | Some(Value::Null) => Vec::new(),
-            Some(Value::String(s)) => s.split_ascii_whitespace().map(str::to_string).collect(),
+            Some(Value::String(s)) => {
+                let scopes: Vec<String> = s.split_ascii_whitespace().map(str::to_string).collect();
+                if !scopes.iter().all(|s| header_safe(s)) {
+                    return Err(JwtFailure::Malformed);
+                }
+                scopes
+            }
             Some(Value::Array(items)) => {
                 let mut out = Vec::with_capacity(items.len());
                 for item in items {
                     match item {
-                        Value::String(s) => out.push(s.clone()),
+                        Value::String(s) if header_safe(s) => out.push(s.clone()),
                         _ => return Err(JwtFailure::Malformed),
                     }
                 }
@@ -420,6 +429,51 @@ mod tests {
         assert!(
             KeyStore::new(KeySet::default()).request_refetch().is_none(),
             "a file store never refetches"
+        );
+    }
+
+    fn provider() -> JwtProvider {
+        JwtProvider {
+            name: "t".into(),
+            label: "jwt:t".into(),
+            algorithms: vec![],
+            validations: HashMap::new(),
+            keys: Arc::new(KeyStore::new(KeySet::default())),
+            consumer_claim: "sub".into(),
+            scopes_claim: "scope".into(),
+        }
+    }
+
+    #[test]
+    fn identities_must_be_safe_to_forward_in_headers() {
+        let p = provider();
+        let claims = |v: Value| v.as_object().unwrap().clone();
+        assert!(p
+            .identity(&claims(serde_json::json!({"sub": "alice", "scope": "a b"})))
+            .is_ok());
+        assert_eq!(
+            p.identity(&claims(
+                serde_json::json!({"sub": "alice\r\nX-Consumer-Id: root"})
+            )),
+            Err(JwtFailure::NoConsumer)
+        );
+        assert_eq!(
+            p.identity(&claims(serde_json::json!({"sub": "ålice"}))),
+            Err(JwtFailure::NoConsumer)
+        );
+        assert_eq!(
+            p.identity(&claims(serde_json::json!({"sub": 7}))),
+            Err(JwtFailure::NoConsumer)
+        );
+        assert_eq!(
+            p.identity(&claims(
+                serde_json::json!({"sub": "a", "scope": ["ok", "bad\u{0}"]})
+            )),
+            Err(JwtFailure::Malformed)
+        );
+        assert_eq!(
+            p.identity(&claims(serde_json::json!({"sub": "a", "scope": {"x": 1}}))),
+            Err(JwtFailure::Malformed)
         );
     }
 
