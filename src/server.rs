@@ -77,6 +77,20 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
     if !options.upgrade {
         probe_addresses(&config)?;
     }
+    if options.daemon {
+        // Pingora panics when it cannot write the pid file of a daemon: say it first, clearly.
+        let pid_file = std::path::Path::new(&config.server.pid_file);
+        let dir = pid_file
+            .parent()
+            .unwrap_or_else(|| std::path::Path::new("."));
+        if !dir.is_dir() {
+            return Err(format!(
+                "{}: server.pid_file: the directory {} does not exist; create it or choose another pid_file",
+                config.source.display(),
+                dir.display()
+            ));
+        }
+    }
     let file = config.source.display().to_string();
     let metrics = Arc::new(Metrics::new().map_err(|e| format!("cannot register metrics: {e}"))?);
     let access_log = AccessLog::open(

@@ -417,3 +417,22 @@ fn unverified_upstream_tls_is_a_warning() {
     assert!(err.contains("warning: upstreams[0].tls.verify"), "{err}");
     assert_eq!(check(&config, true).0, 1);
 }
+
+#[test]
+fn daemon_mode_with_an_unwritable_pid_file_location_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.toml");
+    let port = free_port();
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\npid_file = \"/nonexistent-dir/p.pid\"\n{}",
+            BASE.replace("18080", &port.to_string())
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = cli(&["run", "-d", "-c", path.to_str().unwrap()], None);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("server.pid_file"), "{err}");
+    assert_no_panic(&err);
+}
