@@ -8,7 +8,7 @@ use crate::checks::route::{host_without_port, upstream_path, RouteMiss};
 use crate::checks::threat::{self, ThreatKind};
 use crate::checks::throttle::FailureThrottle;
 use crate::checks::{acl, auth, body, identity, ip, limits, path, rate_limit};
-use crate::config::model::ThreatMode;
+use crate::config::model::{Route, ThreatMode};
 use crate::config::Config;
 use crate::context::{InflightGuard, RequestCtx};
 use crate::observe::access_log::{redacted_path, AccessLog, AccessRecord};
@@ -155,35 +155,19 @@ impl Gateway {
             ip: who.client_ip,
             req,
         };
-        match rate_limit::check(&route.rate_limits, &subject) {
-            Ok(fields) => ctx.rate_limit_fields = fields,
-            Err(limited) => {
-                self.metrics
-                    .rate_limited_total
-                    .with_label_values(&[route.name.as_str(), limited.key])
-                    .inc();
-                return Err(limited.refusal);
+        let limited = match route.rate_limits.check(&subject) {
+            Ok(fields) => {
+                ctx.rate_limit_fields = fields;
+                self.take_shared_quota(route, &subject).await?
             }
-        }
-        if let Some(shared) = &self.shared_limits {
-            for policy in route.rate_limits.iter() {
-                let key = rate_limit::key_id(&policy.key, &subject);
-                match shared.take(policy, key).await {
-                    Take::Granted => {}
-                    Take::Exhausted(retry_after) => {
-                        self.metrics
-                            .rate_limited_total
-                            .with_label_values(&[route.name.as_str(), policy.key.label()])
-                            .inc();
-                        return Err(SharedLimiter::exhausted(policy, retry_after));
-                    }
-                    Take::StoreDown => {
-                        if shared.on_error == OnStoreError::Deny {
-                            return Err(SharedLimiter::store_down());
-                        }
-                    }
-                }
-            }
+            Err(limited) => Some(limited),
+        };
+        if let Some(limited) = limited {
+            self.metrics
+                .rate_limited_total
+                .with_label_values(&[route.name.as_str(), limited.key])
+                .inc();
+            return Err(limited.refusal);
         }
         if let Some(cap) = &route.max_inflight {
             ctx.slots.push(cap.enter("route_busy")?);
@@ -192,6 +176,31 @@ impl Gateway {
             ctx.slots.push(cap.enter("upstream_busy")?);
         }
         Ok(())
+    }
+
+    /// Step 8 across instances: spend the shared quota of each policy (`[rate_limit_store]`).
+    async fn take_shared_quota(
+        &self,
+        route: &Route,
+        subject: &rate_limit::Subject<'_>,
+    ) -> std::result::Result<Option<rate_limit::Limited>, Refusal> {
+        let Some(shared) = &self.shared_limits else {
+            return Ok(None);
+        };
+        for policy in &route.rate_limits.policies {
+            let key = rate_limit::key_id(&policy.key, subject);
+            match shared.take(policy, key).await {
+                Take::Granted => {}
+                Take::Exhausted(retry_after) => {
+                    return Ok(Some(route.rate_limits.limited(policy, retry_after)))
+                }
+                Take::StoreDown if shared.on_error == OnStoreError::Deny => {
+                    return Err(SharedLimiter::store_down())
+                }
+                Take::StoreDown => {}
+            }
+        }
+        Ok(None)
     }
 
     /// Step 9, the body of a route with `validate`: read up to the route's limit before any upstream

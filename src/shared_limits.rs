@@ -194,16 +194,6 @@ impl SharedLimiter {
         }
     }
 
-    /// The refusal for an exhausted shared quota.
-    pub fn exhausted(policy: &Policy, retry_after: u64) -> Refusal {
-        Refusal::new(429, "rate_limited", "too many requests; retry later")
-            .with_header("Retry-After", retry_after.to_string())
-            .with_header(
-                "RateLimit",
-                format!("\"{}\";r=0;t={retry_after}", policy.name),
-            )
-    }
-
     pub fn store_down() -> Refusal {
         Refusal::new(
             503,

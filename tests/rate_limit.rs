@@ -265,6 +265,12 @@ fn every_key_kind_and_two_policies() {
         [200, 200, 429],
         "the 10 s policy caps it"
     );
+    // Only the 18 allowed requests reached the upstream: 4 + 4 + 5 + 5.
+    assert_eq!(
+        up.requests().len(),
+        18,
+        "refused requests never reach the upstream"
+    );
     for (key, route) in [
         ("consumer", "per-consumer"),
         ("route", "per-route"),
@@ -311,6 +317,11 @@ fn headers_tell_the_truth_and_obeying_retry_after_succeeds() {
     assert!((1..=2).contains(&retry), "Retry-After {retry}");
     assert!(refused.header("ratelimit-policy").is_some());
     assert!(refused.header("ratelimit").unwrap().contains(";r=0;"));
+    assert_eq!(
+        up.requests().len(),
+        3,
+        "the refused request never reached the upstream"
+    );
     std::thread::sleep(Duration::from_secs(retry));
     assert_eq!(
         get(&gw, "/two/x", &hdr).status,

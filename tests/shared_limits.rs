@@ -120,3 +120,30 @@ fn two_instances_share_a_limit_and_survive_the_store_going_away() {
         "{admitted} admitted after Redis came back"
     );
 }
+
+#[test]
+fn an_unreachable_store_is_denied_or_ignored_as_configured() {
+    let up = Upstream::start();
+    let dead = free_port();
+    let config = |mode: &str| {
+        format!(
+            "[rate_limit_store]\nredis = \"redis://127.0.0.1:{dead}\"\non_store_error = \"{mode}\"\n\n\
+             [[upstreams]]\nname = \"app\"\ntargets = [\"{}\"]\n\n\
+             [[routes]]\nname = \"limited\"\npath_prefix = \"/\"\nupstream = \"app\"\npublic = true\n\
+             rate_limit = {{ requests = 100, per = \"10s\" }}\n",
+            up.addr
+        )
+    };
+    let deny = Gateway::start(&config("deny"));
+    let r = deny.get("/x");
+    r.assert_problem(503);
+    assert!(r.header("retry-after").is_some());
+    assert!(
+        up.requests().is_empty(),
+        "a refused request never reaches the upstream"
+    );
+    assert!(deny.wait_metric("portcullis_rate_limit_store_errors_total", &[], 1.0) >= 1.0);
+    let local = Gateway::start(&config("local"));
+    assert_eq!(local.get("/x").status, 200);
+    assert_eq!(up.requests().len(), 1);
+}

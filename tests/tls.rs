@@ -48,6 +48,21 @@ struct Setup {
     dir: tempfile::TempDir,
 }
 
+impl Setup {
+    /// Write a client certificate and key for OpenSSL or curl; returns their paths.
+    fn client_files(
+        &self,
+        name: &str,
+        pair: &(String, String),
+    ) -> (std::path::PathBuf, std::path::PathBuf) {
+        let cert = self.dir.path().join(format!("{name}.pem"));
+        let key = self.dir.path().join(format!("{name}.key"));
+        std::fs::write(&cert, &pair.0).unwrap();
+        std::fs::write(&key, &pair.1).unwrap();
+        (cert, key)
+    }
+}
+
 fn setup() -> Setup {
     let up = Upstream::start();
     let pki = Pki::new("portcullis test CA");
@@ -127,11 +142,8 @@ fn tls_get(
         builder.set_min_proto_version(Some(v)).ok();
         builder.set_max_proto_version(Some(v)).ok();
     }
-    if let Some((cert, key)) = client {
-        let cert_path = s.dir.path().join("client.pem");
-        let key_path = s.dir.path().join("client.key");
-        std::fs::write(&cert_path, cert).unwrap();
-        std::fs::write(&key_path, key).unwrap();
+    if let Some(pair) = client {
+        let (cert_path, key_path) = s.client_files("client", pair);
         builder
             .set_certificate_file(&cert_path, SslFiletype::PEM)
             .unwrap();
@@ -233,10 +245,7 @@ fn an_mtls_route_on_a_plain_listener_has_no_credential() {
 fn alpn_offers_h2_and_http1() {
     let s = setup();
     let good = s.pki.issue("mobile-app", &[], false);
-    let cert_path = s.dir.path().join("alpn.pem");
-    let key_path = s.dir.path().join("alpn.key");
-    std::fs::write(&cert_path, &good.0).unwrap();
-    std::fs::write(&key_path, &good.1).unwrap();
+    let (cert_path, key_path) = s.client_files("alpn", &good);
     for (offer, expected) in [
         (&b"\x02h2\x08http/1.1"[..], &b"h2"[..]),
         (&b"\x08http/1.1"[..], &b"http/1.1"[..]),
@@ -263,10 +272,7 @@ fn alpn_offers_h2_and_http1() {
 fn weak_tls12_cipher_suites_are_refused() {
     let s = setup();
     let good = s.pki.issue("mobile-app", &[], false);
-    let cert_path = s.dir.path().join("weak.pem");
-    let key_path = s.dir.path().join("weak.key");
-    std::fs::write(&cert_path, &good.0).unwrap();
-    std::fs::write(&key_path, &good.1).unwrap();
+    let (cert_path, key_path) = s.client_files("weak", &good);
     for (ciphers, accepted) in [
         ("AES128-SHA256:AES128-GCM-SHA256", false),
         ("ECDHE-ECDSA-AES128-SHA", false),
@@ -362,10 +368,7 @@ public = true
 fn h2_and_http1_requests_both_work_through_tls() {
     let s = setup();
     let good = s.pki.issue("mobile-app", &[], false);
-    let cert_path = s.dir.path().join("curl.pem");
-    let key_path = s.dir.path().join("curl.key");
-    std::fs::write(&cert_path, &good.0).unwrap();
-    std::fs::write(&key_path, &good.1).unwrap();
+    let (cert_path, key_path) = s.client_files("curl", &good);
     for (flag, version) in [("--http2", "2"), ("--http1.1", "1.1")] {
         let out = std::process::Command::new("curl")
             .args([

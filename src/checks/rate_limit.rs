@@ -226,53 +226,67 @@ pub struct Limited {
     pub key: &'static str,
 }
 
-/// Apply every policy of a route. All must allow the request; a refused one undoes nothing of
-/// the others (their count stands: the client did send the request).
-pub fn check(policies: &[Policy], subject: &Subject) -> Result<Option<RateLimitFields>, Limited> {
-    if policies.is_empty() {
-        return Ok(None);
-    }
-    let policy_field = policies
-        .iter()
-        .map(Policy::field)
-        .collect::<Vec<_>>()
-        .join(", ");
-    // The field reports the policy with the least room left.
-    let mut tightest: Option<(f64, String)> = None;
-    for policy in policies {
-        let value = key_value(&policy.key, subject);
-        match policy.window.try_acquire(&value) {
-            Ok(state) => {
-                let remaining = (policy.window.limit() - state.count).floor().max(0.0);
-                if tightest.as_ref().is_none_or(|(r, _)| remaining < *r) {
-                    tightest = Some((
-                        remaining,
-                        format!(
-                            "\"{}\";r={};t={}",
-                            policy.name, remaining as u64, state.reset
-                        ),
-                    ));
-                }
-            }
-            Err(state) => {
-                let refusal = Refusal::new(429, "rate_limited", "too many requests; retry later")
-                    .with_header("Retry-After", state.retry_after.to_string())
-                    .with_header("RateLimit-Policy", policy_field.clone())
-                    .with_header(
-                        "RateLimit",
-                        format!("\"{}\";r=0;t={}", policy.name, state.retry_after),
-                    );
-                return Err(Limited {
-                    refusal,
-                    key: policy.key.label(),
-                });
-            }
+/// The `rate_limit` policies of a route, with their `RateLimit-Policy` field written once at
+/// start-up.
+#[derive(Debug, Default)]
+pub struct RateLimits {
+    pub policies: Vec<Policy>,
+    policy_field: String,
+}
+
+impl RateLimits {
+    pub fn new(policies: Vec<Policy>) -> Self {
+        let policy_field = policies
+            .iter()
+            .map(Policy::field)
+            .collect::<Vec<_>>()
+            .join(", ");
+        RateLimits {
+            policies,
+            policy_field,
         }
     }
-    Ok(tightest.map(|(_, current)| RateLimitFields {
-        policy: policy_field,
-        current,
-    }))
+
+    /// The 429 for a policy that refused, whether counted here or in the shared store.
+    pub fn limited(&self, policy: &Policy, retry_after: u64) -> Limited {
+        let refusal = Refusal::new(429, "rate_limited", "too many requests; retry later")
+            .with_header("Retry-After", retry_after.to_string())
+            .with_header("RateLimit-Policy", self.policy_field.clone())
+            .with_header(
+                "RateLimit",
+                format!("\"{}\";r=0;t={retry_after}", policy.name),
+            );
+        Limited {
+            refusal,
+            key: policy.key.label(),
+        }
+    }
+
+    /// Apply every policy. All must allow the request; a refused one undoes nothing of the
+    /// others (their count stands: the client did send the request).
+    pub fn check(&self, subject: &Subject) -> Result<Option<RateLimitFields>, Limited> {
+        if self.policies.is_empty() {
+            return Ok(None);
+        }
+        // The field reports the policy with the least room left.
+        let mut tightest: Option<(f64, &Policy, u64)> = None;
+        for policy in &self.policies {
+            let value = key_value(&policy.key, subject);
+            match policy.window.try_acquire(&value) {
+                Ok(state) => {
+                    let remaining = (policy.window.limit() - state.count).floor().max(0.0);
+                    if tightest.is_none_or(|(r, _, _)| remaining < r) {
+                        tightest = Some((remaining, policy, state.reset));
+                    }
+                }
+                Err(state) => return Err(self.limited(policy, state.retry_after)),
+            }
+        }
+        Ok(tightest.map(|(remaining, policy, reset)| RateLimitFields {
+            policy: self.policy_field.clone(),
+            current: format!("\"{}\";r={};t={reset}", policy.name, remaining as u64),
+        }))
+    }
 }
 
 /// A concurrency cap (`max_inflight`).
@@ -326,17 +340,17 @@ mod tests {
     #[test]
     fn a_burst_gets_exactly_the_limit() {
         let req = crate::checks::test_request("GET", "/", &[]);
-        let policies = vec![Policy::new(
+        let policies = RateLimits::new(vec![Policy::new(
             "p-0".into(),
             50,
             Duration::from_secs(60),
             LimitKey::Ip,
-        )];
+        )]);
         let allowed = (0..500)
-            .filter(|_| check(&policies, &subject(&req)).is_ok())
+            .filter(|_| policies.check(&subject(&req)).is_ok())
             .count();
         assert_eq!(allowed, 50);
-        let refused = check(&policies, &subject(&req)).err().unwrap().refusal;
+        let refused = policies.check(&subject(&req)).err().unwrap().refusal;
         assert_eq!(refused.status, 429);
         let names: Vec<&str> = refused.headers.iter().map(|(n, _)| *n).collect();
         assert_eq!(names, vec!["Retry-After", "RateLimit-Policy", "RateLimit"]);
@@ -346,21 +360,21 @@ mod tests {
     #[test]
     fn missing_header_is_its_own_bucket_and_other_keys_are_apart() {
         let key = http::HeaderName::from_static("x-tenant");
-        let policies = vec![Policy::new(
+        let policies = RateLimits::new(vec![Policy::new(
             "t-0".into(),
             2,
             Duration::from_secs(60),
             LimitKey::Header(key),
-        )];
+        )]);
         let none = crate::checks::test_request("GET", "/", &[]);
         let a = crate::checks::test_request("GET", "/", &[("X-Tenant", "a")]);
-        assert!(check(&policies, &subject(&none)).is_ok());
-        assert!(check(&policies, &subject(&none)).is_ok());
+        assert!(policies.check(&subject(&none)).is_ok());
+        assert!(policies.check(&subject(&none)).is_ok());
         assert!(
-            check(&policies, &subject(&none)).is_err(),
+            policies.check(&subject(&none)).is_err(),
             "no header is limited, not exempt"
         );
-        let fields = check(&policies, &subject(&a)).unwrap().unwrap();
+        let fields = policies.check(&subject(&a)).unwrap().unwrap();
         assert_eq!(fields.current, "\"t-0\";r=1;t=60");
     }
 

@@ -4,6 +4,7 @@
 //! its raw, percent-decoded, double-decoded and overlong-UTF-8-folded forms, so that encoding
 //! does not hide a payload.
 
+use super::path::hex_value as hex;
 use regex::Regex;
 use std::borrow::Cow;
 use std::sync::LazyLock;
@@ -50,10 +51,6 @@ pub enum Field {
 
 /// Values longer than this are scanned in their first part only (a bounded cost per value).
 const MAX_SCANNED_BYTES: usize = 64 * 1024;
-
-fn hex(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
-}
 
 /// One round of percent-decoding (and `%uXXXX`, and `+` in queries). `None` if nothing changed.
 fn percent_decode(input: &[u8], plus_is_space: bool) -> Option<Vec<u8>> {

@@ -9,7 +9,7 @@ use super::{identities, ConfigError, Warning};
 use crate::checks::body::{self, BodyRules};
 use crate::checks::ip::CidrSet;
 use crate::checks::path::normalise;
-use crate::checks::rate_limit::{ConcurrencyCap, LimitKey, Policy};
+use crate::checks::rate_limit::{ConcurrencyCap, LimitKey, Policy, RateLimits};
 use crate::checks::route::RouteTable;
 use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -746,7 +746,7 @@ fn compile_routes(
             max_body_bytes,
             body,
             threat_protection,
-            rate_limits: std::sync::Arc::new(rate_limits),
+            rate_limits: std::sync::Arc::new(RateLimits::new(rate_limits)),
             max_inflight,
         };
         if let Some(j) = out.iter().position(|other| shadows(other, &route)) {

@@ -6,7 +6,7 @@ use crate::checks::auth::jwt::JwtProvider;
 use crate::checks::auth::mtls::{matches, MtlsSubject, PeerCert};
 use crate::checks::body::BodyRules;
 use crate::checks::ip::CidrSet;
-use crate::checks::rate_limit::{ConcurrencyCap, Policy};
+use crate::checks::rate_limit::{ConcurrencyCap, RateLimits};
 use crate::checks::route::RouteTable;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -221,7 +221,7 @@ pub struct Route {
     pub max_body_bytes: u64,
     pub threat_protection: ThreatMode,
     /// `rate_limit` policies; all must allow a request.
-    pub rate_limits: Arc<Vec<Policy>>,
+    pub rate_limits: Arc<RateLimits>,
     /// `max_inflight`: concurrent requests on this route.
     pub max_inflight: Option<Arc<ConcurrencyCap>>,
     /// `validate`: the body is read, checked and replayed before the upstream is chosen.
@@ -247,7 +247,7 @@ impl Route {
             max_body_bytes: Limits::default().max_body_bytes,
             body: None,
             threat_protection: ThreatMode::Block,
-            rate_limits: Arc::new(Vec::new()),
+            rate_limits: Arc::new(RateLimits::default()),
             max_inflight: None,
         }
     }

@@ -169,7 +169,7 @@ pub fn redacted_path(path: &str, query: Option<&str>, redact: &HashSet<String>) 
 
 /// A parameter name as the application will see it: `%6Bey` is `key`.
 fn percent_decoded_lower(name: &str) -> String {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    use crate::checks::path::hex_value as hex;
     let bytes = name.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
