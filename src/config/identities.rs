@@ -8,6 +8,7 @@ use super::raw::{RawConsumer, RawJwtProvider, RawRoute};
 use crate::checks::auth::api_key::parse_hash;
 use crate::checks::auth::jwt::{self, JwtKey, JwtProvider, KeySet, KeyStore};
 use crate::checks::auth::mtls::parse_subject;
+use crate::checks::auth::token_cache::TokenCache;
 use jsonwebtoken::DecodingKey;
 use std::collections::HashMap;
 use std::path::Path;
@@ -284,13 +285,11 @@ fn compile_provider(
                 return None;
             }
         };
-        KeySet {
-            keys: vec![JwtKey {
-                kid: None,
-                alg: None,
-                key: decoding,
-            }],
-        }
+        KeySet::new(vec![JwtKey {
+            kid: None,
+            alg: None,
+            key: decoding,
+        }])
     };
     if p.jwks_refresh.is_some() && p.jwks_url.is_none() {
         e.add(format!("{key}.jwks_refresh"), "only applies with jwks_url");
@@ -307,6 +306,10 @@ fn compile_provider(
         );
     }
     let issuer = p.issuer.as_deref().filter(|i| !i.is_empty());
+    let cache_size = match p.token_cache {
+        Some(0) => 0,
+        raw => e.count(&format!("{key}.token_cache"), raw, 10_000, 1_000_000),
+    };
     Some(JwtProvider {
         name: p.name.clone(),
         label: format!("jwt:{}", p.name),
@@ -315,6 +318,8 @@ fn compile_provider(
         keys: Arc::new(remote_store.unwrap_or_else(|| KeyStore::new(keys))),
         consumer_claim: p.consumer_claim.clone().unwrap_or_else(|| "sub".into()),
         scopes_claim: p.scopes_claim.clone().unwrap_or_else(|| "scope".into()),
+        leeway: leeway.as_secs(),
+        cache: TokenCache::new(cache_size),
     })
 }
 

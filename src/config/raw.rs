@@ -166,6 +166,7 @@ pub struct RawJwtProvider {
     pub leeway: Option<String>,
     pub consumer_claim: Option<String>,
     pub scopes_claim: Option<String>,
+    pub token_cache: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,11 +3,13 @@
 //! `iss` and `aud` are checked with `leeway`. Header fields that point at keys (`jku`, `x5u`,
 //! `x5c`, `jwk`) are never followed: only the provider's own keys verify a token.
 
+use super::token_cache::{self, TokenCache};
 use arc_swap::ArcSwap;
 use jsonwebtoken::jwk::{JwkSet, PublicKeyUse};
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
@@ -27,9 +29,25 @@ pub struct JwtKey {
 #[derive(Default)]
 pub struct KeySet {
     pub keys: Vec<JwtKey>,
+    /// Set by the `KeyStore` when the set is installed; the token cache keys on it, so that
+    /// replacing the keys invalidates every token verified with the old ones.
+    generation: u64,
+}
+
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
+
+fn next_generation() -> u64 {
+    GENERATIONS.fetch_add(1, Ordering::Relaxed)
 }
 
 impl KeySet {
+    pub fn new(keys: Vec<JwtKey>) -> Self {
+        KeySet {
+            keys,
+            generation: 0,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.keys.len()
     }
@@ -77,7 +95,7 @@ pub fn parse_jwks(text: &str) -> Result<KeySet, String> {
             format!("the JWKS has no usable key ({})", skipped.join("; "))
         });
     }
-    Ok(KeySet { keys })
+    Ok(KeySet::new(keys))
 }
 
 /// Where a provider's keys live. `Arc` so that a background refresher can share it.
@@ -122,7 +140,8 @@ impl RemoteJwks {
 }
 
 impl KeyStore {
-    pub fn new(keys: KeySet) -> Self {
+    pub fn new(mut keys: KeySet) -> Self {
+        keys.generation = next_generation();
         KeyStore {
             current: ArcSwap::from_pointee(keys),
             remote: None,
@@ -140,7 +159,8 @@ impl KeyStore {
         self.current.load_full()
     }
 
-    pub fn replace(&self, keys: KeySet) {
+    pub fn replace(&self, mut keys: KeySet) {
+        keys.generation = next_generation();
         self.current.store(Arc::new(keys));
     }
 
@@ -181,6 +201,10 @@ pub struct JwtProvider {
     pub keys: Arc<KeyStore>,
     pub consumer_claim: String,
     pub scopes_claim: String,
+    /// Seconds of clock skew allowed on `exp` and `nbf`.
+    pub leeway: u64,
+    /// Verified tokens (`token_cache` entries; `None` when set to 0).
+    pub cache: Option<TokenCache>,
 }
 
 impl std::fmt::Debug for JwtProvider {
@@ -278,11 +302,35 @@ fn map_error(e: &jsonwebtoken::errors::Error) -> JwtFailure {
 }
 
 impl JwtProvider {
-    /// Verify a bearer token against this provider's current keys.
+    /// Verify a bearer token against this provider's current keys, or find it in the cache of
+    /// tokens verified before with the same keys and not expired since.
     pub fn verify(&self, token: &str) -> Result<TokenIdentity, JwtFailure> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(JwtFailure::TooLong);
         }
+        let keys = self.keys.load();
+        let Some(cache) = &self.cache else {
+            return self.verify_with(token, &keys).map(|(identity, _)| identity);
+        };
+        let now = token_cache::unix_now();
+        let digest = token_cache::digest(token);
+        if let Some(identity) = cache.get(&digest, keys.generation, now) {
+            return Ok(identity);
+        }
+        let (identity, exp) = self.verify_with(token, &keys)?;
+        if let Some(exp) = exp {
+            let valid_until = exp.saturating_add(self.leeway);
+            cache.insert(digest, identity.clone(), keys.generation, valid_until, now);
+        }
+        Ok(identity)
+    }
+
+    /// Full verification. Also returns `exp`, when it is a whole number of seconds.
+    fn verify_with(
+        &self,
+        token: &str,
+        keys: &KeySet,
+    ) -> Result<(TokenIdentity, Option<u64>), JwtFailure> {
         if token.bytes().filter(|&b| b == b'.').count() != 2 {
             return Err(JwtFailure::Malformed);
         }
@@ -295,9 +343,8 @@ impl JwtProvider {
         let Some(validation) = self.validations.get(&alg) else {
             return Err(JwtFailure::AlgorithmNotAllowed);
         };
-        let keys = self.keys.load();
         let family = alg.family();
-        let candidates: Vec<&JwtKey> = keys
+        let mut candidates = keys
             .keys
             .iter()
             .filter(|k| match (&header.kid, &k.kid) {
@@ -305,8 +352,8 @@ impl JwtProvider {
                 (Some(_), None) => false,
                 (None, _) => true,
             })
-            .collect();
-        if candidates.is_empty() {
+            .peekable();
+        if candidates.peek().is_none() {
             return Err(JwtFailure::UnknownKey);
         }
         let mut failure = JwtFailure::AlgorithmNotAllowed;
@@ -316,7 +363,10 @@ impl JwtProvider {
                 continue;
             }
             match decode::<Map<String, Value>>(token, &key.key, validation) {
-                Ok(data) => return self.identity(&data.claims),
+                Ok(data) => {
+                    let exp = data.claims.get("exp").and_then(Value::as_u64);
+                    return Ok((self.identity(&data.claims)?, exp));
+                }
                 Err(e) => {
                     failure = map_error(&e);
                     if failure != JwtFailure::BadSignature {
@@ -441,6 +491,8 @@ mod tests {
             keys: Arc::new(KeyStore::new(KeySet::default())),
             consumer_claim: "sub".into(),
             scopes_claim: "scope".into(),
+            leeway: 0,
+            cache: None,
         }
     }
 
@@ -485,5 +537,103 @@ mod tests {
         assert!(parse_algorithm("NoNe").is_err());
         assert!(parse_algorithm("HS1").is_err());
         assert_eq!(parse_algorithm("ES384"), Ok(Algorithm::ES384));
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    //! The token cache may only ever answer what a full verification would answer now.
+    use super::*;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+
+    fn data(name: &str) -> String {
+        let path = format!("{}/tests/data/jwt/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(path).unwrap()
+    }
+
+    fn provider() -> JwtProvider {
+        JwtProvider {
+            name: "t".into(),
+            label: "jwt:t".into(),
+            algorithms: vec![Algorithm::ES256],
+            validations: validations(&[Algorithm::ES256], Some("iss"), &["aud".into()], 0),
+            keys: Arc::new(KeyStore::new(parse_jwks(&data("jwks.json")).unwrap())),
+            consumer_claim: "sub".into(),
+            scopes_claim: "scope".into(),
+            leeway: 0,
+            cache: TokenCache::new(100),
+        }
+    }
+
+    fn sign(exp: u64) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("ec256".into());
+        let key = EncodingKey::from_ec_pem(data("ec256.pem").as_bytes()).unwrap();
+        let claims = serde_json::json!({"sub": "alice", "iss": "iss", "aud": "aud", "exp": exp});
+        encode(&header, &claims, &key).unwrap()
+    }
+
+    fn cached(p: &JwtProvider) -> usize {
+        p.cache.as_ref().map_or(0, TokenCache::len)
+    }
+
+    #[test]
+    fn a_changed_signature_is_verified_not_looked_up() {
+        let p = provider();
+        let token = sign(token_cache::unix_now() + 600);
+        assert!(p.verify(&token).is_ok());
+        assert_eq!(cached(&p), 1);
+        assert!(p.verify(&token).is_ok(), "served from the cache");
+        let mut altered = token.clone().into_bytes();
+        let i = altered.len() - 20;
+        altered[i] = if altered[i] == b'A' { b'B' } else { b'A' };
+        let altered = String::from_utf8(altered).unwrap();
+        assert_eq!(p.verify(&altered), Err(JwtFailure::BadSignature));
+        assert_eq!(p.verify(&altered), Err(JwtFailure::BadSignature));
+        assert_eq!(cached(&p), 1, "failures are never cached");
+    }
+
+    #[test]
+    fn a_revoked_key_ends_its_cached_tokens() {
+        let p = provider();
+        let token = sign(token_cache::unix_now() + 600);
+        assert!(p.verify(&token).is_ok());
+        assert!(p.verify(&token).is_ok());
+        // The JWKS is refreshed and no longer holds the key that signed the token.
+        p.keys
+            .replace(parse_jwks(&data("jwks-rotated.json")).unwrap());
+        assert_eq!(p.verify(&token), Err(JwtFailure::UnknownKey));
+        // Put back, the key verifies the token again (a fresh verification).
+        p.keys.replace(parse_jwks(&data("jwks.json")).unwrap());
+        assert!(p.verify(&token).is_ok());
+    }
+
+    #[test]
+    fn a_cached_token_is_refused_once_expired() {
+        let p = provider();
+        let exp = token_cache::unix_now() + 2;
+        let token = sign(exp);
+        assert!(p.verify(&token).is_ok());
+        assert_eq!(cached(&p), 1);
+        // Wait (bounded) until the clock is past `exp`; the cache must not outlive it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while token_cache::unix_now() <= exp && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(p.verify(&token), Err(JwtFailure::Expired));
+        assert_eq!(cached(&p), 0, "the stale entry is dropped");
+    }
+
+    #[test]
+    fn a_token_with_a_fractional_exp_is_never_cached() {
+        let p = provider();
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("ec256".into());
+        let key = EncodingKey::from_ec_pem(data("ec256.pem").as_bytes()).unwrap();
+        let exp = token_cache::unix_now() as f64 + 600.5;
+        let claims = serde_json::json!({"sub": "alice", "iss": "iss", "aud": "aud", "exp": exp});
+        let token = encode(&header, &claims, &key).unwrap();
+        let _ = p.verify(&token);
+        assert_eq!(cached(&p), 0);
     }
 }

@@ -5,6 +5,7 @@
 pub mod api_key;
 pub mod jwt;
 pub mod mtls;
+pub mod token_cache;
 
 use crate::config::model::{AuthMethod, Identities, Route};
 use crate::problem::Refusal;

@@ -1,0 +1,744 @@
+//! End-to-end load benchmark: one run, one table.
+//!
+//! A fast upstream (nginx answering `200 ok`), then the same load, from `wrk`, against
+//! (a) the upstream directly, (b) portcullis on a public pass-through route, (c) portcullis with
+//! the full chain (ES256 JWT, group ACL, a rate limit that never trips, JSON Schema on a 1 KiB
+//! body, threat protection in block mode, JSON access log to a file) and (d) nginx as a
+//! keep-alive reverse proxy. Every scenario sends the same request: a POST with a 1 KiB JSON
+//! body and a bearer token. Then the latency the full chain adds at half of its peak load, and
+//! the peak RSS with 1,000 open client connections.
+//!
+//! Run: `bash benches/load.sh` (installs wrk and nginx if missing), or
+//! `cargo bench --bench load -- [--duration S] [--connections N] [--threads N] [--no-pin]`.
+//! See BENCHMARKS.md.
+
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+type Fallible<T> = Result<T, String>;
+
+struct Options {
+    duration: u64,
+    warmup: u64,
+    connections: u32,
+    threads: u32,
+    pin: bool,
+}
+
+impl Options {
+    fn parse() -> Fallible<Options> {
+        let mut o = Options {
+            duration: 10,
+            warmup: 2,
+            connections: 64,
+            threads: 1,
+            pin: true,
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(a) = args.next() {
+            let mut value = |name: &str| -> Fallible<u64> {
+                args.next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| format!("{name} needs a positive number"))
+            };
+            match a.as_str() {
+                "--duration" => o.duration = value("--duration")?.max(1),
+                "--warmup" => o.warmup = value("--warmup")?,
+                "--connections" => o.connections = value("--connections")?.clamp(1, 10_000) as u32,
+                "--threads" => o.threads = value("--threads")?.clamp(1, 64) as u32,
+                "--no-pin" => o.pin = false,
+                "--bench" => {}
+                other => {
+                    return Err(format!(
+                        "unknown argument {other}; use --duration S, --warmup S, --connections N, --threads N, --no-pin"
+                    ))
+                }
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// A child process killed when dropped, so that a failed run leaves nothing behind.
+struct Proc {
+    name: &'static str,
+    child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    fn start(
+        name: &'static str,
+        cpu: Option<&str>,
+        program: &str,
+        args: &[&str],
+    ) -> Fallible<Proc> {
+        // A shell raises the descriptor limit first: 1,000 client connections need it.
+        let mut line = String::from("ulimit -n 65536 2>/dev/null; exec ");
+        if let Some(cpu) = cpu {
+            let _ = write!(line, "taskset -c {cpu} ");
+        }
+        line.push_str(program);
+        for a in args {
+            let _ = write!(line, " '{a}'");
+        }
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(&line)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start {name}: {e}"))?;
+        Ok(Proc { name, child })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+fn free_port() -> Fallible<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port: {e}"))
+}
+
+/// One HTTP/1.1 request on a new connection; returns the status line and body.
+fn http_get(port: u16, path: &str) -> Fallible<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+fn wait_ready(proc: &mut Proc, port: u16, path: &str) -> Fallible<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(status)) = proc.child.try_wait() {
+            return Err(format!("{} exited at start-up: {status}", proc.name));
+        }
+        if let Ok(r) = http_get(port, path) {
+            if r.starts_with("HTTP/1.1 200") {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{} not ready on port {port} after 20 s", proc.name));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The pid and its child processes (nginx's workers).
+fn family(pid: u32) -> Vec<u32> {
+    let mut out = vec![pid];
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            // Fields after the command name, which is in parentheses and may hold spaces.
+            let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+            if rest.split_whitespace().nth(1) == Some(pid.to_string().as_str()) {
+                out.push(child);
+            }
+        }
+    }
+    out
+}
+
+/// User plus system CPU seconds of the process and its children.
+fn cpu_seconds(pid: u32) -> f64 {
+    family(pid)
+        .iter()
+        .map(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            // utime and stime are fields 14 and 15 of stat; `rest` starts at field 3.
+            let ticks: f64 = [11, 12]
+                .iter()
+                .filter_map(|i| f.get(*i).and_then(|v| v.parse::<f64>().ok()))
+                .sum();
+            ticks / 100.0
+        })
+        .sum()
+}
+
+/// Peak resident set (VmHWM) of the process and its children, in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    family(pid)
+        .iter()
+        .map(|p| {
+            let status = std::fs::read_to_string(format!("/proc/{p}/status")).unwrap_or_default();
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+                / 1024.0
+        })
+        .sum()
+}
+
+/// nginx stub_status of the upstream: (connections accepted, requests served).
+fn upstream_counters(port: u16) -> Fallible<(u64, u64)> {
+    let r = http_get(port, "/__status")?;
+    let body = r.split("\r\n\r\n").nth(1).unwrap_or("");
+    let numbers: Vec<u64> = body
+        .lines()
+        .nth(2)
+        .unwrap_or("")
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    match numbers.as_slice() {
+        [accepts, _handled, requests] => Ok((*accepts, *requests)),
+        _ => Err(format!("unexpected stub_status answer: {body:?}")),
+    }
+}
+
+#[derive(Default, Clone)]
+struct WrkResult {
+    requests: u64,
+    seconds: f64,
+    p50_us: f64,
+    p99_us: f64,
+    p999_us: f64,
+    bad_status: u64,
+    socket_errors: u64,
+}
+
+impl WrkResult {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.seconds.max(1e-9)
+    }
+}
+
+const WRK_SCRIPT: &str = r#"
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_TOKEN")
+local f = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
+wrk.body = f:read("*a")
+f:close()
+local pause = tonumber(os.getenv("BENCH_DELAY_MS") or "0")
+if pause > 0 then
+  function delay() return pause end
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %d %d %d %d %d %d %d\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9),
+    e.status, e.connect + e.read + e.write + e.timeout))
+end
+"#;
+
+struct Bench {
+    dir: PathBuf,
+    options: Options,
+    token: String,
+    upstream_port: u16,
+    machine: String,
+}
+
+impl Bench {
+    fn wrk(
+        &self,
+        port: u16,
+        path: &str,
+        connections: u32,
+        seconds: u64,
+        delay_ms: u64,
+    ) -> Fallible<WrkResult> {
+        let mut cmd = Command::new("sh");
+        let cpu = if self.options.pin {
+            "taskset -c 0 "
+        } else {
+            ""
+        };
+        cmd.arg("-c")
+            .arg(format!(
+                "ulimit -n 65536 2>/dev/null; exec {cpu}wrk -t1 -c{connections} -d{seconds}s --timeout 5s -s '{}' 'http://127.0.0.1:{port}{path}'",
+                self.dir.join("bench.lua").display()
+            ))
+            .env("BENCH_TOKEN", &self.token)
+            .env("BENCH_BODY", self.dir.join("body.json"))
+            .env("BENCH_DELAY_MS", delay_ms.to_string());
+        let out = cmd.output().map_err(|e| format!("cannot run wrk: {e}"))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix("RESULT "))
+            .ok_or_else(|| {
+                format!(
+                    "wrk printed no result: {text}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })?;
+        let v: Vec<f64> = line
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        if v.len() != 7 {
+            return Err(format!("cannot read wrk's result line {line:?}"));
+        }
+        Ok(WrkResult {
+            requests: v[0] as u64,
+            seconds: v[1] / 1e6,
+            p50_us: v[2],
+            p99_us: v[3],
+            p999_us: v[4],
+            bad_status: v[5] as u64,
+            socket_errors: v[6] as u64,
+        })
+    }
+
+    fn nginx(&self, name: &'static str, conf: &str, cpu: Option<&str>) -> Fallible<Proc> {
+        let prefix = self.dir.join(name);
+        std::fs::create_dir_all(prefix.join("logs")).map_err(|e| e.to_string())?;
+        let file = prefix.join("nginx.conf");
+        std::fs::write(&file, conf).map_err(|e| e.to_string())?;
+        let (p, f) = (prefix.display().to_string(), file.display().to_string());
+        Proc::start(
+            name,
+            cpu,
+            "nginx",
+            &["-p", &p, "-c", &f, "-g", "daemon off;"],
+        )
+    }
+
+    fn portcullis(&self, port: u16) -> Fallible<Proc> {
+        let conf = self.dir.join("portcullis.toml");
+        std::fs::write(&conf, portcullis_conf(self, port)).map_err(|e| e.to_string())?;
+        let exe = env!("CARGO_BIN_EXE_portcullis");
+        let cpu = self.options.pin.then_some("1");
+        let mut p = Proc::start(
+            "portcullis",
+            cpu,
+            exe,
+            &["run", "-c", &conf.display().to_string()],
+        )?;
+        wait_ready(&mut p, port, "/pass/ready")?;
+        Ok(p)
+    }
+
+    /// Warm up, then measure one scenario: load, proxy CPU, peak RSS, upstream connections.
+    fn scenario(&self, name: &str, port: u16, path: &str, proxy: Option<&Proc>) -> Fallible<Row> {
+        let c = self.options.connections;
+        if self.options.warmup > 0 {
+            self.wrk(port, path, c, self.options.warmup, 0)?;
+        }
+        let (accepts0, requests0) = upstream_counters(self.upstream_port)?;
+        let cpu0 = proxy.map(|p| cpu_seconds(p.pid())).unwrap_or(0.0);
+        let r = self.wrk(port, path, c, self.options.duration, 0)?;
+        let cpu1 = proxy.map(|p| cpu_seconds(p.pid())).unwrap_or(0.0);
+        let (accepts1, requests1) = upstream_counters(self.upstream_port)?;
+        check_clean(name, &r)?;
+        // The status request itself is one connection and one request.
+        let opened = accepts1.saturating_sub(accepts0 + 1);
+        let upstream_requests = requests1.saturating_sub(requests0 + 1);
+        Ok(Row {
+            name: name.to_string(),
+            result: r.clone(),
+            cpu_per_10k: proxy.map(|_| (cpu1 - cpu0) / r.requests.max(1) as f64 * 10_000.0),
+            rss_mib: proxy.map(|p| peak_rss_mib(p.pid())),
+            upstream_opened: opened,
+            upstream_requests,
+        })
+    }
+}
+
+fn check_clean(name: &str, r: &WrkResult) -> Fallible<()> {
+    if r.bad_status > 0 || r.socket_errors > 0 || r.requests == 0 {
+        return Err(format!(
+            "{name}: {} requests, {} non-2xx answers, {} socket errors: the benchmark is not valid",
+            r.requests, r.bad_status, r.socket_errors
+        ));
+    }
+    Ok(())
+}
+
+struct Row {
+    name: String,
+    result: WrkResult,
+    cpu_per_10k: Option<f64>,
+    rss_mib: Option<f64>,
+    upstream_opened: u64,
+    upstream_requests: u64,
+}
+
+fn upstream_conf(port: u16) -> String {
+    format!(
+        r#"worker_processes 1;
+user root;
+error_log logs/error.log warn;
+pid logs/nginx.pid;
+worker_rlimit_nofile 65536;
+events {{ worker_connections 16384; }}
+http {{
+    access_log off;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location = /__status {{ stub_status; }}
+        location / {{ return 200 "ok\n"; }}
+    }}
+}}
+"#
+    )
+}
+
+fn nginx_proxy_conf(port: u16, upstream: u16) -> String {
+    format!(
+        r#"worker_processes 1;
+user root;
+error_log logs/error.log warn;
+pid logs/nginx.pid;
+worker_rlimit_nofile 65536;
+events {{ worker_connections 16384; }}
+http {{
+    access_log logs/access.log;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    upstream app {{
+        server 127.0.0.1:{upstream};
+        keepalive 256;
+        keepalive_requests 10000000;
+    }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"#
+    )
+}
+
+fn portcullis_conf(b: &Bench, port: u16) -> String {
+    let d = b.dir.display();
+    format!(
+        r#"[server]
+threads = {threads}
+pid_file = "{d}/portcullis.pid"
+upgrade_sock = "{d}/upgrade.sock"
+
+[[listeners]]
+address = "127.0.0.1:{port}"
+
+[logging]
+access_log = "{d}/access.log"
+
+[[upstreams]]
+name = "app"
+targets = ["127.0.0.1:{upstream}"]
+
+[[jwt_providers]]
+name = "bench"
+issuer = "https://id.bench.invalid"
+audiences = ["bench-api"]
+algorithms = ["ES256"]
+jwks_file = "{jwks}"
+
+[[consumers]]
+id = "bench-user"
+groups = ["bench"]
+
+[[routes]]
+name = "pass"
+path_prefix = "/pass"
+upstream = "app"
+public = true
+threat_protection = "off"
+
+[[routes]]
+name = "full"
+path_prefix = "/full"
+methods = ["POST"]
+upstream = "app"
+auth = ["jwt:bench"]
+allow = {{ groups = ["bench"] }}
+rate_limit = {{ requests = 1000000000, per = "1s", key = "consumer" }}
+validate = {{ content_types = ["application/json"], json_schema = "{schema}", max_body_bytes = "16KiB" }}
+threat_protection = "block"
+"#,
+        threads = b.options.threads,
+        upstream = b.upstream_port,
+        jwks = data("jwt/jwks.json").display(),
+        schema = data("schemas/order.json").display(),
+    )
+}
+
+fn data(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(rel)
+}
+
+/// A 1 KiB order that the schema accepts and the threat scan finds clean.
+fn body() -> String {
+    let mut items = String::new();
+    let mut i = 0;
+    loop {
+        let item = format!(r#"{{"sku":"SKU-{i:05}-BLUE-M","qty":{}}}"#, i % 7 + 1);
+        let next = items.len() + item.len() + 1;
+        if next > 900 {
+            break;
+        }
+        if !items.is_empty() {
+            items.push(',');
+        }
+        items.push_str(&item);
+        i += 1;
+    }
+    let mut b = format!(r#"{{"id":4711,"email":"buyer@example.com","items":[{items}],"note":""#);
+    while b.len() < 1022 {
+        b.push('x');
+    }
+    b.push_str("\"}");
+    b
+}
+
+fn token() -> Fallible<String> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_secs();
+    let pem = std::fs::read(data("jwt/ec256.pem")).map_err(|e| e.to_string())?;
+    let key = EncodingKey::from_ec_pem(&pem).map_err(|e| e.to_string())?;
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some("ec256".into());
+    let claims = serde_json::json!({
+        "iss": "https://id.bench.invalid", "aud": "bench-api", "sub": "bench-user",
+        "iat": now, "exp": now + 3600, "scope": "orders:write",
+    });
+    encode(&header, &claims, &key).map_err(|e| e.to_string())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cpu}, {cores} cores, Linux {}", kernel.trim())
+}
+
+fn fmt_ms(us: f64) -> String {
+    format!("{:.2}", us / 1000.0)
+}
+
+fn print_table(b: &Bench, rows: &[Row]) {
+    let o = &b.options;
+    println!();
+    println!("machine: {}", b.machine);
+    println!(
+        "load: wrk -t1 -c{} -d{}s after {}s warm-up; POST, 1 KiB JSON body, bearer token; {}",
+        o.connections,
+        o.duration,
+        o.warmup,
+        if o.pin {
+            "wrk and the upstream on CPU 0, the proxy under test on CPU 1"
+        } else {
+            "no CPU pinning"
+        }
+    );
+    println!("portcullis: {} worker thread(s)", o.threads);
+    println!();
+    println!(
+        "| scenario | req/s | p50 ms | p99 ms | p99.9 ms | proxy CPU s / 10k req | peak RSS MiB | upstream conns opened | reused |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let w = &r.result;
+        let reused = if r.upstream_requests > 0 {
+            format!(
+                "{:.3} %",
+                100.0 * (1.0 - r.upstream_opened as f64 / r.upstream_requests as f64)
+            )
+        } else {
+            "-".into()
+        };
+        println!(
+            "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
+            r.name,
+            w.rps(),
+            fmt_ms(w.p50_us),
+            fmt_ms(w.p99_us),
+            fmt_ms(w.p999_us),
+            r.cpu_per_10k
+                .map(|v| format!("{v:.3}"))
+                .unwrap_or_else(|| "-".into()),
+            r.rss_mib
+                .map(|v| format!("{v:.1}"))
+                .unwrap_or_else(|| "-".into()),
+            r.upstream_opened,
+            reused
+        );
+    }
+}
+
+fn ratio(rows: &[Row], a: &str, b: &str) -> Option<f64> {
+    let find = |n: &str| rows.iter().find(|r| r.name.starts_with(n));
+    Some(find(a)?.result.rps() / find(b)?.result.rps())
+}
+
+fn run() -> Fallible<()> {
+    let options = Options::parse()?;
+    for tool in ["wrk", "nginx", "taskset"] {
+        let found = Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool}"))
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !found {
+            return Err(format!(
+                "{tool} is not installed: run `bash benches/load.sh`, which installs wrk and nginx (apt-get install -y wrk nginx-light)"
+            ));
+        }
+    }
+    let dir = tempfile::tempdir().map_err(|e| format!("no temporary directory: {e}"))?;
+    let bench = Bench {
+        dir: dir.path().to_path_buf(),
+        options,
+        token: token()?,
+        upstream_port: free_port()?,
+        machine: machine(),
+    };
+    std::fs::write(bench.dir.join("bench.lua"), WRK_SCRIPT).map_err(|e| e.to_string())?;
+    std::fs::write(bench.dir.join("body.json"), body()).map_err(|e| e.to_string())?;
+    let pin = bench.options.pin;
+
+    let mut upstream = bench.nginx(
+        "upstream",
+        &upstream_conf(bench.upstream_port),
+        pin.then_some("0"),
+    )?;
+    wait_ready(&mut upstream, bench.upstream_port, "/")?;
+    let mut rows = Vec::new();
+
+    eprintln!("(a) upstream directly");
+    rows.push(bench.scenario("(a) upstream direct", bench.upstream_port, "/direct", None)?);
+
+    eprintln!("(b) portcullis, pass-through");
+    let port = free_port()?;
+    let gw = bench.portcullis(port)?;
+    rows.push(bench.scenario(
+        "(b) portcullis pass-through",
+        port,
+        "/pass/orders",
+        Some(&gw),
+    )?);
+    drop(gw);
+
+    eprintln!("(c) portcullis, full chain");
+    let port = free_port()?;
+    let gw = bench.portcullis(port)?;
+    let full = bench.scenario("(c) portcullis full chain", port, "/full/orders", Some(&gw))?;
+    let peak = full.result.rps();
+    rows.push(full);
+
+    // Half of the full chain's peak, the same offered load on both routes: wrk waits a fixed
+    // pause between requests on each connection.
+    let pause_ms = 2u64;
+    let half = (peak / 2.0).max(100.0);
+    let conns = ((half * pause_ms as f64 / 1000.0).round() as u32).clamp(1, 1000);
+    eprintln!("latency at half load: {conns} connections, {pause_ms} ms pause");
+    let secs = bench.options.duration;
+    let pass_half = bench.wrk(port, "/pass/orders", conns, secs, pause_ms)?;
+    check_clean("pass-through at half load", &pass_half)?;
+    let full_half = bench.wrk(port, "/full/orders", conns, secs, pause_ms)?;
+    check_clean("full chain at half load", &full_half)?;
+
+    eprintln!("(c) with 1,000 client connections");
+    let thousand = bench.wrk(port, "/full/orders", 1000, secs.min(5), 0)?;
+    check_clean("full chain, 1,000 connections", &thousand)?;
+    let rss_thousand = peak_rss_mib(gw.pid());
+    drop(gw);
+
+    eprintln!("(d) nginx reverse proxy");
+    let port = free_port()?;
+    let mut nginx = bench.nginx(
+        "proxy",
+        &nginx_proxy_conf(port, bench.upstream_port),
+        pin.then_some("1"),
+    )?;
+    wait_ready(&mut nginx, port, "/ready")?;
+    rows.push(bench.scenario("(d) nginx reverse proxy", port, "/orders", Some(&nginx))?);
+    drop(nginx);
+    drop(upstream);
+
+    print_table(&bench, &rows);
+    println!();
+    let show = |label: &str, v: Option<f64>| match v {
+        Some(v) => println!("{label}: {:.1} %", v * 100.0),
+        None => println!("{label}: -"),
+    };
+    show(
+        "(b)/(a) pass-through vs upstream direct",
+        ratio(&rows, "(b)", "(a)"),
+    );
+    show(
+        "(c)/(b) full chain vs pass-through [target >= 90 %]",
+        ratio(&rows, "(c)", "(b)"),
+    );
+    show(
+        "(b)/(d) pass-through vs nginx [target >= 100 %]",
+        ratio(&rows, "(b)", "(d)"),
+    );
+    println!(
+        "half load ({:.0} req/s offered as {conns} connections with {pause_ms} ms pauses): pass-through p99 {} ms at {:.0} req/s, full chain p99 {} ms at {:.0} req/s; added p99 {} ms [target <= 1 ms]",
+        half,
+        fmt_ms(pass_half.p99_us),
+        pass_half.rps(),
+        fmt_ms(full_half.p99_us),
+        full_half.rps(),
+        fmt_ms(full_half.p99_us - pass_half.p99_us),
+    );
+    println!(
+        "1,000 client connections, full chain: {:.0} req/s, p99 {} ms; peak RSS {:.1} MiB [target <= 64 MiB]",
+        thousand.rps(),
+        fmt_ms(thousand.p99_us),
+        rss_thousand
+    );
+    Ok(())
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("load benchmark failed: {e}");
+        std::process::exit(1);
+    }
+}
