@@ -1,0 +1,308 @@
+//! Criterion micro-benchmarks of each hot-path step, in SPEC order: path normalisation and
+//! route match (10 and 1,000 routes), JWT verification per algorithm family (and a cached
+//! token), API-key lookup, the ACL decision, the rate-limit check, JSON validation with a
+//! schema (1 KiB and 64 KiB bodies), the threat scan per KiB, and one access-log line.
+//!
+//! Run: `cargo bench --bench hot_path` (add a filter, e.g. `-- jwt`). See BENCHMARKS.md.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use jsonwebtoken::{encode, Algorithm, DecodingKey, EncodingKey, Header};
+use portcullis::checks::acl::authorize;
+use portcullis::checks::auth::api_key::ApiKeyIndex;
+use portcullis::checks::auth::jwt::{self, JwtKey, JwtProvider, KeySet, KeyStore};
+use portcullis::checks::auth::token_cache::{unix_now, TokenCache};
+use portcullis::checks::auth::Principal;
+use portcullis::checks::body::{check_json, BodyRules};
+use portcullis::checks::path::normalise;
+use portcullis::checks::rate_limit::{LimitKey, Policy, RateLimits, Subject};
+use portcullis::checks::route::RouteTable;
+use portcullis::checks::threat;
+use portcullis::config::model::{Allow, PathMatch, Route};
+use portcullis::observe::access_log::AccessRecord;
+use std::hint::black_box;
+use std::sync::Arc;
+
+fn data(rel: &str) -> Vec<u8> {
+    let path = format!("{}/tests/data/{rel}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn routes(c: &mut Criterion) {
+    let mut g = c.benchmark_group("route");
+    let raw = "/v1/service-7/items/./1234//details/%7Eview";
+    g.bench_function("normalise", |b| b.iter(|| normalise(black_box(raw)).ok()));
+    for n in [10usize, 1000] {
+        let table = RouteTable::new(
+            (0..n)
+                .map(|i| {
+                    let mut r = Route::public(
+                        &format!("route-{i}"),
+                        PathMatch::Prefix(format!("/v1/service-{i}/items")),
+                        0,
+                    );
+                    r.methods = Some(vec![http::Method::GET, http::Method::POST]);
+                    r
+                })
+                .collect(),
+        );
+        let hit = format!("/v1/service-{}/items/1234/details", n / 2);
+        g.bench_with_input(BenchmarkId::new("match", n), &hit, |b, path| {
+            b.iter(|| {
+                table
+                    .match_request(None, black_box(path), &http::Method::GET)
+                    .ok()
+            })
+        });
+        let miss = "/v2/unknown/path/with/several/segments";
+        g.bench_with_input(BenchmarkId::new("miss", n), &miss, |b, path| {
+            b.iter(|| {
+                table
+                    .match_request(None, black_box(path), &http::Method::GET)
+                    .ok()
+            })
+        });
+    }
+    g.finish();
+}
+
+fn provider(alg: Algorithm, keys: KeySet, cache: usize) -> JwtProvider {
+    JwtProvider {
+        name: "bench".into(),
+        label: "jwt:bench".into(),
+        algorithms: vec![alg],
+        validations: jwt::validations(&[alg], Some("https://id.bench"), &["api".into()], 30),
+        keys: Arc::new(KeyStore::new(keys)),
+        consumer_claim: "sub".into(),
+        scopes_claim: "scope".into(),
+        leeway: 30,
+        cache: TokenCache::new(cache),
+    }
+}
+
+fn token(alg: Algorithm, kid: Option<&str>, key: &EncodingKey) -> String {
+    let mut header = Header::new(alg);
+    header.kid = kid.map(str::to_string);
+    let claims = serde_json::json!({
+        "iss": "https://id.bench", "aud": "api", "sub": "bench-user",
+        "exp": unix_now() + 3600, "scope": "orders:read orders:write",
+    });
+    encode(&header, &claims, key).expect("a signed token")
+}
+
+fn jwts(c: &mut Criterion) {
+    let mut g = c.benchmark_group("jwt_verify");
+    let jwks = || {
+        let text = String::from_utf8(data("jwt/jwks.json")).expect("UTF-8");
+        jwt::parse_jwks(&text).expect("the test JWKS")
+    };
+    let secret = b"0123456789abcdef0123456789abcdef-bench-secret";
+    let hs = KeySet::new(vec![JwtKey {
+        kid: None,
+        alg: None,
+        key: DecodingKey::from_secret(secret).expect("an HMAC key"),
+    }]);
+    let cases = [
+        (
+            "HS256",
+            Algorithm::HS256,
+            None,
+            EncodingKey::from_secret(secret).expect("an HMAC key"),
+            Some(hs),
+        ),
+        (
+            "RS256",
+            Algorithm::RS256,
+            Some("rsa"),
+            EncodingKey::from_rsa_pem(&data("jwt/rsa.pem")).expect("RSA key"),
+            None,
+        ),
+        (
+            "ES256",
+            Algorithm::ES256,
+            Some("ec256"),
+            EncodingKey::from_ec_pem(&data("jwt/ec256.pem")).expect("EC key"),
+            None,
+        ),
+        (
+            "EdDSA",
+            Algorithm::EdDSA,
+            Some("ed25519"),
+            EncodingKey::from_ed_pem(&data("jwt/ed25519.pem")).expect("Ed25519 key"),
+            None,
+        ),
+    ];
+    for (name, alg, kid, key, keys) in cases {
+        let t = token(alg, kid, &key);
+        let p = provider(alg, keys.unwrap_or_else(jwks), 0);
+        assert!(p.verify(&t).is_ok(), "{name} token verifies");
+        g.bench_function(name, |b| b.iter(|| p.verify(black_box(&t))));
+    }
+    let t = token(
+        Algorithm::ES256,
+        Some("ec256"),
+        &EncodingKey::from_ec_pem(&data("jwt/ec256.pem")).expect("EC key"),
+    );
+    let cached = provider(Algorithm::ES256, jwks(), 10_000);
+    assert!(cached.verify(&t).is_ok());
+    g.bench_function("ES256 cached", |b| b.iter(|| cached.verify(black_box(&t))));
+    g.finish();
+}
+
+fn api_keys(c: &mut Criterion) {
+    let mut g = c.benchmark_group("api_key");
+    for n in [10usize, 1000] {
+        let mut index = ApiKeyIndex::default();
+        for i in 0..n {
+            let hash = portcullis::keys::config_hash(&format!("key-number-{i}-0123456789abcdef"));
+            let parsed = portcullis::checks::auth::api_key::parse_hash(&hash).expect("a hash");
+            index.insert(parsed, i).expect("distinct keys");
+        }
+        let present = format!("key-number-{}-0123456789abcdef", n / 2);
+        assert!(index.find(&present).is_some());
+        g.bench_with_input(BenchmarkId::new("lookup", n), &present, |b, k| {
+            b.iter(|| index.find(black_box(k)))
+        });
+    }
+    g.finish();
+}
+
+fn acl(c: &mut Criterion) {
+    let allow = Allow {
+        any_consumer: false,
+        consumers: vec!["ops".into(), "billing".into()],
+        groups: vec!["partners".into(), "staff".into()],
+        scopes: vec!["orders:write".into()],
+    };
+    let who = Principal {
+        consumer: "bench-user".into(),
+        groups: vec!["customers".into(), "staff".into()],
+        scopes: vec!["orders:read".into(), "orders:write".into()],
+        method: "jwt:bench".into(),
+    };
+    c.bench_function("acl/allow", |b| {
+        b.iter(|| authorize(Some(black_box(&allow)), black_box(&who)).is_ok())
+    });
+}
+
+fn rate_limits(c: &mut Criterion) {
+    let limits = RateLimits::new(vec![
+        Policy::new(
+            "orders-0".into(),
+            u32::MAX / 2,
+            std::time::Duration::from_secs(1),
+            LimitKey::Consumer,
+        ),
+        Policy::new(
+            "orders-1".into(),
+            u32::MAX / 2,
+            std::time::Duration::from_secs(60),
+            LimitKey::Ip,
+        ),
+    ]);
+    let req = pingora_http::RequestHeader::build("GET", b"/orders", None).expect("a request");
+    let subject = Subject {
+        consumer: Some("bench-user"),
+        ip: "192.0.2.7".parse().expect("an address"),
+        req: &req,
+    };
+    c.bench_function("rate_limit/two policies", |b| {
+        b.iter(|| limits.check(black_box(&subject)).is_ok())
+    });
+}
+
+/// A JSON order of about `size` bytes that the order schema accepts.
+fn order(size: usize) -> Vec<u8> {
+    let mut items = Vec::new();
+    let mut len = 60;
+    let mut i = 0;
+    while len < size.saturating_sub(40) {
+        let item = format!(r#"{{"sku":"SKU-{i:05}-BLUE-M","qty":{}}}"#, i % 7 + 1);
+        len += item.len() + 1;
+        items.push(item);
+        i += 1;
+    }
+    format!(
+        r#"{{"id":4711,"email":"buyer@example.com","items":[{}],"note":"fragile, ring twice"}}"#,
+        items.join(",")
+    )
+    .into_bytes()
+}
+
+fn bodies(c: &mut Criterion) {
+    let schema: serde_json::Value =
+        serde_json::from_slice(&data("schemas/order.json")).expect("the order schema");
+    let validator = jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .expect("a valid schema");
+    let rules = BodyRules {
+        content_types: vec!["application/json".into()],
+        schema: Some(Arc::new(validator)),
+        max_json_depth: 32,
+    };
+    let mut g = c.benchmark_group("json_schema");
+    for size in [1024usize, 64 * 1024] {
+        let body = order(size);
+        assert!(check_json(&rules, &body).is_ok(), "the order is valid");
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        g.bench_with_input(BenchmarkId::new("validate", size), &body, |b, body| {
+            b.iter(|| check_json(&rules, black_box(body)).is_ok())
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("threat_scan");
+    let body = order(1024);
+    let json: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    g.throughput(Throughput::Bytes(body.len() as u64));
+    g.bench_function("json body, 1 KiB", |b| {
+        b.iter(|| threat::scan_json(black_box(&json)))
+    });
+    let prose = "Please deliver after 6 pm, the side door is open; call Fatima D'Angelo (3rd floor) if nobody answers. ".repeat(20);
+    let prose = &prose[..1024];
+    g.throughput(Throughput::Bytes(1024));
+    g.bench_function("free text, 1 KiB", |b| {
+        b.iter(|| threat::scan(black_box(prose.as_bytes()), threat::Field::Body))
+    });
+    g.bench_function("path", |b| {
+        b.iter(|| threat::scan_path(black_box("/v1/orders/4711/items/SKU-00042")))
+    });
+    g.finish();
+}
+
+fn access_log(c: &mut Criterion) {
+    c.bench_function("access_log/format line", |b| {
+        b.iter(|| {
+            let record = AccessRecord {
+                ts: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                request_id: "0b5e1c6e2f0b4f0c9a7d6e5f4a3b2c1d",
+                client_ip: Some("192.0.2.7".into()),
+                method: "POST",
+                path: "/v1/orders?page=2".into(),
+                status: 200,
+                route: "orders",
+                consumer: Some("bench-user"),
+                auth: Some("jwt:bench"),
+                decision: "allow",
+                upstream: Some("app"),
+                upstream_status: Some(200),
+                bytes_sent: 1234,
+                duration_ms: 0.731,
+                user_agent: Some("bench/1.0".into()),
+            };
+            serde_json::to_string(black_box(&record)).ok()
+        })
+    });
+}
+
+criterion_group!(
+    benches,
+    routes,
+    jwts,
+    api_keys,
+    acl,
+    rate_limits,
+    bodies,
+    access_log
+);
+criterion_main!(benches);
