@@ -78,12 +78,17 @@ impl Drop for Proc {
 }
 
 impl Proc {
+    /// Start `program`; its standard error goes to `stderr` (Pingora logs every connection
+    /// that wrk cuts at the end of a run).
     fn start(
         name: &'static str,
         cpu: Option<&str>,
         program: &str,
         args: &[&str],
+        stderr: &Path,
     ) -> Fallible<Proc> {
+        let log = std::fs::File::create(stderr)
+            .map_err(|e| format!("cannot create {}: {e}", stderr.display()))?;
         // A shell raises the descriptor limit first: 1,000 client connections need it.
         let mut line = String::from("ulimit -n 65536 2>/dev/null; exec ");
         if let Some(cpu) = cpu {
@@ -98,7 +103,7 @@ impl Proc {
             .arg(&line)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .map_err(|e| format!("cannot start {name}: {e}"))?;
         Ok(Proc { name, child })
@@ -326,6 +331,7 @@ impl Bench {
             cpu,
             "nginx",
             &["-p", &p, "-c", &f, "-g", "daemon off;"],
+            &prefix.join("stderr.log"),
         )
     }
 
@@ -334,13 +340,18 @@ impl Bench {
         std::fs::write(&conf, portcullis_conf(self, port)).map_err(|e| e.to_string())?;
         let exe = env!("CARGO_BIN_EXE_portcullis");
         let cpu = self.options.pin.then_some("1");
+        let stderr = self.dir.join("portcullis.stderr");
         let mut p = Proc::start(
             "portcullis",
             cpu,
             exe,
             &["run", "-c", &conf.display().to_string()],
+            &stderr,
         )?;
-        wait_ready(&mut p, port, "/pass/ready")?;
+        if let Err(e) = wait_ready(&mut p, port, "/pass/ready") {
+            let log = std::fs::read_to_string(&stderr).unwrap_or_default();
+            return Err(format!("{e}; its standard error:\n{log}"));
+        }
         Ok(p)
     }
 
