@@ -270,6 +270,28 @@ fn bodies(c: &mut Criterion) {
     g.finish();
 }
 
+/// The parts of the classifier, on a typical JSON value that is not "plain".
+fn threat_parts(c: &mut Criterion) {
+    let mut g = c.benchmark_group("threat_parts");
+    let value = b"SKU-00042-BLUE-M";
+    g.bench_function("detect_sqli", |b| {
+        b.iter(|| libinjectionrs::detect_sqli(black_box(value)).is_injection())
+    });
+    g.bench_function("SqliState::detect", |b| {
+        b.iter(|| {
+            libinjectionrs::SqliState::new(black_box(value), libinjectionrs::SqliFlags::FLAG_NONE)
+                .detect()
+        })
+    });
+    g.bench_function("detect_xss", |b| {
+        b.iter(|| libinjectionrs::detect_xss(black_box(value)).is_injection())
+    });
+    g.bench_function("scan", |b| {
+        b.iter(|| threat::scan(black_box(value), threat::Field::Body))
+    });
+    g.finish();
+}
+
 fn access_log(c: &mut Criterion) {
     c.bench_function("access_log/format line", |b| {
         b.iter(|| {
@@ -303,6 +325,7 @@ criterion_group!(
     acl,
     rate_limits,
     bodies,
+    threat_parts,
     access_log
 );
 criterion_main!(benches);
