@@ -8,11 +8,6 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// mimalloc instead of glibc's malloc: the proxy allocates and frees many small buffers per
-/// request, and glibc's allocator was about a tenth of the CPU in the load benchmark's profile.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const DEFAULT_CONFIG: &str = "/etc/portcullis/portcullis.toml";
 
 #[derive(Parser)]
