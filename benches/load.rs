@@ -400,7 +400,8 @@ struct Row {
     upstream_requests: u64,
 }
 
-fn upstream_conf(port: u16) -> String {
+/// An nginx configuration with one worker: the shared settings around `servers`.
+fn nginx_conf(access_log: &str, servers: &str) -> String {
     format!(
         r#"worker_processes 1;
 user root;
@@ -409,32 +410,33 @@ pid logs/nginx.pid;
 worker_rlimit_nofile 65536;
 events {{ worker_connections 16384; }}
 http {{
-    access_log off;
+    access_log {access_log};
     keepalive_requests 10000000;
     keepalive_timeout 300s;
-    server {{
-        listen 127.0.0.1:{port} backlog=4096;
-        location = /__status {{ stub_status; }}
-        location / {{ return 200 "ok\n"; }}
-    }}
+{servers}
 }}
 "#
     )
 }
 
+fn upstream_conf(port: u16) -> String {
+    nginx_conf(
+        "off",
+        &format!(
+            r#"    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location = /__status {{ stub_status; }}
+        location / {{ return 200 "ok\n"; }}
+    }}"#
+        ),
+    )
+}
+
 fn nginx_proxy_conf(port: u16, upstream: u16) -> String {
-    format!(
-        r#"worker_processes 1;
-user root;
-error_log logs/error.log warn;
-pid logs/nginx.pid;
-worker_rlimit_nofile 65536;
-events {{ worker_connections 16384; }}
-http {{
-    access_log logs/access.log;
-    keepalive_requests 10000000;
-    keepalive_timeout 300s;
-    upstream app {{
+    nginx_conf(
+        "logs/access.log",
+        &format!(
+            r#"    upstream app {{
         server 127.0.0.1:{upstream};
         keepalive 256;
         keepalive_requests 10000000;
@@ -446,9 +448,8 @@ http {{
             proxy_http_version 1.1;
             proxy_set_header Connection "";
         }}
-    }}
-}}
-"#
+    }}"#
+        ),
     )
 }
 
