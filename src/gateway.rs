@@ -5,7 +5,7 @@
 use crate::checks::auth::mtls::PeerCert;
 use crate::checks::forward::{self, Forwarding};
 use crate::checks::route::{host_without_port, upstream_path, RouteMiss};
-use crate::checks::threat::{self, ThreatKind};
+use crate::checks::threat;
 use crate::checks::throttle::FailureThrottle;
 use crate::checks::{acl, auth, body, identity, ip, limits, path, rate_limit};
 use crate::config::model::{Route, ThreatMode};
@@ -97,11 +97,11 @@ impl Gateway {
         ctx.route = Some(index);
         ctx.max_body_bytes = route.max_body_bytes;
         limits::check_declared_body(declared_body, route.max_body_bytes)?;
-        ctx.normalised_path = normalised.clone();
         ctx.upstream_path = match req.uri.query() {
             Some(q) => format!("{}?{q}", upstream_path(route, &normalised)),
             None => upstream_path(route, &normalised).to_string(),
         };
+        ctx.normalised_path = normalised;
 
         // 4. IP rules.
         if !ip::admitted(who.client_ip, &route.ip_allow, &route.ip_deny) {
@@ -337,19 +337,10 @@ impl Gateway {
                 "detected, forwarded"
             }
         );
-        let (blocked, detected) = match kind {
-            ThreatKind::Sqli => ("threat_sqli", "detected_sqli"),
-            ThreatKind::Xss => ("threat_xss", "detected_xss"),
-            ThreatKind::CommandInjection => {
-                ("threat_command_injection", "detected_command_injection")
-            }
-            ThreatKind::PathTraversal => ("threat_path_traversal", "detected_path_traversal"),
-            ThreatKind::ControlBytes => ("threat_control_bytes", "detected_control_bytes"),
-        };
         if block {
-            return Err(Refusal::bad_request(blocked, kind.detail()));
+            return Err(Refusal::bad_request(kind.blocked_reason(), kind.detail()));
         }
-        ctx.decision = detected;
+        ctx.decision = kind.detected_decision();
         Ok(())
     }
 

@@ -29,6 +29,28 @@ impl ThreatKind {
         }
     }
 
+    /// The refusal reason in `block` mode (metric label and access-log `decision`).
+    pub fn blocked_reason(self) -> &'static str {
+        match self {
+            ThreatKind::Sqli => "threat_sqli",
+            ThreatKind::Xss => "threat_xss",
+            ThreatKind::CommandInjection => "threat_command_injection",
+            ThreatKind::PathTraversal => "threat_path_traversal",
+            ThreatKind::ControlBytes => "threat_control_bytes",
+        }
+    }
+
+    /// The access-log `decision` in `detect` mode.
+    pub fn detected_decision(self) -> &'static str {
+        match self {
+            ThreatKind::Sqli => "detected_sqli",
+            ThreatKind::Xss => "detected_xss",
+            ThreatKind::CommandInjection => "detected_command_injection",
+            ThreatKind::PathTraversal => "detected_path_traversal",
+            ThreatKind::ControlBytes => "detected_control_bytes",
+        }
+    }
+
     pub fn detail(self) -> &'static str {
         match self {
             ThreatKind::Sqli => "the request looks like SQL injection",
