@@ -6,7 +6,9 @@
 //! body, threat protection in block mode, JSON access log to a file) and (d) nginx as a
 //! keep-alive reverse proxy. Every scenario sends the same request: a POST with a 1 KiB JSON
 //! body and a bearer token. Then the latency the full chain adds at half of its peak load, and
-//! the peak RSS with 1,000 open client connections.
+//! the peak RSS with 1,000 open client connections. A fifth scenario, (e), is a bare Pingora
+//! proxy with default settings and no checks (this binary re-runs itself as one), the floor
+//! under any Pingora-based gateway on this machine.
 //!
 //! Run: `bash benches/load.sh` (installs wrk and nginx if missing), or
 //! `cargo bench --bench load -- [--duration S] [--connections N] [--threads N] [--no-pin]`.
@@ -353,6 +355,24 @@ impl Bench {
             return Err(format!("{e}; its standard error:\n{log}"));
         }
         Ok(p)
+    }
+
+    /// This benchmark again, as a bare Pingora proxy (see `bare`).
+    fn bare_pingora(&self, port: u16) -> Fallible<Proc> {
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+        let (exe, port, upstream, threads) = (
+            exe.display().to_string(),
+            port.to_string(),
+            self.upstream_port.to_string(),
+            self.options.threads.to_string(),
+        );
+        Proc::start(
+            "bare Pingora proxy",
+            self.options.pin.then_some("1"),
+            &exe,
+            &["--serve-bare-pingora", &port, &upstream, &threads],
+            &self.dir.join("bare-pingora.stderr"),
+        )
     }
 
     /// Warm up, then measure one scenario: load, proxy CPU, peak RSS, upstream connections.
@@ -710,6 +730,13 @@ fn run() -> Fallible<()> {
     wait_ready(&mut nginx, port, "/ready")?;
     rows.push(bench.scenario("(d) nginx reverse proxy", port, "/orders", Some(&nginx))?);
     drop(nginx);
+
+    eprintln!("(e) bare Pingora proxy");
+    let port = free_port()?;
+    let mut bare = bench.bare_pingora(port)?;
+    wait_ready(&mut bare, port, "/ready")?;
+    rows.push(bench.scenario("(e) bare Pingora proxy", port, "/orders", Some(&bare))?);
+    drop(bare);
     drop(upstream);
 
     print_table(&bench, &rows);
@@ -730,6 +757,11 @@ fn run() -> Fallible<()> {
         "(b)/(d) pass-through vs nginx [target >= 100 %]",
         ratio(&rows, "(b)", "(d)"),
     );
+    show("(e)/(d) bare Pingora vs nginx", ratio(&rows, "(e)", "(d)"));
+    show(
+        "(b)/(e) pass-through vs bare Pingora",
+        ratio(&rows, "(b)", "(e)"),
+    );
     println!(
         "half load ({:.0} req/s offered as {conns} connections with {pause_ms} ms pauses): pass-through p99 {} ms at {:.0} req/s, full chain p99 {} ms at {:.0} req/s; added p99 {} ms [target <= 1 ms]",
         half,
@@ -748,7 +780,63 @@ fn run() -> Fallible<()> {
     Ok(())
 }
 
+/// A minimal Pingora proxy: every request to one upstream, default settings, nothing else.
+mod bare {
+    use async_trait::async_trait;
+    use pingora::prelude::*;
+    use pingora_core::server::configuration::ServerConf;
+
+    struct Bare {
+        upstream: String,
+    }
+
+    #[async_trait]
+    impl ProxyHttp for Bare {
+        type CTX = ();
+        fn new_ctx(&self) {}
+        async fn upstream_peer(&self, _: &mut Session, _: &mut ()) -> Result<Box<HttpPeer>> {
+            Ok(Box::new(HttpPeer::new(
+                self.upstream.as_str(),
+                false,
+                String::new(),
+            )))
+        }
+    }
+
+    /// `--serve-bare-pingora PORT UPSTREAM_PORT THREADS`: never returns.
+    pub fn serve(port: u16, upstream: u16, threads: usize) -> ! {
+        let conf = ServerConf {
+            threads,
+            ..ServerConf::default()
+        };
+        let mut server = Server::new_with_opt_and_conf(None, conf);
+        server.bootstrap();
+        let mut proxy = http_proxy_service(
+            &server.configuration,
+            Bare {
+                upstream: format!("127.0.0.1:{upstream}"),
+            },
+        );
+        proxy.add_tcp(&format!("127.0.0.1:{port}"));
+        server.add_service(proxy);
+        server.run_forever()
+    }
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--serve-bare-pingora") {
+        let number = |i: usize| args.get(i).and_then(|v| v.parse::<u16>().ok());
+        match (number(2), number(3), number(4)) {
+            (Some(port), Some(upstream), Some(threads)) => {
+                bare::serve(port, upstream, threads.max(1) as usize)
+            }
+            _ => {
+                eprintln!("usage: --serve-bare-pingora PORT UPSTREAM_PORT THREADS");
+                std::process::exit(2);
+            }
+        }
+    }
     if let Err(e) = run() {
         eprintln!("load benchmark failed: {e}");
         std::process::exit(1);

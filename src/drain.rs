@@ -1,58 +1,53 @@
-//! Draining kept-alive connections on a graceful upgrade or shutdown. Pingora aborts idle
-//! keep-alive connections as soon as the old process stops listening; a client that sends its
-//! next request at that moment sees the connection close under it. Here the abort is held back
-//! until shortly before the grace period ends: meanwhile the next request on each kept-alive
-//! connection is served with `Connection: close` (Pingora does that once shutdown has begun),
-//! and only connections still idle at the end are closed.
+//! The gateway's app around Pingora's HTTP proxy: it times request heads and drains
+//! kept-alive connections.
+//!
+//! Heads: every HTTP/1 connection is wrapped in `stream::head_deadline` before the proxy sees
+//! it, so that a head that trickles in (slowloris) is cut after `limits.header_read_timeout`.
+//!
+//! Draining on a graceful upgrade or shutdown: Pingora aborts idle keep-alive connections as
+//! soon as the old process stops listening; a client that sends its next request at that
+//! moment sees the connection close under it. Here the abort is held back until shortly
+//! before the grace period ends: meanwhile the next request on each kept-alive connection is
+//! served with `Connection: close` (Pingora does that once shutdown has begun), and only
+//! connections still idle at the end are closed.
 
+use crate::stream::head_deadline::HeadDeadline;
 use async_trait::async_trait;
-use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
-use pingora_core::protocols::http::ServerSession;
-use pingora_core::protocols::Stream;
+use pingora_core::apps::ServerApp;
+use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// An HTTP app whose shutdown clean-up waits `hold` first.
+/// An app whose connections get a head deadline and whose shutdown clean-up waits `hold`.
 pub struct Draining<A> {
     pub inner: Arc<A>,
     pub hold: Duration,
+    /// `limits.header_read_timeout`.
+    pub head_deadline: Duration,
 }
 
 #[async_trait]
-impl<A> HttpServerApp for Draining<A>
+impl<A> ServerApp for Draining<A>
 where
-    A: HttpServerApp + Send + Sync + 'static,
+    A: ServerApp + Send + Sync + 'static,
 {
-    async fn process_new_http(
+    async fn process_new(
         self: &Arc<Self>,
-        session: ServerSession,
-        shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
-        self.inner.process_new_http(session, shutdown).await
-    }
-
-    fn h2_options(&self) -> Option<pingora_core::protocols::http::v2::server::H2Options> {
-        self.inner.h2_options()
-    }
-
-    fn server_options(&self) -> Option<&HttpServerOptions> {
-        self.inner.server_options()
-    }
-
-    async fn http_cleanup(&self) {
-        tokio::time::sleep(self.hold).await;
-        self.inner.http_cleanup().await;
-    }
-
-    async fn process_custom_session(
-        self: Arc<Self>,
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        self.inner
-            .clone()
-            .process_custom_session(stream, shutdown)
-            .await
+        // HTTP/2 (negotiated by ALPN) frames its own requests; the deadline reads HTTP/1.
+        let stream = if stream.selected_alpn_proto() == Some(ALPN::H2) {
+            stream
+        } else {
+            HeadDeadline::wrap(stream, self.head_deadline)
+        };
+        self.inner.process_new(stream, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        tokio::time::sleep(self.hold).await;
+        self.inner.cleanup().await;
     }
 }

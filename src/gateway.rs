@@ -14,8 +14,8 @@ use crate::context::{InflightGuard, RequestCtx};
 use crate::observe::access_log::{redacted_path, AccessLog, AccessRecord};
 use crate::observe::metrics::{method_label, Metrics};
 use crate::problem::{self, Refusal};
-use crate::replay;
 use crate::shared_limits::{OnStoreError, SharedLimiter, Take};
+use crate::stream::replay;
 use crate::upstream::{connect_retryable, failure_status, Upstreams};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -213,6 +213,11 @@ impl Gateway {
         let Some(route) = ctx.route.map(|i| self.config.routes.get(i)) else {
             return Ok(None);
         };
+        // A body that stalls is given up after `body_read_timeout`, streamed or validated
+        // (Pingora's own wait for each read is 60 s).
+        session
+            .as_downstream_mut()
+            .set_read_timeout(Some(self.config.limits.body_read_timeout));
         let Some(rules) = &route.body else {
             return Ok(None);
         };
@@ -642,6 +647,8 @@ impl ProxyHttp for Gateway {
                 503 => "no_healthy_target",
                 504 => "upstream_timeout",
                 413 => "body_too_large",
+                // The head was read before any upstream work: only a body can time out.
+                408 => "body_timeout",
                 0 => "client_gone",
                 _ => "error",
             };

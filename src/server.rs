@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Read buffer of each client connection (Pingora's default is 64 KiB).
-const LISTENER_READ_BUFFER: usize = 16 * 1024;
+const LISTENER_READ_BUFFER: usize = 4 * 1024;
 
 pub struct RunOptions {
     /// Take over the listening sockets of a running instance (`-u`).
@@ -153,11 +153,13 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
                 .server
                 .grace_period
                 .saturating_sub(Duration::from_secs(1)),
+            head_deadline: config.limits.header_read_timeout,
         },
     );
     // Pingora gives every client connection a 64 KiB read buffer, zero-filled when allocated:
-    // with 1,000 clients that is most of the process's memory. 16 KiB still holds a full TLS
-    // record and several pipelined request heads; larger body reads bypass it.
+    // with 1,000 clients that is most of the process's memory. 4 KiB holds a typical request
+    // head; a larger head takes more reads, and reads larger than the buffer (TLS records,
+    // bodies) bypass it.
     let buffers = L4BufferSettings::default().read(LISTENER_READ_BUFFER);
     for (i, listener) in config.listeners.iter().enumerate() {
         let endpoint = ListenerConfig::tcp(&listener.address).l4_buffer(buffers);

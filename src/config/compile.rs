@@ -401,6 +401,11 @@ fn compile_limits(e: &mut Errors, l: &RawLimits) -> Limits {
             l.body_read_timeout.as_ref(),
             d.body_read_timeout,
         ),
+        header_read_timeout: e.duration(
+            "limits.header_read_timeout",
+            l.header_read_timeout.as_ref(),
+            d.header_read_timeout,
+        ),
     }
 }
 

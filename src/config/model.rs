@@ -142,6 +142,8 @@ pub struct Limits {
     pub max_json_depth: usize,
     /// Longest wait for the next piece of a body that is read for validation.
     pub body_read_timeout: Duration,
+    /// Longest time a client may take to send a whole request head (zero: no limit).
+    pub header_read_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -153,6 +155,7 @@ impl Default for Limits {
             max_body_bytes: 1024 * 1024,
             max_json_depth: 32,
             body_read_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }

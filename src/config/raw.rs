@@ -108,6 +108,7 @@ pub struct RawLimits {
     pub max_body_bytes: Option<RawSize>,
     pub max_json_depth: Option<i64>,
     pub body_read_timeout: Option<String>,
+    pub header_read_timeout: Option<String>,
 }
 
 /// `tls = false` or `tls = { sni = "…", verify = true }`.

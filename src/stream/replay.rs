@@ -7,20 +7,13 @@
 //! parses exactly as if the client had sent them; then the connection continues as before. HTTP/2: the retry buffer is used, so bodies are
 //! limited to 64 KiB there.
 
-use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
 use pingora_core::protocols::http::v1::server::HttpSession as SessionV1;
 use pingora_core::protocols::http::ServerSession as HttpSession;
-use pingora_core::protocols::raw_connect::ProxyDigest;
-use pingora_core::protocols::tls::{SslDigest, TlsRef};
-use pingora_core::protocols::{
-    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
-    TimingDigest, UniqueID, UniqueIDType, ALPN,
-};
+use pingora_core::protocols::Stream;
 use pingora_core::{Error, ErrorType, Result};
 use pingora_proxy::Session;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -145,51 +138,7 @@ impl AsyncWrite for ReplayStream {
     }
 }
 
-#[async_trait]
-impl Shutdown for ReplayStream {
-    async fn shutdown(&mut self) {
-        self.inner.shutdown().await
-    }
-}
-
-impl UniqueID for ReplayStream {
-    fn id(&self) -> UniqueIDType {
-        self.inner.id()
-    }
-}
-
-impl Ssl for ReplayStream {
-    fn get_ssl(&self) -> Option<&TlsRef> {
-        self.inner.get_ssl()
-    }
-    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
-        self.inner.get_ssl_digest()
-    }
-    fn selected_alpn_proto(&self) -> Option<ALPN> {
-        self.inner.selected_alpn_proto()
-    }
-}
-
-impl GetTimingDigest for ReplayStream {
-    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        self.inner.get_timing_digest()
-    }
-}
-
-impl GetProxyDigest for ReplayStream {
-    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        self.inner.get_proxy_digest()
-    }
-}
-
-impl GetSocketDigest for ReplayStream {
-    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        self.inner.get_socket_digest()
-    }
-}
-
-#[async_trait]
-impl Peek for ReplayStream {}
+super::pass_through_io!(ReplayStream);
 
 /// Hand `body` back to Pingora for forwarding.
 pub async fn replay(session: &mut Session, body: Bytes) -> Result<()> {

@@ -1,0 +1,263 @@
+//! A deadline on reading each HTTP/1 request head: the slowloris defence. Pingora times each
+//! read on its own (a client that sends one byte a minute keeps its connection forever) and
+//! has no limit on the whole head. Here the clock starts when a connection is accepted, and
+//! again at the first byte of each later request on a kept-alive connection; a head that is
+//! not complete (`\r\n\r\n`, or bare `\n\n`) when `limits.header_read_timeout` runs out fails
+//! the read, and Pingora closes the connection without forwarding anything.
+//!
+//! The wrapper follows the exchange from the bytes it sees: a head is read, then (once a final
+//! response starts to be written) the next byte read begins the next head. Body bytes read
+//! before the response are not timed here (`limits.body_read_timeout` and the upstream's
+//! timeouts cover them); informational responses (`100 Continue`) do not end the exchange.
+
+use pingora_core::protocols::Stream;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// Where the connection is in its request/response exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading a request head; `newline` says whether the last byte that counts was `\n`
+    /// (`\r` does not count, so `\r\n\r\n` and `\n\n` both end the head).
+    Head { newline: bool },
+    /// The head is complete; bytes read now are its body.
+    Body,
+    /// A response has begun; the next byte read starts a new head.
+    Answered,
+}
+
+pub struct HeadDeadline {
+    inner: Stream,
+    limit: Duration,
+    phase: Phase,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl std::fmt::Debug for HeadDeadline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeadDeadline")
+            .field("phase", &self.phase)
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl HeadDeadline {
+    /// Wrap a freshly accepted connection: its first head must be complete within `limit`.
+    pub fn wrap(inner: Stream, limit: Duration) -> Stream {
+        Box::new(HeadDeadline {
+            inner,
+            limit,
+            phase: Phase::Head { newline: false },
+            timer: Box::pin(tokio::time::sleep(limit)),
+        })
+    }
+
+    /// Follow the bytes just read through the head.
+    fn saw(&mut self, bytes: &[u8]) {
+        if self.phase == Phase::Answered {
+            self.phase = Phase::Head { newline: false };
+            self.timer.as_mut().reset(Instant::now() + self.limit);
+        }
+        let Phase::Head { mut newline } = self.phase else {
+            return;
+        };
+        for &b in bytes {
+            match b {
+                b'\n' if newline => {
+                    self.phase = Phase::Body;
+                    return;
+                }
+                b'\n' => newline = true,
+                b'\r' => {}
+                _ => newline = false,
+            }
+        }
+        self.phase = Phase::Head { newline };
+    }
+
+    /// Follow a write: the first bytes of a final response end the exchange.
+    fn wrote(&mut self, bytes: &[u8]) {
+        if self.phase == Phase::Body && !is_informational(bytes) {
+            self.phase = Phase::Answered;
+        }
+    }
+}
+
+/// `HTTP/1.x 1xx`: an interim response, after which the request body still follows.
+fn is_informational(bytes: &[u8]) -> bool {
+    bytes.len() >= 10 && bytes.starts_with(b"HTTP/1.") && bytes[9] == b'1'
+}
+
+impl AsyncRead for HeadDeadline {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if matches!(this.phase, Phase::Head { .. }) && this.timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "request head not complete within limits.header_read_timeout ({} ms)",
+                    this.limit.as_millis()
+                ),
+            )));
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut *this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let filled = buf.filled();
+                if let Some(new) = filled.get(before..) {
+                    if !new.is_empty() {
+                        this.saw(new);
+                    }
+                }
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
+impl AsyncWrite for HeadDeadline {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let result = Pin::new(&mut *this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &result {
+            if *n > 0 {
+                this.wrote(buf);
+            }
+        }
+        result
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let result = Pin::new(&mut *this.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = &result {
+            if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
+                if *n > 0 {
+                    this.wrote(first);
+                }
+            }
+        }
+        result
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_shutdown(cx)
+    }
+}
+
+super::pass_through_io!(HeadDeadline);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A wrapped in-memory connection and the client end of it.
+    fn pair(limit_ms: u64) -> (Stream, tokio::io::DuplexStream) {
+        let (server, client) = tokio::io::duplex(4096);
+        (
+            HeadDeadline::wrap(Box::new(server), Duration::from_millis(limit_ms)),
+            client,
+        )
+    }
+
+    async fn read_some(s: &mut Stream) -> std::io::Result<usize> {
+        let mut buf = [0u8; 256];
+        s.read(&mut buf).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_that_trickles_in_times_out() {
+        let (mut server, mut client) = pair(1000);
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        assert_eq!(read_some(&mut server).await.unwrap(), 16);
+        tokio::time::advance(Duration::from_millis(900)).await;
+        client.write_all(b"X-A: 1\r\n").await.unwrap();
+        assert_eq!(read_some(&mut server).await.unwrap(), 8);
+        tokio::time::advance(Duration::from_millis(200)).await;
+        client.write_all(b"X-B: 2\r\n").await.unwrap();
+        let err = read_some(&mut server).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert!(err.to_string().contains("limits.header_read_timeout"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_connection_times_out() {
+        let (mut server, _client) = pair(500);
+        let err = read_some(&mut server).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_complete_head_stops_the_clock_until_the_next_request() {
+        for end in [&b"\r\n\r\n"[..], b"\n\n", b"\r\n\n"] {
+            let (mut server, mut client) = pair(1000);
+            client.write_all(b"POST / HTTP/1.1\r\nA: b").await.unwrap();
+            client.write_all(end).await.unwrap();
+            read_some(&mut server).await.unwrap();
+            // A slow body is not this deadline's business.
+            tokio::time::advance(Duration::from_secs(5)).await;
+            client.write_all(b"body").await.unwrap();
+            assert_eq!(read_some(&mut server).await.unwrap(), 4);
+            // An interim response does not end the exchange...
+            server
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .unwrap();
+            tokio::time::advance(Duration::from_secs(5)).await;
+            client.write_all(b"more").await.unwrap();
+            assert_eq!(read_some(&mut server).await.unwrap(), 4);
+            // ...a final one does; an idle kept-alive connection is not timed here...
+            server.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
+            tokio::time::advance(Duration::from_secs(5)).await;
+            // ...but the next head is, from its first byte.
+            client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+            read_some(&mut server).await.unwrap();
+            tokio::time::advance(Duration::from_millis(1100)).await;
+            assert!(read_some(&mut server).await.is_err(), "end {end:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_split_between_reads_is_recognised() {
+        let (mut server, mut client) = pair(1000);
+        client.write_all(b"GET / HTTP/1.1\r\n\r").await.unwrap();
+        read_some(&mut server).await.unwrap();
+        client.write_all(b"\n").await.unwrap();
+        read_some(&mut server).await.unwrap();
+        tokio::time::advance(Duration::from_secs(3)).await;
+        client.write_all(b"x").await.unwrap();
+        assert_eq!(read_some(&mut server).await.unwrap(), 1);
+    }
+
+    #[test]
+    fn informational_responses_are_told_apart() {
+        assert!(is_informational(b"HTTP/1.1 100 Continue\r\n"));
+        assert!(is_informational(b"HTTP/1.0 103 Early Hints\r\n"));
+        assert!(!is_informational(b"HTTP/1.1 200 OK\r\n"));
+        assert!(!is_informational(b"HTTP/1.1"));
+        assert!(!is_informational(b"{\"a\":1}"));
+    }
+}
