@@ -361,3 +361,39 @@ fn keep_alive_and_expect_continue_work_on_validated_routes() {
     assert_eq!(up.requests()[0].body, body);
     assert!(up.requests()[0].header("expect").is_none());
 }
+
+#[test]
+fn a_body_broken_off_by_the_client_is_refused_before_the_upstream() {
+    let up = Upstream::start();
+    let gw = start(&up);
+    for (framing, partial) in [
+        ("Content-Length: 1000\r\n", &b"{\"id\":1,"[..]),
+        ("Transfer-Encoding: chunked\r\n", &b"8\r\n{\"id\":1,\r\n"[..]),
+    ] {
+        let mut stream = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let head = format!(
+            "POST /orders/cut HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{framing}\r\n"
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(partial).unwrap();
+        // The client stops sending for good (half-close): the body can never be complete.
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let started = Instant::now();
+        let r = read_response(&mut stream).expect("an answer to a broken-off body");
+        r.assert_problem(400);
+        assert!(started.elapsed() < Duration::from_secs(1), "{framing}");
+    }
+    assert!(
+        wait_until(Duration::from_secs(3), || gw
+            .access_log()
+            .matches(r#""decision":"body_unreadable""#)
+            .count()
+            == 2),
+        "{}",
+        gw.access_log()
+    );
+    assert!(up.requests().is_empty(), "{:?}", up.requests());
+}

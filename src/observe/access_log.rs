@@ -6,11 +6,35 @@ use crate::config::model::AccessLogTarget;
 use serde::Serialize;
 use std::collections::HashSet;
 use std::io::Write;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex, OnceLock};
 
-/// Lines buffered before new ones are dropped (and counted).
+/// Lines buffered before new ones are dropped (and counted). The queue takes memory only for
+/// the lines in it: a channel with its slots allocated up front would hold 2 MiB for this many
+/// from the start.
 const QUEUE_LINES: usize = 65_536;
+
+/// The sending side of the writer's queue, bounded by counting the lines in it.
+struct Queue {
+    sender: Sender<String>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Queue {
+    /// Queue a line; false when the queue is full or the writer is gone.
+    fn push(&self, line: String) -> bool {
+        if self.queued.fetch_add(1, Ordering::Relaxed) >= QUEUE_LINES {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        if self.sender.send(line).is_err() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+}
 
 /// Query parameters whose values are always redacted, in addition to the configured ones.
 const ALWAYS_REDACTED: &[&str] = &[
@@ -58,7 +82,7 @@ pub struct AccessLog {
     /// Opened at start-up so that a bad path fails early; handed to the writer thread, which
     /// starts with the first line (after Pingora may have forked into a daemon).
     writer: Mutex<Option<Box<dyn Write + Send>>>,
-    sender: OnceLock<Option<SyncSender<String>>>,
+    queue: OnceLock<Option<Queue>>,
     dropped: prometheus::IntCounter,
 }
 
@@ -80,21 +104,23 @@ impl AccessLog {
         };
         Ok(AccessLog {
             writer: Mutex::new(writer),
-            sender: OnceLock::new(),
+            queue: OnceLock::new(),
             dropped,
         })
     }
 
-    fn sender(&self) -> Option<&SyncSender<String>> {
-        self.sender
+    fn queue(&self) -> Option<&Queue> {
+        self.queue
             .get_or_init(|| {
                 let writer = self.writer.lock().ok()?.take()?;
-                let (sender, receiver) = sync_channel(QUEUE_LINES);
+                let (sender, receiver) = channel();
+                let queued = Arc::new(AtomicUsize::new(0));
+                let counter = queued.clone();
                 match std::thread::Builder::new()
                     .name("access-log".into())
-                    .spawn(move || write_lines(receiver, writer))
+                    .spawn(move || write_lines(receiver, &counter, writer))
                 {
-                    Ok(_) => Some(sender),
+                    Ok(_) => Some(Queue { sender, queued }),
                     Err(e) => {
                         log::error!("cannot start the access log writer: {e}");
                         None
@@ -105,7 +131,7 @@ impl AccessLog {
     }
 
     pub fn record(&self, record: &AccessRecord) {
-        let Some(sender) = self.sender() else { return };
+        let Some(queue) = self.queue() else { return };
         let line = match serde_json::to_string(record) {
             Ok(line) => line,
             Err(e) => {
@@ -113,7 +139,7 @@ impl AccessLog {
                 return;
             }
         };
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = sender.try_send(line) {
+        if !queue.push(line) {
             self.dropped.inc();
         }
     }
@@ -124,12 +150,14 @@ impl AccessLog {
 /// wake it (a futex call and a context switch per line, the largest cost of logging).
 const BATCH_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
 
-fn write_lines(receiver: Receiver<String>, writer: Box<dyn Write + Send>) {
+fn write_lines(receiver: Receiver<String>, queued: &AtomicUsize, writer: Box<dyn Write + Send>) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, writer);
     while let Ok(line) = receiver.recv() {
+        queued.fetch_sub(1, Ordering::Relaxed);
         let mut result = writeln!(out, "{line}");
         // Drain what is queued, then flush once: lines reach the file promptly in bursts.
         while let Ok(more) = receiver.try_recv() {
+            queued.fetch_sub(1, Ordering::Relaxed);
             if result.is_ok() {
                 result = writeln!(out, "{more}");
             }
@@ -196,6 +224,31 @@ fn percent_decoded_lower(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_queue_is_bounded_and_frees_room_as_lines_are_taken() {
+        let (sender, receiver) = channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let queue = Queue {
+            sender,
+            queued: queued.clone(),
+        };
+        for i in 0..QUEUE_LINES {
+            assert!(queue.push(i.to_string()));
+        }
+        assert!(!queue.push("one too many".into()));
+        assert_eq!(queued.load(Ordering::Relaxed), QUEUE_LINES);
+        // The writer takes a line (and counts it off, as write_lines does): room for one.
+        assert_eq!(receiver.recv().ok().as_deref(), Some("0"));
+        queued.fetch_sub(1, Ordering::Relaxed);
+        assert!(queue.push("fits".into()));
+        assert!(!queue.push("full again".into()));
+        // A writer that is gone takes nothing, and the count stays right.
+        drop(receiver);
+        queued.store(0, Ordering::Relaxed);
+        assert!(!queue.push("nobody reads this".into()));
+        assert_eq!(queued.load(Ordering::Relaxed), 0);
+    }
 
     #[test]
     fn sensitive_values_are_redacted() {
