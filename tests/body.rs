@@ -368,7 +368,10 @@ fn a_body_broken_off_by_the_client_is_refused_before_the_upstream() {
     let gw = start(&up);
     for (framing, partial) in [
         ("Content-Length: 1000\r\n", &b"{\"id\":1,"[..]),
-        ("Transfer-Encoding: chunked\r\n", &b"8\r\n{\"id\":1,\r\n"[..]),
+        (
+            "Transfer-Encoding: chunked\r\n",
+            &b"8\r\n{\"id\":1,\r\n"[..],
+        ),
     ] {
         let mut stream = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
         stream
