@@ -34,7 +34,11 @@ pub struct HeadDeadline {
     inner: Stream,
     limit: Duration,
     phase: Phase,
-    timer: Pin<Box<Sleep>>,
+    /// When the head being read must be complete.
+    deadline: Instant,
+    /// Made the first time a read has to wait, then moved to each new deadline: a client that
+    /// sends its head at once never touches the timer.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl std::fmt::Debug for HeadDeadline {
@@ -53,7 +57,8 @@ impl HeadDeadline {
             inner,
             limit,
             phase: Phase::Head { newline: false },
-            timer: Box::pin(tokio::time::sleep(limit)),
+            deadline: Instant::now() + limit,
+            timer: None,
         })
     }
 
@@ -61,7 +66,7 @@ impl HeadDeadline {
     fn saw(&mut self, bytes: &[u8]) {
         if self.phase == Phase::Answered {
             self.phase = Phase::Head { newline: false };
-            self.timer.as_mut().reset(Instant::now() + self.limit);
+            self.deadline = Instant::now() + self.limit;
         }
         let Phase::Head { mut newline } = self.phase else {
             return;
@@ -93,6 +98,21 @@ fn is_informational(bytes: &[u8]) -> bool {
     bytes.len() >= 10 && bytes.starts_with(b"HTTP/1.") && bytes[9] == b'1'
 }
 
+impl HeadDeadline {
+    /// A read of the head has to wait: whether the deadline has passed (else the timer is set
+    /// to wake this task at the deadline).
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = self.deadline;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        timer.as_mut().poll(cx).is_ready()
+    }
+}
+
 impl AsyncRead for HeadDeadline {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -100,25 +120,27 @@ impl AsyncRead for HeadDeadline {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
-        if matches!(this.phase, Phase::Head { .. }) && this.timer.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!(
-                    "request head not complete within limits.header_read_timeout ({} ms)",
-                    this.limit.as_millis()
-                ),
-            )));
-        }
         let before = buf.filled().len();
         match Pin::new(&mut *this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                let filled = buf.filled();
-                if let Some(new) = filled.get(before..) {
+                if let Some(new) = buf.filled().get(before..) {
                     if !new.is_empty() {
                         this.saw(new);
                     }
                 }
                 Poll::Ready(Ok(()))
+            }
+            // Bytes that have arrived are always taken; the deadline is checked whenever the
+            // head is incomplete and nothing more is there, which for a client that trickles
+            // its head in is after every piece.
+            Poll::Pending if matches!(this.phase, Phase::Head { .. }) && this.expired(cx) => {
+                Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "request head not complete within limits.header_read_timeout ({} ms)",
+                        this.limit.as_millis()
+                    ),
+                )))
             }
             other => other,
         }
@@ -197,10 +219,26 @@ mod tests {
         client.write_all(b"X-A: 1\r\n").await.unwrap();
         assert_eq!(read_some(&mut server).await.unwrap(), 8);
         tokio::time::advance(Duration::from_millis(200)).await;
+        // Past the deadline: what has arrived is still handed over, the next wait fails.
         client.write_all(b"X-B: 2\r\n").await.unwrap();
+        assert_eq!(read_some(&mut server).await.unwrap(), 8);
         let err = read_some(&mut server).await.unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
         assert!(err.to_string().contains("limits.header_read_timeout"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_wakes_a_waiting_read() {
+        let (mut server, mut client) = pair(1000);
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        read_some(&mut server).await.unwrap();
+        let started = Instant::now();
+        // Nothing more comes: the read fails when the deadline passes, not later.
+        let err = read_some(&mut server).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        let waited = started.elapsed();
+        assert!(waited <= Duration::from_millis(1000), "{waited:?}");
+        assert!(waited >= Duration::from_millis(900), "{waited:?}");
     }
 
     #[tokio::test(start_paused = true)]
