@@ -1,8 +1,9 @@
 //! The gateway's app around Pingora's HTTP proxy: it times request heads and drains
 //! kept-alive connections.
 //!
-//! Heads: every HTTP/1 connection is wrapped in `stream::head_deadline` before the proxy sees
-//! it, so that a head that trickles in (slowloris) is cut after `limits.header_read_timeout`.
+//! Heads: every connection is wrapped in `stream::head_deadline` before the proxy sees it, so
+//! that an HTTP/1 head that trickles in (slowloris), or an HTTP/2 preface that never comes, is
+//! cut after `limits.header_read_timeout`.
 //!
 //! Draining on a graceful upgrade or shutdown: Pingora aborts idle keep-alive connections as
 //! soon as the old process stops listening; a client that sends its next request at that
@@ -37,9 +38,9 @@ where
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        // HTTP/2 (negotiated by ALPN) frames its own requests; the deadline reads HTTP/1.
+        // HTTP/2 (negotiated by ALPN) multiplexes binary frames: only its preface is timed.
         let stream = if stream.selected_alpn_proto() == Some(ALPN::H2) {
-            stream
+            HeadDeadline::wrap_h2(stream, self.head_deadline)
         } else {
             HeadDeadline::wrap(stream, self.head_deadline)
         };

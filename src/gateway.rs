@@ -250,12 +250,11 @@ impl Gateway {
         let mut buffer = BytesMut::new();
         loop {
             let chunk = match tokio::time::timeout(timeout, session.read_request_body()).await {
-                Err(_) => {
-                    return Err(Refusal::new(
-                        408,
-                        "body_timeout",
-                        "the request body was not received in time",
-                    ))
+                // Pingora's own read timeout is the same `body_read_timeout` (check_body sets
+                // it); whichever of the two fires first, the answer is the same.
+                Err(_) => return Err(body_timeout()),
+                Ok(Err(e)) if matches!(e.etype(), ErrorType::ReadTimedout) => {
+                    return Err(body_timeout())
                 }
                 Ok(Err(_)) => {
                     return Err(Refusal::bad_request(
@@ -442,6 +441,14 @@ fn peer_cert(session: &Session) -> Option<&PeerCert> {
         .as_ref()?
         .extension
         .get::<PeerCert>()
+}
+
+fn body_timeout() -> Refusal {
+    Refusal::new(
+        408,
+        "body_timeout",
+        "the request body was not received in time",
+    )
 }
 
 fn request_has_body(req: &RequestHeader) -> bool {

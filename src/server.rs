@@ -11,6 +11,7 @@ use crate::observe::access_log::AccessLog;
 use crate::observe::metrics::{Metrics, MetricsApp};
 use crate::shared_limits::{SharedLimiter, StoreConnector};
 use crate::upstream::Upstreams;
+use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
@@ -44,6 +45,16 @@ fn server_conf(config: &Config, options: &RunOptions) -> ServerConf {
     // Pingora retries a failed connection on our say-so (`fail_to_connect`); bound it anyway.
     conf.max_retries = 16;
     conf
+}
+
+/// How long an HTTP/2 connection may stay open with no request in progress: Pingora keeps such
+/// connections forever by default; HTTP/1 keep-alive connections get 60 s.
+const H2_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn server_options() -> HttpServerOptions {
+    let mut options = HttpServerOptions::default();
+    options.h2_idle_timeout = Some(H2_IDLE_TIMEOUT);
+    options
 }
 
 /// Every address portcullis will listen on, with the key that names it.
@@ -145,10 +156,12 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
             .map(|l| FailureThrottle::new(l.failures, l.per)),
     };
     // Kept-alive connections are closed only shortly before the grace period ends (drain.rs).
+    let mut http = pingora_proxy::http_proxy(&server.configuration, gateway);
+    http.server_options = Some(server_options());
     let mut proxy = Service::new(
         "portcullis gateway".to_string(),
         Draining {
-            inner: Arc::new(pingora_proxy::http_proxy(&server.configuration, gateway)),
+            inner: Arc::new(http),
             hold: config
                 .server
                 .grace_period

@@ -7,9 +7,9 @@ mod common;
 use common::*;
 use pingora_core::tls::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode, SslVersion};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 struct Pki {
     ca: CertifiedIssuer<'static, KeyPair>,
@@ -73,6 +73,9 @@ fn setup() -> Setup {
 [[listeners]]
 address = "127.0.0.1:{tls_port}"
 tls = {{ cert = "server.pem", key = "server.key", client_ca = "ca.pem" }}
+
+[limits]
+header_read_timeout = "2s"
 
 [[upstreams]]
 name = "app"
@@ -266,6 +269,60 @@ fn alpn_offers_h2_and_http1() {
             .expect("handshake");
         assert_eq!(stream.ssl().selected_alpn_protocol(), Some(expected));
     }
+}
+
+#[test]
+fn idle_tls_connections_are_closed_at_the_head_deadline() {
+    let s = setup();
+    let good = s.pki.issue("mobile-app", &[], false);
+    let (cert_path, key_path) = s.client_files("idle", &good);
+    // HTTP/1.1 waits for a request head; HTTP/2 for its connection preface. Neither comes.
+    for (offer, expected) in [
+        (&b"\x08http/1.1"[..], &b"http/1.1"[..]),
+        (&b"\x02h2"[..], &b"h2"[..]),
+    ] {
+        let mut builder = SslConnector::builder(SslMethod::tls()).unwrap();
+        builder.set_ca_file(s.dir.path().join("ca.pem")).unwrap();
+        builder
+            .set_certificate_file(&cert_path, SslFiletype::PEM)
+            .unwrap();
+        builder
+            .set_private_key_file(&key_path, SslFiletype::PEM)
+            .unwrap();
+        builder.set_alpn_protos(offer).unwrap();
+        let tcp = TcpStream::connect(("127.0.0.1", s.tls_port)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+        let mut stream = builder
+            .build()
+            .connect("localhost", tcp)
+            .expect("handshake");
+        assert_eq!(stream.ssl().selected_alpn_protocol(), Some(expected));
+        let started = Instant::now();
+        let mut buf = [0u8; 512];
+        // HTTP/2 servers speak first (SETTINGS); read until the connection ends.
+        let closed = loop {
+            match stream.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(_) => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break false
+                }
+                Err(_) => break true,
+            }
+        };
+        let waited = started.elapsed();
+        assert!(closed, "{expected:?}: still open after {waited:?}");
+        assert!(
+            waited >= Duration::from_millis(1500) && waited < Duration::from_secs(5),
+            "{expected:?}: closed after {waited:?}"
+        );
+    }
+    assert!(s.up.requests().is_empty());
 }
 
 #[test]

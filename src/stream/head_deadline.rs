@@ -9,6 +9,10 @@
 //! response starts to be written) the next byte read begins the next head. Body bytes read
 //! before the response are not timed here (`limits.body_read_timeout` and the upstream's
 //! timeouts cover them); informational responses (`100 Continue`) do not end the exchange.
+//!
+//! HTTP/2 (ALPN `h2`) multiplexes binary frames, so only its connection preface
+//! (`PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`, which ends like a head) is timed: a client that completes
+//! the TLS handshake and then sends nothing is closed at the deadline.
 
 use pingora_core::protocols::Stream;
 use std::future::Future;
@@ -39,6 +43,8 @@ pub struct HeadDeadline {
     /// Made the first time a read has to wait, then moved to each new deadline: a client that
     /// sends its head at once never touches the timer.
     timer: Option<Pin<Box<Sleep>>>,
+    /// HTTP/2: only the connection preface is timed; responses never start a new head.
+    preface_only: bool,
 }
 
 impl std::fmt::Debug for HeadDeadline {
@@ -51,15 +57,26 @@ impl std::fmt::Debug for HeadDeadline {
 }
 
 impl HeadDeadline {
-    /// Wrap a freshly accepted connection: its first head must be complete within `limit`.
+    /// Wrap a freshly accepted HTTP/1 connection: its first head must be complete within
+    /// `limit`, and each later one within `limit` of its first byte.
     pub fn wrap(inner: Stream, limit: Duration) -> Stream {
-        Box::new(HeadDeadline {
+        Box::new(Self::new(inner, limit, false))
+    }
+
+    /// Wrap a freshly accepted HTTP/2 connection: its preface must be complete within `limit`.
+    pub fn wrap_h2(inner: Stream, limit: Duration) -> Stream {
+        Box::new(Self::new(inner, limit, true))
+    }
+
+    fn new(inner: Stream, limit: Duration, preface_only: bool) -> Self {
+        HeadDeadline {
             inner,
             limit,
             phase: Phase::Head { newline: false },
             deadline: Instant::now() + limit,
             timer: None,
-        })
+            preface_only,
+        }
     }
 
     /// Follow the bytes just read through the head.
@@ -87,7 +104,7 @@ impl HeadDeadline {
 
     /// Follow a write: the first bytes of a final response end the exchange.
     fn wrote(&mut self, bytes: &[u8]) {
-        if self.phase == Phase::Body && !is_informational(bytes) {
+        if self.phase == Phase::Body && !self.preface_only && !is_informational(bytes) {
             self.phase = Phase::Answered;
         }
     }
@@ -288,6 +305,29 @@ mod tests {
         tokio::time::advance(Duration::from_secs(3)).await;
         client.write_all(b"x").await.unwrap();
         assert_eq!(read_some(&mut server).await.unwrap(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn http2_times_only_the_preface() {
+        let (server, mut client) = tokio::io::duplex(4096);
+        let mut server = HeadDeadline::wrap_h2(Box::new(server), Duration::from_millis(1000));
+        client
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        read_some(&mut server).await.unwrap();
+        // Frames in both directions, with long pauses: never timed again.
+        for _ in 0..3 {
+            server.write_all(b"\0\0\0\x04\0\0\0\0\0").await.unwrap();
+            tokio::time::advance(Duration::from_secs(5)).await;
+            client.write_all(b"\0\0\0\x04\x01\0\0\0\0").await.unwrap();
+            assert_eq!(read_some(&mut server).await.unwrap(), 9);
+        }
+        // Without a preface the connection is cut like a silent HTTP/1 one.
+        let (server, _client) = tokio::io::duplex(4096);
+        let mut server = HeadDeadline::wrap_h2(Box::new(server), Duration::from_millis(1000));
+        let err = read_some(&mut server).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
     }
 
     #[test]
