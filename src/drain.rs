@@ -1,7 +1,7 @@
 //! The gateway's app around Pingora's HTTP proxy: it times request heads and drains
 //! kept-alive connections.
 //!
-//! Heads: every connection is wrapped in `stream::head_deadline` before the proxy sees it, so
+//! Heads: every connection is wrapped in `stream::client` before the proxy sees it, so
 //! that an HTTP/1 head that trickles in (slowloris), or an HTTP/2 preface that never comes, is
 //! cut after `limits.header_read_timeout`.
 //!
@@ -12,7 +12,7 @@
 //! served with `Connection: close` (Pingora does that once shutdown has begun), and only
 //! connections still idle at the end are closed.
 
-use crate::stream::head_deadline::HeadDeadline;
+use crate::stream::client::{ClientStream, EarlyRefusals};
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::{Stream, ALPN};
@@ -26,6 +26,8 @@ pub struct Draining<A> {
     pub hold: Duration,
     /// `limits.header_read_timeout`.
     pub head_deadline: Duration,
+    /// The answers to requests Pingora refuses before the gateway sees them.
+    pub early: Arc<dyn EarlyRefusals>,
 }
 
 #[async_trait]
@@ -40,9 +42,9 @@ where
     ) -> Option<Stream> {
         // HTTP/2 (negotiated by ALPN) multiplexes binary frames: only its preface is timed.
         let stream = if stream.selected_alpn_proto() == Some(ALPN::H2) {
-            HeadDeadline::wrap_h2(stream, self.head_deadline)
+            ClientStream::wrap_h2(stream, self.head_deadline)
         } else {
-            HeadDeadline::wrap(stream, self.head_deadline)
+            ClientStream::wrap(stream, self.head_deadline, Some(self.early.clone()))
         };
         self.inner.process_new(stream, shutdown).await
     }

@@ -15,6 +15,7 @@ use crate::observe::access_log::{redacted_path, AccessLog, AccessRecord};
 use crate::observe::metrics::{method_label, Metrics};
 use crate::problem::{self, Refusal};
 use crate::shared_limits::{OnStoreError, SharedLimiter, Take};
+use crate::stream::client::{self, EarlyRefusals};
 use crate::stream::replay;
 use crate::upstream::{connect_retryable, failure_status, Upstreams};
 use async_trait::async_trait;
@@ -48,7 +49,7 @@ pub struct Gateway {
     pub config: Arc<Config>,
     pub upstreams: Arc<Upstreams>,
     pub metrics: Arc<Metrics>,
-    pub access_log: AccessLog,
+    pub access_log: Arc<AccessLog>,
     pub throttle: Option<FailureThrottle>,
     pub shared_limits: Option<Arc<SharedLimiter>>,
 }
@@ -468,6 +469,10 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // From here on, whatever this request is answered with is the gateway's own.
+        if let Some(stream) = session.as_downstream().stream() {
+            client::mark_seen(stream);
+        }
         ctx.inflight = Some(InflightGuard::new(&self.metrics.inflight_requests));
         ctx.peer_ip = session
             .client_addr()
@@ -729,5 +734,79 @@ impl ProxyHttp for Gateway {
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
         });
         ctx.inflight = None;
+    }
+}
+
+/// The answers to requests that Pingora refuses before `request_filter` sees them (a head it
+/// cannot parse, `CONNECT`): the same problem+json, access-log line and metrics as any other
+/// refusal, in place of Pingora's empty error page.
+pub struct EarlyAnswers {
+    pub metrics: Arc<Metrics>,
+    pub access_log: Arc<AccessLog>,
+}
+
+impl EarlyRefusals for EarlyAnswers {
+    fn respond(&self, status: u16, client: Option<IpAddr>, tls: bool) -> Bytes {
+        let (reason, detail) = match status {
+            405 => ("method_not_allowed", "this method is not allowed"),
+            413 => ("body_too_large", "the request body is larger than allowed"),
+            414 => ("uri_too_long", "the request URI is too long"),
+            431 => ("headers_too_large", "the request headers are too large"),
+            _ => (
+                "malformed_request",
+                "the request could not be parsed as HTTP",
+            ),
+        };
+        let route = "unmatched";
+        self.metrics
+            .refusals_total
+            .with_label_values(&[route, reason])
+            .inc();
+        if status != 405 {
+            self.metrics
+                .validation_rejections_total
+                .with_label_values(&[route, reason])
+                .inc();
+        }
+        self.metrics
+            .requests_total
+            .with_label_values(&[route, "OTHER", status.to_string().as_str()])
+            .inc();
+        let request_id = identity::new_request_id();
+        let body = problem::body(status, detail, &request_id);
+        let mut out = BytesMut::with_capacity(512 + body.len());
+        out.extend_from_slice(
+            format!("HTTP/1.1 {status} {}\r\n", problem::title(status)).as_bytes(),
+        );
+        match problem::header(status, body.len(), &request_id, &[]) {
+            Ok(mut header) => {
+                let _ = header.insert_header("Connection", "close");
+                if tls {
+                    let _ = header.insert_header("Strict-Transport-Security", HSTS);
+                }
+                header.header_to_h1_wire(&mut out);
+            }
+            Err(e) => log::error!("cannot build the problem response header: {e}"),
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&body);
+        self.access_log.record(&AccessRecord {
+            ts: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            request_id: &request_id,
+            client_ip: client.map(|ip| ip::canonical(ip).to_string()),
+            method: "-",
+            path: "-".to_string(),
+            status,
+            route,
+            consumer: None,
+            auth: None,
+            decision: reason,
+            upstream: None,
+            upstream_status: None,
+            bytes_sent: out.len(),
+            duration_ms: 0.0,
+            user_agent: None,
+        });
+        out.freeze()
     }
 }

@@ -5,7 +5,7 @@ use crate::checks::throttle::FailureThrottle;
 use crate::config::Config;
 use crate::drain::Draining;
 use crate::echo::EchoApp;
-use crate::gateway::Gateway;
+use crate::gateway::{EarlyAnswers, Gateway};
 use crate::jwks::JwksRefresher;
 use crate::observe::access_log::AccessLog;
 use crate::observe::metrics::{Metrics, MetricsApp};
@@ -108,16 +108,18 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
     }
     let file = config.source.display().to_string();
     let metrics = Arc::new(Metrics::new().map_err(|e| format!("cannot register metrics: {e}"))?);
-    let access_log = AccessLog::open(
-        &config.logging.access_log,
-        metrics.access_log_dropped_total.clone(),
-    )
-    .map_err(|e| {
-        format!(
-            "{file}: logging.access_log: cannot open {:?}: {e}",
-            config.logging.access_log
+    let access_log = Arc::new(
+        AccessLog::open(
+            &config.logging.access_log,
+            metrics.access_log_dropped_total.clone(),
         )
-    })?;
+        .map_err(|e| {
+            format!(
+                "{file}: logging.access_log: cannot open {:?}: {e}",
+                config.logging.access_log
+            )
+        })?,
+    );
     let (upstreams, health_checks) = Upstreams::build(&config.upstreams, &metrics)
         .map_err(|e| format!("{file}: upstreams: {e}"))?;
 
@@ -150,7 +152,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
         config: config.clone(),
         upstreams: Arc::new(upstreams),
         metrics: metrics.clone(),
-        access_log,
+        access_log: access_log.clone(),
         throttle: config
             .auth_failure_limit
             .map(|l| FailureThrottle::new(l.failures, l.per)),
@@ -167,6 +169,10 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
                 .grace_period
                 .saturating_sub(Duration::from_secs(1)),
             head_deadline: config.limits.header_read_timeout,
+            early: Arc::new(EarlyAnswers {
+                metrics: metrics.clone(),
+                access_log,
+            }),
         },
     );
     // Pingora gives every client connection a 64 KiB read buffer, zero-filled when allocated:

@@ -191,3 +191,100 @@ fn the_default_config_runs_with_its_demo_upstream() {
     feedback(r#"{"email":"a@example.com","rating":5,"comment":"<script>alert(1)</script>"}"#)
         .assert_problem(400);
 }
+
+/// Requests Pingora refuses before the gateway sees them (a head it cannot parse, `CONNECT`)
+/// get the same problem+json, access-log line and metrics as every other refusal.
+#[test]
+fn requests_pingora_refuses_itself_get_problem_json_and_are_logged() {
+    let up = Upstream::start();
+    let gw = Gateway::start(&format!(
+        r#"
+[[upstreams]]
+name = "app"
+targets = ["{}"]
+
+[[routes]]
+name = "public"
+path_prefix = "/"
+upstream = "app"
+public = true
+"#,
+        up.addr
+    ));
+    let cases: [(&str, u16, &str); 4] = [
+        (
+            "GET /public HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n",
+            400,
+            "malformed_request",
+        ),
+        (
+            "GET /public HTTP/1.1\r\nHost: x\r\nContent-Length: 1, 2\r\n\r\nab",
+            400,
+            "malformed_request",
+        ),
+        (
+            "GET /public HTTP/1.1\r\nHost: x\r\nX-\x01Bad: v\r\n\r\n",
+            400,
+            "malformed_request",
+        ),
+        (
+            "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+            405,
+            "method_not_allowed",
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (request, status, _) in &cases {
+        let r = gw.raw(request);
+        let v = r.assert_problem(*status);
+        assert_eq!(r.header("connection"), Some("close"), "{request:?}");
+        ids.push(v["request_id"].as_str().unwrap_or_default().to_string());
+    }
+    // Each has its access-log line, with its request id and decision.
+    let log = |id: &str| {
+        gw.access_log()
+            .lines()
+            .find(|l| l.contains(id))
+            .map(str::to_string)
+    };
+    assert!(
+        wait_until(Duration::from_secs(3), || ids
+            .iter()
+            .all(|id| log(id).is_some())),
+        "{}",
+        gw.access_log()
+    );
+    for ((_, status, reason), id) in cases.iter().zip(&ids) {
+        let line: serde_json::Value = serde_json::from_str(&log(id).unwrap_or_default()).unwrap();
+        assert_eq!(line["status"], *status);
+        assert_eq!(line["decision"], *reason);
+        assert_eq!(line["route"], "unmatched");
+        assert_eq!(line["client_ip"], "127.0.0.1");
+    }
+    assert_eq!(
+        gw.metric(
+            "portcullis_refusals_total",
+            &[("route", "unmatched"), ("reason", "malformed_request")]
+        ),
+        3.0
+    );
+    assert!(up.seen().is_empty(), "{:?}", up.seen());
+    // A well-formed request on the next connection is the gateway's again, untouched.
+    assert_eq!(gw.get("/public/ok").status, 200);
+    assert_eq!(up.seen().len(), 1);
+    // On a kept-alive connection: a good request, then one Pingora cannot parse.
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(b"GET /public/first HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut stream).map(|r| r.status), Some(200));
+    stream
+        .write_all(b"GET /public/second HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n")
+        .unwrap();
+    let second = read_response(&mut stream).expect("an answer to the second request");
+    second.assert_problem(400);
+    assert_eq!(up.seen().len(), 2);
+}

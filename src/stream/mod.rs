@@ -2,7 +2,7 @@
 //! a `Stream` (a boxed `IO`); a wrapper sees every byte read and written and passes the rest
 //! of the `IO` contract (TLS, digests, ids) through to the stream it wraps.
 
-pub mod head_deadline;
+pub mod client;
 pub mod replay;
 
 /// The parts of Pingora's `IO` contract that a wrapper with an `inner: Stream` field passes

@@ -58,7 +58,7 @@ fn request_head(session: &SessionV1, body_len: usize) -> Result<BytesMut> {
 }
 
 /// The connection, with bytes to be read again before whatever the client sends next.
-struct ReplayStream {
+pub(super) struct ReplayStream {
     pending: Bytes,
     inner: Stream,
 }
@@ -73,6 +73,11 @@ impl std::fmt::Debug for ReplayStream {
 }
 
 impl ReplayStream {
+    /// The connection under the replayed bytes.
+    pub(super) fn inner(&self) -> &Stream {
+        &self.inner
+    }
+
     /// Wrap `inner`; a previous wrapper (from an earlier request on this connection) is
     /// unwrapped so that wrappers never nest.
     fn wrap(replayed: Bytes, inner: Stream) -> Stream {

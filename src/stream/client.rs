@@ -1,4 +1,7 @@
-//! A deadline on reading each HTTP/1 request head: the slowloris defence. Pingora times each
+//! The wrapper around every client connection, which follows its request/response exchange
+//! from the bytes it sees. It does two things Pingora's proxy has no hook for.
+//!
+//! **A deadline on reading each HTTP/1 request head**: the slowloris defence. Pingora times each
 //! read on its own (a client that sends one byte a minute keeps its connection forever) and
 //! has no limit on the whole head. Here the clock starts when a connection is accepted, and
 //! again at the first byte of each later request on a kept-alive connection; a head that is
@@ -13,10 +16,20 @@
 //! HTTP/2 (ALPN `h2`) multiplexes binary frames, so only its connection preface
 //! (`PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`, which ends like a head) is timed: a client that completes
 //! the TLS handshake and then sends nothing is closed at the deadline.
+//!
+//! **Pingora's own refusals become problem+json.** Pingora answers some requests before the
+//! gateway sees them: a head it cannot parse (400), `CONNECT` (405). Its answer is an empty
+//! error page, unlogged and uncounted. The gateway marks each request it sees (`mark_seen`);
+//! a final response that starts while the request was not seen is Pingora's, and is replaced
+//! by the response `EarlyRefusals` makes, which also logs and counts it.
 
+use bytes::{Buf, Bytes};
 use pingora_core::protocols::Stream;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -34,7 +47,7 @@ enum Phase {
     Answered,
 }
 
-pub struct HeadDeadline {
+pub struct ClientStream {
     inner: Stream,
     limit: Duration,
     phase: Phase,
@@ -45,38 +58,120 @@ pub struct HeadDeadline {
     timer: Option<Pin<Box<Sleep>>>,
     /// HTTP/2: only the connection preface is timed; responses never start a new head.
     preface_only: bool,
+    /// The gateway has seen the request being answered (see `mark_seen`).
+    seen: AtomicBool,
+    /// Who answers for requests Pingora refuses before the gateway sees them.
+    early: Option<Arc<dyn EarlyRefusals>>,
+    /// The answer being sent in place of Pingora's own; once set, everything Pingora writes
+    /// after it is dropped (Pingora closes the connection after its own errors).
+    replacement: Option<Bytes>,
 }
 
-impl std::fmt::Debug for HeadDeadline {
+/// Makes the response for a request that Pingora refused before the gateway saw it.
+pub trait EarlyRefusals: Send + Sync {
+    /// The whole HTTP/1.1 response (head and problem+json body) to send instead of Pingora's
+    /// `status`; also logs and counts the refusal.
+    fn respond(&self, status: u16, client: Option<IpAddr>, tls: bool) -> Bytes;
+}
+
+/// Tell the client stream under `stream` that the gateway has seen the request it carries.
+pub fn mark_seen(stream: &Stream) {
+    let any = stream.as_any();
+    if let Some(client) = any.downcast_ref::<ClientStream>() {
+        client.seen.store(true, Ordering::Relaxed);
+    } else if let Some(replayed) = any.downcast_ref::<super::replay::ReplayStream>() {
+        mark_seen(replayed.inner());
+    }
+}
+
+impl std::fmt::Debug for ClientStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HeadDeadline")
+        f.debug_struct("ClientStream")
             .field("phase", &self.phase)
             .field("inner", &self.inner)
             .finish()
     }
 }
 
-impl HeadDeadline {
+impl ClientStream {
     /// Wrap a freshly accepted HTTP/1 connection: its first head must be complete within
-    /// `limit`, and each later one within `limit` of its first byte.
-    pub fn wrap(inner: Stream, limit: Duration) -> Stream {
-        Box::new(Self::new(inner, limit, false))
+    /// `limit`, and each later one within `limit` of its first byte; `early` answers what
+    /// Pingora refuses on its own.
+    pub fn wrap(inner: Stream, limit: Duration, early: Option<Arc<dyn EarlyRefusals>>) -> Stream {
+        Box::new(Self::new(inner, limit, false, early))
     }
 
     /// Wrap a freshly accepted HTTP/2 connection: its preface must be complete within `limit`.
     pub fn wrap_h2(inner: Stream, limit: Duration) -> Stream {
-        Box::new(Self::new(inner, limit, true))
+        Box::new(Self::new(inner, limit, true, None))
     }
 
-    fn new(inner: Stream, limit: Duration, preface_only: bool) -> Self {
-        HeadDeadline {
+    fn new(
+        inner: Stream,
+        limit: Duration,
+        preface_only: bool,
+        early: Option<Arc<dyn EarlyRefusals>>,
+    ) -> Self {
+        ClientStream {
             inner,
             limit,
             phase: Phase::Head { newline: false },
             deadline: Instant::now() + limit,
             timer: None,
             preface_only,
+            seen: AtomicBool::new(false),
+            early,
+            replacement: None,
         }
+    }
+
+    /// Whether `bytes`, about to be written, start Pingora's own answer to a request the
+    /// gateway never saw; if so, the replacement is made.
+    fn replaces(&mut self, bytes: &[u8]) -> bool {
+        if self.replacement.is_some() {
+            return true;
+        }
+        if self.phase == Phase::Answered
+            || self.seen.load(Ordering::Relaxed)
+            || !bytes.starts_with(b"HTTP/1.")
+            || is_informational(bytes)
+        {
+            return false;
+        }
+        let Some(early) = &self.early else {
+            return false;
+        };
+        let status = bytes
+            .get(9..12)
+            .and_then(|s| std::str::from_utf8(s).ok())
+            .and_then(|s| s.parse::<u16>().ok())
+            .unwrap_or(400);
+        let client = self
+            .inner
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let tls = self.inner.get_ssl_digest().is_some();
+        self.replacement = Some(early.respond(status, client, tls));
+        true
+    }
+
+    /// Send what is left of the replacement; then Pingora's `len` bytes count as written.
+    fn write_replacement(
+        &mut self,
+        cx: &mut Context<'_>,
+        len: usize,
+    ) -> Poll<std::io::Result<usize>> {
+        while let Some(rest) = self.replacement.as_mut().filter(|r| !r.is_empty()) {
+            match Pin::new(&mut *self.inner).poll_write(cx, rest) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))
+                }
+                Poll::Ready(Ok(n)) => rest.advance(n),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(len))
     }
 
     /// Follow the bytes just read through the head.
@@ -84,6 +179,7 @@ impl HeadDeadline {
         if self.phase == Phase::Answered {
             self.phase = Phase::Head { newline: false };
             self.deadline = Instant::now() + self.limit;
+            self.seen.store(false, Ordering::Relaxed);
         }
         let Phase::Head { mut newline } = self.phase else {
             return;
@@ -115,7 +211,7 @@ fn is_informational(bytes: &[u8]) -> bool {
     bytes.len() >= 10 && bytes.starts_with(b"HTTP/1.") && bytes[9] == b'1'
 }
 
-impl HeadDeadline {
+impl ClientStream {
     /// A read of the head has to wait: whether the deadline has passed (else the timer is set
     /// to wake this task at the deadline).
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
@@ -130,7 +226,7 @@ impl HeadDeadline {
     }
 }
 
-impl AsyncRead for HeadDeadline {
+impl AsyncRead for ClientStream {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -164,13 +260,16 @@ impl AsyncRead for HeadDeadline {
     }
 }
 
-impl AsyncWrite for HeadDeadline {
+impl AsyncWrite for ClientStream {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
+        if this.replaces(buf) {
+            return this.write_replacement(cx, buf.len());
+        }
         let result = Pin::new(&mut *this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = &result {
             if *n > 0 {
@@ -185,12 +284,15 @@ impl AsyncWrite for HeadDeadline {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
+        let first: &[u8] = bufs.iter().find(|b| !b.is_empty()).map_or(&[], |b| b);
+        if this.replaces(first) {
+            let len = bufs.iter().map(|b| b.len()).sum();
+            return this.write_replacement(cx, len);
+        }
         let result = Pin::new(&mut *this.inner).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = &result {
-            if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
-                if *n > 0 {
-                    this.wrote(first);
-                }
+            if *n > 0 && !first.is_empty() {
+                this.wrote(first);
             }
         }
         result
@@ -206,7 +308,7 @@ impl AsyncWrite for HeadDeadline {
     }
 }
 
-super::pass_through_io!(HeadDeadline);
+super::pass_through_io!(ClientStream);
 
 #[cfg(test)]
 mod tests {
@@ -217,7 +319,7 @@ mod tests {
     fn pair(limit_ms: u64) -> (Stream, tokio::io::DuplexStream) {
         let (server, client) = tokio::io::duplex(4096);
         (
-            HeadDeadline::wrap(Box::new(server), Duration::from_millis(limit_ms)),
+            ClientStream::wrap(Box::new(server), Duration::from_millis(limit_ms), None),
             client,
         )
     }
@@ -310,7 +412,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn http2_times_only_the_preface() {
         let (server, mut client) = tokio::io::duplex(4096);
-        let mut server = HeadDeadline::wrap_h2(Box::new(server), Duration::from_millis(1000));
+        let mut server = ClientStream::wrap_h2(Box::new(server), Duration::from_millis(1000));
         client
             .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
             .await
@@ -325,7 +427,7 @@ mod tests {
         }
         // Without a preface the connection is cut like a silent HTTP/1 one.
         let (server, _client) = tokio::io::duplex(4096);
-        let mut server = HeadDeadline::wrap_h2(Box::new(server), Duration::from_millis(1000));
+        let mut server = ClientStream::wrap_h2(Box::new(server), Duration::from_millis(1000));
         let err = read_some(&mut server).await.unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
     }
