@@ -244,29 +244,39 @@ fn an_mtls_route_on_a_plain_listener_has_no_credential() {
     assert_eq!(s.gw.get("/public/x").status, 200);
 }
 
+/// A TLS connection with a client certificate, offering the ALPN protocols `offer` (wire
+/// format); nothing is sent after the handshake.
+fn alpn_connect(
+    s: &Setup,
+    client: &(String, String),
+    offer: &[u8],
+) -> pingora_core::tls::ssl::SslStream<TcpStream> {
+    let (cert_path, key_path) = s.client_files("alpn", client);
+    let mut builder = SslConnector::builder(SslMethod::tls()).unwrap();
+    builder.set_ca_file(s.dir.path().join("ca.pem")).unwrap();
+    builder
+        .set_certificate_file(&cert_path, SslFiletype::PEM)
+        .unwrap();
+    builder
+        .set_private_key_file(&key_path, SslFiletype::PEM)
+        .unwrap();
+    builder.set_alpn_protos(offer).unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", s.tls_port)).unwrap();
+    builder
+        .build()
+        .connect("localhost", tcp)
+        .expect("handshake")
+}
+
 #[test]
 fn alpn_offers_h2_and_http1() {
     let s = setup();
     let good = s.pki.issue("mobile-app", &[], false);
-    let (cert_path, key_path) = s.client_files("alpn", &good);
     for (offer, expected) in [
         (&b"\x02h2\x08http/1.1"[..], &b"h2"[..]),
         (&b"\x08http/1.1"[..], &b"http/1.1"[..]),
     ] {
-        let mut builder = SslConnector::builder(SslMethod::tls()).unwrap();
-        builder.set_ca_file(s.dir.path().join("ca.pem")).unwrap();
-        builder
-            .set_certificate_file(&cert_path, SslFiletype::PEM)
-            .unwrap();
-        builder
-            .set_private_key_file(&key_path, SslFiletype::PEM)
-            .unwrap();
-        builder.set_alpn_protos(offer).unwrap();
-        let tcp = TcpStream::connect(("127.0.0.1", s.tls_port)).unwrap();
-        let stream = builder
-            .build()
-            .connect("localhost", tcp)
-            .expect("handshake");
+        let stream = alpn_connect(&s, &good, offer);
         assert_eq!(stream.ssl().selected_alpn_protocol(), Some(expected));
     }
 }
@@ -275,27 +285,16 @@ fn alpn_offers_h2_and_http1() {
 fn idle_tls_connections_are_closed_at_the_head_deadline() {
     let s = setup();
     let good = s.pki.issue("mobile-app", &[], false);
-    let (cert_path, key_path) = s.client_files("idle", &good);
     // HTTP/1.1 waits for a request head; HTTP/2 for its connection preface. Neither comes.
     for (offer, expected) in [
         (&b"\x08http/1.1"[..], &b"http/1.1"[..]),
         (&b"\x02h2"[..], &b"h2"[..]),
     ] {
-        let mut builder = SslConnector::builder(SslMethod::tls()).unwrap();
-        builder.set_ca_file(s.dir.path().join("ca.pem")).unwrap();
-        builder
-            .set_certificate_file(&cert_path, SslFiletype::PEM)
+        let mut stream = alpn_connect(&s, &good, offer);
+        stream
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(8)))
             .unwrap();
-        builder
-            .set_private_key_file(&key_path, SslFiletype::PEM)
-            .unwrap();
-        builder.set_alpn_protos(offer).unwrap();
-        let tcp = TcpStream::connect(("127.0.0.1", s.tls_port)).unwrap();
-        tcp.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
-        let mut stream = builder
-            .build()
-            .connect("localhost", tcp)
-            .expect("handshake");
         assert_eq!(stream.ssl().selected_alpn_protocol(), Some(expected));
         let started = Instant::now();
         let mut buf = [0u8; 512];
