@@ -244,6 +244,23 @@ fn an_mtls_route_on_a_plain_listener_has_no_credential() {
     assert_eq!(s.gw.get("/public/x").status, 200);
 }
 
+/// A connector that trusts the test CA and presents the client certificate in these files.
+fn client_connector(
+    s: &Setup,
+    cert_path: &std::path::Path,
+    key_path: &std::path::Path,
+) -> pingora_core::tls::ssl::SslConnectorBuilder {
+    let mut builder = SslConnector::builder(SslMethod::tls()).unwrap();
+    builder.set_ca_file(s.dir.path().join("ca.pem")).unwrap();
+    builder
+        .set_certificate_file(cert_path, SslFiletype::PEM)
+        .unwrap();
+    builder
+        .set_private_key_file(key_path, SslFiletype::PEM)
+        .unwrap();
+    builder
+}
+
 /// A TLS connection with a client certificate, offering the ALPN protocols `offer` (wire
 /// format); nothing is sent after the handshake.
 fn alpn_connect(
@@ -252,14 +269,7 @@ fn alpn_connect(
     offer: &[u8],
 ) -> pingora_core::tls::ssl::SslStream<TcpStream> {
     let (cert_path, key_path) = s.client_files("alpn", client);
-    let mut builder = SslConnector::builder(SslMethod::tls()).unwrap();
-    builder.set_ca_file(s.dir.path().join("ca.pem")).unwrap();
-    builder
-        .set_certificate_file(&cert_path, SslFiletype::PEM)
-        .unwrap();
-    builder
-        .set_private_key_file(&key_path, SslFiletype::PEM)
-        .unwrap();
+    let mut builder = client_connector(s, &cert_path, &key_path);
     builder.set_alpn_protos(offer).unwrap();
     let tcp = TcpStream::connect(("127.0.0.1", s.tls_port)).unwrap();
     builder
@@ -334,14 +344,7 @@ fn weak_tls12_cipher_suites_are_refused() {
         ("ECDHE-ECDSA-AES128-SHA", false),
         ("ECDHE-ECDSA-AES128-GCM-SHA256", true),
     ] {
-        let mut builder = SslConnector::builder(SslMethod::tls()).unwrap();
-        builder.set_ca_file(s.dir.path().join("ca.pem")).unwrap();
-        builder
-            .set_certificate_file(&cert_path, SslFiletype::PEM)
-            .unwrap();
-        builder
-            .set_private_key_file(&key_path, SslFiletype::PEM)
-            .unwrap();
+        let mut builder = client_connector(&s, &cert_path, &key_path);
         builder
             .set_max_proto_version(Some(SslVersion::TLS1_2))
             .unwrap();
