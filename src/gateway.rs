@@ -11,7 +11,7 @@ use crate::checks::{acl, auth, body, identity, ip, limits, path, rate_limit};
 use crate::config::model::{Route, ThreatMode};
 use crate::config::Config;
 use crate::context::{InflightGuard, RequestCtx};
-use crate::observe::access_log::{redacted_path, AccessLog, AccessRecord};
+use crate::observe::access_log::{self, redacted_path, AccessLog, AccessRecord};
 use crate::observe::metrics::{method_label, Metrics};
 use crate::problem::{self, Refusal};
 use crate::shared_limits::{OnStoreError, SharedLimiter, Take};
@@ -359,23 +359,7 @@ impl Gateway {
         ctx.decision = refusal.reason;
         let route = self.route_label(ctx);
         self.metrics
-            .refusals_total
-            .with_label_values(&[route, refusal.reason])
-            .inc();
-        let family = match refusal.status {
-            401 => Some(&self.metrics.auth_failures_total),
-            403 => Some(&self.metrics.authz_denials_total),
-            429 if refusal.reason == "auth_failures_throttled" => {
-                Some(&self.metrics.auth_failures_total)
-            }
-            400 | 408 | 413 | 414 | 415 | 422 | 431 => {
-                Some(&self.metrics.validation_rejections_total)
-            }
-            _ => None,
-        };
-        if let Some(counter) = family {
-            counter.with_label_values(&[route, refusal.reason]).inc();
-        }
+            .count_refusal(route, refusal.status, refusal.reason);
         if ctx.request_id.is_empty() {
             ctx.request_id = identity::new_request_id();
         }
@@ -710,7 +694,7 @@ impl ProxyHttp for Gateway {
             .filter(|_| !ctx.tried.is_empty())
             .map(|i| self.upstreams.name(self.config.routes.get(i).upstream));
         self.access_log.record(&AccessRecord {
-            ts: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            ts: access_log::timestamp(),
             request_id: &ctx.request_id,
             client_ip: ctx.client_ip.map(|ip| ip.to_string()),
             method: req.method.as_str(),
@@ -747,27 +731,16 @@ pub struct EarlyAnswers {
 
 impl EarlyRefusals for EarlyAnswers {
     fn respond(&self, status: u16, client: Option<IpAddr>, tls: bool) -> Bytes {
+        // Pingora answers 400 to a head it cannot parse and 405 to `CONNECT`.
         let (reason, detail) = match status {
             405 => ("method_not_allowed", "this method is not allowed"),
-            413 => ("body_too_large", "the request body is larger than allowed"),
-            414 => ("uri_too_long", "the request URI is too long"),
-            431 => ("headers_too_large", "the request headers are too large"),
             _ => (
                 "malformed_request",
                 "the request could not be parsed as HTTP",
             ),
         };
         let route = "unmatched";
-        self.metrics
-            .refusals_total
-            .with_label_values(&[route, reason])
-            .inc();
-        if status != 405 {
-            self.metrics
-                .validation_rejections_total
-                .with_label_values(&[route, reason])
-                .inc();
-        }
+        self.metrics.count_refusal(route, status, reason);
         self.metrics
             .requests_total
             .with_label_values(&[route, "OTHER", status.to_string().as_str()])
@@ -791,7 +764,7 @@ impl EarlyRefusals for EarlyAnswers {
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&body);
         self.access_log.record(&AccessRecord {
-            ts: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            ts: access_log::timestamp(),
             request_id: &request_id,
             client_ip: client.map(|ip| ip::canonical(ip).to_string()),
             method: "-",

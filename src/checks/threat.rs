@@ -227,12 +227,12 @@ fn classify(value: &[u8], field: Field) -> Option<ThreatKind> {
     None
 }
 
-/// Most values are plain words, numbers, identifiers or e-mail addresses. Made of letters,
-/// digits, `_`, `-`, `.` and `@` only, with no `--` (an SQL comment) and no `..`, a value has
-/// no percent-encoding, look-alike or control byte to decode, and none of the characters every
-/// rule needs (quotes, `<`, `=`, `(`, `;`, `|`, `&`, `$`, spaces, slashes): nothing above
-/// can match it. The test `plain_values_are_clean_for_every_rule` checks this against the full
-/// classifier, so that the shortcut changes no verdict.
+/// Most values are plain words, numbers or identifiers. Made of letters, digits, `_` and `.`
+/// only, with no `..`, a value has no percent-encoding, look-alike or control byte to decode,
+/// and none of the characters every rule needs (quotes, `<`, `=`, `(`, `;`, `|`, `&`, `$`,
+/// spaces, slashes): nothing above can match it. `-` and `@` are not plain: libinjection flags
+/// `1-1union` and `1like@`. The test `plain_values_are_clean_for_every_rule` checks this
+/// against the full classifier, so that the shortcut changes no verdict.
 fn is_plain(value: &[u8]) -> bool {
     value
         .iter()
@@ -450,6 +450,14 @@ mod tests {
         assert!(checked > 1000, "{checked} values checked");
         for attack in ["1--", "a..b", "x' or 1=1", "a b", "a/b", "a%27", "<x>"] {
             assert!(!is_plain(attack.as_bytes()), "{attack}");
+        }
+        // Why `-` and `@` are left out of plain values.
+        for flagged in ["1-1union", "1like@"] {
+            assert_eq!(
+                classify(flagged.as_bytes(), Field::Query),
+                Some(ThreatKind::Sqli)
+            );
+            assert!(!is_plain(flagged.as_bytes()), "{flagged}");
         }
     }
 

@@ -59,6 +59,11 @@ const ALWAYS_REDACTED: &[&str] = &[
     "jwt",
 ];
 
+/// The `ts` field: now, RFC 3339 in UTC with milliseconds.
+pub fn timestamp() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
 #[derive(Debug, Serialize)]
 pub struct AccessRecord<'a> {
     pub ts: String,

@@ -160,6 +160,24 @@ impl Metrics {
         Ok(metrics)
     }
 
+    /// Count a refusal: `portcullis_refusals_total`, and the family its status belongs to
+    /// (authentication, authorization or validation).
+    pub fn count_refusal(&self, route: &str, status: u16, reason: &str) {
+        self.refusals_total
+            .with_label_values(&[route, reason])
+            .inc();
+        let family = match status {
+            401 => Some(&self.auth_failures_total),
+            403 => Some(&self.authz_denials_total),
+            429 if reason == "auth_failures_throttled" => Some(&self.auth_failures_total),
+            400 | 408 | 413 | 414 | 415 | 422 | 431 => Some(&self.validation_rejections_total),
+            _ => None,
+        };
+        if let Some(counter) = family {
+            counter.with_label_values(&[route, reason]).inc();
+        }
+    }
+
     /// The name of every metric family this registry exports (without histogram suffixes).
     pub fn family_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
