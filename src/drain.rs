@@ -7,8 +7,9 @@
 //!
 //! Draining on a graceful upgrade or shutdown: Pingora aborts idle keep-alive connections as
 //! soon as the old process stops listening; a client that sends its next request at that
-//! moment sees the connection close under it. Here the abort is held back until shortly
-//! before the grace period ends: meanwhile the next request on each kept-alive connection is
+//! moment sees the connection close under it, and a connection accepted just before the
+//! listener closed loses its first request. Here the abort is held back for half the grace
+//! period (`server::drain_hold`): meanwhile the next request on each kept-alive connection is
 //! served with `Connection: close` (Pingora does that once shutdown has begun), and only
 //! connections still idle at the end are closed.
 

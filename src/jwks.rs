@@ -27,27 +27,31 @@ pub struct JwksUrl {
 }
 
 pub fn parse_url(text: &str) -> Result<JwksUrl, String> {
+    // Messages show the URL without its userinfo: a credential never reaches a log.
+    let shown = crate::config::secret::redact_url(text);
     let uri: http::Uri = text
         .parse()
-        .map_err(|e| format!("invalid URL {text:?}: {e}"))?;
+        .map_err(|e| format!("invalid URL {shown:?}: {e}"))?;
     let tls = match uri.scheme_str() {
         Some("https") => true,
         Some("http") => false,
         _ => {
             return Err(format!(
-                "{text:?} must start with https:// (or http:// for a loopback test server)"
+                "{shown:?} must start with https:// (or http:// for a loopback test server)"
             ))
         }
     };
     let host = uri
         .host()
         .filter(|h| !h.is_empty())
-        .ok_or_else(|| format!("{text:?} has no host"))?
+        .ok_or_else(|| format!("{shown:?} has no host"))?
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
     if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-        return Err(format!("{text:?} must not carry credentials"));
+        return Err(format!(
+            "{shown:?} must not carry credentials; a JWKS is public"
+        ));
     }
     Ok(JwksUrl {
         tls,

@@ -31,6 +31,14 @@ pub struct RunOptions {
     pub daemon: bool,
 }
 
+/// How long after a shutdown or upgrade begins idle kept-alive connections are closed: half
+/// the grace period. Until then a connection the old process accepted still gets its request
+/// answered, and a kept-alive client's next request is answered with `Connection: close`; the
+/// other half leaves those requests time to finish (then `graceful_shutdown_timeout` more).
+pub fn drain_hold(grace_period: Duration) -> Duration {
+    grace_period / 2
+}
+
 fn server_conf(config: &Config, options: &RunOptions) -> ServerConf {
     let s = &config.server;
     let mut conf = ServerConf {
@@ -134,8 +142,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
     let config = Arc::new(config);
     let shared_limits = config.rate_limit_store.as_ref().map(|s| {
         Arc::new(SharedLimiter::new(
-            s.redis.clone(),
-            s.on_store_error,
+            s.clone(),
             metrics.rate_limit_store_errors_total.clone(),
         ))
     });
@@ -157,17 +164,14 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
             .auth_failure_limit
             .map(|l| FailureThrottle::new(l.failures, l.per)),
     };
-    // Kept-alive connections are closed only shortly before the grace period ends (drain.rs).
+    // Kept-alive connections are closed only halfway through the grace period (drain.rs).
     let mut http = pingora_proxy::http_proxy(&server.configuration, gateway);
     http.server_options = Some(server_options());
     let mut proxy = Service::new(
         "portcullis gateway".to_string(),
         Draining {
             inner: Arc::new(http),
-            hold: config
-                .server
-                .grace_period
-                .saturating_sub(Duration::from_secs(1)),
+            hold: drain_hold(config.server.grace_period),
             head_deadline: config.limits.header_read_timeout,
             early: Arc::new(EarlyAnswers {
                 metrics: metrics.clone(),

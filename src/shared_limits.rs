@@ -7,6 +7,7 @@
 //! keeps each instance's own limits, `deny` refuses. The client reconnects by itself.
 
 use crate::checks::rate_limit::Policy;
+use crate::config::model::StoreSettings;
 use crate::problem::Refusal;
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
@@ -49,12 +50,14 @@ struct Pool {
 }
 
 pub struct SharedLimiter {
-    url: String,
+    settings: StoreSettings,
     pub on_error: OnStoreError,
     connection: ArcSwapOption<ConnectionManager>,
     pools: Mutex<HashMap<(String, [u8; 16]), Pool>>,
     errors: prometheus::IntCounter,
-    last_logged: Mutex<Option<Instant>>,
+    /// When a request-path error and a connection error were last logged: each kind at most
+    /// every `ERROR_LOG_EVERY`, so that "not connected" never hides why the connection failed.
+    last_logged: [Mutex<Option<Instant>>; 2],
     /// After a failure the store is not asked again until then: requests must not each wait
     /// for a timeout while Redis is away.
     down_until: Mutex<Option<Instant>>,
@@ -70,31 +73,40 @@ fn window_of(per: Duration) -> (u64, u64) {
 }
 
 impl SharedLimiter {
-    pub fn new(url: String, on_error: OnStoreError, errors: prometheus::IntCounter) -> Self {
+    pub fn new(settings: StoreSettings, errors: prometheus::IntCounter) -> Self {
         SharedLimiter {
-            url,
-            on_error,
+            on_error: settings.on_store_error,
+            settings,
             connection: ArcSwapOption::empty(),
             pools: Mutex::new(HashMap::new()),
             errors,
-            last_logged: Mutex::new(None),
+            last_logged: [Mutex::new(None), Mutex::new(None)],
             down_until: Mutex::new(None),
         }
     }
 
     fn store_error(&self, what: &str) {
+        self.log_store_error(0, what);
+    }
+
+    fn connect_error(&self, what: &str) {
+        self.log_store_error(1, what);
+    }
+
+    fn log_store_error(&self, kind: usize, what: &str) {
         self.errors.inc();
         if let Ok(mut until) = self.down_until.lock() {
             *until = Some(Instant::now() + RETRY_STORE_AFTER);
         }
-        let Ok(mut last) = self.last_logged.lock() else {
+        let Ok(mut last) = self.last_logged[kind].lock() else {
             return;
         };
         if last.is_none_or(|t| t.elapsed() >= ERROR_LOG_EVERY) {
             *last = Some(Instant::now());
             log::error!(
-                "rate limit store {}: {what}; {} until it answers again",
-                self.url,
+                "rate limit store {}: {}; {} until it answers again",
+                self.settings.shown(),
+                redact_error(what, &self.settings),
                 match self.on_error {
                     OnStoreError::Local => "each instance applies its own limits",
                     OnStoreError::Deny => "requests on shared-limited routes are refused",
@@ -204,6 +216,45 @@ impl SharedLimiter {
     }
 }
 
+/// The Redis client: the URL's address and options, the password from `password_env` /
+/// `password_file` when set, and for `rediss://` the certificate verified against `ca_file`
+/// (else the system's CAs).
+fn client(settings: &StoreSettings) -> redis::RedisResult<redis::Client> {
+    use redis::IntoConnectionInfo;
+    let mut info = settings.redis.as_str().into_connection_info()?;
+    if let Some(password) = &settings.password {
+        let redis = info.redis_settings().clone().set_password(password);
+        info = info.set_redis_settings(redis);
+    }
+    match &settings.ca {
+        Some(ca) => redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.clone()),
+            },
+        ),
+        None => redis::Client::open(info),
+    }
+}
+
+/// A store error for the log, with any trace of the password removed (a client library may
+/// quote the URL or the AUTH arguments it was given).
+fn redact_error(what: &str, settings: &StoreSettings) -> String {
+    let mut text = what.replace(&settings.redis, &settings.shown());
+    let inline = redis::IntoConnectionInfo::into_connection_info(settings.redis.as_str())
+        .ok()
+        .and_then(|info| info.redis_settings().password().map(str::to_string));
+    for secret in [settings.password.as_deref(), inline.as_deref()]
+        .into_iter()
+        .flatten()
+        .filter(|s| !s.is_empty())
+    {
+        text = text.replace(secret, "***");
+    }
+    text
+}
+
 /// Connects to Redis in the background and keeps trying until it can; the connection
 /// manager then reconnects by itself.
 pub struct StoreConnector {
@@ -216,7 +267,7 @@ impl BackgroundService for StoreConnector {
         let limiter = &self.limiter;
         loop {
             let attempt = async {
-                let client = redis::Client::open(limiter.url.as_str())?;
+                let client = client(&limiter.settings)?;
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(Duration::from_secs(1)))
                     .set_response_timeout(Some(STORE_TIMEOUT))
@@ -226,12 +277,12 @@ impl BackgroundService for StoreConnector {
             };
             match tokio::time::timeout(Duration::from_secs(3), attempt).await {
                 Ok(Ok(manager)) => {
-                    log::info!("rate limit store {} connected", limiter.url);
+                    log::info!("rate limit store {} connected", limiter.settings.shown());
                     limiter.connection.store(Some(Arc::new(manager)));
                     return;
                 }
-                Ok(Err(e)) => limiter.store_error(&e.to_string()),
-                Err(_) => limiter.store_error("connect timed out"),
+                Ok(Err(e)) => limiter.connect_error(&format!("cannot connect: {e}")),
+                Err(_) => limiter.connect_error("cannot connect: timed out"),
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}

@@ -3,14 +3,16 @@
 //! reuses them), and the mapping of upstream failures to 502 / 503 / 504.
 
 use crate::checks::rate_limit::ConcurrencyCap;
-use crate::config::model::{HealthCheck, Upstream};
+use crate::config::model::{HealthCheck, Upstream, UpstreamTls};
 use crate::observe::metrics::Metrics;
 use async_trait::async_trait;
 use pingora_core::services::background::{background_service, GenBackgroundService};
 use pingora_core::upstreams::peer::{HttpPeer, HttpUpstreamRequestPolicy};
 use pingora_core::{Error, ErrorSource, ErrorType};
 use pingora_http::RequestHeader;
-use pingora_load_balancing::health_check::{HealthObserve, HttpHealthCheck};
+use pingora_load_balancing::health_check::{
+    HealthCheck as TargetCheck, HealthObserve, HttpHealthCheck,
+};
 use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::{Backend, LoadBalancer};
 use std::net::SocketAddr;
@@ -54,36 +56,99 @@ impl HealthObserve for HealthGauge {
     }
 }
 
-fn health_check(
+/// Applies an upstream's TLS settings for one target to a peer: the target's name is sent as
+/// SNI and, with `verify`, checked against the certificate. Pingora turns verification off
+/// for an empty SNI, so compile refuses `verify` without a name.
+fn apply_tls(peer: &mut HttpPeer, tls: &UpstreamTls, name: &str) {
+    peer.sni = name.to_string();
+    peer.options.verify_cert = tls.verify;
+    peer.options.verify_hostname = tls.verify;
+    peer.options.ca = tls.ca.clone();
+    peer.client_cert_key = tls.client_cert.clone();
+}
+
+/// The TLS name of a target: the SNI it gets and the name its certificate must carry.
+fn tls_name(upstream: &Upstream, target: SocketAddr) -> &str {
+    let tls = upstream.tls.as_ref();
+    upstream
+        .targets
+        .iter()
+        .position(|t| *t == target)
+        .and_then(|i| tls.and_then(|t| t.names.get(i)))
+        .map_or("", String::as_str)
+}
+
+/// Health checks per target, each with that target's TLS name (targets of one upstream may
+/// be different hosts with different certificates).
+struct TargetHealthChecks {
+    checks: Vec<(SocketAddr, HttpHealthCheck)>,
+    /// Consecutive successes and failures that flip a target's health.
+    thresholds: (usize, usize),
+    gauge: HealthGauge,
+}
+
+#[async_trait]
+impl TargetCheck for TargetHealthChecks {
+    async fn check(&self, target: &Backend) -> pingora_core::Result<()> {
+        let check = target
+            .addr
+            .as_inet()
+            .and_then(|addr| self.checks.iter().find(|(a, _)| a == addr));
+        match check {
+            Some((_, check)) => check.check(target).await,
+            None => Error::e_explain(ErrorType::InternalError, "target has no health check"),
+        }
+    }
+
+    async fn health_status_change(&self, target: &Backend, healthy: bool) {
+        self.gauge.observe(target, healthy).await;
+    }
+
+    fn health_threshold(&self, success: bool) -> usize {
+        if success {
+            self.thresholds.0
+        } else {
+            self.thresholds.1
+        }
+    }
+}
+
+fn health_checks(
     upstream: &Upstream,
     hc: &HealthCheck,
     metrics: &Arc<Metrics>,
-) -> Result<HttpHealthCheck, String> {
-    let tls = upstream.tls.as_ref();
-    let host = match tls {
-        Some(t) if !t.sni.is_empty() => t.sni.clone(),
-        _ => upstream.name.clone(),
-    };
-    let mut check = HttpHealthCheck::new(&host, tls.is_some());
-    let mut req = RequestHeader::build("GET", hc.path.as_bytes(), None)
-        .map_err(|e| format!("health check path {:?}: {e}", hc.path))?;
-    req.insert_header("Host", host.as_str())
-        .and_then(|_| req.insert_header("User-Agent", "portcullis-health-check"))
-        .map_err(|e| format!("health check request: {e}"))?;
-    check.req = req;
-    check.consecutive_success = hc.healthy_threshold;
-    check.consecutive_failure = hc.unhealthy_threshold;
-    check.peer_template.options.connection_timeout = Some(hc.timeout.min(upstream.connect_timeout));
-    check.peer_template.options.read_timeout = Some(hc.timeout);
-    if let Some(t) = tls {
-        check.peer_template.options.verify_cert = t.verify;
-        check.peer_template.options.verify_hostname = t.verify;
+) -> Result<TargetHealthChecks, String> {
+    let mut checks = Vec::with_capacity(upstream.targets.len());
+    for target in &upstream.targets {
+        let name = tls_name(upstream, *target);
+        let host = if name.is_empty() {
+            upstream.name.as_str()
+        } else {
+            name
+        };
+        let mut check = HttpHealthCheck::new(host, upstream.tls.is_some());
+        let mut req = RequestHeader::build("GET", hc.path.as_bytes(), None)
+            .map_err(|e| format!("health check path {:?}: {e}", hc.path))?;
+        req.insert_header("Host", host)
+            .and_then(|_| req.insert_header("User-Agent", "portcullis-health-check"))
+            .map_err(|e| format!("health check request: {e}"))?;
+        check.req = req;
+        let options = &mut check.peer_template.options;
+        options.connection_timeout = Some(hc.timeout.min(upstream.connect_timeout));
+        options.read_timeout = Some(hc.timeout);
+        if let Some(tls) = &upstream.tls {
+            apply_tls(&mut check.peer_template, tls, name);
+        }
+        checks.push((*target, check));
     }
-    check.health_changed_callback = Some(Box::new(HealthGauge {
-        metrics: metrics.clone(),
-        upstream: upstream.name.clone(),
-    }));
-    Ok(check)
+    Ok(TargetHealthChecks {
+        checks,
+        thresholds: (hc.healthy_threshold, hc.unhealthy_threshold),
+        gauge: HealthGauge {
+            metrics: metrics.clone(),
+            upstream: upstream.name.clone(),
+        },
+    })
 }
 
 impl Upstreams {
@@ -105,7 +170,7 @@ impl Upstreams {
             }
             let balancer = match &upstream.health_check {
                 Some(hc) => {
-                    balancer.set_health_check(Box::new(health_check(upstream, hc, metrics)?));
+                    balancer.set_health_check(Box::new(health_checks(upstream, hc, metrics)?));
                     balancer.health_check_frequency = Some(hc.interval);
                     balancer.parallel_health_check = true;
                     let service =
@@ -156,20 +221,15 @@ impl Upstreams {
     /// The peer for a target, with the upstream's timeouts and TLS settings.
     pub fn peer(&self, index: usize, target: SocketAddr) -> HttpPeer {
         let config = &self.pools[index].config;
-        let (tls, sni) = match &config.tls {
-            Some(t) => (true, t.sni.clone()),
-            None => (false, String::new()),
-        };
-        let mut peer = HttpPeer::new(target, tls, sni);
+        let mut peer = HttpPeer::new(target, config.tls.is_some(), String::new());
+        if let Some(tls) = &config.tls {
+            apply_tls(&mut peer, tls, tls_name(config, target));
+        }
         let options = &mut peer.options;
         options.connection_timeout = Some(config.connect_timeout);
         options.read_timeout = Some(config.read_timeout);
         options.write_timeout = Some(config.write_timeout);
         options.idle_timeout = Some(config.idle_timeout);
-        if let Some(t) = &config.tls {
-            options.verify_cert = t.verify;
-            options.verify_hostname = t.verify;
-        }
         // Protocol upgrades (WebSocket, h2c) are not forwarded: a tunnel would bypass every check.
         options.http_upstream_request_policy = HttpUpstreamRequestPolicy::deny_upgrades();
         peer

@@ -431,6 +431,43 @@ fn hostile_and_invalid_tokens_are_refused() {
     assert_eq!(bearer(&gw, "/orders/1", &valid).status, 200);
 }
 
+/// `leeway = "30s"` on the corp provider: a token 25 s past `exp` or 25 s before `nbf` is
+/// accepted, one 35 s past or before is refused (5 s either side of the edge for clock ticks).
+#[test]
+fn leeway_is_honoured_on_both_edges_of_exp_and_nbf() {
+    let up = Upstream::start();
+    let gw = start(&up);
+    let with = |claim: &str, value: u64| {
+        let mut c = claims("alice");
+        c[claim] = json!(value);
+        sign(Algorithm::ES256, Some("ec256"), &c)
+    };
+    for (what, token) in [
+        ("exp 25 s ago", with("exp", now() - 25)),
+        ("nbf in 25 s", with("nbf", now() + 25)),
+    ] {
+        up.clear();
+        let r = bearer(&gw, "/scoped/leeway", &token);
+        assert_eq!(r.status, 200, "{what}: {}", r.text());
+        let seen = up.requests();
+        assert_eq!(seen.len(), 1, "{what}");
+        assert_eq!(seen[0].header("x-consumer-id"), Some("alice"), "{what}");
+    }
+    for (what, token, reason) in [
+        ("exp 35 s ago", with("exp", now() - 35), "token_expired"),
+        (
+            "nbf in 35 s",
+            with("nbf", now() + 35),
+            "token_not_yet_valid",
+        ),
+    ] {
+        up.clear();
+        let r = bearer(&gw, "/scoped/leeway", &token);
+        assert_refused(&gw, &up, &r, 401, "scoped", reason);
+        assert!(r.header("www-authenticate").is_some(), "{what}");
+    }
+}
+
 #[test]
 fn api_keys_valid_rotated_unknown_revoked_and_near_misses() {
     let up = Upstream::start();

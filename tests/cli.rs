@@ -67,6 +67,10 @@ fn broken_configs_exit_1_and_name_the_key() {
             "upstreams[0].read_timeout",
         ),
         (format!("[server]\ngrace_period = \"5 parsecs\"\n{BASE}"), "server.grace_period"),
+        // Too short to drain kept-alive connections, or silently rounded down by Pingora.
+        (format!("[server]\ngrace_period = \"500ms\"\n{BASE}"), "server.grace_period: use whole seconds of at least 1s"),
+        (format!("[server]\ngrace_period = \"1500ms\"\n{BASE}"), "server.grace_period: use whole seconds"),
+        (format!("[server]\ngraceful_shutdown_timeout = \"200ms\"\n{BASE}"), "server.graceful_shutdown_timeout"),
         (BASE.replace("upstream = \"app\"", "upstream = \"nope\""), "routes[0].upstream"),
         (
             format!("{BASE}\n[[routes]]\nname = \"r\"\npath_prefix = \"/other\"\nupstream = \"app\"\npublic = true\n"),

@@ -36,11 +36,10 @@ fn read(name: &str) -> String {
     std::fs::read_to_string(data(&format!("jwt/{name}"))).unwrap()
 }
 
-#[test]
-fn keys_rotate_through_the_refetch_rule_and_survive_the_server_going_down() {
-    let up = Upstream::start();
-    let mut jwks = DocServer::start(&read("jwks.json"));
-    let gw = Gateway::start(&format!(
+/// Provider `corp` on the JWKS server `jwks` (with `provider_extra` settings), guarding
+/// `/orders`.
+fn corp_config(up: &Upstream, jwks: &DocServer, provider_extra: &str) -> String {
+    format!(
         r#"
 [[upstreams]]
 name = "app"
@@ -52,7 +51,7 @@ issuer = "https://id.example.com"
 audiences = ["orders-api"]
 algorithms = ["RS256"]
 jwks_url = "http://{jwks}/.well-known/jwks.json"
-jwks_refresh = "1h"
+{provider_extra}
 
 [[routes]]
 name = "orders"
@@ -63,7 +62,14 @@ allow = {{ consumers = ["*"] }}
 "#,
         up = up.addr,
         jwks = jwks.addr
-    ));
+    )
+}
+
+#[test]
+fn keys_rotate_through_the_refetch_rule() {
+    let up = Upstream::start();
+    let jwks = DocServer::start(&read("jwks.json"));
+    let gw = Gateway::start(&corp_config(&up, &jwks, "jwks_refresh = \"1h\""));
     let original = token("rsa", "rsa.pem");
     assert!(
         wait_until(Duration::from_secs(10), || bearer(&gw, &original).status
@@ -92,11 +98,63 @@ allow = {{ consumers = ["*"] }}
         .requests()
         .iter()
         .all(|s| s.header("x-consumer-id") == Some("alice")));
+}
 
-    // The JWKS server goes away: the last good keys keep working.
+/// Refreshes that really fail — a broken document, then no server at all — keep the last good
+/// keys: fresh tokens (the token cache is off, so each one is verified) still pass, and tokens
+/// of unknown keys are still refused.
+#[test]
+fn the_last_good_keys_survive_failed_refreshes() {
+    let up = Upstream::start();
+    let mut jwks = DocServer::start(&read("jwks.json"));
+    let gw = Gateway::start(&corp_config(
+        &up,
+        &jwks,
+        "jwks_refresh = \"10s\"\ntoken_cache = 0",
+    ));
+    let failures = |gw: &Gateway| {
+        gw.metric(
+            "portcullis_jwks_refresh_failures_total",
+            &[("provider", "corp")],
+        )
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || bearer(
+            &gw,
+            &token("rsa", "rsa.pem")
+        )
+        .status
+            == 200),
+        "the initial fetch makes the key known"
+    );
+    assert_eq!(failures(&gw), 0.0);
+
+    // A broken document: the unknown kid forces a refetch, which fails.
+    jwks.set("{ not json");
+    up.clear();
+    let hits = jwks.hits();
+    bearer(&gw, &token("rotated", "rotated.pem")).assert_problem(401);
+    assert!(wait_until(Duration::from_secs(5), || failures(&gw) >= 1.0));
+    assert!(jwks.hits() > hits, "the refetch reached the server");
+    assert!(up.requests().is_empty());
+    let r = bearer(&gw, &token("rsa", "rsa.pem"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.requests().len(), 1);
+
+    // No server at all: the next scheduled refresh fails too, and the keys are still there.
     jwks.stop();
-    assert_eq!(bearer(&gw, &rotated).status, 200);
-    assert!(gw.is_running_ref());
+    let before = failures(&gw);
+    assert!(
+        wait_until(Duration::from_secs(20), || failures(&gw) > before),
+        "no refresh attempt failed after the server stopped"
+    );
+    up.clear();
+    let r = bearer(&gw, &token("rsa", "rsa.pem"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.requests().len(), 1);
+    bearer(&gw, &token("made-up", "attacker.pem")).assert_problem(401);
+    assert_eq!(up.requests().len(), 1);
+    assert!(gw.stderr().contains("keeping the last good keys"));
 }
 
 #[test]

@@ -69,6 +69,13 @@ public = true
 rate_limit = [{{ requests = 3, per = "1s", key = "ip" }}, {{ requests = 5, per = "10s", key = "ip" }}]
 
 [[routes]]
+name = "burst-wait"
+path_prefix = "/burst-wait"
+upstream = "app"
+public = true
+rate_limit = {{ requests = 20, per = "2s", key = "ip" }}
+
+[[routes]]
 name = "capped"
 path_prefix = "/capped"
 upstream = "app"
@@ -328,6 +335,54 @@ fn headers_tell_the_truth_and_obeying_retry_after_succeeds() {
         200,
         "a client that waited Retry-After gets through"
     );
+}
+
+/// The observation (20 per 2 s, a burst, then exactly `Retry-After`): the next request
+/// is admitted, every time, from any point in the limiter's own timing; and no interval of 2 s
+/// ever admitted more than 20.
+#[test]
+fn a_client_that_waits_exactly_retry_after_is_admitted() {
+    let up = Upstream::start();
+    let gw = start(&up);
+    let mut admitted_at: Vec<Instant> = Vec::new();
+    for round in 0..3u64 {
+        up.clear();
+        let hdr = [("X-Forwarded-For", "198.51.100.9")];
+        // Start each round at another offset into the limiter's buckets.
+        std::thread::sleep(Duration::from_millis(137 * round));
+        let mut refused = None;
+        for _ in 0..30 {
+            let r = get(&gw, "/burst-wait/x", &hdr);
+            match r.status {
+                200 => admitted_at.push(Instant::now()),
+                429 => {
+                    refused = Some(r);
+                    break;
+                }
+                other => panic!("unexpected status {other}"),
+            }
+        }
+        let refused = refused.expect("the burst was refused at some point");
+        refused.assert_problem(429);
+        let retry: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=3).contains(&retry), "Retry-After {retry}");
+        let seen_before = up.requests().len();
+        std::thread::sleep(Duration::from_secs(retry));
+        let r = get(&gw, "/burst-wait/x", &hdr);
+        assert_eq!(
+            r.status, 200,
+            "round {round}: refused again after waiting Retry-After: {retry} s"
+        );
+        admitted_at.push(Instant::now());
+        assert_eq!(up.requests().len(), seen_before + 1);
+    }
+    for (i, t) in admitted_at.iter().enumerate() {
+        let in_window = admitted_at[..=i]
+            .iter()
+            .filter(|s| t.duration_since(**s) < Duration::from_secs(2))
+            .count();
+        assert!(in_window <= 20, "{in_window} admitted within 2 s");
+    }
 }
 
 #[test]

@@ -147,3 +147,215 @@ fn an_unreachable_store_is_denied_or_ignored_as_configured() {
     assert_eq!(local.get("/x").status, 200);
     assert_eq!(up.requests().len(), 1);
 }
+
+const PASSWORD: &str = "Zx9-store-secret-7Qp";
+const WRONG_PASSWORD: &str = "Wq4-not-the-secret-2Lm";
+
+/// A gateway config whose route `name` allows 3 requests per 60 s, shared through `url`, and
+/// whose route `probe` asks the store for every new `X-Probe` value.
+fn store_config(up: &Upstream, url: &str, store_extra: &str, name: &str) -> String {
+    format!(
+        "[rate_limit_store]\nredis = \"{url}\"\n{store_extra}\non_store_error = \"local\"\n\n\
+         [[upstreams]]\nname = \"app\"\ntargets = [\"{}\"]\n\n\
+         [[routes]]\nname = \"{name}\"\npath_prefix = \"/{name}\"\nupstream = \"app\"\npublic = true\n\
+         rate_limit = {{ requests = 3, per = \"60s\", key = \"route\" }}\n\n\
+         [[routes]]\nname = \"probe\"\npath_prefix = \"/probe\"\nupstream = \"app\"\npublic = true\n\
+         rate_limit = {{ requests = 1000000, per = \"60s\", key = \"header:X-Probe\" }}\n",
+        up.addr
+    )
+}
+
+fn wait_for_log(gw: &Gateway, text: &str) -> bool {
+    wait_until(Duration::from_secs(10), || gw.stderr().contains(text))
+}
+
+/// Three requests pass, the fourth is refused, and the shared count is in Redis.
+fn assert_shared(gw: &Gateway, up: &Upstream, redis: &RedisServer, name: &str) {
+    up.clear();
+    let statuses: Vec<u16> = (0..4)
+        .map(|_| gw.get(&format!("/{name}/x")).status)
+        .collect();
+    assert_eq!(statuses, [200, 200, 200, 429], "{name}");
+    assert_eq!(
+        up.requests().len(),
+        3,
+        "{name}: the refused request reached the upstream"
+    );
+    let keys = redis.cli(&["--scan", "--pattern", &format!("portcullis:rl:{name}-0:*")]);
+    assert!(
+        keys.contains("portcullis:rl:"),
+        "{name}: nothing counted in Redis"
+    );
+}
+
+#[test]
+fn the_store_password_never_reaches_a_log_or_check() {
+    let up = Upstream::start();
+    let mut redis = RedisServer::start_with(|port| {
+        (
+            vec![
+                "--port".into(),
+                port.to_string(),
+                "--requirepass".into(),
+                PASSWORD.into(),
+            ],
+            vec!["-a".into(), PASSWORD.into(), "--no-auth-warning".into()],
+        )
+    });
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let from_file = Gateway::start_logging(
+        &store_config(&up, &url, "password_file = \"redis.pw\"", "file"),
+        "",
+        &[("redis.pw", format!("{PASSWORD}\n").as_bytes())],
+        "info",
+    );
+    let inline_url = format!("redis://:{PASSWORD}@127.0.0.1:{}", redis.port);
+    let inline = Gateway::start_logging(
+        &store_config(&up, &inline_url, "", "inline"),
+        "",
+        &[],
+        "info",
+    );
+    let wrong = Gateway::start_logging(
+        &store_config(&up, &url, "password_file = \"redis.pw\"", "wrong"),
+        "",
+        &[("redis.pw", WRONG_PASSWORD.as_bytes())],
+        "info",
+    );
+    assert!(wait_for_log(
+        &from_file,
+        &format!("rate limit store {url} connected")
+    ));
+    assert!(wait_for_log(
+        &inline,
+        &format!(
+            "rate limit store redis://***@127.0.0.1:{} connected",
+            redis.port
+        )
+    ));
+    assert_shared(&from_file, &up, &redis, "file");
+    assert_shared(&inline, &up, &redis, "inline");
+    // A wrong password: Redis refuses it, the error is logged, requests use local limits.
+    assert!(wait_for_log(&wrong, "rate limit store"));
+    assert_eq!(wrong.get("/wrong/x").status, 200);
+    assert!(redis
+        .cli(&["--scan", "--pattern", "portcullis:rl:wrong-0:*"])
+        .trim()
+        .is_empty());
+
+    // Redis goes away: the connected instances log their errors too.
+    redis.stop();
+    for gw in [&from_file, &inline] {
+        let mut n = 0;
+        assert!(
+            wait_until(Duration::from_secs(15), || {
+                n += 1;
+                gw.raw(&format!(
+                    "GET /probe/x HTTP/1.1\r\nHost: x\r\nX-Probe: {n}\r\nConnection: close\r\n\r\n"
+                ));
+                gw.metric("portcullis_rate_limit_store_errors_total", &[]) >= 1.0
+            }),
+            "no store error after Redis stopped"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for (gw, name) in [(&from_file, "file"), (&inline, "inline"), (&wrong, "wrong")] {
+        let logs = format!("{}\n{}\n{}", gw.stderr(), gw.access_log(), gw.metrics());
+        assert!(
+            logs.contains("rate limit store"),
+            "{name}: nothing logged: {logs}"
+        );
+        for secret in [PASSWORD, WRONG_PASSWORD] {
+            assert!(
+                !logs.contains(secret),
+                "{name}: the password was logged:\n{logs}"
+            );
+        }
+    }
+
+    // `check` warns about the inline password and never prints it, nor on an error.
+    let (code, out, err) = cli(
+        &[
+            "check",
+            "-c",
+            inline.path().join("portcullis.toml").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("warning: rate_limit_store.redis"), "{err}");
+    assert!(err.contains("password_env or password_file"), "{err}");
+    assert!(!format!("{out}{err}").contains(PASSWORD), "{out}{err}");
+    let broken = inline.dir.path().join("broken.toml");
+    std::fs::write(
+        &broken,
+        store_config(&up, &format!("redis//:{PASSWORD}@127.0.0.1:1"), "", "x"),
+    )
+    .unwrap();
+    let (code, out, err) = cli(&["check", "-c", broken.to_str().unwrap()], None);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("rate_limit_store.redis"), "{err}");
+    assert!(!format!("{out}{err}").contains(PASSWORD), "{out}{err}");
+}
+
+#[test]
+fn a_tls_store_is_used_only_when_its_certificate_verifies() {
+    let up = Upstream::start();
+    let pki = Pki::new("store CA");
+    let (cert, key) = pki.issue("redis", &["127.0.0.1", "localhost"], false);
+    let dir = tempfile::tempdir().unwrap();
+    for (name, content) in [
+        ("redis.pem", &cert),
+        ("redis.key", &key),
+        ("ca.pem", &pki.ca.pem()),
+    ] {
+        std::fs::write(dir.path().join(name), content).unwrap();
+    }
+    let file = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let redis = RedisServer::start_with(|port| {
+        let server = [
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &file("redis.pem"),
+            "--tls-key-file",
+            &file("redis.key"),
+            "--tls-ca-cert-file",
+            &file("ca.pem"),
+            "--tls-auth-clients",
+            "no",
+        ];
+        (
+            server.iter().map(|s| s.to_string()).collect(),
+            vec!["--tls".into(), "--cacert".into(), file("ca.pem")],
+        )
+    });
+    let url = format!("rediss://127.0.0.1:{}", redis.port);
+    let trusted = Gateway::start_logging(
+        &store_config(&up, &url, "ca_file = \"ca.pem\"", "trusted"),
+        "",
+        &[("ca.pem", pki.ca.pem().as_bytes())],
+        "info",
+    );
+    let untrusted =
+        Gateway::start_logging(&store_config(&up, &url, "", "untrusted"), "", &[], "info");
+    assert!(wait_for_log(
+        &trusted,
+        &format!("rate limit store {url} connected")
+    ));
+    assert_shared(&trusted, &up, &redis, "trusted");
+    // The system's CAs do not know the store's: no connection, local limits, an error logged.
+    assert!(wait_for_log(&untrusted, "cannot connect"));
+    assert_eq!(untrusted.get("/untrusted/x").status, 200);
+    assert!(
+        !untrusted.stderr().contains(&format!("{url} connected")),
+        "{}",
+        untrusted.stderr()
+    );
+    assert!(redis
+        .cli(&["--scan", "--pattern", "portcullis:rl:untrusted-0:*"])
+        .trim()
+        .is_empty());
+}

@@ -6,39 +6,9 @@ mod common;
 
 use common::*;
 use pingora_core::tls::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode, SslVersion};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-
-struct Pki {
-    ca: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Pki {
-    fn new(name: &str) -> Pki {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        Pki {
-            ca: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap(),
-        }
-    }
-
-    /// (certificate PEM, key PEM)
-    fn issue(&self, cn: &str, sans: &[&str], expired: bool) -> (String, String) {
-        let mut params =
-            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        if expired {
-            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-        }
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.ca).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
 
 struct Setup {
     gw: Gateway,
@@ -355,19 +325,43 @@ fn weak_tls12_cipher_suites_are_refused() {
     }
 }
 
+/// The address `localhost` resolves to first: where a target written as `localhost:PORT`
+/// connects, so that the TLS upstream listens exactly there.
+fn localhost_ip() -> std::net::IpAddr {
+    use std::net::ToSocketAddrs;
+    ("localhost", 0)
+        .to_socket_addrs()
+        .unwrap()
+        .next()
+        .unwrap()
+        .ip()
+}
+
 #[test]
-fn upstream_certificates_are_verified_unless_configured_otherwise() {
-    // The TLS upstream is a second gateway with a certificate from a CA nobody trusts.
+fn upstream_tls_verifies_the_target_name_against_trusted_cas_only() {
+    // The TLS upstream is a second gateway with a certificate from a CA nobody trusts by
+    // default: one listener takes any client, one requires a client certificate.
     let up = Upstream::start();
-    let pki = Pki::new("untrusted upstream CA");
-    let (cert, key) = pki.issue("localhost", &["localhost", "127.0.0.1"], false);
-    let tls_port = free_port();
+    let pki = Pki::new("private upstream CA");
+    let (cert, key) = pki.issue("upstream", &["localhost", "upstream.test"], false);
+    let client = pki.issue("portcullis-client", &[], false);
+    let ip = localhost_ip();
+    let host = if ip.is_ipv6() {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
+    };
+    let (open_port, mtls_port) = (free_port(), free_port());
     let tls_upstream = Gateway::start_with_files(
         &format!(
             r#"
 [[listeners]]
-address = "127.0.0.1:{tls_port}"
+address = "{host}:{open_port}"
 tls = {{ cert = "up.pem", key = "up.key" }}
+
+[[listeners]]
+address = "{host}:{mtls_port}"
+tls = {{ cert = "up.pem", key = "up.key", client_ca = "ca.pem" }}
 
 [[upstreams]]
 name = "app"
@@ -382,45 +376,153 @@ public = true
             up = up.addr
         ),
         "",
-        &[("up.pem", cert.as_bytes()), ("up.key", key.as_bytes())],
+        &[
+            ("up.pem", cert.as_bytes()),
+            ("up.key", key.as_bytes()),
+            ("ca.pem", pki.ca.pem().as_bytes()),
+        ],
     );
-    assert!(wait_until(Duration::from_secs(10), || TcpStream::connect(
-        ("127.0.0.1", tls_port)
-    )
-    .is_ok()));
-    let gw = Gateway::start(&format!(
-        r#"
-[[upstreams]]
-name = "verified"
-targets = ["127.0.0.1:{tls_port}"]
-tls = {{ sni = "localhost" }}
-
-[[upstreams]]
-name = "unverified"
-targets = ["127.0.0.1:{tls_port}"]
-tls = {{ sni = "localhost", verify = false }}
-
-[[routes]]
-name = "verified"
-path_prefix = "/verified"
-upstream = "verified"
-public = true
-
-[[routes]]
-name = "unverified"
-path_prefix = "/unverified"
-upstream = "unverified"
-public = true
-"#
-    ));
-    gw.get("/verified/x").assert_problem(502);
-    assert!(
-        up.requests().is_empty(),
-        "nothing was sent to an unverified upstream"
+    for port in [open_port, mtls_port] {
+        assert!(wait_until(Duration::from_secs(10), || TcpStream::connect(
+            (ip, port)
+        )
+        .is_ok()));
+    }
+    let upstream = |name: &str, port: u16, target_host: &str, tls: &str| {
+        format!(
+            "[[upstreams]]\nname = \"{name}\"\ntargets = [\"{target_host}:{port}\"]\ntls = {tls}\n\n\
+             [[routes]]\nname = \"{name}\"\npath_prefix = \"/{name}\"\nupstream = \"{name}\"\npublic = true\n\n"
+        )
+    };
+    let ip_target = host.as_str();
+    let cases: &[(&str, u16, &str, &str, u16)] = &[
+        // tls = true verifies against the system's CAs and the target's host name.
+        ("bare", open_port, "localhost", "true", 502),
+        ("verify", open_port, "localhost", "{ verify = true }", 502),
+        // The CA is trusted, but the name checked is not one the certificate carries.
+        (
+            "wrongsni",
+            open_port,
+            ip_target,
+            r#"{ sni = "other.test", ca_file = "ca.pem" }"#,
+            502,
+        ),
+        (
+            "byhost",
+            open_port,
+            "localhost",
+            r#"{ ca_file = "ca.pem" }"#,
+            200,
+        ),
+        (
+            "bysni",
+            open_port,
+            ip_target,
+            r#"{ sni = "upstream.test", ca_file = "ca.pem" }"#,
+            200,
+        ),
+        (
+            "nocert",
+            mtls_port,
+            ip_target,
+            r#"{ sni = "upstream.test", ca_file = "ca.pem" }"#,
+            502,
+        ),
+        (
+            "mtls",
+            mtls_port,
+            ip_target,
+            r#"{ sni = "upstream.test", ca_file = "ca.pem", client_cert = "client.pem", client_key = "client.key" }"#,
+            200,
+        ),
+        (
+            "unverified",
+            open_port,
+            ip_target,
+            r#"{ sni = "localhost", verify = false }"#,
+            200,
+        ),
+    ];
+    let body: String = cases
+        .iter()
+        .map(|(name, port, target, tls, _)| upstream(name, *port, target, tls))
+        .collect();
+    let gw = Gateway::start_with_files(
+        &body,
+        "",
+        &[
+            ("ca.pem", pki.ca.pem().as_bytes()),
+            ("client.pem", client.0.as_bytes()),
+            ("client.key", client.1.as_bytes()),
+        ],
     );
-    assert_eq!(gw.get("/unverified/x").status, 200);
-    assert_eq!(up.requests().len(), 1);
+    for (name, _, _, tls, status) in cases {
+        up.clear();
+        let path = format!("/{name}/x");
+        let response = gw.get(&path);
+        if *status == 502 {
+            response.assert_problem(502);
+            assert!(
+                up.requests().is_empty(),
+                "{name} ({tls}): a request reached an upstream that failed verification"
+            );
+        } else {
+            assert_eq!(response.status, 200, "{name} ({tls}): {}", response.text());
+            let seen = up.requests();
+            assert_eq!(seen.len(), 1, "{name}");
+            assert_eq!(seen[0].uri, path);
+        }
+    }
     drop(tls_upstream);
+}
+
+#[test]
+fn upstream_tls_without_a_name_to_verify_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.toml");
+    let config = |tls: &str| {
+        format!(
+            "[[listeners]]\naddress = \"127.0.0.1:8080\"\n\n[[upstreams]]\nname = \"app\"\n\
+             targets = [\"127.0.0.1:9443\"]\ntls = {tls}\n\n[[routes]]\nname = \"r\"\n\
+             path_prefix = \"/\"\nupstream = \"app\"\npublic = true\n\
+             rate_limit = {{ requests = 10, per = \"1s\" }}\n"
+        )
+    };
+    for tls in ["true", "{ verify = true }", "{ ca_file = \"ca.pem\" }"] {
+        std::fs::write(dir.path().join("ca.pem"), Pki::new("x").ca.pem()).unwrap();
+        std::fs::write(&path, config(tls)).unwrap();
+        let (code, _, err) = cli(&["check", "-c", path.to_str().unwrap()], None);
+        assert_eq!(code, 1, "tls = {tls}: {err}");
+        assert!(
+            err.contains("upstreams[0].targets[0]") && err.contains("set tls.sni"),
+            "tls = {tls}: {err}"
+        );
+    }
+    // Without verification there is nothing to check a name against: allowed, with a warning.
+    std::fs::write(&path, config("{ verify = false }")).unwrap();
+    let (code, _, err) = cli(&["check", "-c", path.to_str().unwrap()], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("warning: upstreams[0].tls.verify"), "{err}");
+    for (tls, message) in [
+        (
+            r#"{ sni = "x.test", client_cert = "ca.pem" }"#,
+            "client_cert and client_key go together",
+        ),
+        (
+            r#"{ sni = "x.test", ca_file = "missing.pem" }"#,
+            "upstreams[0].tls.ca_file",
+        ),
+        (
+            r#"{ sni = "x.test", ca_file = "p.toml" }"#,
+            "holds no PEM certificate",
+        ),
+        (r#"{ sni = "10.0.0.1" }"#, "is not a host name"),
+    ] {
+        std::fs::write(&path, config(tls)).unwrap();
+        let (code, _, err) = cli(&["check", "-c", path.to_str().unwrap()], None);
+        assert_eq!(code, 1, "tls = {tls}: {err}");
+        assert!(err.contains(message), "tls = {tls}: {err}");
+    }
 }
 
 #[test]

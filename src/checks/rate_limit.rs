@@ -1,98 +1,231 @@
 //! SPEC §3 step 8: rate limits and concurrency caps. Each policy counts requests per key
-//! (consumer, client IP, route, or a header's value) with `pingora-limits` over a sliding
-//! window: the previous fixed window's count, weighted by how much of it is still inside the
-//! last `per`, plus the current one — so a burst straddling a window boundary gets no double
-//! allowance. A refused request gets 429 with `Retry-After`; every answer of a limited route
-//! carries the IETF `RateLimit-Policy` and `RateLimit` fields.
+//! (consumer, client IP, route, or a header's value) over a sliding window kept exact to a
+//! twentieth of `per`: no interval of length `per` ever admits more than the limit, a burst
+//! gets the whole limit at once, and the `Retry-After` of a refusal is a promise — a request
+//! sent that many seconds later is admitted if nothing else was admitted in between. Every
+//! answer of a limited route carries the IETF `RateLimit-Policy` and `RateLimit` fields.
+//!
+//! (`pingora_limits::rate::Rate`, used before, starts each interval lazily at the first event
+//! after the last one expired and estimates the previous interval as evenly spread; neither
+//! guarantee above held with it.)
 
 use crate::problem::Refusal;
 use pingora_limits::inflight::{Guard, Inflight};
-use pingora_limits::rate::Rate;
-use std::hash::Hash;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::net::IpAddr;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Buckets a window is divided into: the count is exact to `per / BUCKETS`.
+const BUCKETS: u64 = 20;
+/// The buckets one key keeps: every bucket an interval of `per` can touch.
+const RING: usize = BUCKETS as usize + 2;
+/// Keys tracked per window; past this, new keys share one overflow count (stricter, never
+/// looser) until old keys expire. About 100 bytes a key.
+const MAX_KEYS: usize = 65_536;
+const SHARDS: usize = 16;
+
+/// One key's counts: `counts[i % RING]` for the `RING` buckets up to `newest`.
+#[derive(Debug, Clone, Copy)]
+struct Counts {
+    newest: u64,
+    counts: [u32; RING],
+}
+
+impl Counts {
+    fn new(bucket: u64) -> Self {
+        Counts {
+            newest: bucket,
+            counts: [0; RING],
+        }
+    }
+
+    /// Move to `bucket`, clearing the buckets passed over.
+    fn advance(&mut self, bucket: u64) {
+        if bucket <= self.newest {
+            return;
+        }
+        let gap = bucket - self.newest;
+        if gap >= RING as u64 {
+            self.counts = [0; RING];
+        } else {
+            for b in self.newest + 1..=bucket {
+                self.counts[(b % RING as u64) as usize] = 0;
+            }
+        }
+        self.newest = bucket;
+    }
+
+    fn get(&self, bucket: u64) -> u32 {
+        if bucket > self.newest || self.newest - bucket >= RING as u64 {
+            0
+        } else {
+            self.counts[(bucket % RING as u64) as usize]
+        }
+    }
+
+    fn add(&mut self, bucket: u64) {
+        let slot = &mut self.counts[(bucket % RING as u64) as usize];
+        *slot = slot.saturating_add(1);
+    }
+}
 
 /// Counts per key over a sliding window of `per`.
 pub struct SlidingWindow {
-    rate: Rate,
-    limit: f64,
-    per: Duration,
+    limit: u32,
+    per_ms: u64,
+    bucket_ms: u64,
+    start: Instant,
+    hasher: RandomState,
+    shards: Box<[Mutex<Shard>]>,
+}
+
+#[derive(Default)]
+struct Shard {
+    keys: HashMap<u64, Counts>,
+    /// Shared by the keys that found the shard full.
+    overflow: Option<Counts>,
+    /// The bucket of the last sweep of expired keys, so that a full shard is swept at most
+    /// once a bucket.
+    swept: u64,
 }
 
 /// What a window says about one key right now.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WindowState {
-    /// Estimated events in the last `per`.
-    pub count: f64,
-    /// Seconds until the estimate falls below the limit again (at least 1).
+    /// Events counted in the window, including this one when it was admitted.
+    pub used: u32,
+    /// Seconds until one more event fits (at least 1), if nothing else is counted meanwhile.
     pub retry_after: u64,
-    /// Seconds until the current fixed window ends.
+    /// Seconds until every event counted now has left the window.
     pub reset: u64,
 }
 
 impl SlidingWindow {
     pub fn new(limit: u32, per: Duration) -> Self {
+        // Whole milliseconds, rounded up: a window is never shorter than configured.
+        let per_ms = (per.as_micros().div_ceil(1000) as u64).max(1);
         SlidingWindow {
-            rate: Rate::new(per),
-            limit: f64::from(limit),
-            per,
+            limit,
+            per_ms,
+            bucket_ms: per_ms.div_ceil(BUCKETS),
+            start: Instant::now(),
+            hasher: RandomState::new(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
         }
     }
 
-    pub fn limit(&self) -> f64 {
+    pub fn limit(&self) -> u32 {
         self.limit
     }
 
-    fn state(&self, prev: f64, curr: f64, frac: f64) -> WindowState {
-        let per = self.per.as_secs_f64();
-        let limit = self.limit;
-        let wait = if curr >= limit {
-            // The current window must end, then its count decay below the limit.
-            (1.0 - frac) * per + per * (1.0 - limit / curr.max(1.0))
-        } else if prev > 0.0 {
-            // The previous window's share must decay: prev * (1 - f) + curr < limit.
-            let needed = 1.0 - (limit - curr) / prev;
-            (needed - frac).max(0.0) * per
-        } else {
-            0.0
-        };
-        WindowState {
-            count: prev * (1.0 - frac) + curr,
-            retry_after: wait.ceil().max(1.0) as u64,
-            reset: ((1.0 - frac) * per).ceil().max(1.0) as u64,
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// The oldest bucket an event still inside the window may be counted in.
+    fn oldest_bucket(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.per_ms) / self.bucket_ms
+    }
+
+    fn used(&self, counts: &Counts, now_ms: u64) -> u32 {
+        let newest = now_ms / self.bucket_ms;
+        (self.oldest_bucket(now_ms)..=newest)
+            .map(|b| counts.get(b))
+            .fold(0u32, u32::saturating_add)
+    }
+
+    /// Milliseconds until the counted events of buckets `..=last` have left the window.
+    fn leaves_after(&self, last: u64, now_ms: u64) -> u64 {
+        ((last + 1) * self.bucket_ms + self.per_ms).saturating_sub(now_ms)
+    }
+
+    fn state(&self, counts: &Counts, now_ms: u64) -> WindowState {
+        let used = self.used(counts, now_ms);
+        let newest = now_ms / self.bucket_ms;
+        // The oldest buckets must leave until fewer than `limit` events remain.
+        let mut wait_ms = 0;
+        if used >= self.limit {
+            let mut left = used;
+            for b in self.oldest_bucket(now_ms)..=newest {
+                left -= counts.get(b).min(left);
+                if left < self.limit {
+                    wait_ms = self.leaves_after(b, now_ms);
+                    break;
+                }
+            }
         }
+        let last_counted = (self.oldest_bucket(now_ms)..=newest)
+            .rev()
+            .find(|b| counts.get(*b) > 0);
+        let reset_ms = last_counted.map_or(0, |b| self.leaves_after(b, now_ms));
+        WindowState {
+            used,
+            retry_after: wait_ms.div_ceil(1000).max(1),
+            reset: reset_ms.div_ceil(1000).max(1),
+        }
+    }
+
+    /// Runs `f` on the counts of `key`, created if absent (or the shard's overflow counts when
+    /// the shard is full of live keys).
+    fn with_counts<K: Hash, T>(&self, key: &K, now_ms: u64, f: impl FnOnce(&mut Counts) -> T) -> T {
+        let hash = self.hasher.hash_one(key);
+        let shard = &self.shards[(hash as usize) % SHARDS];
+        let mut shard = match shard.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let bucket = now_ms / self.bucket_ms;
+        let oldest = self.oldest_bucket(now_ms);
+        if shard.keys.len() >= MAX_KEYS / SHARDS
+            && !shard.keys.contains_key(&hash)
+            && shard.swept != bucket
+        {
+            shard.swept = bucket;
+            shard.keys.retain(|_, c| c.newest >= oldest);
+        }
+        let counts = if shard.keys.len() < MAX_KEYS / SHARDS || shard.keys.contains_key(&hash) {
+            shard
+                .keys
+                .entry(hash)
+                .or_insert_with(|| Counts::new(bucket))
+        } else {
+            shard.overflow.get_or_insert_with(|| Counts::new(bucket))
+        };
+        counts.advance(bucket);
+        f(counts)
     }
 
     /// The state of a key without counting an event.
     pub fn peek<K: Hash>(&self, key: &K) -> WindowState {
-        self.rate.rate_with(key, |c| {
-            self.state(
-                c.prev_samples as f64,
-                c.curr_samples as f64,
-                c.current_interval_fraction,
-            )
-        })
+        self.peek_at(key, self.now_ms())
     }
 
-    /// Count one event.
+    fn peek_at<K: Hash>(&self, key: &K, now_ms: u64) -> WindowState {
+        self.with_counts(key, now_ms, |c| self.state(c, now_ms))
+    }
+
+    /// Count one event, whatever the limit.
     pub fn record<K: Hash>(&self, key: &K) {
-        self.rate.observe(key, 1);
+        let now_ms = self.now_ms();
+        self.with_counts(key, now_ms, |c| c.add(now_ms / self.bucket_ms));
     }
 
     /// Count one event if the limit allows it; otherwise leave the count as it was.
     pub fn try_acquire<K: Hash>(&self, key: &K) -> Result<WindowState, WindowState> {
-        // Count first, then look: concurrent requests each see their own increment, so the
-        // limit is not overshot by a race between looking and counting.
-        let curr = self.rate.observe(key, 1) as f64;
-        let state = self.rate.rate_with(key, |c| {
-            self.state(c.prev_samples as f64, curr, c.current_interval_fraction)
-        });
-        if state.count > self.limit {
-            self.rate.observe(key, -1);
-            Err(state)
-        } else {
-            Ok(state)
-        }
+        self.try_acquire_at(key, self.now_ms())
+    }
+
+    fn try_acquire_at<K: Hash>(&self, key: &K, now_ms: u64) -> Result<WindowState, WindowState> {
+        self.with_counts(key, now_ms, |c| {
+            if self.used(c, now_ms) < self.limit {
+                c.add(now_ms / self.bucket_ms);
+                Ok(self.state(c, now_ms))
+            } else {
+                Err(self.state(c, now_ms))
+            }
+        })
     }
 }
 
@@ -269,12 +402,12 @@ impl RateLimits {
             return Ok(None);
         }
         // The field reports the policy with the least room left.
-        let mut tightest: Option<(f64, &Policy, u64)> = None;
+        let mut tightest: Option<(u32, &Policy, u64)> = None;
         for policy in &self.policies {
             let value = key_value(&policy.key, subject);
             match policy.window.try_acquire(&value) {
                 Ok(state) => {
-                    let remaining = (policy.window.limit() - state.count).floor().max(0.0);
+                    let remaining = policy.window.limit().saturating_sub(state.used);
                     if tightest.is_none_or(|(r, _, _)| remaining < r) {
                         tightest = Some((remaining, policy, state.reset));
                     }
@@ -284,7 +417,7 @@ impl RateLimits {
         }
         Ok(tightest.map(|(remaining, policy, reset)| RateLimitFields {
             policy: self.policy_field.clone(),
-            current: format!("\"{}\";r={};t={reset}", policy.name, remaining as u64),
+            current: format!("\"{}\";r={remaining};t={reset}", policy.name),
         }))
     }
 }
@@ -375,7 +508,134 @@ mod tests {
             "no header is limited, not exempt"
         );
         let fields = policies.check(&subject(&a)).unwrap().unwrap();
-        assert_eq!(fields.current, "\"t-0\";r=1;t=60");
+        // The whole quota is back once the twentieth of the window holding this request
+        // has left it: at most 60 + 3 seconds.
+        assert!(
+            [
+                "\"t-0\";r=1;t=60",
+                "\"t-0\";r=1;t=61",
+                "\"t-0\";r=1;t=62",
+                "\"t-0\";r=1;t=63"
+            ]
+            .contains(&fields.current.as_str()),
+            "{}",
+            fields.current
+        );
+    }
+
+    /// The observation: 20 per 2 s, a burst, then a wait of exactly `Retry-After`.
+    #[test]
+    fn a_request_sent_after_retry_after_is_admitted() {
+        for start in [0, 1, 999, 1_000, 1_999, 12_345] {
+            let w = SlidingWindow::new(20, Duration::from_secs(2));
+            for i in 0..20 {
+                assert!(w.try_acquire_at(&7u8, start + i).is_ok());
+            }
+            let refused = w.try_acquire_at(&7u8, start + 20).unwrap_err();
+            assert_eq!(refused.used, 20);
+            let wait = refused.retry_after * 1_000;
+            assert!(refused.retry_after <= 3, "{refused:?}");
+            assert!(
+                w.try_acquire_at(&7u8, start + 20 + wait).is_ok(),
+                "start {start}: refused again after Retry-After {}",
+                refused.retry_after
+            );
+        }
+    }
+
+    #[test]
+    fn refused_requests_do_not_count_and_keys_are_apart() {
+        let w = SlidingWindow::new(2, Duration::from_secs(1));
+        assert!(w.try_acquire_at(&"a", 0).is_ok());
+        assert!(w.try_acquire_at(&"a", 10).is_ok());
+        for t in 20..500 {
+            assert!(w.try_acquire_at(&"a", t).is_err());
+        }
+        assert!(w.try_acquire_at(&"b", 500).is_ok());
+        // Both of a's events are out of the window (and of the bucket after it) by 1,050 ms.
+        assert!(w.try_acquire_at(&"a", 1_050).is_ok());
+    }
+
+    #[test]
+    fn a_full_table_puts_new_keys_in_one_shared_count() {
+        let w = SlidingWindow::new(1, Duration::from_secs(60));
+        let admitted = (0..MAX_KEYS as u64 + 10_000)
+            .filter(|k| w.try_acquire_at(k, 5).is_ok())
+            .count();
+        // Every shard filled up, then its overflow count admitted one more.
+        assert!(admitted <= MAX_KEYS + SHARDS, "{admitted}");
+        assert!(admitted >= MAX_KEYS, "{admitted}");
+        // A tracked key is still limited...
+        assert!(w.try_acquire_at(&0u64, 6).is_err());
+        // ...and once the window has passed, expired keys are swept and new ones tracked.
+        let later = 60_000 + 3_000 + 10;
+        assert!(w.try_acquire_at(&(u64::MAX - 1), later).is_ok());
+        assert!(w.try_acquire_at(&(u64::MAX - 2), later).is_ok());
+    }
+
+    #[derive(Debug, Clone)]
+    enum Next {
+        /// The next request comes this many milliseconds later.
+        After(u64),
+        /// The next request comes exactly the last `Retry-After` later.
+        AsAnnounced,
+    }
+
+    use proptest::prelude::*;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// For any arrival pattern: no interval of `per` admits more than the limit, and a
+        /// request at or after an announced `Retry-After` is admitted when nothing was
+        /// admitted in between.
+        #[test]
+        fn the_limit_and_retry_after_hold_for_any_arrivals(
+            limit in 1u32..25,
+            per_s in 1u64..5,
+            arrivals in proptest::collection::vec(
+                proptest::prop_oneof![
+                    4 => (0u64..40).prop_map(Next::After),
+                    2 => (0u64..3_000).prop_map(Next::After),
+                    1 => proptest::strategy::Just(Next::AsAnnounced),
+                ],
+                1..400,
+            ),
+        ) {
+            let w = SlidingWindow::new(limit, Duration::from_secs(per_s));
+            let per_ms = per_s * 1_000;
+            let mut now = 0u64;
+            let mut admitted: Vec<u64> = Vec::new();
+            // The earliest time a refusal promised admission, while nothing was admitted.
+            let mut promised: Option<u64> = None;
+            let mut last_retry_after = 1;
+            for next in arrivals {
+                now += match next {
+                    Next::After(ms) => ms,
+                    Next::AsAnnounced => last_retry_after * 1_000,
+                };
+                match w.try_acquire_at(&"k", now) {
+                    Ok(state) => {
+                        admitted.push(now);
+                        let in_window = admitted.iter().filter(|t| **t + per_ms > now).count();
+                        prop_assert!(in_window <= limit as usize,
+                            "{in_window} admitted in the {per_ms} ms up to {now}");
+                        // Whole buckets are counted: never fewer events than really in the window.
+                        prop_assert!(state.used as usize >= in_window);
+                        promised = None;
+                    }
+                    Err(state) => {
+                        if let Some(p) = promised {
+                            prop_assert!(now < p, "refused at {now}, admission was promised from {p}");
+                        }
+                        let p = now + state.retry_after * 1_000;
+                        promised = Some(promised.map_or(p, |q| q.min(p)));
+                        last_retry_after = state.retry_after;
+                        prop_assert!(state.retry_after * 1_000 <= per_ms + per_ms / 10 + 1_000);
+                    }
+                }
+            }
+        }
     }
 
     #[test]

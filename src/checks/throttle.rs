@@ -1,5 +1,5 @@
 //! SPEC §3 step 5: the brute-force throttle. Failed authentications are counted per client IP
-//! with `pingora-limits` (a sliding estimate over two fixed windows); past the limit the IP gets
+//! over a sliding window (`rate_limit::SlidingWindow`); past the limit the IP gets
 //! 429 with `Retry-After` before any credential is looked at.
 
 use super::rate_limit::SlidingWindow;
@@ -20,7 +20,7 @@ impl FailureThrottle {
 
     pub fn check(&self, ip: &IpAddr) -> Result<(), Refusal> {
         let state = self.window.peek(ip);
-        if state.count >= self.window.limit() {
+        if state.used >= self.window.limit() {
             return Err(Refusal::new(
                 429,
                 "auth_failures_throttled",

@@ -14,6 +14,7 @@ use crate::checks::route::RouteTable;
 use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub(super) struct Errors<'a> {
@@ -246,40 +247,17 @@ pub fn compile(raw: RawConfig, file: &Path) -> Result<(Config, Vec<Warning>), Ve
                 Duration::from_secs(60),
             ),
         });
-    let rate_limit_store = raw.rate_limit_store.as_ref().map(|s| {
-        if !s.redis.starts_with("redis://") {
-            e.add(
-                "rate_limit_store.redis",
-                format!(
-                    "{:?} is not a redis:// URL; write e.g. \"redis://127.0.0.1:6379\"",
-                    s.redis
-                ),
-            );
-        } else if let Err(err) = redis::Client::open(s.redis.as_str()) {
-            e.add("rate_limit_store.redis", format!("invalid URL: {err}"));
-        }
-        StoreSettings {
-            redis: s.redis.clone(),
-            on_store_error: match s.on_store_error.as_deref() {
-                None | Some("local") => crate::shared_limits::OnStoreError::Local,
-                Some("deny") => crate::shared_limits::OnStoreError::Deny,
-                Some(other) => {
-                    e.add(
-                        "rate_limit_store.on_store_error",
-                        format!("invalid value {other:?}; write \"local\" or \"deny\""),
-                    );
-                    crate::shared_limits::OnStoreError::Local
-                }
-            },
-        }
-    });
+    let rate_limit_store = raw
+        .rate_limit_store
+        .as_ref()
+        .map(|s| store_settings(e, s, file));
     let identities = identities::compile(e, &raw.jwt_providers, &raw.consumers, file);
     let mtls_listener = listeners
         .iter()
         .any(|l| l.tls.as_ref().is_some_and(|t| t.client_ca.is_some()));
 
     let limits = compile_limits(e, &raw.limits);
-    let upstreams = compile_upstreams(e, &raw.upstreams);
+    let upstreams = compile_upstreams(e, &raw.upstreams, file);
     let routes = compile_routes(
         e,
         &raw.routes,
@@ -341,18 +319,45 @@ fn compile_server(e: &mut Errors, s: &RawServer, file: &Path) -> ServerSettings 
             &s.upgrade_sock,
             "/run/portcullis/upgrade.sock",
         ),
-        grace_period: e.duration(
+        grace_period: whole_seconds(
+            e,
             "server.grace_period",
             s.grace_period.as_ref(),
             Duration::from_secs(5),
+            "kept-alive connections are drained during its first half",
         ),
-        graceful_shutdown_timeout: e.duration(
+        graceful_shutdown_timeout: whole_seconds(
+            e,
             "server.graceful_shutdown_timeout",
             s.graceful_shutdown_timeout.as_ref(),
             Duration::from_secs(5),
+            "requests still running then are cut",
         ),
         trusted_proxies: e.cidrs("server.trusted_proxies", &s.trusted_proxies),
     }
+}
+
+/// A shutdown duration: Pingora counts these in whole seconds, so anything else would be
+/// silently rounded down.
+fn whole_seconds(
+    e: &mut Errors,
+    key: &str,
+    raw: Option<&String>,
+    default: Duration,
+    why: &str,
+) -> Duration {
+    let d = e.duration(key, raw, default);
+    if d.subsec_nanos() != 0 || d < Duration::from_secs(1) {
+        e.add(
+            key,
+            format!(
+                "use whole seconds of at least 1s, e.g. \"{}s\" (Pingora counts it in seconds; {why})",
+                d.as_secs().max(1)
+            ),
+        );
+        return Duration::from_secs(d.as_secs().max(1));
+    }
+    d
 }
 
 fn compile_limits(e: &mut Errors, l: &RawLimits) -> Limits {
@@ -409,7 +414,7 @@ fn compile_limits(e: &mut Errors, l: &RawLimits) -> Limits {
     }
 }
 
-fn compile_upstreams(e: &mut Errors, raw: &[RawUpstream]) -> Vec<Upstream> {
+fn compile_upstreams(e: &mut Errors, raw: &[RawUpstream], file: &Path) -> Vec<Upstream> {
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(raw.len());
     for (i, u) in raw.iter().enumerate() {
@@ -458,14 +463,17 @@ fn compile_upstreams(e: &mut Errors, raw: &[RawUpstream]) -> Vec<Upstream> {
         }
         let tls = match &u.tls {
             None | Some(RawUpstreamTls::Enabled(false)) => None,
-            Some(RawUpstreamTls::Enabled(true)) => Some(UpstreamTls {
-                sni: String::new(),
-                verify: true,
-            }),
-            Some(RawUpstreamTls::Settings(s)) => Some(UpstreamTls {
-                sni: s.sni.clone().unwrap_or_default(),
-                verify: s.verify.unwrap_or(true),
-            }),
+            Some(RawUpstreamTls::Enabled(true)) => {
+                let defaults = RawUpstreamTlsSettings {
+                    sni: None,
+                    verify: None,
+                    ca_file: None,
+                    client_cert: None,
+                    client_key: None,
+                };
+                Some(upstream_tls(e, &key, &defaults, &u.targets, file))
+            }
+            Some(RawUpstreamTls::Settings(s)) => Some(upstream_tls(e, &key, s, &u.targets, file)),
         };
         let health_check = u.health_check.as_ref().map(|h| {
             let hkey = format!("{key}.health_check");
@@ -536,6 +544,257 @@ fn compile_upstreams(e: &mut Errors, raw: &[RawUpstream]) -> Vec<Upstream> {
 }
 
 /// A file that must exist now (certificates, keys): resolved and checked at load.
+/// `[rate_limit_store]`. The URL is only ever shown with its userinfo hidden.
+fn store_settings(e: &mut Errors, s: &RawRateLimitStore, file: &Path) -> StoreSettings {
+    let shown = super::secret::redact_url(&s.redis);
+    let tls = s.redis.starts_with("rediss://");
+    if !tls && !s.redis.starts_with("redis://") {
+        e.add(
+            "rate_limit_store.redis",
+            format!("{shown:?} is not a redis:// or rediss:// URL; write e.g. \"redis://127.0.0.1:6379\""),
+        );
+    } else {
+        match redis::IntoConnectionInfo::into_connection_info(s.redis.as_str()) {
+            Err(_) => e.add(
+                "rate_limit_store.redis",
+                format!(
+                    "{shown:?} is not a valid Redis URL; write e.g. \"redis://127.0.0.1:6379/0\""
+                ),
+            ),
+            Ok(info) => {
+                if info.redis_settings().password().is_some() {
+                    e.warn(
+                        "rate_limit_store.redis",
+                        "the URL carries a password: anyone who reads the config reads it; move it to password_env or password_file",
+                    );
+                }
+            }
+        }
+        if tls && s.redis.contains("#insecure") {
+            e.add(
+                "rate_limit_store.redis",
+                "#insecure turns off verification of the store's certificate; remove it and name the store's CA in ca_file",
+            );
+        }
+    }
+    if s.password_env.is_some() && s.password_file.is_some() {
+        e.add(
+            "rate_limit_store",
+            "password_env and password_file both set; keep one",
+        );
+    }
+    let password = super::secret::read(
+        e,
+        "rate_limit_store",
+        ("password_env", s.password_env.as_deref()),
+        ("password_file", s.password_file.as_deref()),
+        file,
+    )
+    .and_then(|bytes| match String::from_utf8(bytes) {
+        Ok(text) => Some(text),
+        Err(_) => {
+            e.add(
+                "rate_limit_store.password",
+                "the password is not UTF-8 text",
+            );
+            None
+        }
+    });
+    let ca = s.ca_file.as_deref().and_then(|value| {
+        if !tls {
+            e.add(
+                "rate_limit_store.ca_file",
+                "only applies to a rediss:// (TLS) URL",
+            );
+        }
+        let path = relative_to(file, value);
+        match std::fs::read(&path) {
+            Ok(bytes)
+                if pingora_core::tls::x509::X509::stack_from_pem(&bytes)
+                    .is_ok_and(|c| !c.is_empty()) =>
+            {
+                Some(bytes)
+            }
+            Ok(_) => {
+                e.add(
+                    "rate_limit_store.ca_file",
+                    format!("{} holds no PEM certificate", path.display()),
+                );
+                None
+            }
+            Err(err) => {
+                e.add(
+                    "rate_limit_store.ca_file",
+                    format!("cannot read {}: {err}", path.display()),
+                );
+                None
+            }
+        }
+    });
+    StoreSettings {
+        redis: s.redis.clone(),
+        password,
+        ca,
+        on_store_error: match s.on_store_error.as_deref() {
+            None | Some("local") => crate::shared_limits::OnStoreError::Local,
+            Some("deny") => crate::shared_limits::OnStoreError::Deny,
+            Some(other) => {
+                e.add(
+                    "rate_limit_store.on_store_error",
+                    format!("invalid value {other:?}; write \"local\" or \"deny\""),
+                );
+                crate::shared_limits::OnStoreError::Local
+            }
+        },
+    }
+}
+
+/// The host part of a target as written (`name:port`, `1.2.3.4:port`, `[::1]:port`), and
+/// whether it is an IP address rather than a name.
+fn target_host(target: &str) -> (&str, bool) {
+    let host = target.rsplit_once(':').map_or(target, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (host, host.parse::<std::net::IpAddr>().is_ok())
+}
+
+/// `upstreams[i].tls`: the name each target is verified against, and the CA and client
+/// certificate files, loaded now so that a config that loads is one whose handshakes can work.
+fn upstream_tls(
+    e: &mut Errors,
+    key: &str,
+    s: &RawUpstreamTlsSettings,
+    targets: &[String],
+    file: &Path,
+) -> UpstreamTls {
+    use pingora_core::tls::pkey::PKey;
+    use pingora_core::tls::x509::X509;
+    let verify = s.verify.unwrap_or(true);
+    let mut names = Vec::with_capacity(targets.len());
+    match s.sni.as_deref() {
+        Some(sni)
+            if sni.is_empty() || sni.parse::<std::net::IpAddr>().is_ok() || !sni.is_ascii() =>
+        {
+            e.add(
+                format!("{key}.tls.sni"),
+                format!("{sni:?} is not a host name; write the name the upstream's certificate carries, e.g. \"orders.internal\""),
+            );
+            names.resize(targets.len(), String::new());
+        }
+        Some(sni) => names.resize(targets.len(), sni.to_ascii_lowercase()),
+        None => {
+            for (t, target) in targets.iter().enumerate() {
+                match target_host(target) {
+                    (host, false) => names.push(host.to_ascii_lowercase()),
+                    (_, true) => {
+                        if verify {
+                            e.add(
+                                format!("{key}.targets[{t}]"),
+                                format!("{target:?} is an IP address, so there is no name to verify the upstream's certificate against; set tls.sni to the name its certificate carries (or write the target as HOST:PORT)"),
+                            );
+                        }
+                        names.push(String::new());
+                    }
+                }
+            }
+        }
+    }
+    let read = |e: &mut Errors, field: &str, value: &str| -> Option<Vec<u8>> {
+        let path = relative_to(file, value);
+        match std::fs::read(&path) {
+            Ok(bytes) => Some(bytes),
+            Err(err) => {
+                e.add(
+                    format!("{key}.tls.{field}"),
+                    format!("cannot read {}: {err}", path.display()),
+                );
+                None
+            }
+        }
+    };
+    let certificates = |e: &mut Errors, field: &str, value: &str| -> Option<Vec<X509>> {
+        let bytes = read(e, field, value)?;
+        match X509::stack_from_pem(&bytes) {
+            Ok(certs) if !certs.is_empty() => Some(certs),
+            _ => {
+                e.add(
+                    format!("{key}.tls.{field}"),
+                    format!("{value:?} holds no PEM certificate; write the path of a PEM file (-----BEGIN CERTIFICATE-----)"),
+                );
+                None
+            }
+        }
+    };
+    let ca = s
+        .ca_file
+        .as_deref()
+        .and_then(|f| certificates(e, "ca_file", f))
+        .map(|certs| Arc::new(certs.into_boxed_slice()));
+    if ca.is_some() && !verify {
+        e.add(
+            format!("{key}.tls.ca_file"),
+            "has no effect with verify = false; remove one of them",
+        );
+    }
+    let client_cert = match (s.client_cert.as_deref(), s.client_key.as_deref()) {
+        (None, None) => None,
+        (Some(_), None) | (None, Some(_)) => {
+            e.add(
+                format!("{key}.tls"),
+                "client_cert and client_key go together; set both (PEM files) or neither",
+            );
+            None
+        }
+        (Some(cert), Some(private)) => {
+            let chain = certificates(e, "client_cert", cert);
+            let pkey = read(e, "client_key", private).and_then(|bytes| {
+                #[cfg(unix)]
+                if super::lint::readable_by_others(&relative_to(file, private)) {
+                    e.warn(
+                        format!("{key}.tls.client_key"),
+                        format!("{private:?} is readable by group or others; chmod 600 it"),
+                    );
+                }
+                match PKey::private_key_from_pem(&bytes) {
+                    Ok(k) => Some(k),
+                    Err(_) => {
+                        e.add(
+                            format!("{key}.tls.client_key"),
+                            format!("{private:?} holds no PEM private key"),
+                        );
+                        None
+                    }
+                }
+            });
+            match (chain, pkey) {
+                (Some(chain), Some(pkey)) => {
+                    let matching = chain[0]
+                        .public_key()
+                        .map(|public| public.public_eq(&pkey))
+                        .unwrap_or(false);
+                    if matching {
+                        Some(Arc::new(pingora_core::utils::tls::CertKey::new(
+                            chain, pkey,
+                        )))
+                    } else {
+                        e.add(
+                            format!("{key}.tls.client_key"),
+                            "does not belong to the first certificate of client_cert",
+                        );
+                        None
+                    }
+                }
+                _ => None,
+            }
+        }
+    };
+    UpstreamTls {
+        names,
+        verify,
+        ca,
+        client_cert,
+    }
+}
+
 fn existing_file(e: &mut Errors, key: &str, config_file: &Path, value: &str) -> PathBuf {
     let path = relative_to(config_file, value);
     if let Err(err) = std::fs::metadata(&path) {

@@ -86,58 +86,13 @@ pub(super) fn compile(
 }
 
 fn read_secret(e: &mut Errors, key: &str, p: &RawJwtProvider, file: &Path) -> Option<Vec<u8>> {
-    if let Some(name) = &p.secret_env {
-        return match std::env::var(name) {
-            Ok(value) if !value.is_empty() => Some(value.into_bytes()),
-            Ok(_) => {
-                e.add(
-                    format!("{key}.secret_env"),
-                    format!("the environment variable {name} is empty"),
-                );
-                None
-            }
-            Err(_) => {
-                e.add(
-                    format!("{key}.secret_env"),
-                    format!("the environment variable {name} is not set; export it before starting portcullis"),
-                );
-                None
-            }
-        };
-    }
-    let path = relative_to(file, p.secret_file.as_deref()?);
-    match std::fs::read(&path) {
-        Ok(mut bytes) => {
-            while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                bytes.pop();
-            }
-            if bytes.is_empty() {
-                e.add(
-                    format!("{key}.secret_file"),
-                    format!("{} is empty", path.display()),
-                );
-                return None;
-            }
-            #[cfg(unix)]
-            if super::lint::readable_by_others(&path) {
-                e.warn(
-                    format!("{key}.secret_file"),
-                    format!(
-                        "{} is readable by group or others; chmod 600 it",
-                        path.display()
-                    ),
-                );
-            }
-            Some(bytes)
-        }
-        Err(err) => {
-            e.add(
-                format!("{key}.secret_file"),
-                format!("cannot read {}: {err}", path.display()),
-            );
-            None
-        }
-    }
+    super::secret::read(
+        e,
+        key,
+        ("secret_env", p.secret_env.as_deref()),
+        ("secret_file", p.secret_file.as_deref()),
+        file,
+    )
 }
 
 fn compile_provider(

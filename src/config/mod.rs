@@ -7,6 +7,7 @@ pub mod identities;
 pub mod lint;
 pub mod model;
 pub mod raw;
+pub mod secret;
 pub mod units;
 
 use std::fmt;

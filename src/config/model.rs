@@ -8,6 +8,8 @@ use crate::checks::body::BodyRules;
 use crate::checks::ip::CidrSet;
 use crate::checks::rate_limit::{ConcurrencyCap, RateLimits};
 use crate::checks::route::RouteTable;
+use pingora_core::protocols::tls::CaType;
+use pingora_core::utils::tls::CertKey;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,10 +35,33 @@ pub struct Config {
     pub rate_limit_store: Option<StoreSettings>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct StoreSettings {
+    /// `redis://` or `rediss://` (TLS) URL as written; show it only through `shown()`.
     pub redis: String,
+    /// From `password_env` / `password_file`; overrides a password in the URL.
+    pub password: Option<String>,
+    /// `ca_file` (PEM): the CAs that may sign the store's certificate instead of the system's.
+    pub ca: Option<Vec<u8>>,
     pub on_store_error: crate::shared_limits::OnStoreError,
+}
+
+impl StoreSettings {
+    /// The URL for messages and logs: userinfo hidden.
+    pub fn shown(&self) -> String {
+        super::secret::redact_url(&self.redis)
+    }
+}
+
+impl std::fmt::Debug for StoreSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreSettings")
+            .field("redis", &self.shown())
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("ca", &self.ca.is_some())
+            .field("on_store_error", &self.on_store_error)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,10 +185,30 @@ impl Default for Limits {
     }
 }
 
-#[derive(Debug, Clone)]
+/// TLS towards an upstream. Verification never depends on an optional key: with `verify`
+/// on, each target's name (`sni`, else the host name it was written with) is both sent as SNI
+/// and checked against its certificate.
+#[derive(Clone)]
 pub struct UpstreamTls {
-    pub sni: String,
+    /// Per target, in the order of `Upstream::targets`: the SNI sent and, with `verify`, the
+    /// name the certificate must carry. Empty only with `verify = false` and an IP target.
+    pub names: Vec<String>,
     pub verify: bool,
+    /// `ca_file`: the CAs that may sign the upstream's certificate instead of the system's.
+    pub ca: Option<Arc<CaType>>,
+    /// `client_cert` / `client_key`: the certificate presented to the upstream (mTLS).
+    pub client_cert: Option<Arc<CertKey>>,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("names", &self.names)
+            .field("verify", &self.verify)
+            .field("ca", &self.ca.as_ref().map(|c| c.len()))
+            .field("client_cert", &self.client_cert.is_some())
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]

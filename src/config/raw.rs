@@ -88,6 +88,9 @@ pub struct RawWindowLimit {
 #[serde(deny_unknown_fields)]
 pub struct RawRateLimitStore {
     pub redis: String,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+    pub ca_file: Option<String>,
     pub on_store_error: Option<String>,
 }
 
@@ -111,7 +114,8 @@ pub struct RawLimits {
     pub header_read_timeout: Option<String>,
 }
 
-/// `tls = false` or `tls = { sni = "…", verify = true }`.
+/// `tls = false`, `tls = true`, or
+/// `tls = { sni = "…", verify = true, ca_file = "…", client_cert = "…", client_key = "…" }`.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum RawUpstreamTls {
@@ -124,6 +128,9 @@ pub enum RawUpstreamTls {
 pub struct RawUpstreamTlsSettings {
     pub sni: Option<String>,
     pub verify: Option<bool>,
+    pub ca_file: Option<String>,
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

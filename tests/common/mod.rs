@@ -11,12 +11,13 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -58,6 +59,8 @@ pub struct Upstream {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
     pub connections: Arc<AtomicUsize>,
+    /// While set, `GET /healthz` answers 503 (every other path is served as usual).
+    pub failing_health: Arc<AtomicBool>,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -70,10 +73,11 @@ impl Upstream {
             .expect("tokio runtime");
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let connections = Arc::new(AtomicUsize::new(0));
+        let failing_health = Arc::new(AtomicBool::new(false));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind upstream");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("addr");
-        let (s, c) = (seen.clone(), connections.clone());
+        let (s, c, f) = (seen.clone(), connections.clone(), failing_health.clone());
         runtime.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
             loop {
@@ -81,11 +85,14 @@ impl Upstream {
                     continue;
                 };
                 c.fetch_add(1, Ordering::SeqCst);
-                let s = s.clone();
+                let (s, f) = (s.clone(), f.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
-                        let s = s.clone();
-                        async move { Ok::<_, hyper::Error>(respond(req, s).await) }
+                        let (s, f) = (s.clone(), f.clone());
+                        async move {
+                            let failing = f.load(Ordering::SeqCst);
+                            Ok::<_, hyper::Error>(respond(req, s, failing).await)
+                        }
                     });
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -97,6 +104,7 @@ impl Upstream {
             addr,
             seen,
             connections,
+            failing_health,
             _runtime: runtime,
         }
     }
@@ -118,7 +126,11 @@ impl Upstream {
     }
 }
 
-async fn respond(req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Response<Full<Bytes>> {
+async fn respond(
+    req: Request<Incoming>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    failing_health: bool,
+) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let body = body
         .collect()
@@ -146,6 +158,12 @@ async fn respond(req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Respons
         .and_then(|(_, m)| m.parse::<u64>().ok())
     {
         tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if failing_health && uri == "/healthz" {
+        return Response::builder()
+            .status(503)
+            .body(Full::new(Bytes::from_static(b"failing")))
+            .unwrap();
     }
     let payload = format!("{{\"upstream\":\"ok\",\"uri\":{uri:?}}}");
     Response::builder()
@@ -202,6 +220,16 @@ impl Gateway {
 
     /// Like `start_with`, with extra files (name, content) written next to the config first.
     pub fn start_with_files(body: &str, server_extra: &str, files: &[(&str, &[u8])]) -> Gateway {
+        Self::start_logging(body, server_extra, files, "warn")
+    }
+
+    /// Like `start_with_files`, with the error log at `rust_log` (e.g. "info").
+    pub fn start_logging(
+        body: &str,
+        server_extra: &str,
+        files: &[(&str, &[u8])],
+        rust_log: &str,
+    ) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         for (name, content) in files {
             let path = dir.path().join(name);
@@ -220,7 +248,7 @@ impl Gateway {
         let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
             .args(["run", "-c"])
             .arg(&path)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("stderr.log")).expect("stderr file"))
             .spawn()
@@ -639,17 +667,59 @@ impl DocServer {
     }
 }
 
+/// A test certificate authority (rcgen).
+pub struct Pki {
+    pub ca: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Pki {
+    pub fn new(name: &str) -> Pki {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        Pki {
+            ca: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap(),
+        }
+    }
+
+    /// (certificate PEM, key PEM)
+    pub fn issue(&self, cn: &str, sans: &[&str], expired: bool) -> (String, String) {
+        let mut params =
+            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
 /// A real redis-server on a loopback port, for shared rate limits. Stopped when dropped.
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
+    server_args: Vec<String>,
+    cli_args: Vec<String>,
 }
 
 impl RedisServer {
     pub fn start() -> RedisServer {
+        Self::start_with(|port| (vec!["--port".into(), port.to_string()], Vec::new()))
+    }
+
+    /// Start with the arguments `configure` gives for the port: (redis-server arguments that
+    /// say where and how it listens, redis-cli arguments to reach it).
+    pub fn start_with(configure: impl FnOnce(u16) -> (Vec<String>, Vec<String>)) -> RedisServer {
+        let port = free_port();
+        let (server_args, cli_args) = configure(port);
         let mut server = RedisServer {
-            port: free_port(),
+            port,
             child: None,
+            server_args,
+            cli_args,
         };
         server.restart();
         server
@@ -658,16 +728,8 @@ impl RedisServer {
     /// Start (again) on the same port.
     pub fn restart(&mut self) {
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(&self.server_args)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -694,6 +756,7 @@ impl RedisServer {
     pub fn cli(&self, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
             .args(["-p", &self.port.to_string()])
+            .args(&self.cli_args)
             .args(args)
             .output()
             .expect("redis-cli");

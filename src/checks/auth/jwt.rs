@@ -633,7 +633,17 @@ mod cache_tests {
         let exp = token_cache::unix_now() as f64 + 600.5;
         let claims = serde_json::json!({"sub": "alice", "iss": "iss", "aud": "aud", "exp": exp});
         let token = encode(&header, &claims, &key).unwrap();
-        let _ = p.verify(&token);
-        assert_eq!(cached(&p), 0);
+        // Accepted (the exp is in the future), verified each time, never cached: the cache's
+        // deadline is whole seconds and a fractional exp has none that is exact.
+        for _ in 0..2 {
+            let identity = p
+                .verify(&token)
+                .expect("a valid token with a fractional exp");
+            assert_eq!(identity.consumer, "alice");
+            assert_eq!(cached(&p), 0);
+        }
+        // The same token with a whole exp is cached: the check above can fail.
+        assert!(p.verify(&sign(token_cache::unix_now() + 600)).is_ok());
+        assert_eq!(cached(&p), 1);
     }
 }
