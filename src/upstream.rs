@@ -225,6 +225,11 @@ impl Upstreams {
         if let Some(tls) = &config.tls {
             apply_tls(&mut peer, tls, tls_name(config, target));
         }
+        // Pingora's pool key covers the address, SNI, verification flags and client
+        // certificate, but not the CAs: without this, a connection verified against one
+        // upstream's `ca_file` could be reused by another upstream of the same address that
+        // trusts other CAs.
+        peer.group_key = index as u64;
         let options = &mut peer.options;
         options.connection_timeout = Some(config.connect_timeout);
         options.read_timeout = Some(config.read_timeout);

@@ -421,6 +421,15 @@ public = true
             r#"{ sni = "upstream.test", ca_file = "ca.pem" }"#,
             200,
         ),
+        // Same address, same name, no ca_file: the connection "bysni" verified and pooled a
+        // moment ago must not be reused by an upstream that does not trust that CA.
+        (
+            "samename",
+            open_port,
+            ip_target,
+            r#"{ sni = "upstream.test" }"#,
+            502,
+        ),
         (
             "nocert",
             mtls_port,

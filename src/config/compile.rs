@@ -672,7 +672,11 @@ fn upstream_tls(
     let mut names = Vec::with_capacity(targets.len());
     match s.sni.as_deref() {
         Some(sni)
-            if sni.is_empty() || sni.parse::<std::net::IpAddr>().is_ok() || !sni.is_ascii() =>
+            if sni.is_empty()
+                || sni.parse::<std::net::IpAddr>().is_ok()
+                || !sni
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')) =>
         {
             e.add(
                 format!("{key}.tls.sni"),
