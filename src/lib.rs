@@ -20,3 +20,4 @@ pub mod shared_limits;
 pub mod stream;
 pub mod tls;
 pub mod upstream;
+pub mod waf;

@@ -1,6 +1,7 @@
 //! Property-based fuzzing (proptest) of everything that parses untrusted input: the config
 //! loader, JWT headers and claims, the JSON depth scanner and body checks, the threat
-//! detector, the API-key header parser, `X-Forwarded-For`, and path normalisation.
+//! detector, the API-key header parser, `X-Forwarded-For`, path normalisation, and the SecLang
+//! rule parser.
 //!
 //! Each target runs 256 generated cases under `cargo test` (bounded: a few seconds in all).
 //! Longer runs: `PROPTEST_CASES=200000 cargo test --release --test fuzz`. A failing case is
@@ -15,6 +16,7 @@ use portcullis::checks::ip::{canonical, client_ip, CidrSet};
 use portcullis::checks::path::normalise;
 use portcullis::checks::threat::{scan, scan_json, scan_path, scan_query, Field};
 use portcullis::config::load_str;
+use portcullis::waf::seclang::parse;
 use proptest::prelude::*;
 use std::net::IpAddr;
 use std::path::Path;
@@ -341,6 +343,26 @@ proptest! {
             prop_assert!(!path.contains('\0'));
             let again = normalise(&path);
             prop_assert_eq!(again.as_deref(), Ok(path.as_str()));
+        }
+    }
+
+    /// SecLang: any text parses or is refused with a line inside the text; never a panic.
+    #[test]
+    fn seclang_parser_takes_any_text(
+        bytes in hostile_bytes(200),
+        directive in prop::sample::select(vec!["", "SecRule ", "SecAction ", "SecRuleRemoveById ", "SecRuleUpdateTargetById 1 "]),
+    ) {
+        let text = format!("{directive}{}", String::from_utf8_lossy(&bytes));
+        match parse(&text, Path::new("fuzz.conf")) {
+            Ok(directives) => {
+                for d in directives {
+                    prop_assert!(d.at.line >= 1 && d.at.line <= text.lines().count().max(1));
+                }
+            }
+            Err(e) => {
+                prop_assert!(e.at.line >= 1 && e.at.line <= text.lines().count().max(1), "{e}");
+                prop_assert!(e.to_string().starts_with("fuzz.conf:"));
+            }
         }
     }
 }

@@ -1,0 +1,4 @@
+//! The rule engine of threat protection (issue 14, under way): SecLang rules — the OWASP Core
+//! Rule Set and an operator's own — read (`seclang`) and, next, compiled once into matchers.
+
+pub mod seclang;
