@@ -1,0 +1,783 @@
+//! SecLang operators (`@rx`, `@pm`, `@detectSQLi`, comparisons, …), compiled once from a rule's
+//! text into what tests a value. Each follows ModSecurity 3: regexes are PCRE with `DOTALL` and
+//! `MULTILINE` over bytes (here: the `regex` crate's byte regexes with `(?s)(?m)` and ASCII
+//! classes), phrase matches are case-insensitive, numbers are read as C++'s `std::stoi` reads
+//! them (garbage is 0). An argument may hold macros (`%{tx.allowed_methods}`), expanded per
+//! transaction; everything else is prepared here.
+
+use crate::waf::seclang;
+use aho_corasick::AhoCorasick;
+use ipnet::IpNet;
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::path::Path;
+
+/// A piece of an operator argument: text, or a macro `%{COLLECTION.key}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    Text(Vec<u8>),
+    /// Collection upper case (`TX`, `REQUEST_HEADERS`), key lower case.
+    Macro {
+        collection: String,
+        key: String,
+    },
+}
+
+/// An operator argument that may need expanding per transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Argument {
+    parts: Vec<Part>,
+}
+
+/// What a transaction can say about a macro's value.
+pub trait Macros {
+    fn value(&self, collection: &str, key: &str) -> Option<Cow<'_, [u8]>>;
+}
+
+impl Argument {
+    pub fn parse(text: &str) -> Self {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("%{") {
+            let Some(len) = rest[start + 2..].find('}') else {
+                break;
+            };
+            let name = &rest[start + 2..start + 2 + len];
+            if !rest[..start].is_empty() {
+                parts.push(Part::Text(rest.as_bytes()[..start].to_vec()));
+            }
+            let (collection, key) = name.split_once('.').unwrap_or((name, ""));
+            parts.push(Part::Macro {
+                collection: collection.to_ascii_uppercase(),
+                key: key.to_ascii_lowercase(),
+            });
+            rest = &rest[start + 2 + len + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Text(rest.as_bytes().to_vec()));
+        }
+        Argument { parts }
+    }
+
+    /// Whether the argument is known without a transaction.
+    pub fn is_constant(&self) -> bool {
+        self.parts.iter().all(|p| matches!(p, Part::Text(_)))
+    }
+
+    pub fn parts(&self) -> &[Part] {
+        &self.parts
+    }
+
+    /// The argument with its macros expanded (an unknown macro expands to nothing, as in
+    /// ModSecurity).
+    pub fn expand<'a>(&'a self, macros: &dyn Macros) -> Cow<'a, [u8]> {
+        match self.parts.as_slice() {
+            [] => Cow::Borrowed(b""),
+            [Part::Text(t)] => Cow::Borrowed(t),
+            parts => {
+                let mut out = Vec::new();
+                for part in parts {
+                    match part {
+                        Part::Text(t) => out.extend_from_slice(t),
+                        Part::Macro { collection, key } => {
+                            if let Some(v) = macros.value(collection, key) {
+                                out.extend_from_slice(&v);
+                            }
+                        }
+                    }
+                }
+                Cow::Owned(out)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Comparison {
+    Eq,
+    Ge,
+    Gt,
+    Le,
+    Lt,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StringTest {
+    /// The value equals the argument.
+    Streq,
+    /// The value contains the argument.
+    Contains,
+    BeginsWith,
+    EndsWith,
+    /// The argument contains the value (an empty value matches).
+    Within,
+}
+
+/// A compiled operator (without its `!`: the rule negates the result).
+#[derive(Debug)]
+pub enum Operator {
+    Rx(Regex),
+    /// `@rx` whose pattern holds macros (CRS 3: `^%{tx.allowed_request_content_type_charset}$`):
+    /// compiled per distinct expansion, the last few kept.
+    RxExpanded(Argument, RegexCache),
+    /// `@pm` and `@pmFromFile`: any of the phrases, case-insensitively.
+    Pm(AhoCorasick),
+    DetectSqli,
+    DetectXss,
+    Compare(Comparison, Argument),
+    Strings(StringTest, Argument),
+    /// `@validateByteRange`: matches when a byte is outside the allowed ranges.
+    ValidateByteRange(Box<[bool; 256]>),
+    /// Matches when a `%` is not followed by two hex digits.
+    ValidateUrlEncoding,
+    /// Matches when the value is not valid UTF-8.
+    ValidateUtf8Encoding,
+    IpMatch(Vec<IpNet>),
+    UnconditionalMatch,
+    /// `@geoLookup` (no GeoIP database) and `@rbl` (no DNS lookups from the request path):
+    /// never match, as in ModSecurity without `SecGeoLookupDb` or a resolver. The rule-set
+    /// compiler reports every rule that uses one.
+    Unavailable(&'static str),
+}
+
+/// Regexes compiled from expanded `@rx` patterns: the expansions of one rule are few (the
+/// values of setup variables), so a small list is enough.
+#[derive(Debug, Default)]
+pub struct RegexCache {
+    compiled: std::sync::Mutex<Vec<(Vec<u8>, CachedRegex)>>,
+}
+
+/// A compiled expansion; `None` when it is not a valid regex.
+type CachedRegex = std::sync::Arc<Option<Regex>>;
+
+const REGEX_CACHE_SIZE: usize = 8;
+
+impl RegexCache {
+    fn get(&self, pattern: &[u8]) -> CachedRegex {
+        let mut compiled = match self.compiled.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some((_, re)) = compiled.iter().find(|(p, _)| p == pattern) {
+            return re.clone();
+        }
+        // A pattern that does not compile never matches (ModSecurity logs and goes on).
+        let re = std::sync::Arc::new(
+            std::str::from_utf8(pattern)
+                .ok()
+                .and_then(|p| compile_regex(p).ok()),
+        );
+        if compiled.len() >= REGEX_CACHE_SIZE {
+            compiled.remove(0);
+        }
+        compiled.push((pattern.to_vec(), re.clone()));
+        re
+    }
+}
+
+/// What matched: for `@rx`, the whole match and its groups (for `capture`: `TX.0` … `TX.9`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Matched {
+    pub captures: Vec<Vec<u8>>,
+}
+
+impl Operator {
+    /// Compile `op` of a rule in `rule_file` (data files of `@pmFromFile` are next to it).
+    pub fn compile(op: &seclang::Operator, rule_file: &Path) -> Result<Self, String> {
+        let arg = op.argument.as_str();
+        let constant = |what: &str| -> Result<(), String> {
+            if Argument::parse(arg).is_constant() {
+                Ok(())
+            } else {
+                Err(format!("@{what} takes no macros: {arg:?}"))
+            }
+        };
+        Ok(match op.name.as_str() {
+            "rx" if Argument::parse(arg).is_constant() => Operator::Rx(compile_regex(arg)?),
+            "rx" => Operator::RxExpanded(Argument::parse(arg), RegexCache::default()),
+            "pm" => {
+                constant("pm")?;
+                phrases(arg.split_whitespace().map(str::to_string).collect())?
+            }
+            "pmFromFile" | "pmf" => {
+                let dir = rule_file.parent().unwrap_or(Path::new("."));
+                let mut list = Vec::new();
+                for name in arg.split_whitespace() {
+                    let path = dir.join(name);
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|e| format!("@pmFromFile: cannot read {}: {e}", path.display()))?;
+                    list.extend(
+                        text.lines()
+                            .map(str::trim)
+                            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                            .map(str::to_string),
+                    );
+                }
+                phrases(list)?
+            }
+            "detectSQLi" => Operator::DetectSqli,
+            "detectXSS" => Operator::DetectXss,
+            "eq" => Operator::Compare(Comparison::Eq, Argument::parse(arg)),
+            "ge" => Operator::Compare(Comparison::Ge, Argument::parse(arg)),
+            "gt" => Operator::Compare(Comparison::Gt, Argument::parse(arg)),
+            "le" => Operator::Compare(Comparison::Le, Argument::parse(arg)),
+            "lt" => Operator::Compare(Comparison::Lt, Argument::parse(arg)),
+            "streq" => Operator::Strings(StringTest::Streq, Argument::parse(arg)),
+            "contains" => Operator::Strings(StringTest::Contains, Argument::parse(arg)),
+            "beginsWith" => Operator::Strings(StringTest::BeginsWith, Argument::parse(arg)),
+            "endsWith" => Operator::Strings(StringTest::EndsWith, Argument::parse(arg)),
+            "within" => Operator::Strings(StringTest::Within, Argument::parse(arg)),
+            "validateByteRange" => {
+                constant("validateByteRange")?;
+                Operator::ValidateByteRange(byte_ranges(arg)?)
+            }
+            "validateUrlEncoding" => Operator::ValidateUrlEncoding,
+            "validateUtf8Encoding" => Operator::ValidateUtf8Encoding,
+            "ipMatch" => {
+                constant("ipMatch")?;
+                let mut nets = Vec::new();
+                for item in arg.split([',', ' ']).filter(|s| !s.is_empty()) {
+                    let net = item
+                        .parse::<IpNet>()
+                        .or_else(|_| item.parse::<IpAddr>().map(IpNet::from))
+                        .map_err(|_| format!("@ipMatch: {item:?} is not an address or CIDR"))?;
+                    nets.push(net);
+                }
+                Operator::IpMatch(nets)
+            }
+            "unconditionalMatch" => Operator::UnconditionalMatch,
+            "geoLookup" => Operator::Unavailable("geoLookup"),
+            "rbl" => Operator::Unavailable("rbl"),
+            other => {
+                return Err(format!(
+                    "operator @{other} is not supported; portcullis evaluates @rx, @pm, \
+                     @pmFromFile, @detectSQLi, @detectXSS, @eq, @ge, @gt, @le, @lt, @streq, \
+                     @contains, @beginsWith, @endsWith, @within, @validateByteRange, \
+                     @validateUrlEncoding, @validateUtf8Encoding, @ipMatch and @unconditionalMatch"
+                ))
+            }
+        })
+    }
+
+    /// Test one (transformed) value. `capture`: also return the regex groups.
+    pub fn test(&self, value: &[u8], macros: &dyn Macros, capture: bool) -> Option<Matched> {
+        let yes = |hit: bool| hit.then(Matched::default);
+        match self {
+            Operator::Rx(re) => regex_test(re, value, capture),
+            Operator::RxExpanded(pattern, cache) => {
+                let re = cache.get(&pattern.expand(macros));
+                regex_test(re.as_ref().as_ref()?, value, capture)
+            }
+            Operator::Pm(ac) => yes(ac.is_match(value)),
+            Operator::DetectSqli => yes(libinjectionrs::SqliState::new(
+                value,
+                libinjectionrs::SqliFlags::FLAG_NONE,
+            )
+            .detect()),
+            Operator::DetectXss => yes(libinjectionrs::detect_xss(value).is_injection()),
+            Operator::Compare(cmp, arg) => {
+                let (v, a) = (stoi(value), stoi(&arg.expand(macros)));
+                yes(match cmp {
+                    Comparison::Eq => v == a,
+                    Comparison::Ge => v >= a,
+                    Comparison::Gt => v > a,
+                    Comparison::Le => v <= a,
+                    Comparison::Lt => v < a,
+                })
+            }
+            Operator::Strings(test, arg) => {
+                let a = arg.expand(macros);
+                yes(match test {
+                    StringTest::Streq => value == &a[..],
+                    StringTest::Contains => find(value, &a),
+                    StringTest::BeginsWith => value.starts_with(&a),
+                    StringTest::EndsWith => value.ends_with(&a),
+                    StringTest::Within => value.is_empty() || find(&a, value),
+                })
+            }
+            Operator::ValidateByteRange(allowed) => {
+                yes(value.iter().any(|b| !allowed[*b as usize]))
+            }
+            Operator::ValidateUrlEncoding => yes(bad_url_encoding(value)),
+            Operator::ValidateUtf8Encoding => yes(std::str::from_utf8(value).is_err()),
+            Operator::IpMatch(nets) => {
+                let ip = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|t| t.trim().parse::<IpAddr>().ok());
+                yes(ip.is_some_and(|ip| nets.iter().any(|n| n.contains(&ip))))
+            }
+            Operator::UnconditionalMatch => Some(Matched::default()),
+            Operator::Unavailable(_) => None,
+        }
+    }
+}
+
+fn regex_test(re: &Regex, value: &[u8], capture: bool) -> Option<Matched> {
+    if !capture {
+        return re.is_match(value).then(Matched::default);
+    }
+    Some(Matched {
+        captures: re.captures(value)?,
+    })
+}
+
+/// A compiled `@rx`: the `regex` crate (linear time) whenever the pattern allows it; the few
+/// patterns that need look-around, back-references or possessive quantifiers (CRS 3 has some)
+/// go to `fancy-regex` in its byte mode, which backtracks (bounded by a step limit).
+#[derive(Debug)]
+pub enum Regex {
+    Bytes(regex::bytes::Regex),
+    Backtracking(fancy_regex::Regex),
+}
+
+impl Regex {
+    fn is_match(&self, value: &[u8]) -> bool {
+        match self {
+            Regex::Bytes(re) => re.is_match(value),
+            Regex::Backtracking(re) => re.is_match(value).unwrap_or(false),
+        }
+    }
+
+    /// The whole match and up to nine groups (missing groups are empty).
+    fn captures(&self, value: &[u8]) -> Option<Vec<Vec<u8>>> {
+        let groups: Vec<Vec<u8>> = match self {
+            Regex::Bytes(re) => re
+                .captures(value)?
+                .iter()
+                .take(10)
+                .map(|g| g.map(|m| m.as_bytes().to_vec()).unwrap_or_default())
+                .collect(),
+            Regex::Backtracking(re) => re
+                .captures(value)
+                .ok()??
+                .iter()
+                .take(10)
+                .map(|g| g.map(|m| m.as_bytes().to_vec()).unwrap_or_default())
+                .collect(),
+        };
+        Some(groups)
+    }
+}
+
+/// A CRS regex as ModSecurity compiles it: dot matches newline, `^`/`$` at line breaks, and
+/// byte-wise (no UTF-8 requirement; `\w`, `\d`, `\s` are ASCII as in PCRE without UCP). The
+/// PCRE syntax is first rewritten where the `regex` crate reads it differently.
+pub fn compile_regex(pattern: &str) -> Result<Regex, String> {
+    let rewritten = pcre_to_rust(pattern);
+    let fast = regex::bytes::RegexBuilder::new(&rewritten)
+        .dot_matches_new_line(true)
+        .multi_line(true)
+        .unicode(false)
+        .size_limit(64 << 20)
+        .build();
+    match fast {
+        Ok(re) => Ok(Regex::Bytes(re)),
+        Err(fast_error) => fancy_regex::RegexBuilder::new(&format!("(?sm){rewritten}"))
+            .bytes_mode(fancy_regex::BytesMode::Ascii)
+            .backtrack_limit(100_000)
+            .build()
+            .map(Regex::Backtracking)
+            .map_err(|e| {
+                format!("@rx cannot be compiled: {fast_error}; nor with back-tracking: {e}")
+            }),
+    }
+}
+
+/// Rewrites what PCRE and the `regex` crate read differently:
+/// - a non-ASCII character is its UTF-8 bytes (PCRE without UTF reads bytes);
+/// - `\x{HH}` (a byte) becomes `\xHH`: in byte mode the crate reads braces as a code point;
+/// - a `{` that does not start a quantifier is a literal for PCRE, an error for the crate;
+/// - inside a character class, `[` is a literal for PCRE (not a nested class) and `&&`, `--`,
+///   `~~` are not set operations.
+pub fn pcre_to_rust(pattern: &str) -> String {
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut out = String::with_capacity(pattern.len() + 8);
+    let mut i = 0;
+    // Inside a class: the index of the first character after `[` or `[^`.
+    let mut class_start: Option<usize> = None;
+    while i < chars.len() {
+        let c = chars[i];
+        if !c.is_ascii() {
+            // PCRE without UTF reads the pattern as bytes: a non-ASCII character is its UTF-8
+            // bytes, each one on its own (in a class, each byte is a member).
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("\\x{b:02X}"));
+            }
+            i += 1;
+            continue;
+        }
+        if c == '\\' && i + 1 < chars.len() {
+            if chars[i + 1] == 'x' && chars.get(i + 2) == Some(&'{') {
+                if let Some(close) = chars[i + 3..].iter().position(|c| *c == '}') {
+                    let digits: String = chars[i + 3..i + 3 + close].iter().collect();
+                    if let Ok(value) = u32::from_str_radix(&digits, 16) {
+                        if value <= 0xff {
+                            out.push_str(&format!("\\x{value:02X}"));
+                            i += 4 + close;
+                            continue;
+                        }
+                    }
+                }
+            }
+            out.push(c);
+            out.push(chars[i + 1]);
+            i += 2;
+            continue;
+        }
+        match class_start {
+            Some(start) => match c {
+                ']' if i > start => {
+                    class_start = None;
+                    out.push(c);
+                }
+                '[' if chars.get(i + 1) == Some(&':') => {
+                    // A POSIX class such as [:alpha:], the same in both.
+                    let end = chars[i + 2..]
+                        .windows(2)
+                        .position(|w| w == [':', ']'])
+                        .map(|p| i + 2 + p + 2);
+                    match end {
+                        Some(end) => {
+                            out.extend(&chars[i..end]);
+                            i = end;
+                            continue;
+                        }
+                        None => out.push_str("\\["),
+                    }
+                }
+                '[' | '&' | '~' => {
+                    out.push('\\');
+                    out.push(c);
+                }
+                '-' if chars.get(i + 1) == Some(&'-') => out.push_str("\\-"),
+                _ => out.push(c),
+            },
+            None => match c {
+                '[' => {
+                    out.push(c);
+                    let mut start = i + 1;
+                    if chars.get(start) == Some(&'^') {
+                        out.push('^');
+                        start += 1;
+                    }
+                    // A `]` right after `[` or `[^` is a literal.
+                    if chars.get(start) == Some(&']') {
+                        out.push_str("\\]");
+                        start += 1;
+                    }
+                    class_start = Some(start);
+                    i = start;
+                    continue;
+                }
+                '{' => {
+                    let quantifier = chars[i + 1..]
+                        .iter()
+                        .position(|c| *c == '}')
+                        .map(|p| chars[i + 1..i + 1 + p].iter().collect::<String>())
+                        .is_some_and(|body| {
+                            let (a, b) = body.split_once(',').unwrap_or((&body, "0"));
+                            !a.is_empty()
+                                && a.chars().all(|c| c.is_ascii_digit())
+                                && b.chars().all(|c| c.is_ascii_digit())
+                        });
+                    if quantifier && !out.is_empty() {
+                        let close = chars[i..].iter().position(|c| *c == '}').unwrap_or(0);
+                        out.extend(&chars[i..=i + close]);
+                        i += close + 1;
+                        continue;
+                    }
+                    out.push_str("\\{");
+                }
+                '}' => out.push_str("\\}"),
+                _ => out.push(c),
+            },
+        }
+        i += 1;
+    }
+    out
+}
+
+fn phrases(list: Vec<String>) -> Result<Operator, String> {
+    if list.is_empty() {
+        return Err("@pm has no phrases".into());
+    }
+    AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .build(&list)
+        .map(Operator::Pm)
+        .map_err(|e| format!("@pm cannot be built: {e}"))
+}
+
+/// `32-36,38-126,9`: the bytes allowed.
+fn byte_ranges(arg: &str) -> Result<Box<[bool; 256]>, String> {
+    let mut allowed = Box::new([false; 256]);
+    for item in arg.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let bound = |s: &str| {
+            s.trim().parse::<u8>().map_err(|_| {
+                format!("@validateByteRange: {item:?} is not a byte or a range of bytes")
+            })
+        };
+        let (from, to) = match item.split_once('-') {
+            Some((a, b)) => (bound(a)?, bound(b)?),
+            None => (bound(item)?, bound(item)?),
+        };
+        if from > to {
+            return Err(format!("@validateByteRange: empty range {item:?}"));
+        }
+        for b in from..=to {
+            allowed[b as usize] = true;
+        }
+    }
+    Ok(allowed)
+}
+
+/// C++'s `std::stoi`: white space, a sign, digits; no digits or out of `int` range → 0.
+pub fn stoi(v: &[u8]) -> i64 {
+    let v = &v[v
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(v.len())..];
+    let (negative, digits) = match v.first() {
+        Some(b'-') => (true, &v[1..]),
+        Some(b'+') => (false, &v[1..]),
+        _ => (false, v),
+    };
+    let end = digits
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(digits.len());
+    let mut n: i64 = 0;
+    for d in &digits[..end] {
+        n = n * 10 + i64::from(d - b'0');
+        if n > i64::from(i32::MAX) + 1 {
+            return 0;
+        }
+    }
+    let n = if negative { -n } else { n };
+    if n > i64::from(i32::MAX) || n < i64::from(i32::MIN) {
+        0
+    } else {
+        n
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn bad_url_encoding(v: &[u8]) -> bool {
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] == b'%' {
+            if i + 2 >= v.len() || !v[i + 1].is_ascii_hexdigit() || !v[i + 2].is_ascii_hexdigit() {
+                return true;
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    struct Tx(HashMap<(String, String), Vec<u8>>);
+
+    impl Macros for Tx {
+        fn value(&self, collection: &str, key: &str) -> Option<Cow<'_, [u8]>> {
+            self.0
+                .get(&(collection.to_string(), key.to_string()))
+                .map(|v| Cow::Borrowed(v.as_slice()))
+        }
+    }
+
+    fn tx() -> Tx {
+        Tx(HashMap::from([
+            (
+                ("TX".into(), "allowed_methods".into()),
+                b"GET HEAD POST OPTIONS".to_vec(),
+            ),
+            (("TX".into(), "threshold".into()), b"5".to_vec()),
+        ]))
+    }
+
+    fn op(name: &str, argument: &str) -> Operator {
+        Operator::compile(
+            &seclang::Operator {
+                negated: false,
+                name: name.into(),
+                argument: argument.into(),
+            },
+            Path::new("t.conf"),
+        )
+        .unwrap()
+    }
+
+    fn hit(o: &Operator, v: &[u8]) -> bool {
+        o.test(v, &tx(), false).is_some()
+    }
+
+    #[test]
+    fn regexes_are_pcre_like_over_bytes() {
+        let rx = op("rx", r"(?i)^sel.ct\s+(\w+)$");
+        assert!(hit(&rx, b"x\nSEL\nCT  abc\ny"), "dotall and multiline");
+        assert!(!hit(&rx, "select é".as_bytes()), "\\w is ASCII");
+        assert!(
+            hit(&op("rx", r"\xff"), b"a\xffb"),
+            "bytes that are not UTF-8"
+        );
+        let m = rx.test(b"select abc", &tx(), true).unwrap();
+        assert_eq!(m.captures, vec![b"select abc".to_vec(), b"abc".to_vec()]);
+    }
+
+    #[test]
+    fn phrases_numbers_strings_and_macros() {
+        let pm = op("pm", "document.cookie <!-- union");
+        assert!(hit(&pm, b"x=DOCUMENT.Cookie"));
+        assert!(!hit(&pm, b"documentcookie"));
+        assert!(hit(&op("gt", "%{tx.threshold}"), b"6"));
+        assert!(!hit(&op("gt", "%{tx.threshold}"), b"5"));
+        assert!(hit(&op("eq", "0"), b"abc"), "garbage reads as 0");
+        assert!(hit(&op("lt", "1"), b" -3x"));
+        assert!(hit(&op("within", "%{tx.allowed_methods}"), b"POST"));
+        assert!(!hit(&op("within", "%{tx.allowed_methods}"), b"DELETE"));
+        assert!(
+            hit(&op("within", "%{tx.allowed_methods}"), b""),
+            "empty is within"
+        );
+        assert!(hit(&op("endsWith", ".pdf"), b"a.pdf"));
+        assert!(
+            hit(&op("streq", "%{tx.unknown}"), b""),
+            "unknown macros expand to nothing"
+        );
+        assert!(hit(&op("contains", "-->"), b"a-->b"));
+        assert!(hit(&op("beginsWith", "ab"), b"abc"));
+    }
+
+    #[test]
+    fn validators_detectors_and_addresses() {
+        let range = op("validateByteRange", "32-36,38-126");
+        assert!(!hit(&range, b"a b~"));
+        assert!(hit(&range, b"a%b&"), "& (38) is allowed, % (37) is not");
+        assert!(hit(&op("validateUrlEncoding", ""), b"a%zz"));
+        assert!(hit(&op("validateUrlEncoding", ""), b"a%4"));
+        assert!(!hit(&op("validateUrlEncoding", ""), b"a%41"));
+        assert!(hit(&op("validateUtf8Encoding", ""), b"a\xc3("));
+        assert!(!hit(&op("validateUtf8Encoding", ""), "é".as_bytes()));
+        assert!(hit(&op("detectSQLi", ""), b"1' OR '1'='1"));
+        assert!(!hit(&op("detectSQLi", ""), b"O'Brien"));
+        assert!(hit(&op("detectXSS", ""), b"<script>alert(1)</script>"));
+        let ip = op("ipMatch", "127.0.0.1,::1,10.0.0.0/8");
+        assert!(hit(&ip, b"10.1.2.3") && hit(&ip, b"::1") && !hit(&ip, b"11.0.0.1"));
+        assert!(hit(&op("unconditionalMatch", ""), b""));
+    }
+
+    #[test]
+    fn bad_operators_are_errors() {
+        let compile = |name: &str, argument: &str| {
+            Operator::compile(
+                &seclang::Operator {
+                    negated: false,
+                    name: name.into(),
+                    argument: argument.into(),
+                },
+                Path::new("/nonexistent/t.conf"),
+            )
+            .unwrap_err()
+        };
+        assert!(compile("rx", "(unclosed").contains("cannot be compiled"));
+        assert!(compile("pm", "a %{tx.x}").contains("no macros"));
+        assert!(compile("pmFromFile", "missing.data").contains("cannot read"));
+        assert!(compile("validateByteRange", "300").contains("not a byte"));
+        assert!(compile("validateByteRange", "9-1").contains("empty range"));
+        assert!(compile("ipMatch", "nope").contains("not an address"));
+        assert!(compile("fuzzyHash", "").contains("not supported"));
+        assert!(compile("pm", "").contains("no phrases"));
+    }
+
+    #[test]
+    fn pcre_syntax_the_crate_reads_differently() {
+        // A literal `{`, `[` inside a class, `&&` inside a class, `\x{..}`, non-ASCII bytes.
+        assert!(hit(&op("rx", r"^\(\s*\)\s+{"), b"() {"));
+        let class = op("rx", r"^[a[b]x$");
+        assert!(hit(&class, b"[x") && hit(&class, b"bx") && !hit(&class, b"x"));
+        assert!(hit(&op("rx", r"^[&&]+$"), b"&&"));
+        assert!(hit(&op("rx", r"[\x7f-\x{ff}]"), b"\xfe"));
+        let quotes = op("rx", "[´’]");
+        assert!(
+            hit(&quotes, b"\xb4") && hit(&quotes, b"\xe2"),
+            "each byte is a member"
+        );
+        assert!(!hit(&quotes, b"a"));
+        assert!(hit(&op("rx", r"a{2}b{1,}c{,"), b"aabbc{,"));
+        // Look-around goes to the back-tracking engine, over bytes too.
+        let behind = op("rx", r"(?<!&amp);");
+        assert!(matches!(behind, Operator::Rx(Regex::Backtracking(_))));
+        assert!(hit(&behind, b"a;") && !hit(&behind, b"&amp;"));
+        assert!(hit(&op("rx", r"<\?(?!xml)"), b"<?php\xff"));
+    }
+
+    #[test]
+    fn expanded_patterns_and_unavailable_operators() {
+        let rx = op("rx", "^%{tx.allowed_methods}$");
+        assert!(hit(&rx, b"GET HEAD POST OPTIONS"));
+        assert!(!hit(&rx, b"GET"));
+        assert!(
+            !hit(&op("rx", "(%{tx.threshold}"), b"(5"),
+            "an invalid expansion never matches"
+        );
+        assert!(!hit(&op("geoLookup", ""), b"1.2.3.4"));
+        assert!(!hit(&op("rbl", "sbl-xbl.spamhaus.org"), b"1.2.3.4"));
+    }
+
+    #[test]
+    fn stoi_reads_like_cpp() {
+        for (text, n) in [
+            (&b"42"[..], 42),
+            (b"  -7abc", -7),
+            (b"+3", 3),
+            (b"x1", 0),
+            (b"", 0),
+            (b"99999999999", 0),
+            (b"-2147483648", -2147483648),
+        ] {
+            assert_eq!(stoi(text), n, "{:?}", String::from_utf8_lossy(text));
+        }
+    }
+
+    /// Every operator of both Core Rule Sets here compiles: CRS v4 (the snapshot) and
+    /// Debian's 3.3.4, whose data files sit next to their rules.
+    #[test]
+    fn every_crs_operator_compiles() {
+        use crate::waf::seclang::{parse_file, Directive};
+        let dirs = [
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/crs/rules"),
+            std::path::PathBuf::from("/usr/share/modsecurity-crs/rules"),
+        ];
+        let mut compiled = 0;
+        let mut failures = Vec::new();
+        for dir in dirs {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_none_or(|x| x != "conf") {
+                    continue;
+                }
+                for d in parse_file(&path).unwrap() {
+                    if let Directive::Rule { operator, .. } = &d.directive {
+                        match Operator::compile(operator, &path) {
+                            Ok(_) => compiled += 1,
+                            Err(e) => failures.push(format!("{}: {e}", d.at)),
+                        }
+                    }
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        assert!(compiled > 1_000, "{compiled}");
+    }
+}
