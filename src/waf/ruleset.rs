@@ -1,0 +1,950 @@
+//! SecLang directives → one compiled, immutable rule set: rules grouped by request phase (1:
+//! headers, 2: body), chains linked, `SecDefaultAction` applied, `t:` lists resolved (`none`
+//! resets them), operators compiled, `skipAfter` markers resolved to positions, and
+//! `SecRuleRemoveById` / `SecRuleUpdateTargetById` / `SecRuleUpdateActionById` applied.
+//! Anything this engine would evaluate differently from ModSecurity is an error naming the file
+//! and line; what it deliberately leaves out (response phases, persistent collections, GeoIP,
+//! DNS lists) is a warning.
+
+use super::operator::{Argument, Operator};
+use super::seclang::{Action, Directive, Located, Location, Selector, Variable};
+use super::transform::Transformation;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+/// A collection (or single variable) a rule can inspect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Collection {
+    Args,
+    ArgsNames,
+    ArgsGet,
+    ArgsGetNames,
+    ArgsPost,
+    ArgsPostNames,
+    ArgsCombinedSize,
+    Duration,
+    Files,
+    FilesNames,
+    FilesSizes,
+    FilesCombinedSize,
+    MatchedVar,
+    MatchedVarName,
+    MatchedVars,
+    MatchedVarsNames,
+    MultipartPartHeaders,
+    QueryString,
+    RemoteAddr,
+    ReqbodyError,
+    ReqbodyErrorMsg,
+    ReqbodyProcessor,
+    RequestBasename,
+    RequestBody,
+    RequestBodyLength,
+    RequestCookies,
+    RequestCookiesNames,
+    RequestFilename,
+    RequestHeaders,
+    RequestHeadersNames,
+    RequestLine,
+    RequestMethod,
+    RequestProtocol,
+    RequestUri,
+    RequestUriRaw,
+    Tx,
+    UniqueId,
+    Xml,
+    /// Persistent collections (`IP`, `GLOBAL`, `SESSION`, `USER`, `RESOURCE`) and `GEO`: not
+    /// kept by portcullis, so always empty (reported as a warning where a rule reads one).
+    Unkept,
+}
+
+impl Collection {
+    pub fn from_name(name: &str) -> Option<Self> {
+        use Collection::*;
+        Some(match name {
+            "ARGS" => Args,
+            "ARGS_NAMES" => ArgsNames,
+            "ARGS_GET" => ArgsGet,
+            "ARGS_GET_NAMES" => ArgsGetNames,
+            "ARGS_POST" => ArgsPost,
+            "ARGS_POST_NAMES" => ArgsPostNames,
+            "ARGS_COMBINED_SIZE" => ArgsCombinedSize,
+            "DURATION" => Duration,
+            "FILES" => Files,
+            "FILES_NAMES" => FilesNames,
+            "FILES_SIZES" => FilesSizes,
+            "FILES_COMBINED_SIZE" => FilesCombinedSize,
+            "MATCHED_VAR" => MatchedVar,
+            "MATCHED_VAR_NAME" => MatchedVarName,
+            "MATCHED_VARS" => MatchedVars,
+            "MATCHED_VARS_NAMES" => MatchedVarsNames,
+            "MULTIPART_PART_HEADERS" => MultipartPartHeaders,
+            "QUERY_STRING" => QueryString,
+            "REMOTE_ADDR" => RemoteAddr,
+            "REQBODY_ERROR" => ReqbodyError,
+            "REQBODY_ERROR_MSG" => ReqbodyErrorMsg,
+            "REQBODY_PROCESSOR" => ReqbodyProcessor,
+            "REQUEST_BASENAME" => RequestBasename,
+            "REQUEST_BODY" => RequestBody,
+            "REQUEST_BODY_LENGTH" => RequestBodyLength,
+            "REQUEST_COOKIES" => RequestCookies,
+            "REQUEST_COOKIES_NAMES" => RequestCookiesNames,
+            "REQUEST_FILENAME" => RequestFilename,
+            "REQUEST_HEADERS" => RequestHeaders,
+            "REQUEST_HEADERS_NAMES" => RequestHeadersNames,
+            "REQUEST_LINE" => RequestLine,
+            "REQUEST_METHOD" => RequestMethod,
+            "REQUEST_PROTOCOL" => RequestProtocol,
+            "REQUEST_URI" => RequestUri,
+            "REQUEST_URI_RAW" => RequestUriRaw,
+            "TX" => Tx,
+            "UNIQUE_ID" => UniqueId,
+            "XML" => Xml,
+            "IP" | "GLOBAL" | "SESSION" | "USER" | "RESOURCE" | "GEO" => Unkept,
+            _ => return None,
+        })
+    }
+}
+
+/// One target of a rule: a collection, optionally narrowed to members, or counted (`&`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub collection: Collection,
+    /// Lower-cased key for collections whose member names are case-insensitive.
+    pub selector: Option<TargetSelector>,
+    pub count: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum TargetSelector {
+    Key(String),
+    Regex(regex::bytes::Regex),
+}
+
+impl PartialEq for TargetSelector {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (TargetSelector::Key(a), TargetSelector::Key(b)) => a == b,
+            (TargetSelector::Regex(a), TargetSelector::Regex(b)) => a.as_str() == b.as_str(),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for TargetSelector {}
+
+/// `setvar:COLLECTION.name=value`, `=+value`, `=-value`, `!COLLECTION.name`, or a bare name
+/// (set to 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetVar {
+    /// Lower case; may hold macros (`tx.%{rule.id}-…`).
+    pub name: Argument,
+    pub op: SetOp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetOp {
+    Set(Argument),
+    Add(Argument),
+    Subtract(Argument),
+    Delete,
+}
+
+/// What a matching rule does to the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disruptive {
+    /// Go on (anomaly scoring mode: the usual case).
+    Pass,
+    /// Refuse the request now.
+    Deny,
+    /// Stop evaluating rules of this phase and let the request through (`allow`).
+    Allow,
+}
+
+/// `ctl:` actions that change the rest of this transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ctl {
+    RuleRemoveById(Vec<(u64, u64)>),
+    RuleRemoveByTag(String),
+    /// Ids `from..=to`, and the target (`ARGS:password`, lower case).
+    RuleRemoveTargetById((u64, u64), String),
+    RuleRemoveTargetByTag(String, String),
+    /// `requestBodyProcessor=XML|JSON|URLENCODED|MULTIPART`
+    RequestBodyProcessor(String),
+    /// `forceRequestBodyVariable=on`: `REQUEST_BODY` is filled whatever the processor.
+    ForceRequestBodyVariable(bool),
+    /// `ruleEngine=On|Off|DetectionOnly` for the rest of this transaction.
+    RuleEngine(EngineMode),
+    /// Settings of ModSecurity's audit and debug logs: no effect on a decision.
+    Ignored(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineMode {
+    On,
+    Off,
+    DetectionOnly,
+}
+
+/// A compiled rule (or a link of a chain).
+#[derive(Debug)]
+pub struct Rule {
+    /// The id of the chain's first rule for every link.
+    pub id: u64,
+    pub at: Location,
+    pub targets: Vec<Target>,
+    pub exclusions: Vec<Target>,
+    pub transformations: Vec<Transformation>,
+    pub operator: Operator,
+    pub negated: bool,
+    pub capture: bool,
+    pub multi_match: bool,
+    pub setvars: Vec<SetVar>,
+    pub ctl: Vec<Ctl>,
+    pub tags: Vec<String>,
+    /// Only on a chain's first rule.
+    pub disruptive: Disruptive,
+    /// Index (in this phase's list) to continue after, for `skipAfter`.
+    pub skip_after: Option<usize>,
+    pub log: bool,
+    pub msg: Option<Argument>,
+    pub chain: Option<Box<Rule>>,
+}
+
+/// The request phases portcullis evaluates: 1 (headers) and 2 (body).
+#[derive(Debug, Default)]
+pub struct RuleSet {
+    pub phase1: Vec<Rule>,
+    pub phase2: Vec<Rule>,
+    pub warnings: Vec<String>,
+}
+
+/// A compile error: where, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleError {
+    pub at: Location,
+    pub message: String,
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.at, self.message)
+    }
+}
+
+/// Meta-data actions: recorded by ModSecurity for its logs, no effect on a decision.
+const META: &[&str] = &[
+    "accuracy",
+    "auditlog",
+    "logdata",
+    "maturity",
+    "noauditlog",
+    "rev",
+    "severity",
+    "ver",
+    "status",
+];
+
+/// Directives in file order, before compiling.
+enum Item<'a> {
+    Chain(u8, Vec<Pending<'a>>),
+    Marker(String),
+}
+
+/// A rule being compiled: its first directive's actions merged with the phase defaults.
+struct Pending<'a> {
+    at: &'a Location,
+    variables: Vec<Variable>,
+    operator: &'a super::seclang::Operator,
+    actions: Vec<Action>,
+}
+
+/// Compile directives (in file order, all files concatenated) into a rule set.
+pub fn compile(directives: &[Located]) -> Result<RuleSet, Vec<RuleError>> {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let mut defaults: HashMap<u8, Vec<Action>> = HashMap::new();
+    // Rules (by phase, as lists of chain links) and markers, in file order.
+    let mut items: Vec<Item> = Vec::new();
+    let mut removed: Vec<(u64, u64)> = Vec::new();
+    let mut target_updates: HashMap<u64, Vec<Variable>> = HashMap::new();
+    let mut action_updates: HashMap<u64, Vec<Action>> = HashMap::new();
+    let mut open_chain = false;
+    let err = |errors: &mut Vec<RuleError>, at: &Location, message: String| {
+        errors.push(RuleError {
+            at: at.clone(),
+            message,
+        })
+    };
+    for d in directives {
+        match &d.directive {
+            Directive::Rule {
+                variables,
+                operator,
+                actions,
+            } => {
+                let pending = Pending {
+                    at: &d.at,
+                    variables: variables.clone(),
+                    operator,
+                    actions: actions.clone(),
+                };
+                match items.last_mut() {
+                    Some(Item::Chain(_, links)) if open_chain => links.push(pending),
+                    _ => {
+                        let phase = phase_of(actions, &mut errors, &d.at);
+                        items.push(Item::Chain(phase, vec![pending]));
+                    }
+                }
+                open_chain = actions.iter().any(|a| a.name == "chain");
+            }
+            Directive::Action(actions) => {
+                if open_chain {
+                    err(
+                        &mut errors,
+                        &d.at,
+                        "SecAction cannot be a link of a chain".into(),
+                    );
+                }
+                let phase = phase_of(actions, &mut errors, &d.at);
+                items.push(Item::Chain(
+                    phase,
+                    vec![Pending {
+                        at: &d.at,
+                        variables: Vec::new(),
+                        operator: &UNCONDITIONAL,
+                        actions: actions.clone(),
+                    }],
+                ));
+                open_chain = false;
+            }
+            Directive::Marker(name) => {
+                items.push(Item::Marker(name.clone()));
+                open_chain = false;
+            }
+            Directive::DefaultAction(actions) => {
+                let phase = phase_of(actions, &mut errors, &d.at);
+                defaults.insert(
+                    phase,
+                    actions
+                        .iter()
+                        .filter(|a| a.name != "phase")
+                        .cloned()
+                        .collect(),
+                );
+            }
+            Directive::UpdateTargetById { id, variables } => {
+                target_updates
+                    .entry(*id)
+                    .or_default()
+                    .extend(variables.iter().cloned());
+            }
+            Directive::UpdateActionById { id, actions } => {
+                action_updates
+                    .entry(*id)
+                    .or_default()
+                    .extend(actions.iter().cloned());
+            }
+            Directive::RemoveById(ranges) => removed.extend(ranges.iter().copied()),
+            Directive::RemoveByTag(tag) => {
+                warnings.push(format!(
+                    "{}: SecRuleRemoveByTag {tag:?} is applied to the rules before it only",
+                    d.at
+                ));
+                let tag = tag.clone();
+                items.retain(|item| match item {
+                    Item::Chain(_, links) => !links[0]
+                        .actions
+                        .iter()
+                        .any(|a| a.name == "tag" && a.value.as_deref() == Some(tag.as_str())),
+                    Item::Marker(_) => true,
+                });
+            }
+            Directive::ComponentSignature(_) | Directive::CollectionTimeout(_) => {}
+        }
+    }
+    if open_chain {
+        if let Some(Item::Chain(_, links)) = items.last() {
+            err(
+                &mut errors,
+                links[links.len() - 1].at,
+                "the last rule says chain, but no rule follows".into(),
+            );
+        }
+    }
+
+    let mut set = RuleSet::default();
+    let mut seen_ids = HashSet::new();
+    // (phase, position in that phase's compiled list, name) of every marker.
+    let mut markers: Vec<(u8, usize, String)> = Vec::new();
+    // (phase, index in phase, marker name) of every skipAfter, resolved at the end.
+    let mut skips: Vec<(u8, usize, String, Location)> = Vec::new();
+    for item in items {
+        let (phase, links) = match item {
+            Item::Marker(name) => {
+                markers.push((1, set.phase1.len(), name.clone()));
+                markers.push((2, set.phase2.len(), name));
+                continue;
+            }
+            Item::Chain(phase, links) => (phase, links),
+        };
+        let first = &links[0];
+        let id = first
+            .actions
+            .iter()
+            .find(|a| a.name == "id")
+            .and_then(|a| a.value.as_deref())
+            .and_then(|v| v.parse::<u64>().ok());
+        let Some(id) = id else {
+            err(
+                &mut errors,
+                first.at,
+                "a rule without an id; add id:N".into(),
+            );
+            continue;
+        };
+        if !seen_ids.insert(id) {
+            err(&mut errors, first.at, format!("duplicate rule id {id}"));
+        }
+        if removed.iter().any(|(a, b)| (*a..=*b).contains(&id)) {
+            continue;
+        }
+        if !matches!(phase, 1 | 2) {
+            // Response phases: portcullis inspects requests only.
+            continue;
+        }
+        let index = if phase == 1 {
+            set.phase1.len()
+        } else {
+            set.phase2.len()
+        };
+        let mut links = links;
+        if let Some(extra) = target_updates.get(&id) {
+            links[0].variables.extend(extra.iter().cloned());
+        }
+        if let Some(extra) = action_updates.get(&id) {
+            links[0].actions.extend(extra.iter().cloned());
+        }
+        let phase_defaults = defaults.get(&phase).map(Vec::as_slice).unwrap_or(&[]);
+        let mut compiled: Option<Rule> = None;
+        for (n, link) in links.iter().enumerate().rev() {
+            match compile_rule(id, link, phase_defaults, n == 0, &mut warnings) {
+                Ok((mut rule, skip)) => {
+                    if let Some(marker) = skip {
+                        skips.push((phase, index, marker, link.at.clone()));
+                    }
+                    rule.chain = compiled.take().map(Box::new);
+                    compiled = Some(rule);
+                }
+                Err(message) => {
+                    err(&mut errors, link.at, message);
+                    compiled = None;
+                    break;
+                }
+            }
+        }
+        if let Some(rule) = compiled {
+            match phase {
+                1 => set.phase1.push(rule),
+                _ => set.phase2.push(rule),
+            }
+        }
+    }
+    for (phase, index, marker, at) in skips {
+        let rules = if phase == 1 {
+            &mut set.phase1
+        } else {
+            &mut set.phase2
+        };
+        let Some(target) = markers
+            .iter()
+            .filter(|(p, _, name)| *p == phase && *name == marker)
+            .map(|(_, position, _)| *position)
+            .find(|position| *position > index)
+        else {
+            err(
+                &mut errors,
+                &at,
+                format!("skipAfter:{marker} names no SecMarker after this rule"),
+            );
+            continue;
+        };
+        if let Some(rule) = rules.get_mut(index) {
+            rule.skip_after = Some(target);
+        }
+    }
+    set.warnings = warnings;
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(errors)
+    }
+}
+
+static UNCONDITIONAL: std::sync::LazyLock<super::seclang::Operator> =
+    std::sync::LazyLock::new(|| super::seclang::Operator {
+        negated: false,
+        name: "unconditionalMatch".into(),
+        argument: String::new(),
+    });
+
+fn phase_of(actions: &[Action], errors: &mut Vec<RuleError>, at: &Location) -> u8 {
+    match actions.iter().rev().find(|a| a.name == "phase") {
+        None => 2,
+        Some(a) => match a.value.as_deref() {
+            Some("1" | "request_headers") => 1,
+            Some("2" | "request") => 2,
+            Some("3" | "response_headers") => 3,
+            Some("4" | "response") => 4,
+            Some("5" | "logging") => 5,
+            other => {
+                errors.push(RuleError {
+                    at: at.clone(),
+                    message: format!("phase:{} is not a phase (1-5)", other.unwrap_or("")),
+                });
+                2
+            }
+        },
+    }
+}
+
+fn target(v: &Variable) -> Result<Target, String> {
+    let collection = Collection::from_name(&v.collection).ok_or_else(|| {
+        format!(
+            "variable {} is not supported; portcullis inspects requests (ARGS, REQUEST_HEADERS, \
+             REQUEST_COOKIES, REQUEST_BODY, FILES, XML, TX, …)",
+            v.collection
+        )
+    })?;
+    let selector = match &v.selector {
+        None => None,
+        Some(Selector::Key(k)) => Some(TargetSelector::Key(k.to_ascii_lowercase())),
+        Some(Selector::Regex(r)) => Some(TargetSelector::Regex(
+            regex::bytes::RegexBuilder::new(r)
+                .case_insensitive(true)
+                .build()
+                .map_err(|e| format!("the selector /{r}/ is not a valid regex: {e}"))?,
+        )),
+    };
+    Ok(Target {
+        collection,
+        selector,
+        count: v.count,
+    })
+}
+
+fn setvar(value: &str) -> Result<SetVar, String> {
+    let (delete, value) = match value.strip_prefix('!') {
+        Some(rest) => (true, rest),
+        None => (false, value),
+    };
+    let (name, op) = match value.split_once('=') {
+        None if delete => (value, SetOp::Delete),
+        None => (value, SetOp::Set(Argument::parse("1"))),
+        Some((name, v)) => (
+            name,
+            if let Some(add) = v.strip_prefix('+') {
+                SetOp::Add(Argument::parse(add))
+            } else if let Some(sub) = v.strip_prefix('-') {
+                SetOp::Subtract(Argument::parse(sub))
+            } else {
+                SetOp::Set(Argument::parse(v))
+            },
+        ),
+    };
+    let name = name.trim().to_ascii_lowercase();
+    if !name.contains('.') {
+        return Err(format!(
+            "setvar:{value:?} names no collection; write tx.NAME=VALUE"
+        ));
+    }
+    Ok(SetVar {
+        name: Argument::parse(&name),
+        op,
+    })
+}
+
+fn ctl(value: &str) -> Result<Ctl, String> {
+    let (name, arg) = value
+        .split_once('=')
+        .ok_or_else(|| format!("ctl:{value} has no '='"))?;
+    let id = |s: &str| {
+        s.trim()
+            .parse::<u64>()
+            .map_err(|_| format!("ctl:{name}: {s:?} is not a rule id"))
+    };
+    let range = |part: &str| -> Result<(u64, u64), String> {
+        match part.split_once('-') {
+            Some((a, b)) => Ok((id(a)?, id(b)?)),
+            None => Ok((id(part)?, id(part)?)),
+        }
+    };
+    Ok(match name {
+        "ruleRemoveById" => Ctl::RuleRemoveById(
+            arg.split([',', ' '])
+                .filter(|p| !p.is_empty())
+                .map(range)
+                .collect::<Result<_, _>>()?,
+        ),
+        "ruleEngine" => Ctl::RuleEngine(match arg.to_ascii_lowercase().as_str() {
+            "on" => EngineMode::On,
+            "off" => EngineMode::Off,
+            "detectiononly" => EngineMode::DetectionOnly,
+            _ => {
+                return Err(format!(
+                    "ctl:ruleEngine={arg}: write On, Off or DetectionOnly"
+                ))
+            }
+        }),
+        "ruleRemoveByTag" => Ctl::RuleRemoveByTag(arg.to_string()),
+        "ruleRemoveTargetById" | "ruleRemoveTargetByTag" => {
+            let (which, target) = arg
+                .split_once(';')
+                .ok_or_else(|| format!("ctl:{name}={arg}: write ID_OR_TAG;VARIABLE"))?;
+            let target = target.to_ascii_lowercase();
+            if name == "ruleRemoveTargetById" {
+                Ctl::RuleRemoveTargetById(range(which)?, target)
+            } else {
+                Ctl::RuleRemoveTargetByTag(which.to_string(), target)
+            }
+        }
+        "requestBodyProcessor" => Ctl::RequestBodyProcessor(arg.to_ascii_uppercase()),
+        "forceRequestBodyVariable" => Ctl::ForceRequestBodyVariable(arg.eq_ignore_ascii_case("on")),
+        "auditEngine" | "auditLogParts" | "debugLogLevel" => Ctl::Ignored(name.to_string()),
+        other => {
+            return Err(format!(
+                "ctl:{other} is not supported; portcullis evaluates ruleRemoveById, \
+                 ruleRemoveByTag, ruleRemoveTargetById, ruleRemoveTargetByTag, ruleEngine, \
+                 requestBodyProcessor and forceRequestBodyVariable"
+            ))
+        }
+    })
+}
+
+/// One link: its own actions after the phase defaults (defaults do not apply to chain links
+/// after the first, whose disruptive action is the chain's).
+fn compile_rule(
+    id: u64,
+    link: &Pending,
+    defaults: &[Action],
+    first: bool,
+    warnings: &mut Vec<String>,
+) -> Result<(Rule, Option<String>), String> {
+    let mut targets = Vec::new();
+    let mut exclusions = Vec::new();
+    for v in &link.variables {
+        let t = target(v)?;
+        if t.collection == Collection::Unkept {
+            warnings.push(format!(
+                "{}: rule {id} reads {}, a collection portcullis does not keep: it is always empty",
+                link.at, v.collection
+            ));
+        }
+        if v.exclude {
+            exclusions.push(t);
+        } else {
+            targets.push(t);
+        }
+    }
+    let operator = Operator::compile(link.operator, &link.at.file)?;
+    if let Operator::Unavailable(name) = &operator {
+        warnings.push(format!(
+            "{}: rule {id} uses @{name}, which portcullis does not evaluate: it never matches",
+            link.at
+        ));
+    }
+    let mut rule = Rule {
+        id,
+        at: link.at.clone(),
+        targets,
+        exclusions,
+        transformations: Vec::new(),
+        operator,
+        negated: link.operator.negated,
+        capture: false,
+        multi_match: false,
+        setvars: Vec::new(),
+        ctl: Vec::new(),
+        tags: Vec::new(),
+        disruptive: Disruptive::Pass,
+        skip_after: None,
+        log: true,
+        msg: None,
+        chain: None,
+    };
+    let mut skip_after = None;
+    // The default `block` is the phase's default disruptive action.
+    let mut default_disruptive = Disruptive::Pass;
+    let actions = if first {
+        defaults
+            .iter()
+            .chain(link.actions.iter())
+            .collect::<Vec<_>>()
+    } else {
+        link.actions.iter().collect()
+    };
+    let mut in_defaults = if first { defaults.len() } else { 0 };
+    for a in actions {
+        let from_defaults = in_defaults > 0;
+        in_defaults = in_defaults.saturating_sub(1);
+        let value = a.value.as_deref().unwrap_or("");
+        match a.name.as_str() {
+            "id" | "phase" | "chain" => {}
+            "t" if value == "none" => rule.transformations.clear(),
+            "t" => rule.transformations.push(
+                Transformation::from_name(value)
+                    .ok_or_else(|| format!("t:{value} is not a supported transformation"))?,
+            ),
+            "capture" => rule.capture = true,
+            "multiMatch" => rule.multi_match = true,
+            "setvar" => rule.setvars.push(setvar(value)?),
+            "ctl" => rule.ctl.push(ctl(value)?),
+            "tag" => rule.tags.push(value.to_string()),
+            "msg" => rule.msg = Some(Argument::parse(value)),
+            "log" => rule.log = true,
+            "nolog" => rule.log = false,
+            "pass" | "deny" | "allow" | "block" | "drop" if !first => {
+                return Err(format!(
+                "{} in a chained rule: only a chain's first rule may name the disruptive action",
+                a.name
+            ))
+            }
+            "pass" => {
+                if from_defaults {
+                    default_disruptive = Disruptive::Pass;
+                }
+                rule.disruptive = Disruptive::Pass;
+            }
+            "deny" | "drop" => {
+                if from_defaults {
+                    default_disruptive = Disruptive::Deny;
+                }
+                rule.disruptive = Disruptive::Deny;
+            }
+            "allow" if value.is_empty() => rule.disruptive = Disruptive::Allow,
+            "allow" => {
+                return Err(format!(
+                    "allow:{value} is not supported; use allow (the whole phase)"
+                ))
+            }
+            "block" => rule.disruptive = default_disruptive,
+            "skipAfter" => skip_after = Some(value.to_string()),
+            "initcol" | "expirevar" | "deprecatevar" => warnings.push(format!(
+                "{}: rule {id}: {} has no effect (portcullis keeps no persistent collections)",
+                link.at, a.name
+            )),
+            name if META.contains(&name) => {}
+            other => {
+                return Err(format!(
+                    "action {other} is not supported, so this rule cannot be evaluated as written"
+                ))
+            }
+        }
+    }
+    Ok((rule, skip_after))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::waf::seclang::parse;
+    use std::path::{Path, PathBuf};
+
+    fn compile_text(text: &str) -> Result<RuleSet, Vec<RuleError>> {
+        compile(&parse(text, Path::new("t.conf")).unwrap())
+    }
+
+    #[test]
+    fn defaults_chains_markers_and_removals() {
+        let set = compile_text(
+            r#"
+SecDefaultAction "phase:2,log,auditlog,pass,t:lowercase"
+SecRule ARGS "@rx a" "id:1,phase:2,block,t:urlDecodeUni,setvar:'tx.score=+%{tx.critical}',skipAfter:END"
+SecRule REQUEST_HEADERS:User-Agent|!ARGS:/^pass/ "@pm x y" "id:2,phase:2,deny,t:none,t:removeNulls,chain"
+    SecRule MATCHED_VARS "@rx b" "t:none,setvar:tx.two=1,chain"
+        SecRule TX:x "@eq 1" "setvar:!tx.y"
+SecRule ARGS "@rx c" "id:3,phase:1,pass,nolog"
+SecRule ARGS "@rx d" "id:4,phase:2,block"
+SecMarker END
+SecRule ARGS "@rx e" "id:5,phase:2,allow"
+SecRuleRemoveById 4
+"#,
+        )
+        .unwrap();
+        assert_eq!(set.phase1.iter().map(|r| r.id).collect::<Vec<_>>(), [3]);
+        assert_eq!(
+            set.phase2.iter().map(|r| r.id).collect::<Vec<_>>(),
+            [1, 2, 5]
+        );
+        let one = &set.phase2[0];
+        assert_eq!(
+            one.transformations,
+            [Transformation::Lowercase, Transformation::UrlDecodeUni],
+            "the default t: comes first"
+        );
+        assert_eq!(one.disruptive, Disruptive::Pass, "block = the default pass");
+        assert_eq!(
+            one.skip_after,
+            Some(2),
+            "continue at the rule after the marker"
+        );
+        assert_eq!(one.setvars.len(), 1);
+        let two = &set.phase2[1];
+        assert_eq!(two.disruptive, Disruptive::Deny);
+        assert_eq!(two.transformations, [Transformation::RemoveNulls]);
+        assert_eq!(two.exclusions.len(), 1);
+        let link = two.chain.as_ref().unwrap();
+        assert_eq!(link.id, 2);
+        assert!(link.transformations.is_empty());
+        let last = link.chain.as_ref().unwrap();
+        assert_eq!(last.setvars[0].op, SetOp::Delete);
+        assert!(last.chain.is_none());
+        assert_eq!(set.phase2[2].disruptive, Disruptive::Allow);
+        assert!(!set.phase1[0].log);
+    }
+
+    #[test]
+    fn what_cannot_be_evaluated_is_an_error_with_its_line() {
+        for (text, line, words) in [
+            ("SecRule ARGS \"@rx a\" \"phase:2\"", 1, "without an id"),
+            (
+                "SecRule ARGS \"@rx a\" \"id:1\"\nSecRule ARGS \"@rx b\" \"id:1\"",
+                2,
+                "duplicate rule id 1",
+            ),
+            (
+                "SecRule RESPONSE_BODY \"@rx a\" \"id:1\"",
+                1,
+                "RESPONSE_BODY is not supported",
+            ),
+            ("SecRule ARGS \"@rx a\" \"id:1,t:magic\"", 1, "t:magic"),
+            (
+                "SecRule ARGS \"@rx a\" \"id:1,exec:/bin/sh\"",
+                1,
+                "action exec",
+            ),
+            (
+                "SecRule ARGS \"@rx a\" \"id:1,skipAfter:NOWHERE\"",
+                1,
+                "names no SecMarker",
+            ),
+            (
+                "SecRule ARGS \"@rx a\" \"id:1,chain\"",
+                1,
+                "no rule follows",
+            ),
+            (
+                "SecRule ARGS \"@rx a\" \"id:1,chain\"\nSecRule ARGS \"@rx b\" \"deny\"",
+                2,
+                "chained rule",
+            ),
+            (
+                "SecRule ARGS \"@rx a\" \"id:1,ctl:requestBodyAccess=Off\"",
+                1,
+                "ctl:requestBodyAccess",
+            ),
+            (
+                "SecRule ARGS \"@rx a\" \"id:1,ctl:ruleEngine=Maybe\"",
+                1,
+                "ruleEngine=Maybe",
+            ),
+            ("SecRule ARGS \"@rx a\" \"id:1,phase:9\"", 1, "not a phase"),
+            ("SecRule ARGS \"@rx (\" \"id:1\"", 1, "cannot be compiled"),
+        ] {
+            let Err(errors) = compile_text(text) else {
+                panic!("{text}: compiled");
+            };
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.at.line == line && e.message.contains(words)),
+                "{text}: {errors:?}"
+            );
+        }
+    }
+
+    fn files(dir: &Path, setup: &Path) -> Vec<PathBuf> {
+        let mut list: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+            .collect();
+        list.sort();
+        list.insert(0, setup.to_path_buf());
+        list
+    }
+
+    fn compile_files(list: &[PathBuf]) -> RuleSet {
+        let mut all = Vec::new();
+        for f in list {
+            all.extend(crate::waf::seclang::parse_file(f).unwrap());
+        }
+        compile(&all).unwrap_or_else(|errors| {
+            panic!(
+                "{}",
+                errors
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        })
+    }
+
+    /// CRS v4 (with its setup file first, as deployed) compiles whole; the one warning is its
+    /// optional persistent collections (off unless tx.enable_default_collections is set).
+    #[test]
+    fn crs_v4_compiles() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/crs");
+        let set = compile_files(&files(
+            &root.join("rules"),
+            &root.join("crs-setup.conf.example"),
+        ));
+        assert!(
+            set.phase1.len() > 150 && set.phase2.len() > 250,
+            "{} / {}",
+            set.phase1.len(),
+            set.phase2.len()
+        );
+        assert!(
+            set.warnings.iter().all(|w| w.contains("901320: initcol")),
+            "{:#?}",
+            set.warnings
+        );
+        let sqli = set.phase2.iter().find(|r| r.id == 942100).unwrap();
+        assert_eq!(
+            sqli.transformations,
+            [
+                Transformation::Utf8ToUnicode,
+                Transformation::UrlDecodeUni,
+                Transformation::RemoveNulls
+            ]
+        );
+        let blocking = set.phase2.iter().find(|r| r.id == 949110).unwrap();
+        assert_eq!(blocking.disruptive, Disruptive::Deny);
+        // Every skipAfter lands inside its phase.
+        for rules in [&set.phase1, &set.phase2] {
+            for (i, r) in rules.iter().enumerate() {
+                if let Some(to) = r.skip_after {
+                    assert!(to > i && to <= rules.len(), "rule {} skips to {to}", r.id);
+                }
+            }
+        }
+    }
+
+    /// Debian's CRS 3.3.4 compiles too; what it uses that portcullis leaves out is reported.
+    #[test]
+    fn debians_crs_3_compiles_with_warnings() {
+        let set = compile_files(&files(
+            Path::new("/usr/share/modsecurity-crs/rules"),
+            Path::new("/etc/modsecurity/crs/crs-setup.conf"),
+        ));
+        assert!(set.phase2.len() > 250, "{}", set.phase2.len());
+        let text = set.warnings.join("\n");
+        assert!(
+            text.contains("@geoLookup") && text.contains("@rbl"),
+            "{text}"
+        );
+        assert!(text.contains("persistent collections"), "{text}");
+    }
+}
