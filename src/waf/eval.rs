@@ -1,0 +1,776 @@
+//! Running a compiled rule set on one request, as ModSecurity 3 does: phase 1 on the request
+//! line and headers, then the body is read into arguments (by the processor a phase-1 rule
+//! may have chosen), then phase 2. A rule tests each value of each target after its
+//! transformations; every match runs the rule's `setvar`s (ModSecurity's "independent"
+//! actions), and once the whole chain has matched, its `ctl`s, disruptive action and
+//! `skipAfter` apply. Not yet read: XML and multipart bodies (their collections stay empty).
+
+use super::operator::{Argument, Macros};
+use super::ruleset::{
+    Collection, Ctl, Disruptive, EngineMode, Rule, RuleSet, SetOp, Target, TargetSelector,
+};
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+/// What the rules see of a request.
+#[derive(Debug, Clone, Default)]
+pub struct Request<'a> {
+    pub method: &'a str,
+    /// As received: path and query (`/a%20b?x=1`).
+    pub uri: &'a str,
+    /// `HTTP/1.1`
+    pub protocol: &'a str,
+    pub headers: Vec<(&'a str, &'a [u8])>,
+    pub body: &'a [u8],
+    pub remote_addr: &'a str,
+    pub unique_id: &'a str,
+}
+
+/// The outcome: the rule that refused the request (if one did), and every logging rule (not
+/// `nolog`) that matched in full, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verdict {
+    pub denied_by: Option<u64>,
+    pub matched: Vec<u64>,
+    /// `tx.blocking_inbound_anomaly_score` at the end (CRS's score), if set.
+    pub anomaly_score: i64,
+}
+
+type Values = Vec<(String, Vec<u8>)>;
+
+/// One transaction's collections and state.
+struct Transaction<'r> {
+    rules: &'r RuleSet,
+    collections: HashMap<Collection, Values>,
+    tx: HashMap<String, Vec<u8>>,
+    matched_var: (String, Vec<u8>),
+    matched_vars: Values,
+    removed_ids: Vec<(u64, u64)>,
+    removed_tags: Vec<String>,
+    removed_targets_by_id: Vec<((u64, u64), String)>,
+    removed_targets_by_tag: Vec<(String, String)>,
+    engine: EngineMode,
+    body_processor: Option<String>,
+    force_body_variable: bool,
+    /// The rule being evaluated, for `%{rule.id}`.
+    rule_id: u64,
+}
+
+impl Macros for Transaction<'_> {
+    fn value(&self, collection: &str, key: &str) -> Option<Cow<'_, [u8]>> {
+        match collection {
+            "TX" => self.tx.get(key).map(|v| Cow::Borrowed(v.as_slice())),
+            "MATCHED_VAR" => Some(Cow::Borrowed(&self.matched_var.1)),
+            "MATCHED_VAR_NAME" => Some(Cow::Borrowed(self.matched_var.0.as_bytes())),
+            "RULE" if key == "id" => Some(Cow::Owned(self.rule_id.to_string().into_bytes())),
+            "RULE" => None,
+            other => {
+                let c = Collection::from_name(other)?;
+                let values = self.collections.get(&c)?;
+                let found = if key.is_empty() {
+                    values.first()
+                } else {
+                    values
+                        .iter()
+                        .find(|(name, _)| name.eq_ignore_ascii_case(key))
+                };
+                found.map(|(_, v)| Cow::Borrowed(v.as_slice()))
+            }
+        }
+    }
+}
+
+/// Evaluate the rule set on a request.
+pub fn evaluate(rules: &RuleSet, request: &Request) -> Verdict {
+    let mut t = Transaction {
+        rules,
+        collections: HashMap::new(),
+        tx: HashMap::new(),
+        matched_var: (String::new(), Vec::new()),
+        matched_vars: Vec::new(),
+        removed_ids: Vec::new(),
+        removed_tags: Vec::new(),
+        removed_targets_by_id: Vec::new(),
+        removed_targets_by_tag: Vec::new(),
+        engine: EngineMode::On,
+        body_processor: None,
+        force_body_variable: false,
+        rule_id: 0,
+    };
+    t.read_head(request);
+    let mut verdict = Verdict::default();
+    for phase in [1, 2] {
+        if phase == 2 {
+            t.read_body(request);
+        }
+        if t.run_phase(phase, &mut verdict) {
+            break;
+        }
+    }
+    verdict.anomaly_score =
+        t.tx.get("blocking_inbound_anomaly_score")
+            .map_or(0, |v| super::operator::stoi(v));
+    verdict
+}
+
+/// `a=1&b&c=%41`: (name, value) pairs, both URL-decoded (`+` is a space).
+fn parse_query(text: &[u8]) -> Values {
+    use super::transform::Transformation::UrlDecode;
+    text.split(|b| *b == b'&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (k, v) = match pair.iter().position(|b| *b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &b""[..]),
+            };
+            (
+                String::from_utf8_lossy(&UrlDecode.apply(k)).into_owned(),
+                UrlDecode.apply(v).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// JSON values as ModSecurity names them: `json.a.b`, `json.list.array_0`.
+fn flatten_json(value: &serde_json::Value, path: &str, out: &mut Values) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                let name = if k.is_empty() { "empty-key" } else { k };
+                flatten_json(v, &format!("{path}.{name}"), out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                flatten_json(v, &format!("{path}.array_{i}"), out);
+            }
+        }
+        Value::String(s) => out.push((path.to_string(), s.as_bytes().to_vec())),
+        Value::Null => out.push((path.to_string(), Vec::new())),
+        other => out.push((path.to_string(), other.to_string().into_bytes())),
+    }
+}
+
+impl Transaction<'_> {
+    fn set(&mut self, c: Collection, values: Values) {
+        self.collections.insert(c, values);
+    }
+
+    fn one(&mut self, c: Collection, name: &str, value: impl Into<Vec<u8>>) {
+        self.collections
+            .insert(c, vec![(name.to_string(), value.into())]);
+    }
+
+    fn read_head(&mut self, r: &Request) {
+        use Collection::*;
+        let uri = r.uri.split('#').next().unwrap_or("");
+        let (path, query) = match uri.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (uri, None),
+        };
+        // ModSecurity's REQUEST_FILENAME is the path with %XX decoded (`+` kept).
+        let filename = percent_decode(path.as_bytes());
+        let basename = filename
+            .iter()
+            .rposition(|b| *b == b'/' || *b == b'\\')
+            .map_or(filename.clone(), |i| filename[i + 1..].to_vec());
+        self.one(RequestMethod, "REQUEST_METHOD", r.method);
+        self.one(RequestProtocol, "REQUEST_PROTOCOL", r.protocol);
+        self.one(
+            RequestLine,
+            "REQUEST_LINE",
+            format!("{} {} {}", r.method, r.uri, r.protocol),
+        );
+        self.one(RequestUri, "REQUEST_URI", uri);
+        self.one(RequestUriRaw, "REQUEST_URI_RAW", r.uri);
+        self.one(RequestFilename, "REQUEST_FILENAME", filename);
+        self.one(RequestBasename, "REQUEST_BASENAME", basename);
+        self.one(QueryString, "QUERY_STRING", query.unwrap_or(""));
+        self.one(RemoteAddr, "REMOTE_ADDR", r.remote_addr);
+        self.one(UniqueId, "UNIQUE_ID", r.unique_id);
+        self.one(Duration, "DURATION", "0");
+        let get = query.map(|q| parse_query(q.as_bytes())).unwrap_or_default();
+        self.set(ArgsGetNames, names(&get));
+        self.set(ArgsGet, get.clone());
+        self.set(Args, get);
+        let headers: Values = r
+            .headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_vec()))
+            .collect();
+        let mut cookies = Values::new();
+        for (_, value) in headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("cookie"))
+        {
+            for part in value.split(|b| *b == b';') {
+                let part = &part[part.iter().position(|b| *b != b' ').unwrap_or(part.len())..];
+                if part.is_empty() {
+                    continue;
+                }
+                let (k, v) = match part.iter().position(|b| *b == b'=') {
+                    Some(i) => (&part[..i], &part[i + 1..]),
+                    None => (part, &b""[..]),
+                };
+                cookies.push((String::from_utf8_lossy(k).into_owned(), v.to_vec()));
+            }
+        }
+        self.set(RequestHeadersNames, names(&headers));
+        self.set(RequestHeaders, headers);
+        self.set(RequestCookiesNames, names(&cookies));
+        self.set(RequestCookies, cookies);
+        self.refresh_sizes();
+    }
+
+    /// The body, read by the processor chosen (a `ctl`) or named by `Content-Type`.
+    fn read_body(&mut self, r: &Request) {
+        use Collection::*;
+        let content_type = r
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+            .map(|(_, v)| String::from_utf8_lossy(v).to_ascii_lowercase())
+            .unwrap_or_default();
+        let processor = self.body_processor.clone().or_else(|| {
+            if content_type.starts_with("application/x-www-form-urlencoded") {
+                Some("URLENCODED".into())
+            } else if content_type.starts_with("multipart/form-data") {
+                Some("MULTIPART".into())
+            } else if content_type.contains("xml") {
+                Some("XML".into())
+            } else if content_type.contains("json") {
+                Some("JSON".into())
+            } else {
+                None
+            }
+        });
+        self.one(
+            RequestBodyLength,
+            "REQUEST_BODY_LENGTH",
+            r.body.len().to_string(),
+        );
+        let mut post = Values::new();
+        let mut error = false;
+        match processor.as_deref() {
+            Some("URLENCODED") => post = parse_query(r.body),
+            Some("JSON") if !r.body.is_empty() => match serde_json::from_slice(r.body) {
+                Ok(value) => flatten_json(&value, "json", &mut post),
+                Err(_) => error = true,
+            },
+            _ => {}
+        }
+        if let Some(p) = &processor {
+            self.one(ReqbodyProcessor, "REQBODY_PROCESSOR", p.as_str());
+        }
+        self.one(ReqbodyError, "REQBODY_ERROR", if error { "1" } else { "0" });
+        if processor.as_deref() == Some("URLENCODED") || self.force_body_variable {
+            self.one(RequestBody, "REQUEST_BODY", r.body);
+        }
+        self.set(ArgsPostNames, names(&post));
+        if let Some(args) = self.collections.get_mut(&Args) {
+            args.extend(post.iter().cloned());
+        }
+        self.set(ArgsPost, post);
+        self.refresh_sizes();
+    }
+
+    fn refresh_sizes(&mut self) {
+        let args = self
+            .collections
+            .get(&Collection::Args)
+            .cloned()
+            .unwrap_or_default();
+        let size: usize = args.iter().map(|(k, v)| k.len() + v.len()).sum();
+        self.one(
+            Collection::ArgsCombinedSize,
+            "ARGS_COMBINED_SIZE",
+            size.to_string(),
+        );
+        self.set(Collection::ArgsNames, names(&args));
+    }
+
+    /// Runs one phase; `true` when evaluation must stop (denied, allowed or engine off).
+    fn run_phase(&mut self, phase: u8, verdict: &mut Verdict) -> bool {
+        let rules = if phase == 1 {
+            &self.rules.phase1
+        } else {
+            &self.rules.phase2
+        };
+        let mut i = 0;
+        while i < rules.len() {
+            if self.engine == EngineMode::Off {
+                return true;
+            }
+            let rule = &rules[i];
+            i += 1;
+            if self.is_removed(rule) {
+                continue;
+            }
+            if !self.rule_matches(rule) {
+                continue;
+            }
+            if rule.log {
+                verdict.matched.push(rule.id);
+            }
+            let mut link = Some(rule);
+            while let Some(r) = link {
+                for c in &r.ctl {
+                    self.apply_ctl(c);
+                }
+                link = r.chain.as_deref();
+            }
+            match rule.disruptive {
+                Disruptive::Deny if self.engine == EngineMode::On => {
+                    verdict.denied_by = Some(rule.id);
+                    return true;
+                }
+                Disruptive::Allow if self.engine == EngineMode::On => return false,
+                _ => {}
+            }
+            if let Some(to) = rule.skip_after {
+                i = to;
+            }
+        }
+        false
+    }
+
+    fn is_removed(&self, rule: &Rule) -> bool {
+        self.removed_ids
+            .iter()
+            .any(|(a, b)| (*a..=*b).contains(&rule.id))
+            || rule.tags.iter().any(|t| self.removed_tags.contains(t))
+    }
+
+    fn apply_ctl(&mut self, c: &Ctl) {
+        match c {
+            Ctl::RuleRemoveById(ranges) => self.removed_ids.extend(ranges.iter().copied()),
+            Ctl::RuleRemoveByTag(tag) => self.removed_tags.push(tag.clone()),
+            Ctl::RuleRemoveTargetById(ids, target) => {
+                self.removed_targets_by_id.push((*ids, target.clone()))
+            }
+            Ctl::RuleRemoveTargetByTag(tag, target) => self
+                .removed_targets_by_tag
+                .push((tag.clone(), target.clone())),
+            Ctl::RequestBodyProcessor(p) => self.body_processor = Some(p.clone()),
+            Ctl::ForceRequestBodyVariable(on) => self.force_body_variable = *on,
+            Ctl::RuleEngine(mode) => self.engine = *mode,
+            Ctl::Ignored(_) => {}
+        }
+    }
+
+    /// A rule and the rest of its chain.
+    fn rule_matches(&mut self, rule: &Rule) -> bool {
+        self.rule_id = rule.id;
+        let mut matched = false;
+        self.matched_vars.clear();
+        for (name, value) in self.values_of(rule) {
+            let mut steps: Vec<Cow<[u8]>> = vec![Cow::Borrowed(value.as_slice())];
+            for tr in &rule.transformations {
+                let next = match steps.last() {
+                    Some(v) => Cow::Owned(tr.apply(v).into_owned()),
+                    None => break,
+                };
+                if rule.multi_match {
+                    steps.push(next);
+                } else {
+                    steps = vec![next];
+                }
+            }
+            for candidate in &steps {
+                let hit = rule.operator.test(candidate, &*self, rule.capture);
+                let hit = match (hit, rule.negated) {
+                    (Some(m), false) => Some(m),
+                    (None, true) => Some(Default::default()),
+                    _ => None,
+                };
+                let Some(m) = hit else { continue };
+                if rule.capture {
+                    for (n, group) in m.captures.iter().enumerate() {
+                        self.tx.insert(n.to_string(), group.clone());
+                    }
+                }
+                self.matched_var = (name.clone(), candidate.to_vec());
+                self.matched_vars.push((name.clone(), candidate.to_vec()));
+                for s in &rule.setvars {
+                    self.setvar(s);
+                }
+                matched = true;
+            }
+        }
+        if !matched {
+            return false;
+        }
+        match &rule.chain {
+            Some(next) => self.rule_matches(next),
+            None => true,
+        }
+    }
+
+    fn setvar(&mut self, s: &super::ruleset::SetVar) {
+        let name = String::from_utf8_lossy(&s.name.expand(&*self)).into_owned();
+        let Some(("tx", key)) = name.split_once('.') else {
+            // Persistent collections are not kept.
+            return;
+        };
+        let key = key.to_string();
+        let number = |t: &Self, a: &Argument| super::operator::stoi(&a.expand(t));
+        let value = match &s.op {
+            SetOp::Delete => {
+                self.tx.remove(&key);
+                return;
+            }
+            SetOp::Set(a) => a.expand(&*self).into_owned(),
+            SetOp::Add(a) => {
+                let now = self.tx.get(&key).map_or(0, |v| super::operator::stoi(v));
+                (now + number(self, a)).to_string().into_bytes()
+            }
+            SetOp::Subtract(a) => {
+                let now = self.tx.get(&key).map_or(0, |v| super::operator::stoi(v));
+                (now - number(self, a)).to_string().into_bytes()
+            }
+        };
+        self.tx.insert(key, value);
+    }
+
+    /// (name as `COLLECTION:key`, value) of every target, less exclusions and removed targets.
+    fn values_of(&self, rule: &Rule) -> Values {
+        let mut out = Values::new();
+        if rule.targets.is_empty() {
+            // SecAction: one empty value, so that its unconditional match runs once.
+            out.push((String::new(), Vec::new()));
+            return out;
+        }
+        for target in &rule.targets {
+            let values = self.target_values(target);
+            if target.count {
+                out.push((
+                    format!("&{}", collection_name(target)),
+                    values.len().to_string().into_bytes(),
+                ));
+                continue;
+            }
+            for (name, value) in values {
+                let full = format!("{}:{name}", collection_name(target)).to_ascii_lowercase();
+                let excluded = rule.exclusions.iter().any(|e| {
+                    e.collection == target.collection
+                        && e.selector.as_ref().is_none_or(|s| selects(s, &name))
+                }) || self
+                    .removed_targets_by_id
+                    .iter()
+                    .any(|((a, b), t)| (*a..=*b).contains(&rule.id) && removes(t, &full))
+                    || self
+                        .removed_targets_by_tag
+                        .iter()
+                        .any(|(tag, t)| rule.tags.contains(tag) && removes(t, &full));
+                if !excluded {
+                    out.push((format!("{}:{name}", collection_name(target)), value));
+                }
+            }
+        }
+        out
+    }
+
+    fn target_values(&self, target: &Target) -> Values {
+        let all: Values = match target.collection {
+            Collection::Tx => self
+                .tx
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            Collection::MatchedVar => vec![self.matched_var.clone()]
+                .into_iter()
+                .filter(|(n, _)| !n.is_empty())
+                .collect(),
+            Collection::MatchedVarName => {
+                if self.matched_var.0.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![(String::new(), self.matched_var.0.clone().into_bytes())]
+                }
+            }
+            Collection::MatchedVars => self.matched_vars.clone(),
+            Collection::MatchedVarsNames => self
+                .matched_vars
+                .iter()
+                .map(|(n, _)| (n.clone(), n.clone().into_bytes()))
+                .collect(),
+            c => self.collections.get(&c).cloned().unwrap_or_default(),
+        };
+        match &target.selector {
+            None => all,
+            Some(s) => all
+                .into_iter()
+                .filter(|(name, _)| selects(s, name))
+                .collect(),
+        }
+    }
+}
+
+/// `ctl:ruleRemoveTarget…` removes `ARGS:password` (that member) or `ARGS` (all of it).
+fn removes(target: &str, full: &str) -> bool {
+    match target.split_once(':') {
+        Some(_) => target == full,
+        None => full.split(':').next() == Some(target),
+    }
+}
+
+fn selects(selector: &TargetSelector, name: &str) -> bool {
+    match selector {
+        TargetSelector::Key(k) => name.eq_ignore_ascii_case(k),
+        TargetSelector::Regex(re) => re.is_match(name.as_bytes()),
+    }
+}
+
+fn names(values: &[(String, Vec<u8>)]) -> Values {
+    values
+        .iter()
+        .map(|(n, _)| (n.clone(), n.clone().into_bytes()))
+        .collect()
+}
+
+fn collection_name(t: &Target) -> &'static str {
+    use Collection::*;
+    match t.collection {
+        Args => "ARGS",
+        ArgsNames => "ARGS_NAMES",
+        ArgsGet => "ARGS_GET",
+        ArgsGetNames => "ARGS_GET_NAMES",
+        ArgsPost => "ARGS_POST",
+        ArgsPostNames => "ARGS_POST_NAMES",
+        ArgsCombinedSize => "ARGS_COMBINED_SIZE",
+        Duration => "DURATION",
+        Files => "FILES",
+        FilesNames => "FILES_NAMES",
+        FilesSizes => "FILES_SIZES",
+        FilesCombinedSize => "FILES_COMBINED_SIZE",
+        MatchedVar => "MATCHED_VAR",
+        MatchedVarName => "MATCHED_VAR_NAME",
+        MatchedVars => "MATCHED_VARS",
+        MatchedVarsNames => "MATCHED_VARS_NAMES",
+        MultipartPartHeaders => "MULTIPART_PART_HEADERS",
+        QueryString => "QUERY_STRING",
+        RemoteAddr => "REMOTE_ADDR",
+        ReqbodyError => "REQBODY_ERROR",
+        ReqbodyErrorMsg => "REQBODY_ERROR_MSG",
+        ReqbodyProcessor => "REQBODY_PROCESSOR",
+        RequestBasename => "REQUEST_BASENAME",
+        RequestBody => "REQUEST_BODY",
+        RequestBodyLength => "REQUEST_BODY_LENGTH",
+        RequestCookies => "REQUEST_COOKIES",
+        RequestCookiesNames => "REQUEST_COOKIES_NAMES",
+        RequestFilename => "REQUEST_FILENAME",
+        RequestHeaders => "REQUEST_HEADERS",
+        RequestHeadersNames => "REQUEST_HEADERS_NAMES",
+        RequestLine => "REQUEST_LINE",
+        RequestMethod => "REQUEST_METHOD",
+        RequestProtocol => "REQUEST_PROTOCOL",
+        RequestUri => "REQUEST_URI",
+        RequestUriRaw => "REQUEST_URI_RAW",
+        Tx => "TX",
+        UniqueId => "UNIQUE_ID",
+        Xml => "XML",
+        Unkept => "IP",
+    }
+}
+
+/// `%XX` decoded where both digits are hex; everything else (`+` too) kept.
+fn percent_decode(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] == b'%'
+            && i + 2 < v.len()
+            && v[i + 1].is_ascii_hexdigit()
+            && v[i + 2].is_ascii_hexdigit()
+        {
+            let hex = |b: u8| (b as char).to_digit(16).unwrap_or(0) as u8;
+            out.push(hex(v[i + 1]) << 4 | hex(v[i + 2]));
+            i += 3;
+        } else {
+            out.push(v[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::waf::ruleset::compile;
+    use crate::waf::seclang::parse;
+    use std::path::{Path, PathBuf};
+
+    fn rules(text: &str) -> RuleSet {
+        compile(&parse(text, Path::new("t.conf")).unwrap()).unwrap()
+    }
+
+    fn get(uri: &str) -> Request<'_> {
+        Request {
+            method: "GET",
+            uri,
+            protocol: "HTTP/1.1",
+            headers: vec![("Host", b"localhost")],
+            body: b"",
+            remote_addr: "127.0.0.1",
+            unique_id: "1",
+        }
+    }
+
+    const SCORING: &str = r#"
+SecDefaultAction "phase:1,log,pass"
+SecDefaultAction "phase:2,log,pass"
+SecAction "id:1,phase:1,nolog,setvar:tx.critical=5,setvar:tx.threshold=5"
+SecRule ARGS "@rx (?i)union\s+select" "id:10,phase:2,block,t:urlDecodeUni,setvar:'tx.score=+%{tx.critical}'"
+SecRule REQUEST_COOKIES|!REQUEST_COOKIES:safe "@contains <script" "id:11,phase:2,block,t:lowercase,setvar:'tx.score=+%{tx.critical}'"
+SecRule REQUEST_HEADERS:User-Agent "@pm sqlmap nikto" "id:12,phase:1,block,setvar:'tx.score=+%{tx.critical}'"
+SecRule TX:score "@ge %{tx.threshold}" "id:949110,phase:2,deny,setvar:tx.blocking_inbound_anomaly_score=%{tx.score}"
+"#;
+
+    #[test]
+    fn anomaly_scoring_blocks_and_passes() {
+        let set = rules(SCORING);
+        let clean = evaluate(&set, &get("/search?q=hello+world"));
+        assert_eq!(clean.denied_by, None, "{clean:?}");
+        let attack = evaluate(&set, &get("/search?q=1%20UNION%20SELECT%20password"));
+        assert_eq!(attack.denied_by, Some(949110), "{attack:?}");
+        assert_eq!(attack.matched, [10, 949110], "rule 1 is nolog");
+        assert_eq!(attack.anomaly_score, 5);
+        // Two matching arguments: the score counts each match, as ModSecurity does.
+        let twice = evaluate(&set, &get("/?a=union+select+1&b=union%20select%202"));
+        assert_eq!(twice.anomaly_score, 10);
+        // Cookies, with one excluded by name.
+        let mut r = get("/");
+        r.headers.push(("Cookie", b"safe=<script>; a=1"));
+        assert_eq!(evaluate(&set, &r).denied_by, None);
+        r.headers.push(("Cookie", b"theme=<SCRIPT>"));
+        assert_eq!(evaluate(&set, &r).denied_by, Some(949110));
+        let mut ua = get("/");
+        ua.headers.push(("user-agent", b"sqlmap/1.7"));
+        assert_eq!(evaluate(&set, &ua).matched, [12, 949110]);
+    }
+
+    #[test]
+    fn bodies_chains_skips_and_ctl() {
+        let set = rules(
+            r#"
+SecRule REQUEST_HEADERS:Content-Type "@rx ^text/plain" "id:1,phase:1,pass,nolog,ctl:requestBodyProcessor=URLENCODED"
+SecRule ARGS_POST:name "@streq bob" "id:2,phase:2,pass,chain"
+    SecRule ARGS_POST_NAMES "@rx ^age$" "t:none,setvar:tx.both=1"
+SecRule REQUEST_URI "@beginsWith /skip" "id:3,phase:2,pass,nolog,skipAfter:END"
+SecRule ARGS "@rx evil" "id:4,phase:2,deny"
+SecMarker END
+SecRule ARGS_NAMES "@rx ^json\.user\.roles\.array_1$" "id:5,phase:2,pass,ctl:ruleRemoveTargetById=6;ARGS:json.user.name"
+SecRule ARGS "@rx ^mallory$" "id:6,phase:2,deny"
+SecRule &TX:both "@eq 1" "id:7,phase:2,pass"
+SecRule REQUEST_BODY "@contains secret" "id:8,phase:2,deny"
+"#,
+        );
+        let mut post = get("/form");
+        post.method = "POST";
+        post.headers.push(("Content-Type", b"text/plain"));
+        post.body = b"name=bob&age=7";
+        let v = evaluate(&set, &post);
+        assert_eq!(v.matched, [2, 7], "{v:?}");
+        post.body = b"name=bob&age=7&x=evil";
+        assert_eq!(evaluate(&set, &post).denied_by, Some(4));
+        post.uri = "/skip";
+        assert_eq!(
+            evaluate(&set, &post).denied_by,
+            None,
+            "skipAfter passes rule 4"
+        );
+        post.body = b"secret";
+        assert_eq!(
+            evaluate(&set, &post).denied_by,
+            Some(8),
+            "REQUEST_BODY of URLENCODED"
+        );
+        let mut json = get("/api");
+        json.method = "POST";
+        json.headers.push(("Content-Type", b"application/json"));
+        json.body = br#"{"user":{"name":"mallory","roles":["a","b"]}}"#;
+        let v = evaluate(&set, &json);
+        assert_eq!(
+            v.denied_by, None,
+            "the ctl removed ARGS:json.user.name from rule 6: {v:?}"
+        );
+        json.body = br#"{"user":{"name":"mallory","roles":["a"]}}"#;
+        assert_eq!(evaluate(&set, &json).denied_by, Some(6));
+    }
+
+    #[test]
+    fn request_line_variables() {
+        let set = rules(
+            r#"
+SecRule REQUEST_FILENAME "@streq /a b/c+d.php" "id:1,phase:1,pass"
+SecRule REQUEST_BASENAME "@streq c+d.php" "id:2,phase:1,pass"
+SecRule QUERY_STRING "@streq x=%41" "id:3,phase:1,pass"
+SecRule ARGS_GET:x "@streq A" "id:4,phase:1,pass"
+SecRule REQUEST_LINE "@streq GET /a%20b/c+d.php?x=%41 HTTP/1.1" "id:5,phase:1,pass"
+SecRule &ARGS "@eq 1" "id:6,phase:1,pass"
+SecRule REQUEST_METHOD "!@within GET POST" "id:7,phase:1,deny"
+"#,
+        );
+        let v = evaluate(&set, &get("/a%20b/c+d.php?x=%41"));
+        assert_eq!(v.matched, [1, 2, 3, 4, 5, 6], "{v:?}");
+        let mut put = get("/");
+        put.method = "PUT";
+        assert_eq!(evaluate(&set, &put).denied_by, Some(7));
+    }
+
+    /// The real CRS v4 at its default paranoia level 1 on a few requests: an attack is refused
+    /// by the blocking rule, ordinary requests pass.
+    #[test]
+    fn crs_v4_blocks_an_attack_and_passes_ordinary_requests() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/crs");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("rules"))
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+            .collect();
+        files.sort();
+        files.insert(0, root.join("crs-setup.conf.example"));
+        let mut all = Vec::new();
+        for f in &files {
+            all.extend(crate::waf::seclang::parse_file(f).unwrap());
+        }
+        let set = compile(&all).unwrap();
+        let request = |uri: &'static str| Request {
+            method: "GET",
+            uri,
+            protocol: "HTTP/1.1",
+            headers: vec![
+                ("Host", b"localhost"),
+                ("User-Agent", b"Mozilla/5.0 (X11; Linux x86_64)"),
+                ("Accept", b"text/html"),
+            ],
+            body: b"",
+            remote_addr: "127.0.0.1",
+            unique_id: "1",
+        };
+        for ordinary in [
+            "/",
+            "/search?q=O%27Brien%20and%20sons",
+            "/products?id=42&sort=price",
+        ] {
+            let v = evaluate(&set, &request(ordinary));
+            assert_eq!(v.denied_by, None, "{ordinary}: {v:?}");
+        }
+        for (attack, family) in [
+            ("/search?q=1%27%20OR%20%271%27%3D%271", 942),
+            ("/?x=%3Cscript%3Ealert(1)%3C/script%3E", 941),
+            ("/?file=../../../../etc/passwd", 930),
+            ("/?cmd=;cat%20/etc/passwd", 932),
+        ] {
+            let v = evaluate(&set, &request(attack));
+            assert_eq!(v.denied_by, Some(949110), "{attack}: {v:?}");
+            assert!(v.anomaly_score >= 5, "{attack}: {v:?}");
+            assert!(
+                v.matched.iter().any(|id| id / 1000 == family),
+                "{attack}: no {family}xxx rule in {v:?}"
+            );
+        }
+    }
+}
