@@ -216,6 +216,29 @@ impl Transaction<'_> {
                 cookies.push((String::from_utf8_lossy(k).into_owned(), v.to_vec()));
             }
         }
+        // As in ModSecurity, the body processor is known from the headers, before phase 1:
+        // rules may read REQBODY_PROCESSOR there and change it with a ctl.
+        let content_type = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+            .map(|(_, v)| String::from_utf8_lossy(v).to_ascii_lowercase())
+            .unwrap_or_default();
+        self.body_processor = if content_type.starts_with("application/x-www-form-urlencoded") {
+            Some("URLENCODED".into())
+        } else if content_type.starts_with("multipart/form-data") {
+            Some("MULTIPART".into())
+        } else if content_type.contains("xml") {
+            Some("XML".into())
+        } else if content_type.contains("json") {
+            Some("JSON".into())
+        } else {
+            None
+        };
+        self.one(
+            ReqbodyProcessor,
+            "REQBODY_PROCESSOR",
+            self.body_processor.clone().unwrap_or_default(),
+        );
         self.set(RequestHeadersNames, names(&headers));
         self.set(RequestHeaders, headers);
         self.set(RequestCookiesNames, names(&cookies));
@@ -223,28 +246,10 @@ impl Transaction<'_> {
         self.refresh_sizes();
     }
 
-    /// The body, read by the processor chosen (a `ctl`) or named by `Content-Type`.
+    /// The body, read by the processor chosen in phase 1 (`Content-Type`, or a `ctl`).
     fn read_body(&mut self, r: &Request) {
         use Collection::*;
-        let content_type = r
-            .headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
-            .map(|(_, v)| String::from_utf8_lossy(v).to_ascii_lowercase())
-            .unwrap_or_default();
-        let processor = self.body_processor.clone().or_else(|| {
-            if content_type.starts_with("application/x-www-form-urlencoded") {
-                Some("URLENCODED".into())
-            } else if content_type.starts_with("multipart/form-data") {
-                Some("MULTIPART".into())
-            } else if content_type.contains("xml") {
-                Some("XML".into())
-            } else if content_type.contains("json") {
-                Some("JSON".into())
-            } else {
-                None
-            }
-        });
+        let processor = self.body_processor.clone();
         self.one(
             RequestBodyLength,
             "REQUEST_BODY_LENGTH",
@@ -259,9 +264,6 @@ impl Transaction<'_> {
                 Err(_) => error = true,
             },
             _ => {}
-        }
-        if let Some(p) = &processor {
-            self.one(ReqbodyProcessor, "REQBODY_PROCESSOR", p.as_str());
         }
         self.one(ReqbodyError, "REQBODY_ERROR", if error { "1" } else { "0" });
         if processor.as_deref() == Some("URLENCODED") || self.force_body_variable {
@@ -352,7 +354,14 @@ impl Transaction<'_> {
             Ctl::RuleRemoveTargetByTag(tag, target) => self
                 .removed_targets_by_tag
                 .push((tag.clone(), target.clone())),
-            Ctl::RequestBodyProcessor(p) => self.body_processor = Some(p.clone()),
+            Ctl::RequestBodyProcessor(p) => {
+                self.body_processor = Some(p.clone());
+                self.one(
+                    Collection::ReqbodyProcessor,
+                    "REQBODY_PROCESSOR",
+                    p.as_str(),
+                );
+            }
             Ctl::ForceRequestBodyVariable(on) => self.force_body_variable = *on,
             Ctl::RuleEngine(mode) => self.engine = *mode,
             Ctl::Ignored(_) => {}
