@@ -343,7 +343,15 @@ fn split_variable(text: &str) -> (&str, &str) {
         match bytes[i] {
             b'\\' if in_regex => i += 1,
             b'/' if in_regex => in_regex = false,
-            b'/' if i > 0 && bytes[i - 1] == b':' => in_regex = true,
+            // `XML:/*` and `XML://@*` are XPath expressions, not regexes.
+            b'/' if i > 0
+                && bytes[i - 1] == b':'
+                && !text[..i - 1]
+                    .trim_start_matches(['!', '&'])
+                    .eq_ignore_ascii_case("XML") =>
+            {
+                in_regex = true
+            }
             b'|' if !in_regex => return (&text[..i], &text[i + 1..]),
             _ => {}
         }
@@ -489,7 +497,7 @@ mod tests {
 
     #[test]
     fn a_crs_style_rule_across_lines() {
-        let text = "# comment\n\nSecRule REQUEST_COOKIES|!REQUEST_COOKIES:/__utm/|ARGS:/^(a|b)$/|&TX:x|XML:/* \"@rx (?i)\\\"a b\\\\\" \\\n    \"id:942100,\\\n    phase:2,\\\n    t:none,t:urlDecodeUni,\\\n    msg:'SQL, it\\'s here',\\\n    setvar:'tx.score=+%{tx.critical}',\\\n    chain\"\n";
+        let text = "# comment\n\nSecRule REQUEST_COOKIES|!REQUEST_COOKIES:/__utm/|ARGS:/^(a|b)$/|&TX:x|XML:/*|XML://@* \"@rx (?i)\\\"a b\\\\\" \\\n    \"id:942100,\\\n    phase:2,\\\n    t:none,t:urlDecodeUni,\\\n    msg:'SQL, it\\'s here',\\\n    setvar:'tx.score=+%{tx.critical}',\\\n    chain\"\n";
         let all = parse(text, Path::new("t.conf")).unwrap();
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].at.line, 3);
@@ -530,6 +538,7 @@ mod tests {
                 ),
                 ("TX", false, true, Some(&Selector::Key("x".into()))),
                 ("XML", false, false, Some(&Selector::Key("/*".into()))),
+                ("XML", false, false, Some(&Selector::Key("//@*".into()))),
             ]
         );
         assert_eq!(operator.name, "rx");
