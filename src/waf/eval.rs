@@ -141,9 +141,9 @@ fn read_xml(body: &[u8]) -> Option<(Vec<u8>, Vec<Vec<u8>>)> {
     let mut attributes = Vec::new();
     let mut depth = 0usize;
     let mut root = false;
-    let mut read_attributes = |e: &BytesStart, out: &mut Vec<Vec<u8>>| {
+    let read_attributes = |e: &BytesStart, out: &mut Vec<Vec<u8>>| {
         for a in e.attributes().flatten() {
-            match a.unescape_value() {
+            match a.normalized_value(quick_xml::XmlVersion::Implicit1_0) {
                 Ok(v) => out.push(v.as_bytes().to_vec()),
                 Err(_) => out.push(a.value.as_bytes().to_vec()),
             }
