@@ -368,7 +368,7 @@ impl Transaction<'_> {
             if self.is_removed(rule) {
                 continue;
             }
-            if !self.rule_matches(rule) {
+            if !self.rule_matches(rule, true) {
                 continue;
             }
             if rule.log {
@@ -427,11 +427,14 @@ impl Transaction<'_> {
         }
     }
 
-    /// A rule and the rest of its chain.
-    fn rule_matches(&mut self, rule: &Rule) -> bool {
+    /// A rule and the rest of its chain. MATCHED_VARS collects the matches of the whole chain
+    /// (a later link reads what the earlier ones matched).
+    fn rule_matches(&mut self, rule: &Rule, chain_start: bool) -> bool {
         self.rule_id = rule.id;
         let mut matched = false;
-        self.matched_vars.clear();
+        if chain_start {
+            self.matched_vars.clear();
+        }
         for (name, value) in self.values_of(rule) {
             let mut steps: Vec<Cow<[u8]>> = vec![Cow::Borrowed(value.as_slice())];
             for tr in &rule.transformations {
@@ -470,7 +473,7 @@ impl Transaction<'_> {
             return false;
         }
         match &rule.chain {
-            Some(next) => self.rule_matches(next),
+            Some(next) => self.rule_matches(next, false),
             None => true,
         }
     }
