@@ -72,7 +72,7 @@ struct Tally {
 #[test]
 fn crs_regression_corpus_in_process() {
     let set = rule_set();
-    // PORTCULLIS_CRS_SHOW=942100 prints that rule's missed stages.
+    // PORTCULLIS_CRS_SHOW=942100 (or a prefix: 944) prints the missed stages of those rules.
     let show = std::env::var("PORTCULLIS_CRS_SHOW").ok();
     // Each rule's paranoia level, from its tag.
     let mut levels: HashMap<u64, u8> = HashMap::new();
@@ -112,7 +112,7 @@ fn crs_regression_corpus_in_process() {
             let rule_id = doc["rule_id"].as_i64().unwrap_or(0) as u64;
             if show
                 .as_deref()
-                .is_some_and(|s| s != rule_id.to_string().as_str())
+                .is_some_and(|s| !rule_id.to_string().starts_with(s))
             {
                 continue;
             }
@@ -166,7 +166,7 @@ fn crs_regression_corpus_in_process() {
                     let tally = by_family.entry(family.clone()).or_default();
                     if !expect.is_empty() {
                         let ok = expect.iter().all(fired);
-                        if !ok && show.as_deref() == Some(rule_id.to_string().as_str()) {
+                        if !ok && show.is_some() {
                             println!(
                                 "missed {expect:?}: {method} {uri} {headers:?} {data:?} -> {:?}",
                                 verdict.matched
@@ -230,5 +230,5 @@ fn crs_regression_corpus_in_process() {
     );
 }
 
-const FLOOR_EXPECT_PERCENT: usize = 96;
+const FLOOR_EXPECT_PERCENT: usize = 99;
 const FLOOR_NO_EXPECT_PERCENT: usize = 99;

@@ -131,6 +131,96 @@ fn parse_query(text: &[u8]) -> Values {
         .collect()
 }
 
+/// One part of a `multipart/form-data` body.
+struct MultipartPart {
+    name: String,
+    filename: Option<Vec<u8>>,
+    /// Each header line as sent (`Content-Type: text/plain`).
+    headers: Vec<Vec<u8>>,
+    content: Vec<u8>,
+}
+
+/// A `multipart/form-data` body split on its boundary (lines may end in CRLF or LF, as
+/// ModSecurity accepts). `None` without a boundary or without a closing delimiter.
+fn read_multipart(body: &[u8], content_type: &str) -> Option<Vec<MultipartPart>> {
+    let boundary = content_type
+        .split(';')
+        .map(str::trim)
+        .find_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            k.trim()
+                .eq_ignore_ascii_case("boundary")
+                .then(|| v.trim().trim_matches('"').to_string())
+        })
+        .filter(|b| !b.is_empty())?;
+    let delimiter = format!("--{boundary}").into_bytes();
+    let mut positions = Vec::new();
+    let mut i = 0;
+    while let Some(p) = find_from(body, &delimiter, i) {
+        positions.push(p);
+        i = p + delimiter.len();
+    }
+    let mut parts = Vec::new();
+    let mut closed = false;
+    for (n, &start) in positions.iter().enumerate() {
+        let after = start + delimiter.len();
+        if body[after..].starts_with(b"--") {
+            closed = true;
+            break;
+        }
+        let end = positions.get(n + 1).copied().unwrap_or(body.len());
+        let mut segment = &body[after..end];
+        segment = segment
+            .strip_prefix(b"\r\n")
+            .or_else(|| segment.strip_prefix(b"\n"))
+            .unwrap_or(segment);
+        segment = segment
+            .strip_suffix(b"\r\n")
+            .or_else(|| segment.strip_suffix(b"\n"))
+            .unwrap_or(segment);
+        let (head, content) = match find_from(segment, b"\r\n\r\n", 0) {
+            Some(p) => (&segment[..p], &segment[p + 4..]),
+            None => match find_from(segment, b"\n\n", 0) {
+                Some(p) => (&segment[..p], &segment[p + 2..]),
+                None => (segment, &b""[..]),
+            },
+        };
+        let headers: Vec<Vec<u8>> = head
+            .split(|b| *b == b'\n')
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l).to_vec())
+            .filter(|l| !l.is_empty())
+            .collect();
+        let disposition = headers
+            .iter()
+            .find(|h| h.len() > 20 && h[..20].eq_ignore_ascii_case(b"content-disposition:"))
+            .map(|h| String::from_utf8_lossy(&h[20..]).into_owned())
+            .unwrap_or_default();
+        let param = |key: &str| {
+            disposition.split(';').map(str::trim).find_map(|p| {
+                let (k, v) = p.split_once('=')?;
+                k.trim()
+                    .eq_ignore_ascii_case(key)
+                    .then(|| v.trim().trim_matches('"').to_string())
+            })
+        };
+        parts.push(MultipartPart {
+            name: param("name").unwrap_or_default(),
+            filename: param("filename").map(String::into_bytes),
+            headers,
+            content: content.to_vec(),
+        });
+    }
+    closed.then_some(parts)
+}
+
+fn find_from(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    haystack
+        .get(from..)?
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| p + from)
+}
+
 /// An XML body as ModSecurity's XPath targets read it: `XML:/*` is the text content of the
 /// root element (every text and CDATA node under it, entities resolved), `XML://@*` each
 /// attribute value. External entities are never fetched. `None` if not well-formed.
@@ -314,6 +404,38 @@ impl Transaction<'_> {
                 Ok(value) => flatten_json(&value, "json", &mut post),
                 Err(_) => error = true,
             },
+            Some("MULTIPART") => {
+                let content_type = r
+                    .headers
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+                    .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default();
+                match read_multipart(r.body, &content_type) {
+                    Some(parts) => {
+                        let mut files = Values::new();
+                        let mut headers = Values::new();
+                        for part in parts {
+                            headers
+                                .extend(part.headers.into_iter().map(|h| (part.name.clone(), h)));
+                            match part.filename {
+                                Some(f) => files.push((part.name, f)),
+                                None => post.push((part.name, part.content)),
+                            }
+                        }
+                        let combined: usize = files.iter().map(|(_, f)| f.len()).sum();
+                        self.set(FilesNames, names(&files));
+                        self.set(Files, files);
+                        self.set(MultipartPartHeaders, headers);
+                        self.one(
+                            FilesCombinedSize,
+                            "FILES_COMBINED_SIZE",
+                            combined.to_string(),
+                        );
+                    }
+                    None => error = true,
+                }
+            }
             Some("XML") if !r.body.is_empty() => match read_xml(r.body) {
                 Some((text, attributes)) => {
                     let mut xml = vec![("/*".to_string(), text)];
@@ -769,6 +891,49 @@ SecRule REQUEST_BODY "@contains secret" "id:8,phase:2,deny"
         );
         json.body = br#"{"user":{"name":"mallory","roles":["a"]}}"#;
         assert_eq!(evaluate(&set, &json).denied_by, Some(6));
+    }
+
+    #[test]
+    fn multipart_bodies() {
+        let set = rules(
+            r#"
+SecRule ARGS_POST:comment "@contains <script" "id:1,phase:2,deny"
+SecRule FILES "@rx \.php$" "id:2,phase:2,deny"
+SecRule MULTIPART_PART_HEADERS "@rx ^content-type\s*:\s*(.*)$" "id:3,phase:2,pass,t:lowercase,capture,chain"
+    SecRule TX:1 "@rx evil" "setvar:tx.evil=1"
+SecRule TX:evil "@eq 1" "id:4,phase:2,deny"
+SecRule REQBODY_ERROR "@eq 1" "id:5,phase:2,deny"
+"#,
+        );
+        let mut post = get("/upload");
+        post.method = "POST";
+        post.headers
+            .push(("Content-Type", b"multipart/form-data; boundary=XyZ"));
+        let body = |parts: &str| format!("--XyZ\r\n{parts}\r\n--XyZ--\r\n").into_bytes();
+        let ok = body("Content-Disposition: form-data; name=\"comment\"\r\n\r\nhello");
+        post.body = &ok;
+        assert_eq!(evaluate(&set, &post).denied_by, None);
+        let xss = body("Content-Disposition: form-data; name=\"comment\"\r\n\r\n<script>");
+        post.body = &xss;
+        assert_eq!(evaluate(&set, &post).denied_by, Some(1));
+        let file = body(
+            "Content-Disposition: form-data; name=\"f\"; filename=\"shell.php\"\r\nContent-Type: text/plain\r\n\r\n<?php",
+        );
+        post.body = &file;
+        assert_eq!(evaluate(&set, &post).denied_by, Some(2));
+        let typed = b"--XyZ\nContent-Disposition: form-data; name=\"a\"\nContent-Type: Evil/x\n\nv\n--XyZ--\n";
+        post.body = typed;
+        assert_eq!(
+            evaluate(&set, &post).denied_by,
+            Some(4),
+            "LF line ends, headers read"
+        );
+        post.body = b"--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nno end";
+        assert_eq!(
+            evaluate(&set, &post).denied_by,
+            Some(5),
+            "no closing delimiter"
+        );
     }
 
     #[test]
