@@ -195,13 +195,12 @@ fn read_multipart(body: &[u8], content_type: &str) -> Option<Vec<MultipartPart>>
             .find(|h| h.len() > 20 && h[..20].eq_ignore_ascii_case(b"content-disposition:"))
             .map(|h| String::from_utf8_lossy(&h[20..]).into_owned())
             .unwrap_or_default();
+        let params = disposition_params(&disposition);
         let param = |key: &str| {
-            disposition.split(';').map(str::trim).find_map(|p| {
-                let (k, v) = p.split_once('=')?;
-                k.trim()
-                    .eq_ignore_ascii_case(key)
-                    .then(|| v.trim().trim_matches('"').to_string())
-            })
+            params
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                .map(|(_, v)| v.clone())
         };
         parts.push(MultipartPart {
             name: param("name").unwrap_or_default(),
@@ -211,6 +210,44 @@ fn read_multipart(body: &[u8], content_type: &str) -> Option<Vec<MultipartPart>>
         });
     }
     closed.then_some(parts)
+}
+
+/// `form-data; name="a;b"; filename="x\"y"`: parameters split on `;` outside quotes, quoted
+/// values unquoted (`\"` inside them is a quote).
+fn disposition_params(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    let mut chars = text.chars().peekable();
+    let push = |item: &str, out: &mut Vec<(String, String)>| {
+        if let Some((k, v)) = item.split_once('=') {
+            let v = v.trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .map_or_else(|| v.to_string(), |v| v.replace("\\\"", "\""));
+            out.push((k.trim().to_string(), v));
+        }
+    };
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if quoted => {
+                current.push(c);
+                current.extend(chars.next());
+            }
+            '"' => {
+                quoted = !quoted;
+                current.push(c);
+            }
+            ';' if !quoted => {
+                push(&current, &mut out);
+                current.clear();
+            }
+            _ => current.push(c),
+        }
+    }
+    push(&current, &mut out);
+    out
 }
 
 fn find_from(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
@@ -927,6 +964,15 @@ SecRule REQBODY_ERROR "@eq 1" "id:5,phase:2,deny"
             evaluate(&set, &post).denied_by,
             Some(4),
             "LF line ends, headers read"
+        );
+        let quoted = body(
+            "Content-Disposition: form-data; name=\"x;y\"; filename=\"a\\\"b;c.php\"\r\n\r\n1",
+        );
+        post.body = &quoted;
+        assert_eq!(
+            evaluate(&set, &post).denied_by,
+            Some(2),
+            "; and \\\" inside quotes"
         );
         post.body = b"--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nno end";
         assert_eq!(
