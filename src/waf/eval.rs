@@ -595,16 +595,18 @@ impl Transaction<'_> {
             self.matched_vars.clear();
         }
         for (name, value) in self.values_of(rule) {
+            // A transformation that changes nothing adds no step and allocates nothing.
             let mut steps: Vec<Cow<[u8]>> = vec![Cow::Borrowed(value.as_slice())];
             for tr in &rule.transformations {
-                let next = match steps.last() {
-                    Some(v) => Cow::Owned(tr.apply(v).into_owned()),
-                    None => break,
+                let Some(last) = steps.last() else { break };
+                let next = match tr.apply(last) {
+                    Cow::Borrowed(_) => continue,
+                    Cow::Owned(changed) => changed,
                 };
                 if rule.multi_match {
-                    steps.push(next);
+                    steps.push(Cow::Owned(next));
                 } else {
-                    steps = vec![next];
+                    steps = vec![Cow::Owned(next)];
                 }
             }
             for candidate in &steps {
@@ -680,19 +682,22 @@ impl Transaction<'_> {
                 ));
                 continue;
             }
+            let removals =
+                !self.removed_targets_by_id.is_empty() || !self.removed_targets_by_tag.is_empty();
             for (name, value) in values {
-                let full = format!("{}:{name}", collection_name(target)).to_ascii_lowercase();
                 let excluded = rule.exclusions.iter().any(|e| {
                     e.collection == target.collection
                         && e.selector.as_ref().is_none_or(|s| selects(s, &name))
-                }) || self
-                    .removed_targets_by_id
-                    .iter()
-                    .any(|((a, b), t)| (*a..=*b).contains(&rule.id) && removes(t, &full))
-                    || self
-                        .removed_targets_by_tag
+                }) || (removals && {
+                    let full = format!("{}:{name}", collection_name(target)).to_ascii_lowercase();
+                    self.removed_targets_by_id
                         .iter()
-                        .any(|(tag, t)| rule.tags.contains(tag) && removes(t, &full));
+                        .any(|((a, b), t)| (*a..=*b).contains(&rule.id) && removes(t, &full))
+                        || self
+                            .removed_targets_by_tag
+                            .iter()
+                            .any(|(tag, t)| rule.tags.contains(tag) && removes(t, &full))
+                });
                 if !excluded {
                     out.push((format!("{}:{name}", collection_name(target)), value));
                 }
@@ -725,7 +730,22 @@ impl Transaction<'_> {
                 .iter()
                 .map(|(n, _)| (n.clone(), n.clone().into_bytes()))
                 .collect(),
-            c => self.collections.get(&c).cloned().unwrap_or_default(),
+            // Request collections: only the selected members are copied.
+            c => {
+                return self
+                    .collections
+                    .get(&c)
+                    .map(|values| {
+                        values
+                            .iter()
+                            .filter(|(name, _)| {
+                                target.selector.as_ref().is_none_or(|s| selects(s, name))
+                            })
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            }
         };
         match &target.selector {
             None => all,
