@@ -323,17 +323,9 @@ fn access_log(c: &mut Criterion) {
 fn crs(c: &mut Criterion) {
     use portcullis::waf::eval::{evaluate, Request};
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/crs");
-    let mut files: Vec<_> = std::fs::read_dir(root.join("rules"))
-        .expect("the CRS snapshot in ../shared/crs")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "conf"))
-        .collect();
-    files.sort();
-    files.insert(0, root.join("crs-setup.conf.example"));
-    let mut directives = Vec::new();
-    for f in &files {
-        directives.extend(portcullis::waf::seclang::parse_file(f).expect("CRS parses"));
-    }
+    let mut files = vec![root.join("crs-setup.conf.example")];
+    files.extend(portcullis::waf::seclang::rule_files(&root.join("rules")).expect("../shared/crs"));
+    let directives = portcullis::waf::seclang::parse_files(&files).expect("CRS parses");
     let set = portcullis::waf::ruleset::compile(&directives).expect("CRS compiles");
     let headers: Vec<(&str, &[u8])> = vec![
         ("Host", b"api.example.com"),

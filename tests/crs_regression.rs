@@ -8,7 +8,7 @@
 
 use portcullis::waf::eval::{evaluate, Request};
 use portcullis::waf::ruleset::{compile, RuleSet};
-use portcullis::waf::seclang::{parse, parse_file};
+use portcullis::waf::seclang::{parse, parse_file, parse_files, rule_files};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use yaml_rust2::{Yaml, YamlLoader};
@@ -29,15 +29,8 @@ fn rule_set() -> RuleSet {
         )
         .unwrap(),
     );
-    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("rules"))
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "conf"))
-        .collect();
-    files.sort();
-    for f in &files {
-        directives.extend(parse_file(f).unwrap());
-    }
+    let rules = rule_files(&root.join("rules")).unwrap();
+    directives.extend(parse_files(&rules).unwrap());
     compile(&directives).unwrap_or_else(|e| panic!("{e:?}"))
 }
 

@@ -348,7 +348,7 @@ impl Transaction<'_> {
             None => (uri, None),
         };
         // ModSecurity's REQUEST_FILENAME is the path with %XX decoded (`+` kept).
-        let filename = percent_decode(path.as_bytes());
+        let filename = super::transform::url_decode(path.as_bytes(), false, false);
         let basename = filename
             .iter()
             .rposition(|b| *b == b'/' || *b == b'\\')
@@ -824,33 +824,12 @@ fn collection_name(t: &Target) -> &'static str {
     }
 }
 
-/// `%XX` decoded where both digits are hex; everything else (`+` too) kept.
-fn percent_decode(v: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(v.len());
-    let mut i = 0;
-    while i < v.len() {
-        if v[i] == b'%'
-            && i + 2 < v.len()
-            && v[i + 1].is_ascii_hexdigit()
-            && v[i + 2].is_ascii_hexdigit()
-        {
-            let hex = |b: u8| (b as char).to_digit(16).unwrap_or(0) as u8;
-            out.push(hex(v[i + 1]) << 4 | hex(v[i + 2]));
-            i += 3;
-        } else {
-            out.push(v[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::waf::ruleset::compile;
     use crate::waf::seclang::parse;
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
 
     fn rules(text: &str) -> RuleSet {
         compile(&parse(text, Path::new("t.conf")).unwrap()).unwrap()
@@ -1051,18 +1030,7 @@ SecRule REQUEST_METHOD "!@within GET POST" "id:7,phase:1,deny"
     /// by the blocking rule, ordinary requests pass.
     #[test]
     fn crs_v4_blocks_an_attack_and_passes_ordinary_requests() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/crs");
-        let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("rules"))
-            .unwrap()
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "conf"))
-            .collect();
-        files.sort();
-        files.insert(0, root.join("crs-setup.conf.example"));
-        let mut all = Vec::new();
-        for f in &files {
-            all.extend(crate::waf::seclang::parse_file(f).unwrap());
-        }
+        let all = crate::waf::seclang::parse_files(&crate::waf::testing::crs_v4()).unwrap();
         let set = compile(&all).unwrap();
         let request = |uri: &'static str| Request {
             method: "GET",

@@ -8,3 +8,39 @@ pub mod operator;
 pub mod ruleset;
 pub mod seclang;
 pub mod transform;
+
+/// The two Core Rule Sets the unit tests load: setup file first, then the rules in order.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::path::{Path, PathBuf};
+
+    fn with_setup(setup: PathBuf, rules: &Path) -> Vec<PathBuf> {
+        let mut files = vec![setup];
+        files.extend(
+            super::seclang::rule_files(rules)
+                .unwrap_or_else(|e| panic!("{}: {e}", rules.display())),
+        );
+        files
+    }
+
+    /// The CRS v4 snapshot in ../shared/crs.
+    pub fn crs_v4() -> Vec<PathBuf> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/crs");
+        with_setup(root.join("crs-setup.conf.example"), &root.join("rules"))
+    }
+
+    /// Debian's modsecurity-crs 3.3.4 (installed by .ci/deps).
+    pub fn debian_crs3() -> Vec<PathBuf> {
+        with_setup(
+            PathBuf::from("/etc/modsecurity/crs/crs-setup.conf"),
+            Path::new("/usr/share/modsecurity-crs/rules"),
+        )
+    }
+
+    /// Both, for tests that only look at rules one by one.
+    pub fn both() -> Vec<PathBuf> {
+        let mut all = crs_v4();
+        all.extend(debian_crs3());
+        all
+    }
+}

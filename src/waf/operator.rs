@@ -755,24 +755,14 @@ mod tests {
     #[test]
     fn every_crs_operator_compiles() {
         use crate::waf::seclang::{parse_file, Directive};
-        let dirs = [
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/crs/rules"),
-            std::path::PathBuf::from("/usr/share/modsecurity-crs/rules"),
-        ];
         let mut compiled = 0;
         let mut failures = Vec::new();
-        for dir in dirs {
-            for entry in std::fs::read_dir(&dir).unwrap() {
-                let path = entry.unwrap().path();
-                if path.extension().is_none_or(|x| x != "conf") {
-                    continue;
-                }
-                for d in parse_file(&path).unwrap() {
-                    if let Directive::Rule { operator, .. } = &d.directive {
-                        match Operator::compile(operator, &path) {
-                            Ok(_) => compiled += 1,
-                            Err(e) => failures.push(format!("{}: {e}", d.at)),
-                        }
+        for path in crate::waf::testing::both() {
+            for d in parse_file(&path).unwrap() {
+                if let Directive::Rule { operator, .. } = &d.directive {
+                    match Operator::compile(operator, &path) {
+                        Ok(_) => compiled += 1,
+                        Err(e) => failures.push(format!("{}: {e}", d.at)),
                     }
                 }
             }

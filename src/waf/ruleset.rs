@@ -863,22 +863,8 @@ SecRuleRemoveById 4
         }
     }
 
-    fn files(dir: &Path, setup: &Path) -> Vec<PathBuf> {
-        let mut list: Vec<PathBuf> = std::fs::read_dir(dir)
-            .unwrap()
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "conf"))
-            .collect();
-        list.sort();
-        list.insert(0, setup.to_path_buf());
-        list
-    }
-
     fn compile_files(list: &[PathBuf]) -> RuleSet {
-        let mut all = Vec::new();
-        for f in list {
-            all.extend(crate::waf::seclang::parse_file(f).unwrap());
-        }
+        let all = crate::waf::seclang::parse_files(list).unwrap();
         compile(&all).unwrap_or_else(|errors| {
             panic!(
                 "{}",
@@ -895,11 +881,7 @@ SecRuleRemoveById 4
     /// optional persistent collections (off unless tx.enable_default_collections is set).
     #[test]
     fn crs_v4_compiles() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/crs");
-        let set = compile_files(&files(
-            &root.join("rules"),
-            &root.join("crs-setup.conf.example"),
-        ));
+        let set = compile_files(&crate::waf::testing::crs_v4());
         assert!(
             set.phase1.len() > 150 && set.phase2.len() > 250,
             "{} / {}",
@@ -935,10 +917,7 @@ SecRuleRemoveById 4
     /// Debian's CRS 3.3.4 compiles too; what it uses that portcullis leaves out is reported.
     #[test]
     fn debians_crs_3_compiles_with_warnings() {
-        let set = compile_files(&files(
-            Path::new("/usr/share/modsecurity-crs/rules"),
-            Path::new("/etc/modsecurity/crs/crs-setup.conf"),
-        ));
+        let set = compile_files(&crate::waf::testing::debian_crs3());
         assert!(set.phase2.len() > 250, "{}", set.phase2.len());
         let text = set.warnings.join("\n");
         assert!(

@@ -143,6 +143,26 @@ pub fn parse_file(file: &Path) -> Result<Vec<Located>, SeclangError> {
     parse(&text, file)
 }
 
+/// The `*.conf` files of a rule directory in name order: the order the Core Rule Set's files
+/// are meant to load in (`REQUEST-901-…` before `REQUEST-942-…`).
+pub fn rule_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Parse files in the order given into one list of directives.
+pub fn parse_files(files: &[PathBuf]) -> Result<Vec<Located>, SeclangError> {
+    let mut all = Vec::new();
+    for file in files {
+        all.extend(parse_file(file)?);
+    }
+    Ok(all)
+}
+
 /// Lines joined across trailing backslashes, comments and blank lines dropped, each with the
 /// number of the line it starts on.
 fn logical_lines(text: &str) -> Vec<(usize, String)> {
@@ -673,23 +693,10 @@ mod tests {
         (rules, ids)
     }
 
-    fn conf_files(dir: &Path) -> Vec<PathBuf> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "conf"))
-            .collect();
-        files.sort();
-        files
-    }
-
     /// The CRS v4 snapshot in ../shared/crs parses whole: every rule file and the setup file.
     #[test]
     fn the_crs_v4_snapshot_parses() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/crs");
-        let mut files = conf_files(&root.join("rules"));
-        files.push(root.join("crs-setup.conf.example"));
-        let (rules, ids) = parse_rule_set(&files);
+        let (rules, ids) = parse_rule_set(&crate::waf::testing::crs_v4());
         assert!(rules > 600, "{rules}");
         assert!(ids.contains(&942100) && ids.contains(&949110));
     }
@@ -697,9 +704,7 @@ mod tests {
     /// Debian's modsecurity-crs 3.3.4 (installed by .ci/deps) parses whole too.
     #[test]
     fn debians_crs_3_parses() {
-        let mut files = conf_files(Path::new("/usr/share/modsecurity-crs/rules"));
-        files.push(PathBuf::from("/etc/modsecurity/crs/crs-setup.conf"));
-        let (rules, ids) = parse_rule_set(&files);
+        let (rules, ids) = parse_rule_set(&crate::waf::testing::debian_crs3());
         assert!(rules > 500, "{rules}");
         assert!(ids.contains(&942100) && ids.contains(&949110));
     }

@@ -137,8 +137,8 @@ impl Transformation {
             UrlDecode | UrlDecodeUni if !v.iter().any(|b| *b == b'%' || *b == b'+') => {
                 return Cow::Borrowed(v)
             }
-            UrlDecode => url_decode(v),
-            UrlDecodeUni => url_decode_uni(v),
+            UrlDecode => url_decode(v, false, true),
+            UrlDecodeUni => url_decode(v, true, true),
             Utf8ToUnicode if v.is_ascii() && !v.contains(&0) => return Cow::Borrowed(v),
             Utf8ToUnicode => utf8_to_unicode(v),
         };
@@ -174,32 +174,6 @@ fn trim_end(v: &[u8]) -> &[u8] {
     &v[..end]
 }
 
-/// `%XX` decoded where both digits are hex (else the `%` is kept), `+` → space.
-fn url_decode(v: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(v.len());
-    let mut i = 0;
-    while i < v.len() {
-        match v[i] {
-            b'%' if i + 2 < v.len()
-                && v[i + 1].is_ascii_hexdigit()
-                && v[i + 2].is_ascii_hexdigit() =>
-            {
-                out.push(hex_pair(v[i + 1], v[i + 2]));
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    out
-}
-
 /// The low byte of a `%uHHHH` / `\uHHHH` code, with full-width ASCII (U+FF01–U+FF5E) mapped
 /// to ASCII, as ModSecurity does without a Unicode map.
 fn low_byte_of_code(digits: &[u8]) -> u8 {
@@ -214,13 +188,15 @@ fn low_byte_of_code(digits: &[u8]) -> u8 {
     b
 }
 
-/// `urlDecode` plus IIS's `%uHHHH` (its low byte; full-width ASCII folded).
-fn url_decode_uni(v: &[u8]) -> Vec<u8> {
+/// `%XX` decoded where both digits are hex (else the `%` is kept); with `iis_unicode`, also
+/// IIS's `%uHHHH` (its low byte; full-width ASCII folded); with `plus_is_space`, `+` → space
+/// (query-string style; `REQUEST_FILENAME` keeps its `+`).
+pub(crate) fn url_decode(v: &[u8], iis_unicode: bool, plus_is_space: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(v.len());
     let mut i = 0;
     while i < v.len() {
         match v[i] {
-            b'%' if i + 1 < v.len() && (v[i + 1] == b'u' || v[i + 1] == b'U') => {
+            b'%' if iis_unicode && i + 1 < v.len() && (v[i + 1] == b'u' || v[i + 1] == b'U') => {
                 if i + 5 < v.len() && v[i + 2..i + 6].iter().all(u8::is_ascii_hexdigit) {
                     out.push(low_byte_of_code(&v[i + 2..i + 6]));
                     i += 6;
@@ -236,7 +212,7 @@ fn url_decode_uni(v: &[u8]) -> Vec<u8> {
                 out.push(hex_pair(v[i + 1], v[i + 2]));
                 i += 3;
             }
-            b'+' => {
+            b'+' if plus_is_space => {
                 out.push(b' ');
                 i += 1;
             }
@@ -823,32 +799,21 @@ mod tests {
     #[test]
     fn every_transformation_the_crs_uses_is_known() {
         use crate::waf::seclang::{parse_file, Directive};
-        let dirs = [
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/crs/rules"),
-            std::path::PathBuf::from("/usr/share/modsecurity-crs/rules"),
-        ];
         let mut seen = std::collections::BTreeSet::new();
-        for dir in dirs {
-            for entry in std::fs::read_dir(&dir).unwrap() {
-                let path = entry.unwrap().path();
-                if path.extension().is_none_or(|x| x != "conf") {
+        for path in crate::waf::testing::both() {
+            for d in parse_file(&path).unwrap() {
+                let (Directive::Rule { actions, .. } | Directive::Action(actions)) = d.directive
+                else {
                     continue;
-                }
-                for d in parse_file(&path).unwrap() {
-                    let (Directive::Rule { actions, .. } | Directive::Action(actions)) =
-                        d.directive
-                    else {
-                        continue;
-                    };
-                    for a in actions.iter().filter(|a| a.name == "t") {
-                        let name = a.value.clone().unwrap_or_default();
-                        assert!(
-                            name == "none" || Transformation::from_name(&name).is_some(),
-                            "{}: t:{name}",
-                            d.at
-                        );
-                        seen.insert(name);
-                    }
+                };
+                for a in actions.iter().filter(|a| a.name == "t") {
+                    let name = a.value.clone().unwrap_or_default();
+                    assert!(
+                        name == "none" || Transformation::from_name(&name).is_some(),
+                        "{}: t:{name}",
+                        d.at
+                    );
+                    seen.insert(name);
                 }
             }
         }
