@@ -38,6 +38,13 @@ pub struct Verdict {
 
 type Values = Vec<(String, Vec<u8>)>;
 
+/// One value a rule matched: its name (`ARGS:q`), the value the operator saw, regex groups.
+struct Hit {
+    name: String,
+    value: Vec<u8>,
+    captures: Vec<Vec<u8>>,
+}
+
 /// One transaction's collections and state.
 struct Transaction<'r> {
     rules: &'r RuleSet,
@@ -590,13 +597,40 @@ impl Transaction<'_> {
     /// (a later link reads what the earlier ones matched).
     fn rule_matches(&mut self, rule: &Rule, chain_start: bool) -> bool {
         self.rule_id = rule.id;
-        let mut matched = false;
         if chain_start {
             self.matched_vars.clear();
         }
-        for (name, value) in self.values_of(rule) {
+        let hits = self.find_hits(rule);
+        if hits.is_empty() {
+            return false;
+        }
+        // Each match's effects, in order: capture, MATCHED_VAR(S), the rule's setvars.
+        for hit in hits {
+            for (n, group) in hit.captures.into_iter().enumerate() {
+                self.tx.insert(n.to_string(), group);
+            }
+            self.matched_vars
+                .push((hit.name.clone(), hit.value.clone()));
+            self.matched_var = (hit.name, hit.value);
+            for s in &rule.setvars {
+                self.setvar(s);
+            }
+        }
+        match &rule.chain {
+            Some(next) => self.rule_matches(next, false),
+            None => true,
+        }
+    }
+
+    /// Every match of a rule over its targets, read without copying the request: values are
+    /// borrowed, and a name is formatted only for a value that matched. (The effects of a
+    /// match are applied after all of the rule's values are tested, so a rule's own `setvar`
+    /// is not seen by its later values; CRS rules never rely on that.)
+    fn find_hits(&self, rule: &Rule) -> Vec<Hit> {
+        let mut hits = Vec::new();
+        let mut test = |collection: &str, member: &str, value: &[u8]| {
             // A transformation that changes nothing adds no step and allocates nothing.
-            let mut steps: Vec<Cow<[u8]>> = vec![Cow::Borrowed(value.as_slice())];
+            let mut steps: Vec<Cow<[u8]>> = vec![Cow::Borrowed(value)];
             for tr in &rule.transformations {
                 let Some(last) = steps.last() else { break };
                 let next = match tr.apply(last) {
@@ -610,32 +644,103 @@ impl Transaction<'_> {
                 }
             }
             for candidate in &steps {
-                let hit = rule.operator.test(candidate, &*self, rule.capture);
-                let hit = match (hit, rule.negated) {
-                    (Some(m), false) => Some(m),
-                    (None, true) => Some(Default::default()),
-                    _ => None,
+                let hit = rule.operator.test(candidate, self, rule.capture);
+                let captures = match (hit, rule.negated) {
+                    (Some(m), false) => m.captures,
+                    (None, true) => Vec::new(),
+                    _ => continue,
                 };
-                let Some(m) = hit else { continue };
-                if rule.capture {
-                    for (n, group) in m.captures.iter().enumerate() {
-                        self.tx.insert(n.to_string(), group.clone());
-                    }
+                hits.push(Hit {
+                    name: if member.is_empty() {
+                        collection.to_string()
+                    } else {
+                        format!("{collection}:{member}")
+                    },
+                    value: candidate.to_vec(),
+                    captures,
+                });
+            }
+        };
+        if rule.targets.is_empty() {
+            // SecAction: one empty value, so that its unconditional match runs once.
+            test("", "", b"");
+            return hits;
+        }
+        let removals =
+            !self.removed_targets_by_id.is_empty() || !self.removed_targets_by_tag.is_empty();
+        for target in &rule.targets {
+            let collection = collection_name(target);
+            let members = self.members(target);
+            if target.count {
+                test(
+                    &format!("&{collection}"),
+                    "",
+                    members.len().to_string().as_bytes(),
+                );
+                continue;
+            }
+            for (member, value) in members {
+                let excluded = rule.exclusions.iter().any(|e| {
+                    e.collection == target.collection
+                        && e.selector.as_ref().is_none_or(|s| selects(s, member))
+                }) || (removals && {
+                    let full = format!("{collection}:{member}").to_ascii_lowercase();
+                    self.removed_targets_by_id
+                        .iter()
+                        .any(|((a, b), t)| (*a..=*b).contains(&rule.id) && removes(t, &full))
+                        || self
+                            .removed_targets_by_tag
+                            .iter()
+                            .any(|(tag, t)| rule.tags.contains(tag) && removes(t, &full))
+                });
+                if !excluded {
+                    test(collection, member, value);
                 }
-                self.matched_var = (name.clone(), candidate.to_vec());
-                self.matched_vars.push((name.clone(), candidate.to_vec()));
-                for s in &rule.setvars {
-                    self.setvar(s);
-                }
-                matched = true;
             }
         }
-        if !matched {
-            return false;
-        }
-        match &rule.chain {
-            Some(next) => self.rule_matches(next, false),
-            None => true,
+        hits
+    }
+
+    /// The selected members of a target's collection, borrowed.
+    fn members<'s>(&'s self, target: &Target) -> Vec<(&'s str, &'s [u8])> {
+        let selected = |name: &str| target.selector.as_ref().is_none_or(|s| selects(s, name));
+        match target.collection {
+            Collection::Tx => self
+                .tx
+                .iter()
+                .filter(|(k, _)| selected(k))
+                .map(|(k, v)| (k.as_str(), v.as_slice()))
+                .collect(),
+            Collection::MatchedVar if !self.matched_var.0.is_empty() => {
+                vec![(self.matched_var.0.as_str(), self.matched_var.1.as_slice())]
+            }
+            Collection::MatchedVarName if !self.matched_var.0.is_empty() => {
+                vec![("", self.matched_var.0.as_bytes())]
+            }
+            Collection::MatchedVar | Collection::MatchedVarName => Vec::new(),
+            Collection::MatchedVars => self
+                .matched_vars
+                .iter()
+                .filter(|(n, _)| selected(n))
+                .map(|(n, v)| (n.as_str(), v.as_slice()))
+                .collect(),
+            Collection::MatchedVarsNames => self
+                .matched_vars
+                .iter()
+                .filter(|(n, _)| selected(n))
+                .map(|(n, _)| (n.as_str(), n.as_bytes()))
+                .collect(),
+            c => self
+                .collections
+                .get(&c)
+                .map(|values| {
+                    values
+                        .iter()
+                        .filter(|(name, _)| selected(name))
+                        .map(|(n, v)| (n.as_str(), v.as_slice()))
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 
@@ -663,97 +768,6 @@ impl Transaction<'_> {
             }
         };
         self.tx.insert(key, value);
-    }
-
-    /// (name as `COLLECTION:key`, value) of every target, less exclusions and removed targets.
-    fn values_of(&self, rule: &Rule) -> Values {
-        let mut out = Values::new();
-        if rule.targets.is_empty() {
-            // SecAction: one empty value, so that its unconditional match runs once.
-            out.push((String::new(), Vec::new()));
-            return out;
-        }
-        for target in &rule.targets {
-            let values = self.target_values(target);
-            if target.count {
-                out.push((
-                    format!("&{}", collection_name(target)),
-                    values.len().to_string().into_bytes(),
-                ));
-                continue;
-            }
-            let removals =
-                !self.removed_targets_by_id.is_empty() || !self.removed_targets_by_tag.is_empty();
-            for (name, value) in values {
-                let excluded = rule.exclusions.iter().any(|e| {
-                    e.collection == target.collection
-                        && e.selector.as_ref().is_none_or(|s| selects(s, &name))
-                }) || (removals && {
-                    let full = format!("{}:{name}", collection_name(target)).to_ascii_lowercase();
-                    self.removed_targets_by_id
-                        .iter()
-                        .any(|((a, b), t)| (*a..=*b).contains(&rule.id) && removes(t, &full))
-                        || self
-                            .removed_targets_by_tag
-                            .iter()
-                            .any(|(tag, t)| rule.tags.contains(tag) && removes(t, &full))
-                });
-                if !excluded {
-                    out.push((format!("{}:{name}", collection_name(target)), value));
-                }
-            }
-        }
-        out
-    }
-
-    fn target_values(&self, target: &Target) -> Values {
-        let all: Values = match target.collection {
-            Collection::Tx => self
-                .tx
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            Collection::MatchedVar => vec![self.matched_var.clone()]
-                .into_iter()
-                .filter(|(n, _)| !n.is_empty())
-                .collect(),
-            Collection::MatchedVarName => {
-                if self.matched_var.0.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![(String::new(), self.matched_var.0.clone().into_bytes())]
-                }
-            }
-            Collection::MatchedVars => self.matched_vars.clone(),
-            Collection::MatchedVarsNames => self
-                .matched_vars
-                .iter()
-                .map(|(n, _)| (n.clone(), n.clone().into_bytes()))
-                .collect(),
-            // Request collections: only the selected members are copied.
-            c => {
-                return self
-                    .collections
-                    .get(&c)
-                    .map(|values| {
-                        values
-                            .iter()
-                            .filter(|(name, _)| {
-                                target.selector.as_ref().is_none_or(|s| selects(s, name))
-                            })
-                            .cloned()
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            }
-        };
-        match &target.selector {
-            None => all,
-            Some(s) => all
-                .into_iter()
-                .filter(|(name, _)| selects(s, name))
-                .collect(),
-        }
     }
 }
 
