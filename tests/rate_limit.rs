@@ -351,10 +351,14 @@ fn a_client_that_waits_exactly_retry_after_is_admitted() {
         // Start each round at another offset into the limiter's buckets.
         std::thread::sleep(Duration::from_millis(137 * round));
         let mut refused = None;
+        let mut admitted_in_round = 0;
         for _ in 0..30 {
             let r = get(&gw, "/burst-wait/x", &hdr);
             match r.status {
-                200 => admitted_at.push(Instant::now()),
+                200 => {
+                    admitted_at.push(Instant::now());
+                    admitted_in_round += 1;
+                }
                 429 => {
                     refused = Some(r);
                     break;
@@ -367,6 +371,10 @@ fn a_client_that_waits_exactly_retry_after_is_admitted() {
         let retry: u64 = refused.header("retry-after").unwrap().parse().unwrap();
         assert!((1..=3).contains(&retry), "Retry-After {retry}");
         let seen_before = up.requests().len();
+        assert_eq!(
+            seen_before, admitted_in_round,
+            "round {round}: the refused request reached the upstream"
+        );
         std::thread::sleep(Duration::from_secs(retry));
         let r = get(&gw, "/burst-wait/x", &hdr);
         assert_eq!(

@@ -167,9 +167,16 @@ impl SlidingWindow {
         }
     }
 
-    /// Runs `f` on the counts of `key`, created if absent (or the shard's overflow counts when
-    /// the shard is full of live keys).
-    fn with_counts<K: Hash, T>(&self, key: &K, now_ms: u64, f: impl FnOnce(&mut Counts) -> T) -> T {
+    /// Runs `f` on the counts of `key`, created if absent and `create` (or the shard's overflow
+    /// counts when the shard is full of live keys). Without `create`, an absent key with room
+    /// for it is seen as no events, and nothing is stored.
+    fn with_counts<K: Hash, T>(
+        &self,
+        key: &K,
+        now_ms: u64,
+        create: bool,
+        f: impl FnOnce(&mut Counts) -> T,
+    ) -> T {
         let hash = self.hasher.hash_one(key);
         let shard = &self.shards[(hash as usize) % SHARDS];
         let mut shard = match shard.lock() {
@@ -185,7 +192,11 @@ impl SlidingWindow {
             shard.swept = bucket;
             shard.keys.retain(|_, c| c.newest >= oldest);
         }
-        let counts = if shard.keys.len() < MAX_KEYS / SHARDS || shard.keys.contains_key(&hash) {
+        let room = shard.keys.len() < MAX_KEYS / SHARDS;
+        if !create && room && !shard.keys.contains_key(&hash) {
+            return f(&mut Counts::new(bucket));
+        }
+        let counts = if room || shard.keys.contains_key(&hash) {
             shard
                 .keys
                 .entry(hash)
@@ -203,13 +214,13 @@ impl SlidingWindow {
     }
 
     fn peek_at<K: Hash>(&self, key: &K, now_ms: u64) -> WindowState {
-        self.with_counts(key, now_ms, |c| self.state(c, now_ms))
+        self.with_counts(key, now_ms, false, |c| self.state(c, now_ms))
     }
 
     /// Count one event, whatever the limit.
     pub fn record<K: Hash>(&self, key: &K) {
         let now_ms = self.now_ms();
-        self.with_counts(key, now_ms, |c| c.add(now_ms / self.bucket_ms));
+        self.with_counts(key, now_ms, true, |c| c.add(now_ms / self.bucket_ms));
     }
 
     /// Count one event if the limit allows it; otherwise leave the count as it was.
@@ -218,7 +229,7 @@ impl SlidingWindow {
     }
 
     fn try_acquire_at<K: Hash>(&self, key: &K, now_ms: u64) -> Result<WindowState, WindowState> {
-        self.with_counts(key, now_ms, |c| {
+        self.with_counts(key, now_ms, true, |c| {
             if self.used(c, now_ms) < self.limit {
                 c.add(now_ms / self.bucket_ms);
                 Ok(self.state(c, now_ms))
@@ -554,6 +565,23 @@ mod tests {
         assert!(w.try_acquire_at(&"b", 500).is_ok());
         // Both of a's events are out of the window (and of the bucket after it) by 1,050 ms.
         assert!(w.try_acquire_at(&"a", 1_050).is_ok());
+    }
+
+    /// The brute-force throttle peeks at every authenticating client's IP: a peek must not
+    /// take a slot of the table (it would fill with clients that never failed).
+    #[test]
+    fn peeking_stores_nothing() {
+        let w = SlidingWindow::new(3, Duration::from_secs(60));
+        for ip in 0..10_000u32 {
+            assert_eq!(w.peek_at(&ip, 5).used, 0);
+        }
+        let stored = |w: &SlidingWindow| -> usize {
+            w.shards.iter().map(|s| s.lock().unwrap().keys.len()).sum()
+        };
+        assert_eq!(stored(&w), 0);
+        assert!(w.try_acquire_at(&7u32, 6).is_ok());
+        assert_eq!(stored(&w), 1);
+        assert_eq!(w.peek_at(&7u32, 7).used, 1);
     }
 
     #[test]

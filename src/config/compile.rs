@@ -463,16 +463,13 @@ fn compile_upstreams(e: &mut Errors, raw: &[RawUpstream], file: &Path) -> Vec<Up
         }
         let tls = match &u.tls {
             None | Some(RawUpstreamTls::Enabled(false)) => None,
-            Some(RawUpstreamTls::Enabled(true)) => {
-                let defaults = RawUpstreamTlsSettings {
-                    sni: None,
-                    verify: None,
-                    ca_file: None,
-                    client_cert: None,
-                    client_key: None,
-                };
-                Some(upstream_tls(e, &key, &defaults, &u.targets, file))
-            }
+            Some(RawUpstreamTls::Enabled(true)) => Some(upstream_tls(
+                e,
+                &key,
+                &RawUpstreamTlsSettings::default(),
+                &u.targets,
+                file,
+            )),
             Some(RawUpstreamTls::Settings(s)) => Some(upstream_tls(e, &key, s, &u.targets, file)),
         };
         let health_check = u.health_check.as_ref().map(|h| {
@@ -543,7 +540,6 @@ fn compile_upstreams(e: &mut Errors, raw: &[RawUpstream], file: &Path) -> Vec<Up
     out
 }
 
-/// A file that must exist now (certificates, keys): resolved and checked at load.
 /// `[rate_limit_store]`. The URL is only ever shown with its userinfo hidden.
 fn store_settings(e: &mut Errors, s: &RawRateLimitStore, file: &Path) -> StoreSettings {
     let shown = super::secret::redact_url(&s.redis);
@@ -607,29 +603,7 @@ fn store_settings(e: &mut Errors, s: &RawRateLimitStore, file: &Path) -> StoreSe
                 "only applies to a rediss:// (TLS) URL",
             );
         }
-        let path = relative_to(file, value);
-        match std::fs::read(&path) {
-            Ok(bytes)
-                if pingora_core::tls::x509::X509::stack_from_pem(&bytes)
-                    .is_ok_and(|c| !c.is_empty()) =>
-            {
-                Some(bytes)
-            }
-            Ok(_) => {
-                e.add(
-                    "rate_limit_store.ca_file",
-                    format!("{} holds no PEM certificate", path.display()),
-                );
-                None
-            }
-            Err(err) => {
-                e.add(
-                    "rate_limit_store.ca_file",
-                    format!("cannot read {}: {err}", path.display()),
-                );
-                None
-            }
-        }
+        pem_certificates(e, "rate_limit_store.ca_file", file, value).map(|(pem, _)| pem)
     });
     StoreSettings {
         redis: s.redis.clone(),
@@ -646,6 +620,34 @@ fn store_settings(e: &mut Errors, s: &RawRateLimitStore, file: &Path) -> StoreSe
                 crate::shared_limits::OnStoreError::Local
             }
         },
+    }
+}
+
+/// A PEM file of one or more certificates (`key` names the setting in errors): its bytes and
+/// the certificates parsed from them.
+fn pem_certificates(
+    e: &mut Errors,
+    key: &str,
+    file: &Path,
+    value: &str,
+) -> Option<(Vec<u8>, Vec<pingora_core::tls::x509::X509>)> {
+    let path = relative_to(file, value);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(err) => {
+            e.add(key, format!("cannot read {}: {err}", path.display()));
+            return None;
+        }
+    };
+    match pingora_core::tls::x509::X509::stack_from_pem(&bytes) {
+        Ok(certs) if !certs.is_empty() => Some((bytes, certs)),
+        _ => {
+            e.add(
+                key,
+                format!("{} holds no PEM certificate; write the path of a PEM file (-----BEGIN CERTIFICATE-----)", path.display()),
+            );
+            None
+        }
     }
 }
 
@@ -667,7 +669,6 @@ fn upstream_tls(
     file: &Path,
 ) -> UpstreamTls {
     use pingora_core::tls::pkey::PKey;
-    use pingora_core::tls::x509::X509;
     let verify = s.verify.unwrap_or(true);
     let mut names = Vec::with_capacity(targets.len());
     match s.sni.as_deref() {
@@ -702,31 +703,8 @@ fn upstream_tls(
             }
         }
     }
-    let read = |e: &mut Errors, field: &str, value: &str| -> Option<Vec<u8>> {
-        let path = relative_to(file, value);
-        match std::fs::read(&path) {
-            Ok(bytes) => Some(bytes),
-            Err(err) => {
-                e.add(
-                    format!("{key}.tls.{field}"),
-                    format!("cannot read {}: {err}", path.display()),
-                );
-                None
-            }
-        }
-    };
-    let certificates = |e: &mut Errors, field: &str, value: &str| -> Option<Vec<X509>> {
-        let bytes = read(e, field, value)?;
-        match X509::stack_from_pem(&bytes) {
-            Ok(certs) if !certs.is_empty() => Some(certs),
-            _ => {
-                e.add(
-                    format!("{key}.tls.{field}"),
-                    format!("{value:?} holds no PEM certificate; write the path of a PEM file (-----BEGIN CERTIFICATE-----)"),
-                );
-                None
-            }
-        }
+    let certificates = |e: &mut Errors, field: &str, value: &str| {
+        pem_certificates(e, &format!("{key}.tls.{field}"), file, value).map(|(_, certs)| certs)
     };
     let ca = s
         .ca_file
@@ -750,9 +728,20 @@ fn upstream_tls(
         }
         (Some(cert), Some(private)) => {
             let chain = certificates(e, "client_cert", cert);
-            let pkey = read(e, "client_key", private).and_then(|bytes| {
+            let key_path = relative_to(file, private);
+            let key_bytes = match std::fs::read(&key_path) {
+                Ok(bytes) => Some(bytes),
+                Err(err) => {
+                    e.add(
+                        format!("{key}.tls.client_key"),
+                        format!("cannot read {}: {err}", key_path.display()),
+                    );
+                    None
+                }
+            };
+            let pkey = key_bytes.and_then(|bytes| {
                 #[cfg(unix)]
-                if super::lint::readable_by_others(&relative_to(file, private)) {
+                if super::lint::readable_by_others(&key_path) {
                     e.warn(
                         format!("{key}.tls.client_key"),
                         format!("{private:?} is readable by group or others; chmod 600 it"),
@@ -799,6 +788,7 @@ fn upstream_tls(
     }
 }
 
+/// A file that must exist now (certificates, keys): resolved and checked at load.
 fn existing_file(e: &mut Errors, key: &str, config_file: &Path, value: &str) -> PathBuf {
     let path = relative_to(config_file, value);
     if let Err(err) = std::fs::metadata(&path) {

@@ -123,7 +123,7 @@ pub enum RawUpstreamTls {
     Settings(RawUpstreamTlsSettings),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstreamTlsSettings {
     pub sni: Option<String>,
