@@ -312,6 +312,9 @@ fn access_log(c: &mut Criterion) {
                 bytes_sent: 1234,
                 duration_ms: 0.731,
                 user_agent: Some("bench/1.0".into()),
+                waf_rules: None,
+                anomaly_score: None,
+                waf_body: None,
             };
             serde_json::to_string(black_box(&record)).ok()
         })

@@ -53,6 +53,8 @@ pub struct RequestCtx {
     pub tried: Vec<SocketAddr>,
     pub upstream_started: Option<Instant>,
     pub upstream_status: Option<u16>,
+    /// What the `[waf]` rules found, when anything (for the access log).
+    pub waf: Option<crate::checks::waf::Findings>,
 }
 
 impl RequestCtx {
@@ -77,6 +79,7 @@ impl RequestCtx {
             tried: Vec::new(),
             upstream_started: None,
             upstream_status: None,
+            waf: None,
         }
     }
 }

@@ -7,6 +7,7 @@ use crate::checks::forward::{self, Forwarding};
 use crate::checks::route::{host_without_port, upstream_path, RouteMiss};
 use crate::checks::threat;
 use crate::checks::throttle::FailureThrottle;
+use crate::checks::waf::{self, OverLimit, WafPolicy};
 use crate::checks::{acl, auth, body, identity, ip, limits, path, rate_limit};
 use crate::config::model::{Route, ThreatMode};
 use crate::config::Config;
@@ -204,8 +205,9 @@ impl Gateway {
         Ok(None)
     }
 
-    /// Step 9, the body of a route with `validate`: read up to the route's limit before any upstream
-    /// is chosen, checked, then handed back to Pingora to be forwarded byte for byte.
+    /// Step 9, the body of a route with `validate` or with `[waf]` rules: read up to the
+    /// route's limit before any upstream is chosen, checked, then handed back to Pingora to be
+    /// forwarded byte for byte.
     async fn check_body(
         &self,
         session: &mut Session,
@@ -219,10 +221,8 @@ impl Gateway {
         session
             .as_downstream_mut()
             .set_read_timeout(Some(self.config.limits.body_read_timeout));
-        let Some(rules) = &route.body else {
-            return Ok(None);
-        };
-        if !request_has_body(session.req_header()) {
+        if (route.body.is_none() && route.waf.is_none()) || !request_has_body(session.req_header())
+        {
             return Ok(None);
         }
         let content_type = session
@@ -230,7 +230,17 @@ impl Gateway {
             .headers
             .get("content-type")
             .map(|v| v.as_bytes());
-        let media = body::check_content_type(rules, content_type)?;
+        let media = match &route.body {
+            Some(rules) => Some(body::check_content_type(rules, content_type)?),
+            None => None,
+        };
+        // Past what the rules inspect, `refuse` stops reading at once.
+        let limit = match &route.waf {
+            Some(w) if w.over_limit == OverLimit::Refuse => {
+                route.max_body_bytes.min(w.max_body_bytes as u64)
+            }
+            _ => route.max_body_bytes,
+        };
         replay::before_reading(session);
         let expects_continue = session
             .req_header()
@@ -246,7 +256,6 @@ impl Gateway {
                     Refusal::bad_request("body_unreadable", "the request body could not be read")
                 })?;
         }
-        let limit = route.max_body_bytes;
         let timeout = self.config.limits.body_read_timeout;
         let mut buffer = BytesMut::new();
         loop {
@@ -267,7 +276,10 @@ impl Gateway {
                 Ok(Ok(Some(chunk))) => chunk,
             };
             if (buffer.len() + chunk.len()) as u64 > limit {
-                return Err(limits::body_too_large(limit));
+                return Err(match &route.waf {
+                    Some(w) if limit < route.max_body_bytes => waf::body_over_limit(w),
+                    _ => limits::body_too_large(route.max_body_bytes),
+                });
             }
             buffer.extend_from_slice(&chunk);
         }
@@ -276,20 +288,76 @@ impl Gateway {
                 413,
                 "body_too_large",
                 format!(
-                    "over HTTP/2, validated bodies are limited to {} bytes",
+                    "over HTTP/2, bodies that are validated or inspected are limited to {} bytes",
                     replay::H2_REPLAY_LIMIT
                 ),
             ));
         }
-        let json = if body::is_json(&media) {
-            Some(body::check_json(rules, &buffer)?)
-        } else {
-            None
+        let json = match (&route.body, media) {
+            (Some(rules), Some(media)) if body::is_json(&media) => {
+                Some(body::check_json(rules, &buffer)?)
+            }
+            _ => None,
         };
         Ok(Some(ValidatedBody {
             bytes: buffer.freeze(),
             json,
         }))
+    }
+
+    /// Step 10 with `[waf]`: the route's rules on the whole request. `block` refuses what
+    /// the rules refuse; `detect` logs it and forwards.
+    fn check_waf(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        policy: &WafPolicy,
+        route: &Route,
+        body: &[u8],
+    ) -> std::result::Result<(), Refusal> {
+        let client_ip = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
+        let findings = waf::inspect(
+            policy,
+            &waf::Inputs {
+                head: session.req_header(),
+                body,
+                client_ip: &client_ip,
+                request_id: &ctx.request_id,
+            },
+        );
+        if !findings.noteworthy() {
+            return Ok(());
+        }
+        let block = route.threat_protection == ThreatMode::Block;
+        let action = if block { "block" } else { "detect" };
+        if findings.refused {
+            for family in &findings.families {
+                self.metrics
+                    .threats_total
+                    .with_label_values(&[route.name.as_str(), family, action])
+                    .inc();
+            }
+            // The matched values are never logged: they are attacker-controlled and may hold
+            // secrets. The rule ids and the score are in the access log.
+            log::warn!(
+                "request {} on route {}: {} (anomaly score {}) {}",
+                ctx.request_id,
+                route.name,
+                findings.main_family(),
+                findings.anomaly_score,
+                if block {
+                    "blocked"
+                } else {
+                    "detected, forwarded"
+                }
+            );
+        }
+        let refusal = (findings.refused && block).then(|| findings.refusal());
+        if findings.refused && !block {
+            ctx.decision = findings.detected_decision();
+        }
+        ctx.waf = Some(findings);
+        refusal.map_or(Ok(()), Err)
     }
 
     /// Step 10, threat protection over the path, the query, selected headers and the strings
@@ -298,7 +366,7 @@ impl Gateway {
         &self,
         session: &Session,
         ctx: &mut RequestCtx,
-        json: Option<&serde_json::Value>,
+        body: Option<&ValidatedBody>,
     ) -> std::result::Result<(), Refusal> {
         let Some(route) = ctx.route.map(|i| self.config.routes.get(i)) else {
             return Ok(());
@@ -306,6 +374,10 @@ impl Gateway {
         if route.threat_protection == ThreatMode::Off {
             return Ok(());
         }
+        if let Some(policy) = &route.waf {
+            return self.check_waf(session, ctx, policy, route, body.map_or(&[], |b| &b.bytes));
+        }
+        let json = body.and_then(|b| b.json.as_ref());
         let req = session.req_header();
         let found = threat::scan_path(&ctx.normalised_path)
             .or_else(|| req.uri.query().and_then(threat::scan_query))
@@ -466,7 +538,7 @@ impl ProxyHttp for Gateway {
         let verdict = async {
             self.run_checks(session, ctx).await?;
             let body = self.check_body(session, ctx).await?;
-            self.check_threats(session, ctx, body.as_ref().and_then(|b| b.json.as_ref()))?;
+            self.check_threats(session, ctx, body.as_ref())?;
             if let Some(body) = body {
                 replay::replay(session, body.bytes).await.map_err(|e| {
                     log::error!("cannot hand the validated body back for forwarding: {e}");
@@ -716,6 +788,12 @@ impl ProxyHttp for Gateway {
                 .headers
                 .get("user-agent")
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+            waf_rules: ctx.waf.as_ref().map(|w| w.rules.as_slice()),
+            anomaly_score: ctx.waf.as_ref().map(|w| w.anomaly_score),
+            waf_body: ctx
+                .waf
+                .as_ref()
+                .and_then(|w| w.body_prefix.then_some("prefix")),
         });
         ctx.inflight = None;
     }
@@ -779,6 +857,9 @@ impl EarlyRefusals for EarlyAnswers {
             bytes_sent: out.len(),
             duration_ms: 0.0,
             user_agent: None,
+            waf_rules: None,
+            anomaly_score: None,
+            waf_body: None,
         });
         out.freeze()
     }

@@ -13,6 +13,7 @@ pub mod rate_limit;
 pub mod route;
 pub mod threat;
 pub mod throttle;
+pub mod waf;
 
 /// A request head for unit tests of the checks.
 #[cfg(test)]

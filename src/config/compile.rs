@@ -5,7 +5,7 @@
 use super::model::*;
 use super::raw::*;
 use super::units::{parse_duration, parse_size};
-use super::{identities, ConfigError, Warning};
+use super::{identities, waf, ConfigError, Warning};
 use crate::checks::body::{self, BodyRules};
 use crate::checks::ip::CidrSet;
 use crate::checks::path::normalise;
@@ -30,6 +30,10 @@ impl Errors<'_> {
             key: key.into(),
             message: message.into(),
         });
+    }
+
+    pub(super) fn push(&mut self, error: ConfigError) {
+        self.list.push(error);
     }
 
     pub(super) fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
@@ -258,13 +262,17 @@ pub fn compile(raw: RawConfig, file: &Path) -> Result<(Config, Vec<Warning>), Ve
 
     let limits = compile_limits(e, &raw.limits);
     let upstreams = compile_upstreams(e, &raw.upstreams, file);
+    let waf = waf::compile(e, raw.waf.as_ref(), file);
     let routes = compile_routes(
         e,
         &raw.routes,
         &upstreams,
-        &limits,
-        &identities,
-        mtls_listener,
+        &RouteDefaults {
+            limits: &limits,
+            ids: &identities,
+            mtls_listener,
+            waf: waf.as_ref(),
+        },
         file,
     );
 
@@ -284,6 +292,7 @@ pub fn compile(raw: RawConfig, file: &Path) -> Result<(Config, Vec<Warning>), Ve
                 auth_failure_limit,
                 demo_echo,
                 rate_limit_store,
+                waf,
             },
             warnings,
         ))
@@ -842,15 +851,27 @@ fn compile_host(e: &mut Errors, key: &str, host: &str) -> String {
     lower
 }
 
+/// What the sections before `[[routes]]` give every route.
+struct RouteDefaults<'a> {
+    limits: &'a Limits,
+    ids: &'a Identities,
+    mtls_listener: bool,
+    waf: Option<&'a waf::WafDefaults>,
+}
+
 fn compile_routes(
     e: &mut Errors,
     raw: &[RawRoute],
     upstreams: &[Upstream],
-    limits: &Limits,
-    ids: &Identities,
-    mtls_listener: bool,
+    defaults: &RouteDefaults,
     file: &Path,
 ) -> Vec<Route> {
+    let RouteDefaults {
+        limits,
+        ids,
+        mtls_listener,
+        waf,
+    } = *defaults;
     let upstream_index: HashMap<&str, usize> = upstreams
         .iter()
         .enumerate()
@@ -956,6 +977,13 @@ fn compile_routes(
                 ThreatMode::Block
             }
         };
+        let waf = waf::route_policy(
+            e,
+            &key,
+            waf,
+            r.waf.as_ref(),
+            threat_protection != ThreatMode::Off,
+        );
         let route_limit = r.limits.as_ref().and_then(|l| l.max_body_bytes.as_ref());
         let validate_limit = r.validate.as_ref().and_then(|v| v.max_body_bytes.as_ref());
         if route_limit.is_some() && validate_limit.is_some() {
@@ -1004,6 +1032,7 @@ fn compile_routes(
             max_body_bytes,
             body,
             threat_protection,
+            waf,
             rate_limits: std::sync::Arc::new(RateLimits::new(rate_limits)),
             max_inflight,
         };

@@ -9,6 +9,7 @@ pub mod model;
 pub mod raw;
 pub mod secret;
 pub mod units;
+pub mod waf;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -33,6 +33,8 @@ pub struct Config {
     pub demo_echo: Option<String>,
     /// `[rate_limit_store]`: limits shared by every instance through Redis.
     pub rate_limit_store: Option<StoreSettings>,
+    /// `[waf]`: the rule set threat protection runs (`None`: the built-in detector).
+    pub waf: Option<super::waf::WafDefaults>,
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -268,6 +270,9 @@ pub struct Route {
     pub ip_deny: CidrSet,
     pub max_body_bytes: u64,
     pub threat_protection: ThreatMode,
+    /// The rules of `[waf]` as this route runs them; `None` without `[waf]` or when
+    /// `threat_protection = "off"`.
+    pub waf: Option<Arc<crate::checks::waf::WafPolicy>>,
     /// `rate_limit` policies; all must allow a request.
     pub rate_limits: Arc<RateLimits>,
     /// `max_inflight`: concurrent requests on this route.
@@ -295,6 +300,7 @@ impl Route {
             max_body_bytes: Limits::default().max_body_bytes,
             body: None,
             threat_protection: ThreatMode::Block,
+            waf: None,
             rate_limits: Arc::new(RateLimits::default()),
             max_inflight: None,
         }

@@ -28,6 +28,53 @@ pub struct RawConfig {
     #[serde(default)]
     pub routes: Vec<RawRoute>,
     pub demo_echo: Option<RawDemoEcho>,
+    pub waf: Option<RawWaf>,
+}
+
+/// `[waf]`: the SecLang rules (the OWASP Core Rule Set) that threat protection runs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWaf {
+    /// Files or globs, in load order (`crs-setup.conf` first, then `rules/*.conf`).
+    #[serde(default)]
+    pub rules: Vec<String>,
+    pub paranoia_level: Option<i64>,
+    pub anomaly_threshold: Option<i64>,
+    pub max_body_bytes: Option<RawSize>,
+    /// `refuse` (413) or `scan_prefix`.
+    pub body_over_limit: Option<String>,
+    #[serde(default)]
+    pub exclude_rules: Vec<RawRuleIds>,
+    #[serde(default)]
+    pub exclude_targets: Vec<RawTargetExclusion>,
+}
+
+/// A route's own `waf = { … }`: overrides and extra exclusions.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteWaf {
+    pub paranoia_level: Option<i64>,
+    pub anomaly_threshold: Option<i64>,
+    #[serde(default)]
+    pub exclude_rules: Vec<RawRuleIds>,
+    #[serde(default)]
+    pub exclude_targets: Vec<RawTargetExclusion>,
+}
+
+/// `942100` or `"942100-942999"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawRuleIds {
+    One(i64),
+    Range(String),
+}
+
+/// `{ rule = 942100, target = "ARGS:password" }`: the rule(s) no longer look at that input.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTargetExclusion {
+    pub rule: RawRuleIds,
+    pub target: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -252,6 +299,7 @@ pub struct RawRoute {
     pub max_inflight: Option<i64>,
     pub validate: Option<RawValidate>,
     pub threat_protection: Option<String>,
+    pub waf: Option<RawRouteWaf>,
     pub limits: Option<RawRouteLimits>,
 }
 

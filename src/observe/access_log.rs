@@ -81,6 +81,14 @@ pub struct AccessRecord<'a> {
     pub bytes_sent: usize,
     pub duration_ms: f64,
     pub user_agent: Option<String>,
+    /// The `[waf]` rules that fired (ids only, never what they matched).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waf_rules: Option<&'a [u64]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anomaly_score: Option<i64>,
+    /// `"prefix"` when only the first `waf.max_body_bytes` of the body were inspected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waf_body: Option<&'static str>,
 }
 
 pub struct AccessLog {

@@ -48,6 +48,7 @@ struct Hit {
 /// One transaction's collections and state.
 struct Transaction<'r> {
     rules: &'r RuleSet,
+    pinned: &'r [(String, Vec<u8>)],
     collections: HashMap<Collection, Values>,
     tx: HashMap<String, Vec<u8>>,
     matched_var: (String, Vec<u8>),
@@ -87,17 +88,45 @@ impl Macros for Transaction<'_> {
     }
 }
 
+/// What the gateway's configuration sets for one route before the rules run.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// TX variables set before phase 1 that no rule may change (`paranoia_level`,
+    /// `anomaly_threshold`: the gateway's config wins over `crs-setup.conf`). Names in
+    /// lower case.
+    pub pinned: Vec<(String, Vec<u8>)>,
+    /// TX variables set before phase 1 that the rules may change (defaults of the gateway's
+    /// own, such as reading untyped bodies as forms).
+    pub initial: Vec<(String, Vec<u8>)>,
+    /// Rules removed, as by `ctl:ruleRemoveById` before the first rule.
+    pub removed_ids: Vec<(u64, u64)>,
+    /// Targets removed from rules, as by `ctl:ruleRemoveTargetById` (`args:password`, lower
+    /// case).
+    pub removed_targets: Vec<((u64, u64), String)>,
+}
+
 /// Evaluate the rule set on a request.
 pub fn evaluate(rules: &RuleSet, request: &Request) -> Verdict {
+    evaluate_with(rules, request, &Settings::default())
+}
+
+/// Evaluate the rule set on a request with a route's settings.
+pub fn evaluate_with(rules: &RuleSet, request: &Request, settings: &Settings) -> Verdict {
     let mut t = Transaction {
         rules,
+        pinned: &settings.pinned,
         collections: HashMap::new(),
-        tx: HashMap::new(),
+        tx: settings
+            .initial
+            .iter()
+            .chain(&settings.pinned)
+            .cloned()
+            .collect(),
         matched_var: (String::new(), Vec::new()),
         matched_vars: Vec::new(),
-        removed_ids: Vec::new(),
+        removed_ids: settings.removed_ids.clone(),
         removed_tags: Vec::new(),
-        removed_targets_by_id: Vec::new(),
+        removed_targets_by_id: settings.removed_targets.clone(),
         removed_targets_by_tag: Vec::new(),
         engine: EngineMode::On,
         body_processor: None,
@@ -114,8 +143,10 @@ pub fn evaluate(rules: &RuleSet, request: &Request) -> Verdict {
             break;
         }
     }
+    // CRS v4's score, or CRS v3's.
     verdict.anomaly_score =
         t.tx.get("blocking_inbound_anomaly_score")
+            .or_else(|| t.tx.get("anomaly_score"))
             .map_or(0, |v| super::operator::stoi(v));
     verdict
 }
@@ -750,6 +781,9 @@ impl Transaction<'_> {
             // Persistent collections are not kept.
             return;
         };
+        if self.pinned.iter().any(|(k, _)| k.eq_ignore_ascii_case(key)) {
+            return;
+        }
         let key = key.to_string();
         let number = |t: &Self, a: &Argument| super::operator::stoi(&a.expand(t));
         let value = match &s.op {
