@@ -7,10 +7,12 @@
 
 use super::operator::{Argument, Macros};
 use super::ruleset::{
-    Collection, Ctl, Disruptive, EngineMode, Rule, RuleSet, SetOp, Target, TargetSelector,
+    Chain, Collection, Ctl, Disruptive, EngineMode, Rule, RuleSet, SetOp, Target, TargetSelector,
 };
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 
 /// What the rules see of a request.
 #[derive(Debug, Clone, Default)]
@@ -38,6 +40,58 @@ pub struct Verdict {
 
 type Values = Vec<(String, Vec<u8>)>;
 
+/// Called with each member of a target: its cache key (if any), name and value.
+type MemberVisitor<'f> = dyn FnMut(Option<u64>, &str, &[u8]) + 'f;
+
+/// The cache key of a request value: its collection and index.
+fn member_key(c: Collection, index: usize) -> u64 {
+    ((c as u64) << 56) | ((index as u64 & 0xff_ffff) << 32)
+}
+
+/// Collections whose values stay the same while rules run (those cached per request).
+fn is_request_collection(c: Collection) -> bool {
+    !matches!(
+        c,
+        Collection::Tx
+            | Collection::MatchedVar
+            | Collection::MatchedVarName
+            | Collection::MatchedVars
+            | Collection::MatchedVarsNames
+    )
+}
+
+/// Cache keys: collection in bits 56-63, member index 32-55, chain 8-31, step 0-7; the chain
+/// field all ones for a value as it is.
+const ORIGINAL: u64 = 0xff_ffff << 8;
+
+/// The cache's keys are already well mixed: (collection, index, chain) packed into a u64,
+/// multiplied once.
+#[derive(Default, Clone, Copy)]
+struct KeyHasher;
+
+impl std::hash::BuildHasher for KeyHasher {
+    type Hasher = KeyHash;
+    fn build_hasher(&self) -> KeyHash {
+        KeyHash(0)
+    }
+}
+
+struct KeyHash(u64);
+
+impl std::hash::Hasher for KeyHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 /// One value a rule matched: its name (`ARGS:q`), the value the operator saw, regex groups.
 struct Hit {
     name: String,
@@ -45,9 +99,27 @@ struct Hit {
     captures: Vec<Vec<u8>>,
 }
 
+/// A value after a transformation chain: the value the operator sees (or, with
+/// `multiMatch`, the original and every changed step; `None` is the original).
+struct Transformed {
+    steps: Vec<Option<Vec<u8>>>,
+}
+
 /// One transaction's collections and state.
 struct Transaction<'r> {
     rules: &'r RuleSet,
+    /// Transformed request values by (collection, index, chain); emptied whenever a
+    /// collection is replaced.
+    cache: RefCell<HashMap<u64, Rc<Transformed>, KeyHasher>>,
+    /// The screen's answers, by the same keys (and `ORIGINAL` for an unchanged value).
+    screens: RefCell<HashMap<u64, bool, KeyHasher>>,
+    /// Chains' `RegexSet` matches, by the same keys.
+    set_hits: RefCell<HashMap<u64, regex::bytes::SetMatches, KeyHasher>>,
+    /// Byte classes of request values, by value key.
+    classes: RefCell<HashMap<u64, u32, KeyHasher>>,
+    /// Whether any member of a collection passes the screen after a chain: by chain and
+    /// collection, 0 not yet known, 1 no, 2 yes.
+    any_screened: RefCell<Vec<u8>>,
     pinned: &'r [(String, Vec<u8>)],
     collections: HashMap<Collection, Values>,
     tx: HashMap<String, Vec<u8>>,
@@ -67,6 +139,10 @@ struct Transaction<'r> {
 impl Macros for Transaction<'_> {
     fn value(&self, collection: &str, key: &str) -> Option<Cow<'_, [u8]>> {
         match collection {
+            "TX" if key.bytes().any(|b| b.is_ascii_uppercase()) => self
+                .tx
+                .get(&key.to_ascii_lowercase())
+                .map(|v| Cow::Borrowed(v.as_slice())),
             "TX" => self.tx.get(key).map(|v| Cow::Borrowed(v.as_slice())),
             "MATCHED_VAR" => Some(Cow::Borrowed(&self.matched_var.1)),
             "MATCHED_VAR_NAME" => Some(Cow::Borrowed(self.matched_var.0.as_bytes())),
@@ -115,6 +191,11 @@ pub fn evaluate_with(rules: &RuleSet, request: &Request, settings: &Settings) ->
     let mut t = Transaction {
         rules,
         pinned: &settings.pinned,
+        cache: RefCell::default(),
+        screens: RefCell::default(),
+        set_hits: RefCell::default(),
+        classes: RefCell::default(),
+        any_screened: RefCell::default(),
         collections: HashMap::new(),
         tx: settings
             .initial
@@ -370,12 +451,18 @@ fn flatten_json(value: &serde_json::Value, path: &str, out: &mut Values) {
 
 impl Transaction<'_> {
     fn set(&mut self, c: Collection, values: Values) {
+        // Only this collection's entries go stale.
+        let fresh = |k: &u64| k >> 56 != c as u64;
+        self.cache.get_mut().retain(|k, _| fresh(k));
+        self.screens.get_mut().retain(|k, _| fresh(k));
+        self.set_hits.get_mut().retain(|k, _| fresh(k));
+        self.classes.get_mut().retain(|k, _| fresh(k));
+        self.forget_screening(c);
         self.collections.insert(c, values);
     }
 
     fn one(&mut self, c: Collection, name: &str, value: impl Into<Vec<u8>>) {
-        self.collections
-            .insert(c, vec![(name.to_string(), value.into())]);
+        self.set(c, vec![(name.to_string(), value.into())]);
     }
 
     fn read_head(&mut self, r: &Request) {
@@ -527,8 +614,10 @@ impl Transaction<'_> {
         }
         self.set(ArgsPostNames, names(&post));
         if let Some(args) = self.collections.get_mut(&Args) {
+            // Members keep their indices (and cached values); the collection has more.
             args.extend(post.iter().cloned());
         }
+        self.forget_screening(Args);
         self.set(ArgsPost, post);
         self.refresh_sizes();
     }
@@ -653,125 +742,286 @@ impl Transaction<'_> {
         }
     }
 
+    /// A value after a chain's transformations, computed once per request: request
+    /// collections are keyed by (collection, index, chain); TX and MATCHED_* values change as
+    /// rules run and are transformed afresh.
+    fn transformed(&self, key: Option<u64>, value: &[u8], chain: &Chain) -> Rc<Transformed> {
+        if let Some(key) = key {
+            debug_assert!(key & 0xff == 0);
+            if let Some(found) = self.cache.borrow().get(&key) {
+                return found.clone();
+            }
+        }
+        // A transformation that changes nothing adds no step and allocates nothing.
+        let mut steps: Vec<Option<Vec<u8>>> = vec![None];
+        let transformations = if chain.leaves(self.byte_classes(key, value)) {
+            &[][..]
+        } else {
+            &chain.transformations[..]
+        };
+        for tr in transformations {
+            let last = steps.last().and_then(|s| s.as_deref()).unwrap_or(value);
+            let Cow::Owned(next) = tr.apply(last) else {
+                continue;
+            };
+            if chain.multi_match {
+                steps.push(Some(next));
+            } else {
+                steps[0] = Some(next);
+            }
+        }
+        let entry = Rc::new(Transformed { steps });
+        if let Some(key) = key {
+            self.cache.borrow_mut().insert(key, entry.clone());
+        }
+        entry
+    }
+
     /// Every match of a rule over its targets, read without copying the request: values are
     /// borrowed, and a name is formatted only for a value that matched. (The effects of a
     /// match are applied after all of the rule's values are tested, so a rule's own `setvar`
     /// is not seen by its later values; CRS rules never rely on that.)
     fn find_hits(&self, rule: &Rule) -> Vec<Hit> {
         let mut hits = Vec::new();
-        let mut test = |collection: &str, member: &str, value: &[u8]| {
-            // A transformation that changes nothing adds no step and allocates nothing.
-            let mut steps: Vec<Cow<[u8]>> = vec![Cow::Borrowed(value)];
-            for tr in &rule.transformations {
-                let Some(last) = steps.last() else { break };
-                let next = match tr.apply(last) {
-                    Cow::Borrowed(_) => continue,
-                    Cow::Owned(changed) => changed,
+        let Some(chain) = self.rules.chains.get(rule.chain_id as usize) else {
+            return hits;
+        };
+        // Most rules look for attacks that an ordinary request does not hold: when no value of
+        // any of the rule's targets passes the screen, the rule matches nothing.
+        if rule.screened
+            && !rule.negated
+            && !rule.targets.iter().any(|t| {
+                t.count
+                    || !is_request_collection(t.collection)
+                    || self.collection_screened(rule.chain_id, chain, t.collection)
+            })
+        {
+            return hits;
+        }
+        let set = chain.set.as_ref().zip(rule.set_slot);
+        let mut test = |value_key: Option<u64>, collection: &str, member: &str, value: &[u8]| {
+            let key = value_key.map(|k| k | (u64::from(rule.chain_id) << 8));
+            let entry = self.transformed(key, value, chain);
+            for (i, step) in entry.steps.iter().enumerate() {
+                let candidate = step.as_deref().unwrap_or(value);
+                let step_key = match step {
+                    None => value_key.map(|k| k | ORIGINAL),
+                    Some(_) => key.map(|k| k | (i as u64 & 0xff)),
                 };
-                if rule.multi_match {
-                    steps.push(Cow::Owned(next));
-                } else {
-                    steps = vec![Cow::Owned(next)];
+                if rule.screened && !self.screened(step_key, candidate) {
+                    if rule.negated {
+                        hits.push(self.hit(collection, member, candidate, Vec::new()));
+                    }
+                    continue;
                 }
-            }
-            for candidate in &steps {
-                let hit = rule.operator.test(candidate, self, rule.capture);
+                let hit = match set {
+                    // The chain's set says whether this rule's regex matches; the regex itself
+                    // runs only for a match whose groups are captured.
+                    Some((set, slot)) => {
+                        let set_key = key.map(|k| k | (i as u64 & 0xff));
+                        match self.set_matches(set_key, set, candidate, slot as usize) {
+                            false => None,
+                            true if rule.capture => rule.operator.test(candidate, self, true),
+                            true => Some(Default::default()),
+                        }
+                    }
+                    None => rule.operator.test(candidate, self, rule.capture),
+                };
                 let captures = match (hit, rule.negated) {
                     (Some(m), false) => m.captures,
                     (None, true) => Vec::new(),
                     _ => continue,
                 };
-                hits.push(Hit {
-                    name: if member.is_empty() {
-                        collection.to_string()
-                    } else {
-                        format!("{collection}:{member}")
-                    },
-                    value: candidate.to_vec(),
-                    captures,
-                });
+                hits.push(self.hit(collection, member, candidate, captures));
             }
         };
         if rule.targets.is_empty() {
             // SecAction: one empty value, so that its unconditional match runs once.
-            test("", "", b"");
+            test(None, "", "", b"");
             return hits;
         }
-        let removals =
-            !self.removed_targets_by_id.is_empty() || !self.removed_targets_by_tag.is_empty();
+        // Targets removed from this rule by a ctl or the route's exclusions.
+        let removed: Vec<&str> = self
+            .removed_targets_by_id
+            .iter()
+            .filter(|((a, b), _)| (*a..=*b).contains(&rule.id))
+            .map(|(_, t)| t.as_str())
+            .chain(
+                self.removed_targets_by_tag
+                    .iter()
+                    .filter(|(tag, _)| rule.tags.contains(tag))
+                    .map(|(_, t)| t.as_str()),
+            )
+            .collect();
         for target in &rule.targets {
             let collection = collection_name(target);
-            let members = self.members(target);
             if target.count {
+                let mut n = 0usize;
+                self.for_each_member(target, &mut |_, _, _| n += 1);
                 test(
+                    None,
                     &format!("&{collection}"),
                     "",
-                    members.len().to_string().as_bytes(),
+                    n.to_string().as_bytes(),
                 );
                 continue;
             }
-            for (member, value) in members {
+            self.for_each_member(target, &mut |key, member, value| {
                 let excluded = rule.exclusions.iter().any(|e| {
                     e.collection == target.collection
                         && e.selector.as_ref().is_none_or(|s| selects(s, member))
-                }) || (removals && {
-                    let full = format!("{collection}:{member}").to_ascii_lowercase();
-                    self.removed_targets_by_id
-                        .iter()
-                        .any(|((a, b), t)| (*a..=*b).contains(&rule.id) && removes(t, &full))
-                        || self
-                            .removed_targets_by_tag
-                            .iter()
-                            .any(|(tag, t)| rule.tags.contains(tag) && removes(t, &full))
-                });
+                }) || removed.iter().any(|t| removes(t, collection, member));
                 if !excluded {
-                    test(collection, member, value);
+                    test(key, collection, member, value);
                 }
-            }
+            });
         }
         hits
     }
 
-    /// The selected members of a target's collection, borrowed.
-    fn members<'s>(&'s self, target: &Target) -> Vec<(&'s str, &'s [u8])> {
+    fn hit(&self, collection: &str, member: &str, value: &[u8], captures: Vec<Vec<u8>>) -> Hit {
+        Hit {
+            name: if member.is_empty() {
+                collection.to_string()
+            } else {
+                format!("{collection}:{member}")
+            },
+            value: value.to_vec(),
+            captures,
+        }
+    }
+
+    /// Whether the chain's `RegexSet` matches `value` with pattern `slot` (scanned once per
+    /// request and key).
+    fn set_matches(
+        &self,
+        key: Option<u64>,
+        set: &regex::bytes::RegexSet,
+        value: &[u8],
+        slot: usize,
+    ) -> bool {
+        let Some(key) = key else {
+            return set.matches(value).matched(slot);
+        };
+        self.set_hits
+            .borrow_mut()
+            .entry(key)
+            .or_insert_with(|| set.matches(value))
+            .matched(slot)
+    }
+
+    /// The byte classes of a value (kept per request for request values).
+    fn byte_classes(&self, key: Option<u64>, value: &[u8]) -> u32 {
+        let Some(key) = key else {
+            return super::transform::byte_classes(value);
+        };
+        let value_key = key & !0xffff_ffff;
+        *self
+            .classes
+            .borrow_mut()
+            .entry(value_key)
+            .or_insert_with(|| super::transform::byte_classes(value))
+    }
+
+    /// Whether any member of collection `c`, after `chain`, passes the screen.
+    fn collection_screened(&self, chain_id: u32, chain: &Chain, c: Collection) -> bool {
+        let slot = chain_id as usize * Collection::COUNT + c as usize;
+        if let Some(known) = self.any_screened.borrow().get(slot).filter(|k| **k != 0) {
+            return *known == 2;
+        }
+        let found = self.collections.get(&c).is_some_and(|values| {
+            values.iter().enumerate().any(|(i, (_, value))| {
+                let value_key = member_key(c, i);
+                let key = value_key | (u64::from(chain_id) << 8);
+                let entry = self.transformed(Some(key), value, chain);
+                entry.steps.iter().enumerate().any(|(n, step)| match step {
+                    None => self.screened(Some(value_key | ORIGINAL), value),
+                    Some(changed) => self.screened(Some(key | (n as u64 & 0xff)), changed),
+                })
+            })
+        });
+        let mut known = self.any_screened.borrow_mut();
+        if known.len() <= slot {
+            known.resize(self.rules.chains.len() * Collection::COUNT, 0);
+        }
+        if let Some(k) = known.get_mut(slot) {
+            *k = if found { 2 } else { 1 };
+        }
+        found
+    }
+
+    /// A collection changed: what was known of its members passing the screen is not.
+    fn forget_screening(&mut self, c: Collection) {
+        let known = self.any_screened.get_mut();
+        for chain in 0..self.rules.chains.len() {
+            if let Some(k) = known.get_mut(chain * Collection::COUNT + c as usize) {
+                *k = 0;
+            }
+        }
+    }
+
+    /// Whether the rule set's screen matches a value (cached per request by `key`).
+    fn screened(&self, key: Option<u64>, value: &[u8]) -> bool {
+        let Some(screen) = &self.rules.screen else {
+            return true;
+        };
+        let Some(key) = key else {
+            return screen.is_match(value);
+        };
+        if let Some(found) = self.screens.borrow().get(&key) {
+            return *found;
+        }
+        let found = screen.is_match(value);
+        self.screens.borrow_mut().insert(key, found);
+        found
+    }
+
+    /// Each selected member of a target's collection, borrowed, with its cache key (the
+    /// collection and the member's index; the chain id is added by the caller) when its
+    /// value stays the same for the whole request.
+    fn for_each_member(&self, target: &Target, f: &mut MemberVisitor) {
         let selected = |name: &str| target.selector.as_ref().is_none_or(|s| selects(s, name));
         match target.collection {
-            Collection::Tx => self
-                .tx
-                .iter()
-                .filter(|(k, _)| selected(k))
-                .map(|(k, v)| (k.as_str(), v.as_slice()))
-                .collect(),
+            Collection::Tx => match &target.selector {
+                // TX names are kept in lower case, as selectors are compiled.
+                Some(TargetSelector::Key(k)) => {
+                    if let Some((name, v)) = self.tx.get_key_value(k.as_str()) {
+                        f(None, name, v);
+                    }
+                }
+                _ => {
+                    for (k, v) in self.tx.iter().filter(|(k, _)| selected(k)) {
+                        f(None, k, v);
+                    }
+                }
+            },
             Collection::MatchedVar if !self.matched_var.0.is_empty() => {
-                vec![(self.matched_var.0.as_str(), self.matched_var.1.as_slice())]
+                f(None, &self.matched_var.0, &self.matched_var.1)
             }
             Collection::MatchedVarName if !self.matched_var.0.is_empty() => {
-                vec![("", self.matched_var.0.as_bytes())]
+                f(None, "", self.matched_var.0.as_bytes())
             }
-            Collection::MatchedVar | Collection::MatchedVarName => Vec::new(),
-            Collection::MatchedVars => self
-                .matched_vars
-                .iter()
-                .filter(|(n, _)| selected(n))
-                .map(|(n, v)| (n.as_str(), v.as_slice()))
-                .collect(),
-            Collection::MatchedVarsNames => self
-                .matched_vars
-                .iter()
-                .filter(|(n, _)| selected(n))
-                .map(|(n, _)| (n.as_str(), n.as_bytes()))
-                .collect(),
-            c => self
-                .collections
-                .get(&c)
-                .map(|values| {
-                    values
-                        .iter()
-                        .filter(|(name, _)| selected(name))
-                        .map(|(n, v)| (n.as_str(), v.as_slice()))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            Collection::MatchedVar | Collection::MatchedVarName => {}
+            Collection::MatchedVars => {
+                for (n, v) in self.matched_vars.iter().filter(|(n, _)| selected(n)) {
+                    f(None, n, v);
+                }
+            }
+            Collection::MatchedVarsNames => {
+                for (n, _) in self.matched_vars.iter().filter(|(n, _)| selected(n)) {
+                    f(None, n, n.as_bytes());
+                }
+            }
+            c => {
+                let Some(values) = self.collections.get(&c) else {
+                    return;
+                };
+                for (i, (n, v)) in values.iter().enumerate() {
+                    if selected(n) {
+                        f(Some(member_key(c, i)), n, v);
+                    }
+                }
+            }
         }
     }
 
@@ -784,7 +1034,8 @@ impl Transaction<'_> {
         if self.pinned.iter().any(|(k, _)| k.eq_ignore_ascii_case(key)) {
             return;
         }
-        let key = key.to_string();
+        // TX names are case-insensitive: kept in lower case.
+        let key = key.to_ascii_lowercase();
         let number = |t: &Self, a: &Argument| super::operator::stoi(&a.expand(t));
         let value = match &s.op {
             SetOp::Delete => {
@@ -805,11 +1056,12 @@ impl Transaction<'_> {
     }
 }
 
-/// `ctl:ruleRemoveTarget…` removes `ARGS:password` (that member) or `ARGS` (all of it).
-fn removes(target: &str, full: &str) -> bool {
+/// `ctl:ruleRemoveTarget…` removes `args:password` (that member) or `args` (all of it); the
+/// target is in lower case.
+fn removes(target: &str, collection: &str, member: &str) -> bool {
     match target.split_once(':') {
-        Some(_) => target == full,
-        None => full.split(':').next() == Some(target),
+        Some((c, m)) => c.eq_ignore_ascii_case(collection) && m.eq_ignore_ascii_case(member),
+        None => target.eq_ignore_ascii_case(collection),
     }
 }
 

@@ -260,6 +260,15 @@ impl Operator {
     }
 
     /// Test one (transformed) value. `capture`: also return the regex groups.
+    /// The pattern of a plain `@rx` compiled by the `regex` crate (as rewritten): what a chain's
+    /// `RegexSet` can hold.
+    pub fn set_pattern(&self) -> Option<&str> {
+        match self {
+            Operator::Rx(Regex::Bytes(re)) => Some(re.as_str()),
+            _ => None,
+        }
+    }
+
     pub fn test(&self, value: &[u8], macros: &dyn Macros, capture: bool) -> Option<Matched> {
         let yes = |hit: bool| hit.then(Matched::default);
         match self {
@@ -357,6 +366,29 @@ impl Regex {
         };
         Some(groups)
     }
+}
+
+/// The plain `@rx` patterns of several rules as one set, compiled exactly as `compile_regex`
+/// compiles each (so a set's "matches" is each regex's `is_match`).
+pub fn regex_set(patterns: &[String]) -> Result<regex::bytes::RegexSet, regex::Error> {
+    regex::bytes::RegexSetBuilder::new(patterns)
+        .dot_matches_new_line(true)
+        .multi_line(true)
+        .unicode(false)
+        .size_limit(64 << 20)
+        .build()
+}
+
+/// The alternation of many plain `@rx` patterns, compiled with their flags, for a yes/no
+/// answer to "does any of them match".
+pub fn screen_regex(alternation: &str) -> Result<regex::bytes::Regex, regex::Error> {
+    regex::bytes::RegexBuilder::new(alternation)
+        .dot_matches_new_line(true)
+        .multi_line(true)
+        .unicode(false)
+        .size_limit(256 << 20)
+        .dfa_size_limit(16 << 20)
+        .build()
 }
 
 /// A CRS regex as ModSecurity compiles it: dot matches newline, `^`/`$` at line breaks, and

@@ -59,6 +59,9 @@ pub enum Collection {
 }
 
 impl Collection {
+    /// How many collections there are (`Unkept` is the last).
+    pub const COUNT: usize = Collection::Unkept as usize + 1;
+
     pub fn from_name(name: &str) -> Option<Self> {
         use Collection::*;
         Some(match name {
@@ -209,6 +212,27 @@ pub struct Rule {
     pub log: bool,
     pub msg: Option<Argument>,
     pub chain: Option<Box<Rule>>,
+    /// Index into `RuleSet::chains`: the transformation chain (and `multiMatch`) this rule
+    /// shares with others, computed once per value and request.
+    pub chain_id: u32,
+    /// For a plain `@rx`: its place in the chain's `RegexSet`.
+    pub set_slot: Option<u32>,
+    /// Its pattern is part of `RuleSet::screen`.
+    pub screened: bool,
+}
+
+/// A transformation chain shared by rules, and the plain `@rx` patterns of those rules as one
+/// `RegexSet`: a value is transformed once per chain and scanned once for all of them.
+#[derive(Debug)]
+pub struct Chain {
+    pub transformations: Vec<Transformation>,
+    pub multi_match: bool,
+    /// Every byte class one of the transformations may act on (`class::ANY` if one always
+    /// acts).
+    pub touches: u32,
+    /// `None` when no rule of the chain has a plain `@rx` (or the set could not be built:
+    /// then each rule runs its own regex, with the same result).
+    pub set: Option<regex::bytes::RegexSet>,
 }
 
 /// The request phases portcullis evaluates: 1 (headers) and 2 (body).
@@ -217,6 +241,11 @@ pub struct RuleSet {
     pub phase1: Vec<Rule>,
     pub phase2: Vec<Rule>,
     pub warnings: Vec<String>,
+    pub chains: Vec<Chain>,
+    /// One regex: the alternation of the plain `@rx` patterns of rules marked `screened`. A
+    /// value it does not match matches none of them, so one scan of an ordinary value
+    /// answers for most of the rule set.
+    pub screen: Option<regex::bytes::Regex>,
 }
 
 /// A compile error: where, and what is wrong.
@@ -474,10 +503,141 @@ pub fn compile(directives: &[Located]) -> Result<RuleSet, Vec<RuleError>> {
         }
     }
     set.warnings = warnings;
+    index_chains(&mut set);
     if errors.is_empty() {
         Ok(set)
     } else {
         Err(errors)
+    }
+}
+
+impl Chain {
+    /// Whether the chain certainly gives back a value with these byte classes as it is.
+    pub fn leaves(&self, classes: u32) -> bool {
+        self.touches != super::transform::class::ANY && self.touches & classes == 0
+    }
+}
+
+/// Give every rule (and chain link) its chain id and `RegexSet` slot, and build the sets.
+fn index_chains(set: &mut RuleSet) {
+    struct Index {
+        ids: HashMap<(Vec<Transformation>, bool), u32>,
+        chains: Vec<Chain>,
+        patterns: Vec<Vec<String>>,
+    }
+    fn visit(rule: &mut Rule, index: &mut Index) {
+        let key = (rule.transformations.clone(), rule.multi_match);
+        let id = match index.ids.get(&key) {
+            Some(id) => *id,
+            None => {
+                let id = index.chains.len() as u32;
+                let touches = rule.transformations.iter().fold(0u32, |acc, t| {
+                    let touches = t.touches();
+                    if touches == super::transform::class::ANY
+                        || acc == super::transform::class::ANY
+                    {
+                        super::transform::class::ANY
+                    } else {
+                        acc | touches
+                    }
+                });
+                index.chains.push(Chain {
+                    transformations: rule.transformations.clone(),
+                    multi_match: rule.multi_match,
+                    touches,
+                    set: None,
+                });
+                index.patterns.push(Vec::new());
+                index.ids.insert(key, id);
+                id
+            }
+        };
+        rule.chain_id = id;
+        if let Some(pattern) = rule.operator.set_pattern() {
+            let patterns = &mut index.patterns[id as usize];
+            rule.set_slot = Some(patterns.len() as u32);
+            patterns.push(pattern.to_string());
+        }
+        if let Some(next) = rule.chain.as_deref_mut() {
+            visit(next, index);
+        }
+    }
+    let mut index = Index {
+        ids: HashMap::new(),
+        chains: Vec::new(),
+        patterns: Vec::new(),
+    };
+    for rule in set.phase1.iter_mut().chain(set.phase2.iter_mut()) {
+        visit(rule, &mut index);
+    }
+    for (chain, patterns) in index.chains.iter_mut().zip(&index.patterns) {
+        if !patterns.is_empty() {
+            chain.set = super::operator::regex_set(patterns).ok();
+        }
+    }
+    set.chains = index.chains;
+    build_screen(set);
+}
+
+/// Ordinary values that calibrate the screen: a pattern that matches one of them (`^$`, `.`,
+/// `^\d+$`, a list of common words) would make the screen match every request, so its rule
+/// runs its own regex instead. Which patterns are screened changes the cost, never a result.
+const ORDINARY: &[&[u8]] = &[
+    b"",
+    b"2",
+    b"shipped",
+    b"en-gb",
+    b"en-GB,en;q=0.8",
+    b"session",
+    b"8b2f0c7e4a",
+    b"mozilla/5.0 (x11; linux x86_64; rv:128.0) gecko/20100101 firefox/128.0",
+    b"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+    b"application/json",
+    b"gzip, deflate, br",
+    b"api.example.com",
+    b"/v1/orders",
+    b"Bearer eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl",
+    b"6f1c1a52-7d4b-4e0a-9a7c-3c1e0b7f9d21",
+    b"hello world, this is a note",
+    b"Ana Lopez",
+    b"ana@example.com",
+];
+
+fn build_screen(set: &mut RuleSet) {
+    let mut patterns: Vec<String> = Vec::new();
+    let mut mark = |rule: &mut Rule| {
+        let Operator::Rx(super::operator::Regex::Bytes(re)) = &rule.operator else {
+            return;
+        };
+        if ORDINARY.iter().any(|v| re.is_match(v)) {
+            return;
+        }
+        rule.screened = true;
+        if !patterns.iter().any(|p| p == re.as_str()) {
+            patterns.push(re.as_str().to_string());
+        }
+    };
+    for rule in set.phase1.iter_mut().chain(set.phase2.iter_mut()) {
+        let mut link = Some(rule);
+        while let Some(r) = link {
+            mark(r);
+            link = r.chain.as_deref_mut();
+        }
+    }
+    let alternation = patterns
+        .iter()
+        .map(|p| format!("(?:{p})"))
+        .collect::<Vec<_>>()
+        .join("|");
+    set.screen = super::operator::screen_regex(&alternation).ok();
+    if set.screen.is_none() {
+        for rule in set.phase1.iter_mut().chain(set.phase2.iter_mut()) {
+            let mut link = Some(rule);
+            while let Some(r) = link {
+                r.screened = false;
+                link = r.chain.as_deref_mut();
+            }
+        }
     }
 }
 
@@ -671,6 +831,9 @@ fn compile_rule(
         log: true,
         msg: None,
         chain: None,
+        chain_id: 0,
+        set_slot: None,
+        screened: false,
     };
     let mut skip_after = None;
     // The default `block` is the phase's default disruptive action.

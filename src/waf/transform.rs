@@ -36,10 +36,110 @@ pub enum Transformation {
     Utf8ToUnicode,
 }
 
+/// Classes of bytes in a value, one bit each: a transformation can change a value only if it
+/// holds a byte of a class the transformation `touches`, so a chain none of whose
+/// transformations touches a value's classes leaves it as it is, without being run.
+pub mod class {
+    pub const UPPER: u32 = 1;
+    pub const LOWER: u32 = 1 << 1;
+    pub const PERCENT: u32 = 1 << 2;
+    pub const PLUS: u32 = 1 << 3;
+    pub const AMP: u32 = 1 << 4;
+    pub const BACKSLASH: u32 = 1 << 5;
+    pub const NUL: u32 = 1 << 6;
+    pub const SPACE: u32 = 1 << 7;
+    /// `\t \n \r \x0b \x0c`
+    pub const WS: u32 = 1 << 8;
+    pub const HIGH: u32 = 1 << 9;
+    pub const SLASH: u32 = 1 << 10;
+    pub const DOT: u32 = 1 << 11;
+    pub const STAR: u32 = 1 << 12;
+    pub const DASH: u32 = 1 << 13;
+    pub const HASH: u32 = 1 << 14;
+    /// `"` and `'`
+    pub const QUOTE: u32 = 1 << 15;
+    pub const CARET: u32 = 1 << 16;
+    pub const COMMA: u32 = 1 << 17;
+    pub const SEMI: u32 = 1 << 18;
+    /// Transformations that may change any value (decoders of whole values, digests).
+    pub const ANY: u32 = u32::MAX;
+}
+
+const fn class_of(b: u8) -> u32 {
+    use class::*;
+    match b {
+        b'A'..=b'Z' => UPPER,
+        b'a'..=b'z' => LOWER,
+        b'%' => PERCENT,
+        b'+' => PLUS,
+        b'&' => AMP,
+        b'\\' => BACKSLASH,
+        0 => NUL,
+        b' ' => SPACE,
+        b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => WS,
+        0x80..=0xff => HIGH,
+        b'/' => SLASH,
+        b'.' => DOT,
+        b'*' => STAR,
+        b'-' => DASH,
+        b'#' => HASH,
+        b'"' | b'\'' => QUOTE,
+        b'^' => CARET,
+        b',' => COMMA,
+        b';' => SEMI,
+        _ => 0,
+    }
+}
+
+static CLASSES: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = class_of(b as u8);
+        b += 1;
+    }
+    table
+};
+
+/// The classes of the bytes in `v`.
+pub fn byte_classes(v: &[u8]) -> u32 {
+    v.iter().fold(0, |acc, b| acc | CLASSES[*b as usize])
+}
+
 /// The no-break space byte that `htmlEntityDecode` makes of `&nbsp;` (ISO 8859-1).
 const NBSP: u8 = 0xa0;
 
 impl Transformation {
+    /// Whether this transformation certainly gives back a value with these byte classes as
+    /// it is (`ANY` ones always run: `length` of an empty value is `0`).
+    pub fn leaves(self, classes: u32) -> bool {
+        let touches = self.touches();
+        touches != class::ANY && touches & classes == 0
+    }
+
+    /// The byte classes this transformation may act on (see `class`).
+    pub fn touches(self) -> u32 {
+        use class::*;
+        use Transformation::*;
+        match self {
+            Base64Decode | HexEncode | Length | Sha1 => ANY,
+            CmdLine => UPPER | QUOTE | BACKSLASH | CARET | COMMA | SEMI | SPACE | WS,
+            CompressWhitespace | Trim | TrimLeft | TrimRight => SPACE | WS,
+            CssDecode | JsDecode | EscapeSeqDecode => BACKSLASH,
+            HtmlEntityDecode => AMP,
+            Lowercase => UPPER,
+            Uppercase => LOWER,
+            NormalizePath => SLASH | DOT,
+            NormalizePathWin => SLASH | DOT | BACKSLASH,
+            RemoveComments | RemoveCommentsChar => STAR | DASH | HASH,
+            ReplaceComments => STAR,
+            RemoveNulls | ReplaceNulls => NUL,
+            RemoveWhitespace => SPACE | WS | HIGH,
+            UrlDecode | UrlDecodeUni => PERCENT | PLUS,
+            Utf8ToUnicode => HIGH | NUL,
+        }
+    }
+
     /// The transformation named in `t:NAME` (names compared case-insensitively, as
     /// ModSecurity does: CRS writes `t:base64decode` once). `none` is not a transformation but
     /// the reset of a rule's list, handled by the compiler.
@@ -766,6 +866,63 @@ fn normalize_path(v: &[u8], win: bool) -> Vec<u8> {
         out.push(b'/');
     }
     out
+}
+
+#[cfg(test)]
+mod class_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const ALL: [Transformation; 26] = {
+        use Transformation::*;
+        [
+            Base64Decode,
+            CmdLine,
+            CompressWhitespace,
+            CssDecode,
+            EscapeSeqDecode,
+            HexEncode,
+            HtmlEntityDecode,
+            JsDecode,
+            Length,
+            Lowercase,
+            NormalizePath,
+            NormalizePathWin,
+            RemoveComments,
+            RemoveCommentsChar,
+            RemoveNulls,
+            RemoveWhitespace,
+            ReplaceComments,
+            ReplaceNulls,
+            Sha1,
+            Trim,
+            TrimLeft,
+            TrimRight,
+            Uppercase,
+            UrlDecode,
+            UrlDecodeUni,
+            Utf8ToUnicode,
+        ]
+    };
+
+    proptest! {
+        /// The shortcut is exact: a transformation that does not touch any class of a value
+        /// gives the value back unchanged.
+        #[test]
+        fn untouched_values_are_unchanged(
+            v in proptest::collection::vec(
+                prop::sample::select(b"aZ09%+&\\\0 \t\n\xa0\xc2/.*-#\"'^,;<>!=()x".to_vec()),
+                0..12,
+            )
+        ) {
+            let classes = byte_classes(&v);
+            for t in ALL {
+                if t.leaves(classes) {
+                    prop_assert_eq!(&t.apply(&v)[..], &v[..], "{:?}", t);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
