@@ -117,9 +117,11 @@ struct Transaction<'r> {
     set_hits: RefCell<HashMap<u64, regex::bytes::SetMatches, KeyHasher>>,
     /// Byte classes of request values, by value key.
     classes: RefCell<HashMap<u64, u32, KeyHasher>>,
-    /// Whether any member of a collection passes the screen after a chain: by chain and
-    /// collection, 0 not yet known, 1 no, 2 yes.
-    any_screened: RefCell<Vec<u8>>,
+    /// The members of a collection that pass the screen after a chain, by chain and
+    /// collection; `None` until asked.
+    passing: RefCell<Vec<Option<Rc<[u32]>>>>,
+    /// The empty list of members, shared.
+    no_members: Rc<[u32]>,
     pinned: &'r [(String, Vec<u8>)],
     collections: HashMap<Collection, Values>,
     tx: HashMap<String, Vec<u8>>,
@@ -195,7 +197,8 @@ pub fn evaluate_with(rules: &RuleSet, request: &Request, settings: &Settings) ->
         screens: RefCell::default(),
         set_hits: RefCell::default(),
         classes: RefCell::default(),
-        any_screened: RefCell::default(),
+        passing: RefCell::default(),
+        no_members: Rc::from(Vec::new()),
         collections: HashMap::new(),
         tx: settings
             .initial
@@ -744,22 +747,24 @@ impl Transaction<'_> {
 
     /// A value after a chain's transformations, computed once per request: request
     /// collections are keyed by (collection, index, chain); TX and MATCHED_* values change as
-    /// rules run and are transformed afresh.
-    fn transformed(&self, key: Option<u64>, value: &[u8], chain: &Chain) -> Rc<Transformed> {
+    /// rules run and are transformed afresh. `None`: the chain leaves the value as it is.
+    fn transformed(
+        &self,
+        key: Option<u64>,
+        value: &[u8],
+        chain: &Chain,
+    ) -> Option<Rc<Transformed>> {
+        if chain.leaves(self.byte_classes(key, value)) {
+            return None;
+        }
         if let Some(key) = key {
-            debug_assert!(key & 0xff == 0);
             if let Some(found) = self.cache.borrow().get(&key) {
-                return found.clone();
+                return Some(found.clone());
             }
         }
         // A transformation that changes nothing adds no step and allocates nothing.
         let mut steps: Vec<Option<Vec<u8>>> = vec![None];
-        let transformations = if chain.leaves(self.byte_classes(key, value)) {
-            &[][..]
-        } else {
-            &chain.transformations[..]
-        };
-        for tr in transformations {
+        for tr in &chain.transformations {
             let last = steps.last().and_then(|s| s.as_deref()).unwrap_or(value);
             let Cow::Owned(next) = tr.apply(last) else {
                 continue;
@@ -774,7 +779,19 @@ impl Transaction<'_> {
         if let Some(key) = key {
             self.cache.borrow_mut().insert(key, entry.clone());
         }
-        entry
+        Some(entry)
+    }
+
+    /// Whether a request value, after a chain, passes the screen (in any of its steps).
+    fn value_screened(&self, value_key: u64, value: &[u8], chain_id: u32, chain: &Chain) -> bool {
+        let key = value_key | (u64::from(chain_id) << 8);
+        match self.transformed(Some(key), value, chain) {
+            None => self.screened(Some(value_key | ORIGINAL), value),
+            Some(entry) => entry.steps.iter().enumerate().any(|(n, step)| match step {
+                None => self.screened(Some(value_key | ORIGINAL), value),
+                Some(changed) => self.screened(Some(key | (n as u64 & 0xff)), changed),
+            }),
+        }
     }
 
     /// Every match of a rule over its targets, read without copying the request: values are
@@ -786,23 +803,16 @@ impl Transaction<'_> {
         let Some(chain) = self.rules.chains.get(rule.chain_id as usize) else {
             return hits;
         };
-        // Most rules look for attacks that an ordinary request does not hold: when no value of
-        // any of the rule's targets passes the screen, the rule matches nothing.
-        if rule.screened
-            && !rule.negated
-            && !rule.targets.iter().any(|t| {
-                t.count
-                    || !is_request_collection(t.collection)
-                    || self.collection_screened(rule.chain_id, chain, t.collection)
-            })
-        {
-            return hits;
-        }
+        // Most rules look for attacks that an ordinary request does not hold: such a rule only
+        // visits the members of its collections that pass the screen (usually none).
+        let screened_only = rule.screened && !rule.negated;
         let set = chain.set.as_ref().zip(rule.set_slot);
         let mut test = |value_key: Option<u64>, collection: &str, member: &str, value: &[u8]| {
             let key = value_key.map(|k| k | (u64::from(rule.chain_id) << 8));
             let entry = self.transformed(key, value, chain);
-            for (i, step) in entry.steps.iter().enumerate() {
+            let original = [None];
+            let steps = entry.as_ref().map_or(&original[..], |e| &e.steps[..]);
+            for (i, step) in steps.iter().enumerate() {
                 let candidate = step.as_deref().unwrap_or(value);
                 let step_key = match step {
                     None => value_key.map(|k| k | ORIGINAL),
@@ -866,6 +876,31 @@ impl Transaction<'_> {
                 );
                 continue;
             }
+            if screened_only && is_request_collection(target.collection) {
+                let passing = self.passing_members(rule.chain_id, chain, target.collection);
+                let Some(values) = self.collections.get(&target.collection) else {
+                    continue;
+                };
+                for &i in passing.iter() {
+                    let Some((member, value)) = values.get(i as usize) else {
+                        continue;
+                    };
+                    let selected = target.selector.as_ref().is_none_or(|s| selects(s, member));
+                    let excluded = rule.exclusions.iter().any(|e| {
+                        e.collection == target.collection
+                            && e.selector.as_ref().is_none_or(|s| selects(s, member))
+                    }) || removed.iter().any(|t| removes(t, collection, member));
+                    if selected && !excluded {
+                        test(
+                            Some(member_key(target.collection, i as usize)),
+                            collection,
+                            member,
+                            value,
+                        );
+                    }
+                }
+                continue;
+            }
             self.for_each_member(target, &mut |key, member, value| {
                 let excluded = rule.exclusions.iter().any(|e| {
                     e.collection == target.collection
@@ -923,39 +958,44 @@ impl Transaction<'_> {
             .or_insert_with(|| super::transform::byte_classes(value))
     }
 
-    /// Whether any member of collection `c`, after `chain`, passes the screen.
-    fn collection_screened(&self, chain_id: u32, chain: &Chain, c: Collection) -> bool {
+    /// The indices of the members of collection `c` that pass the screen after `chain`
+    /// (known once per request; usually none, which allocates nothing).
+    fn passing_members(&self, chain_id: u32, chain: &Chain, c: Collection) -> Rc<[u32]> {
         let slot = chain_id as usize * Collection::COUNT + c as usize;
-        if let Some(known) = self.any_screened.borrow().get(slot).filter(|k| **k != 0) {
-            return *known == 2;
+        if let Some(Some(known)) = self.passing.borrow().get(slot) {
+            return known.clone();
         }
-        let found = self.collections.get(&c).is_some_and(|values| {
-            values.iter().enumerate().any(|(i, (_, value))| {
-                let value_key = member_key(c, i);
-                let key = value_key | (u64::from(chain_id) << 8);
-                let entry = self.transformed(Some(key), value, chain);
-                entry.steps.iter().enumerate().any(|(n, step)| match step {
-                    None => self.screened(Some(value_key | ORIGINAL), value),
-                    Some(changed) => self.screened(Some(key | (n as u64 & 0xff)), changed),
+        let passing: Vec<u32> = self.collections.get(&c).map_or(Vec::new(), |values| {
+            values
+                .iter()
+                .enumerate()
+                .filter(|(i, (_, value))| {
+                    self.value_screened(member_key(c, *i), value, chain_id, chain)
                 })
-            })
+                .map(|(i, _)| i as u32)
+                .collect()
         });
-        let mut known = self.any_screened.borrow_mut();
+        let found = if passing.is_empty() {
+            self.no_members.clone()
+        } else {
+            Rc::from(passing)
+        };
+        let mut known = self.passing.borrow_mut();
         if known.len() <= slot {
-            known.resize(self.rules.chains.len() * Collection::COUNT, 0);
+            known.resize(self.rules.chains.len() * Collection::COUNT, None);
         }
         if let Some(k) = known.get_mut(slot) {
-            *k = if found { 2 } else { 1 };
+            *k = Some(found.clone());
         }
         found
     }
 
     /// A collection changed: what was known of its members passing the screen is not.
     fn forget_screening(&mut self, c: Collection) {
-        let known = self.any_screened.get_mut();
+        let known = self.passing.get_mut();
         for chain in 0..self.rules.chains.len() {
             if let Some(k) = known.get_mut(chain * Collection::COUNT + c as usize) {
-                *k = 0;
+                *k = None;
             }
         }
     }
