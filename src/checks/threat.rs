@@ -232,8 +232,9 @@ fn classify(value: &[u8], field: Field) -> Option<ThreatKind> {
 /// and none of the characters every rule needs (quotes, `<`, `=`, `(`, `;`, `|`, `&`, `$`,
 /// spaces, slashes): nothing above can match it. `-` and `@` are not plain: libinjection flags
 /// `1-1union` and `1like@`. The test `plain_values_are_clean_for_every_rule` checks this
-/// against the full classifier, so that the shortcut changes no verdict.
-fn is_plain(value: &[u8]) -> bool {
+/// against the full classifier, so that the shortcut changes no verdict; the SecLang engine's
+/// `@detectSQLi` / `@detectXSS` (the same libinjection calls) take the same shortcut.
+pub(crate) fn is_plain(value: &[u8]) -> bool {
     value
         .iter()
         .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.'))
