@@ -10,6 +10,9 @@ use common::*;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// (where the value is, path, extra headers, body)
+type Placed<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, &'a [u8]);
+
 fn values() -> Vec<String> {
     std::fs::read_to_string(data("ordinary/values.txt"))
         .expect("tests/data/ordinary/values.txt")
@@ -92,7 +95,7 @@ public = true
             encode(value, false)
         );
         let query = format!("/api/search?q={}&page=2", encode(value, false));
-        let requests: [(&str, String, Vec<(&str, &str)>, &[u8]); 4] = [
+        let requests: [Placed; 4] = [
             ("query", query, vec![], b""),
             (
                 "json",
