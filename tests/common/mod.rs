@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod crs;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
