@@ -15,7 +15,7 @@ pub struct Stage {
     pub family: String,
     /// The rule the test file is about.
     pub rule_id: u64,
-    /// `942100-1/0`: test title and stage index.
+    /// `942100-1/0`: rule, test id and stage index.
     pub name: String,
     pub method: String,
     pub uri: String,
@@ -100,7 +100,10 @@ pub fn stages() -> Vec<Stage> {
             let Some(doc) = docs.first() else { continue };
             let rule_id = doc["rule_id"].as_i64().unwrap_or(0) as u64;
             for test in doc["tests"].as_vec().into_iter().flatten() {
-                let title = scalar(&test["test_title"]).unwrap_or_else(|| rule_id.to_string());
+                let title = match scalar(&test["test_id"]) {
+                    Some(id) => format!("{rule_id}-{id}"),
+                    None => scalar(&test["test_title"]).unwrap_or_else(|| rule_id.to_string()),
+                };
                 for (n, stage) in test["stages"].as_vec().into_iter().flatten().enumerate() {
                     let input = &stage["input"];
                     let output = &stage["output"];
