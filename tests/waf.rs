@@ -77,8 +77,7 @@ threat_protection = "off"
     ))
 }
 
-/// A request with a host name (CRS scores a numeric Host), a browser-like set of headers and
-/// `extra` headers, and a body when given.
+/// A browser-like request (see `browser_request`).
 fn request(
     gw: &Gateway,
     method: &str,
@@ -86,19 +85,7 @@ fn request(
     extra: &[(&str, &str)],
     body: &[u8],
 ) -> HttpResponse {
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) portcullis-tests\r\nAccept: application/json\r\nConnection: close\r\n"
-    );
-    for (k, v) in extra {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if !body.is_empty() || method == "POST" {
-        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    head.push_str("\r\n");
-    let mut bytes = head.into_bytes();
-    bytes.extend_from_slice(body);
-    raw_request(gw.port, &bytes)
+    browser_request(gw.port, method, path, extra, body)
 }
 
 /// The access-log line of a response, by its request id.

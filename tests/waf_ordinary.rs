@@ -44,19 +44,7 @@ fn send(
     extra: &[(&str, &str)],
     body: &[u8],
 ) -> HttpResponse {
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\nAccept: application/json, text/plain, */*\r\nAccept-Language: en-GB,en;q=0.8\r\nAccept-Encoding: gzip, deflate, br\r\nConnection: close\r\n"
-    );
-    for (k, v) in extra {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if method == "POST" {
-        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    head.push_str("\r\n");
-    let mut bytes = head.into_bytes();
-    bytes.extend_from_slice(body);
-    raw_request(gw.port, &bytes)
+    browser_request(gw.port, method, path, extra, body)
 }
 
 #[test]

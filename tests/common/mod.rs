@@ -497,6 +497,30 @@ pub fn raw_request(port: u16, request: &[u8]) -> HttpResponse {
     read_response(&mut stream).unwrap_or_default()
 }
 
+/// A request as a browser-based API client sends it: a host name (CRS scores a numeric
+/// Host), browser headers, `extra` headers, and a body (with its length) for a POST.
+pub fn browser_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\nAccept: application/json, text/plain, */*\r\nAccept-Language: en-GB,en;q=0.8\r\nAccept-Encoding: gzip, deflate, br\r\nConnection: close\r\n"
+    );
+    for (k, v) in extra {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body);
+    raw_request(port, &bytes)
+}
+
 /// Read one response: status line, headers, then a body by Content-Length, chunked, or close.
 pub fn read_response(stream: &mut impl Read) -> Option<HttpResponse> {
     let mut buf = Vec::new();
