@@ -30,6 +30,8 @@ struct Options {
     connections: u32,
     threads: u32,
     pin: bool,
+    /// The CRS part: portcullis with `[waf]` beside nginx + ModSecurity, same rules.
+    crs: bool,
 }
 
 impl Options {
@@ -40,6 +42,7 @@ impl Options {
             connections: 64,
             threads: 1,
             pin: true,
+            crs: true,
         };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
@@ -54,10 +57,11 @@ impl Options {
                 "--connections" => o.connections = value("--connections")?.clamp(1, 10_000) as u32,
                 "--threads" => o.threads = value("--threads")?.clamp(1, 64) as u32,
                 "--no-pin" => o.pin = false,
+                "--no-crs" => o.crs = false,
                 "--bench" => {}
                 other => {
                     return Err(format!(
-                        "unknown argument {other}; use --duration S, --warmup S, --connections N, --threads N, --no-pin"
+                        "unknown argument {other}; use --duration S, --warmup S, --connections N, --threads N, --no-pin, --no-crs"
                     ))
                 }
             }
@@ -244,12 +248,23 @@ impl WrkResult {
 }
 
 const WRK_SCRIPT: &str = r#"
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_TOKEN")
-local f = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
-wrk.body = f:read("*a")
-f:close()
+if os.getenv("BENCH_METHOD") == "GET" then
+  -- A browser-like GET: 8 ordinary headers, 2 query arguments, 3 cookies.
+  wrk.method = "GET"
+  wrk.headers["User-Agent"] = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+  wrk.headers["Accept"] = "application/json"
+  wrk.headers["Accept-Language"] = "en-GB,en;q=0.8"
+  wrk.headers["Accept-Encoding"] = "gzip, deflate, br"
+  wrk.headers["X-Request-Id"] = "6f1c1a52-7d4b-4e0a-9a7c-3c1e0b7f9d21"
+  wrk.headers["Cookie"] = "session=8b2f0c7e4a; theme=dark; lang=en-GB"
+else
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
+  local f = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
+  wrk.body = f:read("*a")
+  f:close()
+end
 local pause = tonumber(os.getenv("BENCH_DELAY_MS") or "0")
 if pause > 0 then
   function delay() return pause end
@@ -279,6 +294,20 @@ impl Bench {
         seconds: u64,
         delay_ms: u64,
     ) -> Fallible<WrkResult> {
+        self.wrk_method("POST", port, path, connections, seconds, delay_ms)
+    }
+
+    /// `wrk` with the benchmark's script: `POST` (the 1 KiB JSON order) or `GET` (a
+    /// browser-like GET).
+    fn wrk_method(
+        &self,
+        method: &str,
+        port: u16,
+        path: &str,
+        connections: u32,
+        seconds: u64,
+        delay_ms: u64,
+    ) -> Fallible<WrkResult> {
         let mut cmd = Command::new("sh");
         let cpu = if self.options.pin {
             "taskset -c 0 "
@@ -291,6 +320,7 @@ impl Bench {
                 self.dir.join("bench.lua").display()
             ))
             .env("BENCH_TOKEN", &self.token)
+            .env("BENCH_METHOD", method)
             .env("BENCH_BODY", self.dir.join("body.json"))
             .env("BENCH_DELAY_MS", delay_ms.to_string());
         let out = cmd.output().map_err(|e| format!("cannot run wrk: {e}"))?;
@@ -338,8 +368,13 @@ impl Bench {
     }
 
     fn portcullis(&self, port: u16) -> Fallible<Proc> {
+        self.portcullis_with(port, "")
+    }
+
+    /// portcullis with `extra` appended to its configuration.
+    fn portcullis_with(&self, port: u16, extra: &str) -> Fallible<Proc> {
         let conf = self.dir.join("portcullis.toml");
-        std::fs::write(&conf, portcullis_conf(self, port)).map_err(|e| e.to_string())?;
+        std::fs::write(&conf, portcullis_conf(self, port) + extra).map_err(|e| e.to_string())?;
         let exe = env!("CARGO_BIN_EXE_portcullis");
         let cpu = self.options.pin.then_some("1");
         let stderr = self.dir.join("portcullis.stderr");
@@ -377,13 +412,24 @@ impl Bench {
 
     /// Warm up, then measure one scenario: load, proxy CPU, peak RSS, upstream connections.
     fn scenario(&self, name: &str, port: u16, path: &str, proxy: Option<&Proc>) -> Fallible<Row> {
+        self.scenario_method(name, "POST", port, path, proxy)
+    }
+
+    fn scenario_method(
+        &self,
+        name: &str,
+        method: &str,
+        port: u16,
+        path: &str,
+        proxy: Option<&Proc>,
+    ) -> Fallible<Row> {
         let c = self.options.connections;
         if self.options.warmup > 0 {
-            self.wrk(port, path, c, self.options.warmup, 0)?;
+            self.wrk_method(method, port, path, c, self.options.warmup, 0)?;
         }
         let (accepts0, requests0) = upstream_counters(self.upstream_port)?;
         let cpu0 = proxy.map(|p| cpu_seconds(p.pid())).unwrap_or(0.0);
-        let r = self.wrk(port, path, c, self.options.duration, 0)?;
+        let r = self.wrk_method(method, port, path, c, self.options.duration, 0)?;
         let cpu1 = proxy.map(|p| cpu_seconds(p.pid())).unwrap_or(0.0);
         let (accepts1, requests1) = upstream_counters(self.upstream_port)?;
         check_clean(name, &r)?;
@@ -591,12 +637,12 @@ fn fmt_ms(us: f64) -> String {
     format!("{:.2}", us / 1000.0)
 }
 
-fn print_table(b: &Bench, rows: &[Row]) {
+fn print_table(b: &Bench, rows: &[Row], request: &str) {
     let o = &b.options;
     println!();
     println!("machine: {}", b.machine);
     println!(
-        "load: wrk -t1 -c{} -d{}s after {}s warm-up; POST, 1 KiB JSON body, bearer token; {}",
+        "load: wrk -t1 -c{} -d{}s after {}s warm-up; {request}; {}",
         o.connections,
         o.duration,
         o.warmup,
@@ -741,9 +787,14 @@ fn run() -> Fallible<()> {
     check_clean("bare Pingora, 1,000 connections", &bare_thousand)?;
     let rss_bare_thousand = peak_rss_mib(bare.pid());
     drop(bare);
+    let crs_rows = if bench.options.crs {
+        crs_scenarios(&bench)?
+    } else {
+        Vec::new()
+    };
     drop(upstream);
 
-    print_table(&bench, &rows);
+    print_table(&bench, &rows, "POST, 1 KiB JSON body, bearer token");
     println!();
     let show = |label: &str, v: Option<f64>| match v {
         Some(v) => println!("{label}: {:.1} %", v * 100.0),
@@ -786,7 +837,189 @@ fn run() -> Fallible<()> {
         bare_thousand.rps(),
         rss_bare_thousand
     );
+    if !crs_rows.is_empty() {
+        println!();
+        println!(
+            "OWASP CRS v4 (../shared/crs) at paranoia level 1, the same rules and settings in both; the GET is browser-like (8 headers, 2 query arguments, 3 cookies), the POST the 1 KiB JSON order:"
+        );
+        print_table(
+            &bench,
+            &crs_rows,
+            "GET as a browser sends it, or POST with the 1 KiB JSON order",
+        );
+        println!();
+        let times = |label: &str, v: Option<f64>| match v {
+            Some(v) => println!("{label}: {v:.1}x"),
+            None => println!("{label}: -"),
+        };
+        times(
+            "(g)/(h) portcullis CRS vs nginx + ModSecurity, GET [target >= 15x]",
+            ratio(&crs_rows, "(g)", "(h)"),
+        );
+        times(
+            "(i)/(j) portcullis CRS vs nginx + ModSecurity, JSON POST [target >= 25x]",
+            ratio(&crs_rows, "(i)", "(j)"),
+        );
+        show(
+            "(g)/(f) portcullis CRS vs its pass-through, GET [target >= 50 %]",
+            ratio(&crs_rows, "(g)", "(f)"),
+        );
+    }
     Ok(())
+}
+
+/// The CRS checkout the benchmark loads (the project's snapshot beside the work tree).
+fn crs_root() -> Fallible<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/crs");
+    if root.join("rules").is_dir() {
+        Ok(root)
+    } else {
+        Err(format!(
+            "the CRS part needs a CRS v4 checkout at {} (or pass --no-crs)",
+            root.display()
+        ))
+    }
+}
+
+/// nginx's ModSecurity module (Debian: libnginx-mod-http-modsecurity).
+fn modsecurity_module() -> Fallible<PathBuf> {
+    ["/usr/lib/nginx/modules", "/usr/share/nginx/modules"]
+        .iter()
+        .map(|d| Path::new(d).join("ngx_http_modsecurity_module.so"))
+        .find(|p| p.exists())
+        .ok_or_else(|| {
+            "nginx's ModSecurity module is missing: apt-get install -y libnginx-mod-http-modsecurity (or pass --no-crs)".to_string()
+        })
+}
+
+/// portcullis with CRS PL1 on `/waf` (its pass-through route `/pass` stays), beside nginx +
+/// ModSecurity with the same rules: (f) pass-through GET, (g) CRS GET, (h) ModSecurity GET,
+/// (i) CRS JSON POST, (j) ModSecurity JSON POST.
+fn crs_scenarios(bench: &Bench) -> Fallible<Vec<Row>> {
+    let root = crs_root()?;
+    let module = modsecurity_module()?;
+    let get = "?status=shipped&page=2";
+    let mut rows = Vec::new();
+    let port = free_port()?;
+    let waf = format!(
+        r#"
+[waf]
+rules = ["{root}/crs-setup.conf.example", "{root}/rules/*.conf"]
+paranoia_level = 1
+
+[[routes]]
+name = "waf"
+path_prefix = "/waf"
+methods = ["GET", "POST"]
+upstream = "app"
+public = true
+threat_protection = "block"
+"#,
+        root = root.display()
+    );
+    eprintln!("(f)-(j) CRS: portcullis [waf] and nginx + ModSecurity");
+    let gw = bench.portcullis_with(port, &waf)?;
+    rows.push(bench.scenario_method(
+        "(f) portcullis pass-through, GET",
+        "GET",
+        port,
+        &format!("/pass/orders{get}"),
+        Some(&gw),
+    )?);
+    rows.push(bench.scenario_method(
+        "(g) portcullis CRS PL1, GET",
+        "GET",
+        port,
+        &format!("/waf/orders{get}"),
+        Some(&gw),
+    )?);
+    rows.push(bench.scenario_method(
+        "(i) portcullis CRS PL1, JSON POST",
+        "POST",
+        port,
+        "/waf/orders",
+        Some(&gw),
+    )?);
+    drop(gw);
+    let port = free_port()?;
+    let conf = modsecurity_conf(bench, &root, &module, port)?;
+    let mut modsec = bench.nginx("modsecurity", &conf, bench.options.pin.then_some("1"))?;
+    wait_ready(&mut modsec, port, "/ready")?;
+    rows.push(bench.scenario_method(
+        "(h) nginx + ModSecurity CRS PL1, GET",
+        "GET",
+        port,
+        &format!("/orders{get}"),
+        Some(&modsec),
+    )?);
+    rows.push(bench.scenario_method(
+        "(j) nginx + ModSecurity CRS PL1, JSON POST",
+        "POST",
+        port,
+        "/orders",
+        Some(&modsec),
+    )?);
+    drop(modsec);
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(rows)
+}
+
+/// nginx (one worker, keep-alive upstream as in (d)) with ModSecurity 3 and CRS: its
+/// recommended settings for what CRS needs, body processors by Content-Type, then CRS with
+/// the one setting portcullis changes (untyped bodies read as forms).
+fn modsecurity_conf(bench: &Bench, root: &Path, module: &Path, port: u16) -> Fallible<String> {
+    let d = bench.dir.join("modsecurity");
+    std::fs::create_dir_all(&d).map_err(|e| e.to_string())?;
+    let rules = d.join("modsec.conf");
+    std::fs::write(
+        &rules,
+        format!(
+            r#"SecRuleEngine On
+SecRequestBodyAccess On
+SecRequestBodyLimit 13107200
+SecRequestBodyNoFilesLimit 131072
+SecRequestBodyLimitAction Reject
+SecResponseBodyAccess Off
+SecTmpDir {d}
+SecDataDir {d}
+SecAuditEngine Off
+SecArgumentSeparator &
+SecCookieFormat 0
+SecRule REQUEST_HEADERS:Content-Type "^(?:application(?:/soap\+|/)|text/)xml" "id:200000,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=XML"
+SecRule REQUEST_HEADERS:Content-Type "^application/json" "id:200001,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=JSON"
+Include {root}/crs-setup.conf.example
+SecAction "id:900010,phase:1,pass,nolog,setvar:tx.enforce_bodyproc_urlencoded=1"
+Include {root}/rules/*.conf
+"#,
+            d = d.display(),
+            root = root.display(),
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let servers = format!(
+        r#"    upstream app {{
+        server 127.0.0.1:{upstream};
+        keepalive 256;
+        keepalive_requests 10000000;
+    }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        modsecurity on;
+        modsecurity_rules_file {rules};
+        location / {{
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}"#,
+        upstream = bench.upstream_port,
+        rules = rules.display(),
+    );
+    Ok(format!(
+        "load_module {};\n{}",
+        module.display(),
+        nginx_conf("off", &servers)
+    ))
 }
 
 /// A minimal Pingora proxy: every request to one upstream, default settings, nothing else.

@@ -123,8 +123,11 @@ struct Transaction<'r> {
     /// The empty list of members, shared.
     no_members: Rc<[u32]>,
     pinned: &'r [(String, Vec<u8>)],
-    collections: HashMap<Collection, Values>,
-    tx: HashMap<String, Vec<u8>>,
+    /// Request collections, indexed by `Collection` (absent ones empty).
+    collections: Vec<Values>,
+    /// TX variables (names in lower case). Some names come from the request (920450 names a
+    /// variable after each header): foldhash's per-process seed keeps collisions unplannable.
+    tx: HashMap<String, Vec<u8>, foldhash::fast::RandomState>,
     matched_var: (String, Vec<u8>),
     matched_vars: Values,
     removed_ids: Vec<(u64, u64)>,
@@ -152,7 +155,7 @@ impl Macros for Transaction<'_> {
             "RULE" => None,
             other => {
                 let c = Collection::from_name(other)?;
-                let values = self.collections.get(&c)?;
+                let values = self.collections.get(c as usize)?;
                 let found = if key.is_empty() {
                     values.first()
                 } else {
@@ -165,6 +168,9 @@ impl Macros for Transaction<'_> {
         }
     }
 }
+
+/// The TX names of regex groups (`%{tx.0}` … `%{tx.9}`).
+const CAPTURE_KEYS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 
 /// What the gateway's configuration sets for one route before the rules run.
 #[derive(Debug, Clone, Default)]
@@ -199,7 +205,7 @@ pub fn evaluate_with(rules: &RuleSet, request: &Request, settings: &Settings) ->
         classes: RefCell::default(),
         passing: RefCell::default(),
         no_members: Rc::from(Vec::new()),
-        collections: HashMap::new(),
+        collections: vec![Vec::new(); Collection::COUNT],
         tx: settings
             .initial
             .iter()
@@ -461,7 +467,9 @@ impl Transaction<'_> {
         self.set_hits.get_mut().retain(|k, _| fresh(k));
         self.classes.get_mut().retain(|k, _| fresh(k));
         self.forget_screening(c);
-        self.collections.insert(c, values);
+        if let Some(slot) = self.collections.get_mut(c as usize) {
+            *slot = values;
+        }
     }
 
     fn one(&mut self, c: Collection, name: &str, value: impl Into<Vec<u8>>) {
@@ -619,7 +627,7 @@ impl Transaction<'_> {
             self.one(RequestBody, "REQUEST_BODY", r.body);
         }
         self.set(ArgsPostNames, names(&post));
-        if let Some(args) = self.collections.get_mut(&Args) {
+        if let Some(args) = self.collections.get_mut(Args as usize) {
             // Members keep their indices (and cached values); the collection has more.
             args.extend(post.iter().cloned());
         }
@@ -631,16 +639,16 @@ impl Transaction<'_> {
     fn refresh_sizes(&mut self) {
         let args = self
             .collections
-            .get(&Collection::Args)
-            .cloned()
-            .unwrap_or_default();
+            .get(Collection::Args as usize)
+            .map_or(&[][..], |a| a.as_slice());
         let size: usize = args.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let args_names = names(args);
         self.one(
             Collection::ArgsCombinedSize,
             "ARGS_COMBINED_SIZE",
             size.to_string(),
         );
-        self.set(Collection::ArgsNames, names(&args));
+        self.set(Collection::ArgsNames, args_names);
     }
 
     /// Runs one phase; `true` when evaluation must stop (denied, allowed or engine off).
@@ -733,7 +741,12 @@ impl Transaction<'_> {
         // Each match's effects, in order: capture, MATCHED_VAR(S), the rule's setvars.
         for hit in hits {
             for (n, group) in hit.captures.into_iter().enumerate() {
-                self.tx.insert(n.to_string(), group);
+                match CAPTURE_KEYS.get(n).and_then(|k| self.tx.get_mut(*k)) {
+                    Some(slot) => *slot = group,
+                    None => {
+                        self.tx.insert(n.to_string(), group);
+                    }
+                }
             }
             self.matched_vars
                 .push((hit.name.clone(), hit.value.clone()));
@@ -748,26 +761,30 @@ impl Transaction<'_> {
         }
     }
 
-    /// A value after a chain's transformations, computed once per request: request
-    /// collections are keyed by (collection, index, chain); TX and MATCHED_* values change as
-    /// rules run and are transformed afresh. `None`: the chain leaves the value as it is.
+    /// A value after a chain's transformations, computed once per request and effective
+    /// chain: request collections are keyed by (collection, index, effective chain); TX and
+    /// MATCHED_* values change as rules run and are transformed afresh. `None`: the chain
+    /// leaves the value as it is; else the key of the transformed value, and its steps.
     fn transformed(
         &self,
-        key: Option<u64>,
+        value_key: Option<u64>,
         value: &[u8],
         chain: &Chain,
-    ) -> Option<Rc<Transformed>> {
-        if chain.leaves(self.byte_classes(key, value)) {
-            return None;
-        }
+    ) -> Option<(Option<u64>, Rc<Transformed>)> {
+        let (mask, effective) = chain.effective(self.byte_classes(value_key, value))?;
+        let key = value_key.map(|k| k | (u64::from(effective) << 8));
         if let Some(key) = key {
             if let Some(found) = self.cache.borrow().get(&key) {
-                return Some(found.clone());
+                return Some((Some(key), found.clone()));
             }
         }
-        // A transformation that changes nothing adds no step and allocates nothing.
+        // Only the transformations that may act on the value run; a transformation that
+        // changes nothing adds no step and allocates nothing.
         let mut steps: Vec<Option<Vec<u8>>> = vec![None];
-        for tr in &chain.transformations {
+        for (i, tr) in chain.transformations.iter().enumerate() {
+            if i < 32 && mask & (1 << i) == 0 {
+                continue;
+            }
             let last = steps.last().and_then(|s| s.as_deref()).unwrap_or(value);
             let Cow::Owned(next) = tr.apply(last) else {
                 continue;
@@ -782,17 +799,16 @@ impl Transaction<'_> {
         if let Some(key) = key {
             self.cache.borrow_mut().insert(key, entry.clone());
         }
-        Some(entry)
+        Some((key, entry))
     }
 
     /// Whether a request value, after a chain, passes the screen (in any of its steps).
-    fn value_screened(&self, value_key: u64, value: &[u8], chain_id: u32, chain: &Chain) -> bool {
-        let key = value_key | (u64::from(chain_id) << 8);
-        match self.transformed(Some(key), value, chain) {
+    fn value_screened(&self, value_key: u64, value: &[u8], chain: &Chain) -> bool {
+        match self.transformed(Some(value_key), value, chain) {
             None => self.screened(Some(value_key | ORIGINAL), value),
-            Some(entry) => entry.steps.iter().enumerate().any(|(n, step)| match step {
+            Some((key, entry)) => entry.steps.iter().enumerate().any(|(n, step)| match step {
                 None => self.screened(Some(value_key | ORIGINAL), value),
-                Some(changed) => self.screened(Some(key | (n as u64 & 0xff)), changed),
+                Some(changed) => self.screened(key.map(|k| k | (n as u64 & 0xff)), changed),
             }),
         }
     }
@@ -811,15 +827,19 @@ impl Transaction<'_> {
         let screened_only = rule.screened && !rule.negated;
         let set = chain.set.as_ref().zip(rule.set_slot);
         let mut test = |value_key: Option<u64>, collection: &str, member: &str, value: &[u8]| {
+            // The chain's own key, for its set's matches; the effective chain's, for values.
             let key = value_key.map(|k| k | (u64::from(rule.chain_id) << 8));
-            let entry = self.transformed(key, value, chain);
+            let (effective_key, entry) = match self.transformed(value_key, value, chain) {
+                Some((k, e)) => (k, Some(e)),
+                None => (None, None),
+            };
             let original = [None];
             let steps = entry.as_ref().map_or(&original[..], |e| &e.steps[..]);
             for (i, step) in steps.iter().enumerate() {
                 let candidate = step.as_deref().unwrap_or(value);
                 let step_key = match step {
                     None => value_key.map(|k| k | ORIGINAL),
-                    Some(_) => key.map(|k| k | (i as u64 & 0xff)),
+                    Some(_) => effective_key.map(|k| k | (i as u64 & 0xff)),
                 };
                 if rule.screened && !self.screened(step_key, candidate) {
                     if rule.negated {
@@ -881,7 +901,7 @@ impl Transaction<'_> {
             }
             if screened_only && is_request_collection(target.collection) {
                 let passing = self.passing_members(rule.chain_id, chain, target.collection);
-                let Some(values) = self.collections.get(&target.collection) else {
+                let Some(values) = self.collections.get(target.collection as usize) else {
                     continue;
                 };
                 for &i in passing.iter() {
@@ -968,16 +988,17 @@ impl Transaction<'_> {
         if let Some(Some(known)) = self.passing.borrow().get(slot) {
             return known.clone();
         }
-        let passing: Vec<u32> = self.collections.get(&c).map_or(Vec::new(), |values| {
-            values
-                .iter()
-                .enumerate()
-                .filter(|(i, (_, value))| {
-                    self.value_screened(member_key(c, *i), value, chain_id, chain)
-                })
-                .map(|(i, _)| i as u32)
-                .collect()
-        });
+        let passing: Vec<u32> = self
+            .collections
+            .get(c as usize)
+            .map_or(Vec::new(), |values| {
+                values
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, (_, value))| self.value_screened(member_key(c, *i), value, chain))
+                    .map(|(i, _)| i as u32)
+                    .collect()
+            });
         let found = if passing.is_empty() {
             self.no_members.clone()
         } else {
@@ -1056,7 +1077,7 @@ impl Transaction<'_> {
                 }
             }
             c => {
-                let Some(values) = self.collections.get(&c) else {
+                let Some(values) = self.collections.get(c as usize) else {
                     return;
                 };
                 for (i, (n, v)) in values.iter().enumerate() {
@@ -1069,7 +1090,12 @@ impl Transaction<'_> {
     }
 
     fn setvar(&mut self, s: &super::ruleset::SetVar) {
-        let name = String::from_utf8_lossy(&s.name.expand(&*self)).into_owned();
+        // Most names are constant (`tx.anomaly_score_pl1`) and already in lower case: they
+        // are used as they are, without a copy.
+        let name: Cow<'_, str> = match s.name.constant().map(std::str::from_utf8) {
+            Some(Ok(name)) => Cow::Borrowed(name),
+            _ => Cow::Owned(String::from_utf8_lossy(&s.name.expand(&*self)).into_owned()),
+        };
         let Some(("tx", key)) = name.split_once('.') else {
             // Persistent collections are not kept.
             return;
@@ -1078,24 +1104,54 @@ impl Transaction<'_> {
             return;
         }
         // TX names are case-insensitive: kept in lower case.
-        let key = key.to_ascii_lowercase();
+        let key = if key.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(key.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(key)
+        };
         let number = |t: &Self, a: &Argument| super::operator::stoi(&a.expand(t));
+        // The new value: a constant is copied into the variable's own buffer; a number is
+        // written there (no allocation once the variable exists).
+        enum New<'a> {
+            Bytes(Cow<'a, [u8]>),
+            Number(i64),
+        }
         let value = match &s.op {
             SetOp::Delete => {
-                self.tx.remove(&key);
+                self.tx.remove(key.as_ref());
                 return;
             }
-            SetOp::Set(a) => a.expand(&*self).into_owned(),
+            SetOp::Set(a) => match a.constant() {
+                Some(c) => New::Bytes(Cow::Borrowed(c)),
+                None => New::Bytes(Cow::Owned(a.expand(&*self).into_owned())),
+            },
             SetOp::Add(a) => {
-                let now = self.tx.get(&key).map_or(0, |v| super::operator::stoi(v));
-                (now + number(self, a)).to_string().into_bytes()
+                let now = self
+                    .tx
+                    .get(key.as_ref())
+                    .map_or(0, |v| super::operator::stoi(v));
+                New::Number(now.saturating_add(number(self, a)))
             }
             SetOp::Subtract(a) => {
-                let now = self.tx.get(&key).map_or(0, |v| super::operator::stoi(v));
-                (now - number(self, a)).to_string().into_bytes()
+                let now = self
+                    .tx
+                    .get(key.as_ref())
+                    .map_or(0, |v| super::operator::stoi(v));
+                New::Number(now.saturating_sub(number(self, a)))
             }
         };
-        self.tx.insert(key, value);
+        let slot = match self.tx.get_mut(key.as_ref()) {
+            Some(slot) => slot,
+            None => self.tx.entry(key.into_owned()).or_default(),
+        };
+        slot.clear();
+        match value {
+            New::Bytes(b) => slot.extend_from_slice(&b),
+            New::Number(n) => {
+                use std::io::Write as _;
+                let _ = write!(slot, "{n}");
+            }
+        }
     }
 }
 
@@ -1111,6 +1167,9 @@ fn removes(target: &str, collection: &str, member: &str) -> bool {
 fn selects(selector: &TargetSelector, name: &str) -> bool {
     match selector {
         TargetSelector::Key(k) => name.eq_ignore_ascii_case(k),
+        TargetSelector::Prefix(p) => name
+            .get(..p.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(p)),
         TargetSelector::Regex(re) => re.is_match(name.as_bytes()),
     }
 }

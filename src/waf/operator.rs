@@ -64,16 +64,29 @@ impl Argument {
         self.parts.iter().all(|p| matches!(p, Part::Text(_)))
     }
 
+    /// The argument's text when it holds no macro.
+    pub fn constant(&self) -> Option<&[u8]> {
+        match self.parts.as_slice() {
+            [] => Some(b""),
+            [Part::Text(t)] => Some(t),
+            _ => None,
+        }
+    }
+
     pub fn parts(&self) -> &[Part] {
         &self.parts
     }
 
     /// The argument with its macros expanded (an unknown macro expands to nothing, as in
     /// ModSecurity).
-    pub fn expand<'a>(&'a self, macros: &dyn Macros) -> Cow<'a, [u8]> {
+    pub fn expand<'a>(&'a self, macros: &'a dyn Macros) -> Cow<'a, [u8]> {
         match self.parts.as_slice() {
             [] => Cow::Borrowed(b""),
             [Part::Text(t)] => Cow::Borrowed(t),
+            // One macro: its value as the transaction holds it, not copied.
+            [Part::Macro { collection, key }] => {
+                macros.value(collection, key).unwrap_or(Cow::Borrowed(b""))
+            }
             parts => {
                 let mut out = Vec::new();
                 for part in parts {

@@ -121,6 +121,9 @@ pub struct Target {
 #[derive(Debug, Clone)]
 pub enum TargetSelector {
     Key(String),
+    /// `/^header_name_/`: a regex that only anchors a literal, tested without the regex
+    /// (lower case, compared case-insensitively as the regex would be).
+    Prefix(String),
     Regex(regex::bytes::Regex),
 }
 
@@ -128,6 +131,7 @@ impl PartialEq for TargetSelector {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
             (TargetSelector::Key(a), TargetSelector::Key(b)) => a == b,
+            (TargetSelector::Prefix(a), TargetSelector::Prefix(b)) => a == b,
             (TargetSelector::Regex(a), TargetSelector::Regex(b)) => a.as_str() == b.as_str(),
             _ => false,
         }
@@ -230,6 +234,13 @@ pub struct Chain {
     /// Every byte class one of the transformations may act on (`class::ANY` if one always
     /// acts).
     pub touches: u32,
+    /// For a value, the transformations that can act on it (a bit mask over
+    /// `transformations`, from its byte classes) name an *effective chain*, shared by every
+    /// chain that reduces to the same list: its id, by mask (empty for a chain too long to
+    /// tabulate, which is then its own effective chain, `own`). Values are transformed and
+    /// screened once per effective chain.
+    pub effective: Vec<u32>,
+    pub own: u32,
     /// `None` when no rule of the chain has a plain `@rx` (or the set could not be built:
     /// then each rule runs its own regex, with the same result).
     pub set: Option<regex::bytes::RegexSet>,
@@ -511,10 +522,64 @@ pub fn compile(directives: &[Located]) -> Result<RuleSet, Vec<RuleError>> {
     }
 }
 
+/// Chains of up to this many transformations have their effective chains tabulated.
+const TABULATED: usize = 10;
+
 impl Chain {
     /// Whether the chain certainly gives back a value with these byte classes as it is.
     pub fn leaves(&self, classes: u32) -> bool {
         self.touches != super::transform::class::ANY && self.touches & classes == 0
+    }
+
+    /// For a value with these byte classes: the transformations that may change it (a mask
+    /// over `transformations`) and the id of that effective chain; `None` when none may.
+    pub fn effective(&self, classes: u32) -> Option<(u32, u32)> {
+        if self.leaves(classes) {
+            return None;
+        }
+        if self.effective.is_empty() {
+            return Some((u32::MAX, self.own));
+        }
+        let (mut now, mut mask) = (classes, 0u32);
+        for (i, t) in self.transformations.iter().enumerate() {
+            if !t.leaves(now) {
+                mask |= 1 << i;
+                now |= t.produces();
+            }
+        }
+        match mask {
+            0 => None,
+            m => self.effective.get(m as usize).map(|id| (m, *id)),
+        }
+    }
+}
+
+/// Number the effective chains: every sub-list of a chain's transformations (with its
+/// `multiMatch`) gets one id, the same wherever the same list comes up.
+fn number_effective_chains(chains: &mut [Chain]) {
+    let mut ids: HashMap<(Vec<Transformation>, bool), u32> = HashMap::new();
+    let mut intern = |list: Vec<Transformation>, multi: bool| {
+        let next = ids.len() as u32;
+        *ids.entry((list, multi)).or_insert(next)
+    };
+    for chain in chains.iter_mut() {
+        let n = chain.transformations.len();
+        if n > TABULATED {
+            chain.own = intern(chain.transformations.clone(), chain.multi_match);
+            continue;
+        }
+        chain.effective = (0..1u32 << n)
+            .map(|mask| {
+                let list = chain
+                    .transformations
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| mask & (1 << i) != 0)
+                    .map(|(_, t)| *t)
+                    .collect();
+                intern(list, chain.multi_match)
+            })
+            .collect();
     }
 }
 
@@ -545,6 +610,8 @@ fn index_chains(set: &mut RuleSet) {
                     transformations: rule.transformations.clone(),
                     multi_match: rule.multi_match,
                     touches,
+                    effective: Vec::new(),
+                    own: 0,
                     set: None,
                 });
                 index.patterns.push(Vec::new());
@@ -575,6 +642,7 @@ fn index_chains(set: &mut RuleSet) {
             chain.set = super::operator::regex_set(patterns).ok();
         }
     }
+    number_effective_chains(&mut index.chains);
     set.chains = index.chains;
     build_screen(set);
 }
@@ -679,6 +747,9 @@ fn target(v: &Variable) -> Result<Target, String> {
     let selector = match &v.selector {
         None => None,
         Some(Selector::Key(k)) => Some(TargetSelector::Key(k.to_ascii_lowercase())),
+        Some(Selector::Regex(r)) if literal_prefix(r).is_some() => {
+            literal_prefix(r).map(|p| TargetSelector::Prefix(p.to_ascii_lowercase()))
+        }
         Some(Selector::Regex(r)) => Some(TargetSelector::Regex(
             regex::bytes::RegexBuilder::new(r)
                 .case_insensitive(true)
@@ -691,6 +762,16 @@ fn target(v: &Variable) -> Result<Target, String> {
         selector,
         count: v.count,
     })
+}
+
+/// The literal of a selector regex `^literal` made only of letters, digits, `_` and `-`
+/// (which mean themselves in a regex).
+fn literal_prefix(regex: &str) -> Option<&str> {
+    let literal = regex.strip_prefix('^')?;
+    let plain = literal
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    (plain && !literal.is_empty()).then_some(literal)
 }
 
 fn setvar(value: &str) -> Result<SetVar, String> {

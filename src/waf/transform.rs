@@ -140,6 +140,25 @@ impl Transformation {
         }
     }
 
+    /// The byte classes this transformation may bring into a value that did not hold them
+    /// (`ANY` for decoders: they may make any byte). With `touches`, this says which later
+    /// transformations of a chain can still act on a value.
+    pub fn produces(self) -> u32 {
+        use class::*;
+        use Transformation::*;
+        match self {
+            Base64Decode | HexEncode | Length | Sha1 | CssDecode | JsDecode | EscapeSeqDecode
+            | HtmlEntityDecode | UrlDecode | UrlDecodeUni | Utf8ToUnicode => ANY,
+            CmdLine => LOWER | SPACE,
+            CompressWhitespace | RemoveComments | ReplaceComments | ReplaceNulls => SPACE,
+            Lowercase => LOWER,
+            Uppercase => UPPER,
+            NormalizePathWin => SLASH,
+            NormalizePath | RemoveCommentsChar | RemoveNulls | RemoveWhitespace | Trim
+            | TrimLeft | TrimRight => 0,
+        }
+    }
+
     /// The transformation named in `t:NAME` (names compared case-insensitively, as
     /// ModSecurity does: CRS writes `t:base64decode` once). `none` is not a transformation but
     /// the reset of a rule's list, handled by the compiler.
@@ -920,6 +939,22 @@ mod class_tests {
                 if t.leaves(classes) {
                     prop_assert_eq!(&t.apply(&v)[..], &v[..], "{:?}", t);
                 }
+            }
+        }
+
+        /// A transformation's output holds only the classes of its input and those it
+        /// `produces` (what lets a chain skip its later no-op transformations).
+        #[test]
+        fn outputs_hold_only_produced_classes(
+            v in proptest::collection::vec(
+                prop::sample::select(b"aZ09%+&\\\0 \t\n\xa0\xc2/.*-#\"'^,;<>!=()x".to_vec()),
+                0..12,
+            )
+        ) {
+            let classes = byte_classes(&v);
+            for t in ALL {
+                let out = byte_classes(&t.apply(&v));
+                prop_assert_eq!(out & !(classes | t.produces()), 0, "{:?} of {:?}", t, v);
             }
         }
     }
