@@ -48,32 +48,16 @@ impl ModSecurity {
         let port = free_port();
         let backend = free_port();
         let d = dir.path().display();
-        // ModSecurity's own settings as its recommended file has them for what CRS needs,
-        // the body processors chosen by Content-Type (rules 200000/200001 there), then CRS
-        // with the one setting portcullis changes: bodies without a type read as forms.
+        // The one ModSecurity configuration portcullis is measured against.
+        let template = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/modsecurity.conf"),
+        )
+        .expect("tests/data/modsecurity.conf");
         std::fs::write(
             dir.path().join("modsec.conf"),
-            format!(
-                r#"SecRuleEngine On
-SecRequestBodyAccess On
-SecRequestBodyLimit 13107200
-SecRequestBodyNoFilesLimit 131072
-SecRequestBodyLimitAction Reject
-SecResponseBodyAccess Off
-SecTmpDir {d}
-SecDataDir {d}
-SecAuditEngine Off
-SecArgumentSeparator &
-SecCookieFormat 0
-SecRule REQUEST_HEADERS:Content-Type "^(?:application(?:/soap\+|/)|text/)xml" "id:200000,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=XML"
-SecRule REQUEST_HEADERS:Content-Type "^application/json" "id:200001,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=JSON"
-Include {setup}
-SecAction "id:900010,phase:1,pass,nolog,setvar:tx.enforce_bodyproc_urlencoded=1"
-Include {rules}/*.conf
-"#,
-                setup = root.join("crs-setup.conf.example").display(),
-                rules = root.join("rules").display(),
-            ),
+            template
+                .replace("@TMP@", &d.to_string())
+                .replace("@CRS@", &root.display().to_string()),
         )
         .expect("write modsec.conf");
         std::fs::write(
