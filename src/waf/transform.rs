@@ -888,11 +888,11 @@ fn normalize_path(v: &[u8], win: bool) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod class_tests {
+pub(crate) mod class_tests {
     use super::*;
     use proptest::prelude::*;
 
-    const ALL: [Transformation; 26] = {
+    pub(crate) const ALL: [Transformation; 26] = {
         use Transformation::*;
         [
             Base64Decode,
