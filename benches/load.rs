@@ -500,23 +500,25 @@ fn upstream_conf(port: u16) -> String {
 }
 
 fn nginx_proxy_conf(port: u16, upstream: u16) -> String {
-    nginx_conf(
-        "logs/access.log",
-        &format!(
-            r#"    upstream app {{
+    nginx_conf("logs/access.log", &proxy_servers(port, upstream, ""))
+}
+
+/// nginx as a keep-alive reverse proxy to `upstream`, with `directives` added to its server.
+fn proxy_servers(port: u16, upstream: u16, directives: &str) -> String {
+    format!(
+        r#"    upstream app {{
         server 127.0.0.1:{upstream};
         keepalive 256;
         keepalive_requests 10000000;
     }}
     server {{
-        listen 127.0.0.1:{port} backlog=4096;
+        listen 127.0.0.1:{port} backlog=4096;{directives}
         location / {{
             proxy_pass http://app;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
         }}
     }}"#
-        ),
     )
 }
 
@@ -1014,24 +1016,13 @@ fn modsecurity_conf(bench: &Bench, root: &Path, module: &Path, port: u16) -> Fal
             .replace("@CRS@", &root.display().to_string()),
     )
     .map_err(|e| e.to_string())?;
-    let servers = format!(
-        r#"    upstream app {{
-        server 127.0.0.1:{upstream};
-        keepalive 256;
-        keepalive_requests 10000000;
-    }}
-    server {{
-        listen 127.0.0.1:{port} backlog=4096;
-        modsecurity on;
-        modsecurity_rules_file {rules};
-        location / {{
-            proxy_pass http://app;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }}
-    }}"#,
-        upstream = bench.upstream_port,
-        rules = rules.display(),
+    let servers = proxy_servers(
+        port,
+        bench.upstream_port,
+        &format!(
+            "\n        modsecurity on;\n        modsecurity_rules_file {};",
+            rules.display()
+        ),
     );
     Ok(format!(
         "load_module {};\n{}",
