@@ -174,6 +174,8 @@ pub(super) fn compile(e: &mut Errors, raw: Option<&RawWaf>, file: &Path) -> Opti
             return None;
         }
     };
+    drop(directives);
+    crate::waf::release_compile_memory();
     let mut shown = std::collections::HashSet::new();
     for w in rules.warnings.iter().filter(|w| shown.insert(*w)) {
         e.warn("waf.rules", w.clone());

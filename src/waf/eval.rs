@@ -9,8 +9,9 @@ use super::operator::{Argument, Macros};
 use super::ruleset::{
     Chain, Collection, Ctl, Disruptive, EngineMode, Rule, RuleSet, SetOp, Target, TargetSelector,
 };
+use super::scratch::{Pairs, TxVars};
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -92,11 +93,19 @@ impl std::hash::Hasher for KeyHash {
     }
 }
 
-/// One value a rule matched: its name (`ARGS:q`), the value the operator saw, regex groups.
-struct Hit {
-    name: String,
-    value: Vec<u8>,
-    captures: Vec<Vec<u8>>,
+/// The values one rule matched: each name (`ARGS:q`) and the value the operator saw, and the
+/// regex groups of those that captured (by index into `matched`).
+#[derive(Default)]
+struct Hits {
+    matched: Pairs,
+    captures: Vec<(usize, Vec<Vec<u8>>)>,
+}
+
+impl Hits {
+    fn clear(&mut self) {
+        self.matched.clear();
+        self.captures.clear();
+    }
 }
 
 /// A value after a transformation chain: the value the operator sees (or, with
@@ -105,31 +114,74 @@ struct Transformed {
     steps: Vec<Option<Vec<u8>>>,
 }
 
-/// One transaction's collections and state.
-struct Transaction<'r> {
-    rules: &'r RuleSet,
+/// What a transaction keeps between rules and a thread keeps between transactions: caches
+/// and collections, emptied (not freed) for the next request.
+#[derive(Default)]
+struct Scratch {
     /// Transformed request values by (collection, index, chain); emptied whenever a
     /// collection is replaced.
     cache: RefCell<HashMap<u64, Rc<Transformed>, KeyHasher>>,
     /// The screen's answers, by the same keys (and `ORIGINAL` for an unchanged value).
     screens: RefCell<HashMap<u64, bool, KeyHasher>>,
-    /// Chains' `RegexSet` matches, by the same keys.
-    set_hits: RefCell<HashMap<u64, regex::bytes::SetMatches, KeyHasher>>,
     /// Byte classes of request values, by value key.
     classes: RefCell<HashMap<u64, u32, KeyHasher>>,
     /// The members of a collection that pass the screen after a chain, by chain and
     /// collection; `None` until asked.
     passing: RefCell<Vec<Option<Rc<[u32]>>>>,
+    /// Request collections, indexed by `Collection` (absent ones empty).
+    collections: Vec<Values>,
+    tx: TxVars,
+    /// MATCHED_VAR: the last value matched (at most one entry).
+    matched_var: Pairs,
+    matched_vars: Pairs,
+    hits: RefCell<Hits>,
+}
+
+/// Beyond these, a thread's scratch is dropped after its transaction instead of kept.
+const KEPT_CACHE_ENTRIES: usize = 4096;
+const KEPT_MATCH_BYTES: usize = 64 * 1024;
+
+thread_local! {
+    static SCRATCH: Cell<Option<Box<Scratch>>> = const { Cell::new(None) };
+}
+
+impl Scratch {
+    /// This thread's scratch, emptied, or a new one.
+    fn take(rules: &RuleSet) -> Box<Scratch> {
+        let mut s = SCRATCH.with(Cell::take).unwrap_or_default();
+        s.cache.get_mut().clear();
+        s.screens.get_mut().clear();
+        s.classes.get_mut().clear();
+        let passing = s.passing.get_mut();
+        passing.clear();
+        passing.resize(rules.chains.len() * Collection::COUNT, None);
+        s.collections.resize_with(Collection::COUNT, Vec::new);
+        s.collections.iter_mut().for_each(Vec::clear);
+        s.tx.reset();
+        s.matched_var.clear();
+        s.matched_vars.clear();
+        s.hits.get_mut().clear();
+        s
+    }
+
+    /// Keeps the scratch for this thread's next transaction, unless it grew large.
+    fn give_back(self: Box<Scratch>) {
+        let large = self.cache.borrow().len() > KEPT_CACHE_ENTRIES
+            || self.screens.borrow().len() > KEPT_CACHE_ENTRIES
+            || self.matched_vars.held() + self.hits.borrow().matched.held() > KEPT_MATCH_BYTES;
+        if !large {
+            SCRATCH.with(|cell| cell.set(Some(self)));
+        }
+    }
+}
+
+/// One transaction's collections and state.
+struct Transaction<'r> {
+    rules: &'r RuleSet,
+    s: Box<Scratch>,
     /// The empty list of members, shared.
     no_members: Rc<[u32]>,
     pinned: &'r [(String, Vec<u8>)],
-    /// Request collections, indexed by `Collection` (absent ones empty).
-    collections: Vec<Values>,
-    /// TX variables (names in lower case). Some names come from the request (920450 names a
-    /// variable after each header): foldhash's per-process seed keeps collisions unplannable.
-    tx: HashMap<String, Vec<u8>, foldhash::fast::RandomState>,
-    matched_var: (String, Vec<u8>),
-    matched_vars: Values,
     removed_ids: Vec<(u64, u64)>,
     removed_tags: Vec<String>,
     removed_targets_by_id: Vec<((u64, u64), String)>,
@@ -144,18 +196,17 @@ struct Transaction<'r> {
 impl Macros for Transaction<'_> {
     fn value(&self, collection: &str, key: &str) -> Option<Cow<'_, [u8]>> {
         match collection {
-            "TX" if key.bytes().any(|b| b.is_ascii_uppercase()) => self
-                .tx
-                .get(&key.to_ascii_lowercase())
-                .map(|v| Cow::Borrowed(v.as_slice())),
-            "TX" => self.tx.get(key).map(|v| Cow::Borrowed(v.as_slice())),
-            "MATCHED_VAR" => Some(Cow::Borrowed(&self.matched_var.1)),
-            "MATCHED_VAR_NAME" => Some(Cow::Borrowed(self.matched_var.0.as_bytes())),
+            "TX" if key.bytes().any(|b| b.is_ascii_uppercase()) => {
+                self.s.tx.get(&key.to_ascii_lowercase()).map(Cow::Borrowed)
+            }
+            "TX" => self.s.tx.get(key).map(Cow::Borrowed),
+            "MATCHED_VAR" => Some(Cow::Borrowed(self.matched_var().1)),
+            "MATCHED_VAR_NAME" => Some(Cow::Borrowed(self.matched_var().0.as_bytes())),
             "RULE" if key == "id" => Some(Cow::Owned(self.rule_id.to_string().into_bytes())),
             "RULE" => None,
             other => {
                 let c = Collection::from_name(other)?;
-                let values = self.collections.get(c as usize)?;
+                let values = self.s.collections.get(c as usize)?;
                 let found = if key.is_empty() {
                     values.first()
                 } else {
@@ -198,22 +249,9 @@ pub fn evaluate(rules: &RuleSet, request: &Request) -> Verdict {
 pub fn evaluate_with(rules: &RuleSet, request: &Request, settings: &Settings) -> Verdict {
     let mut t = Transaction {
         rules,
+        s: Scratch::take(rules),
         pinned: &settings.pinned,
-        cache: RefCell::default(),
-        screens: RefCell::default(),
-        set_hits: RefCell::default(),
-        classes: RefCell::default(),
-        passing: RefCell::default(),
         no_members: Rc::from(Vec::new()),
-        collections: vec![Vec::new(); Collection::COUNT],
-        tx: settings
-            .initial
-            .iter()
-            .chain(&settings.pinned)
-            .cloned()
-            .collect(),
-        matched_var: (String::new(), Vec::new()),
-        matched_vars: Vec::new(),
         removed_ids: settings.removed_ids.clone(),
         removed_tags: Vec::new(),
         removed_targets_by_id: settings.removed_targets.clone(),
@@ -223,6 +261,9 @@ pub fn evaluate_with(rules: &RuleSet, request: &Request, settings: &Settings) ->
         force_body_variable: false,
         rule_id: 0,
     };
+    for (name, value) in settings.initial.iter().chain(&settings.pinned) {
+        t.s.tx.set(name, value);
+    }
     t.read_head(request);
     let mut verdict = Verdict::default();
     for phase in [1, 2] {
@@ -235,9 +276,11 @@ pub fn evaluate_with(rules: &RuleSet, request: &Request, settings: &Settings) ->
     }
     // CRS v4's score, or CRS v3's.
     verdict.anomaly_score =
-        t.tx.get("blocking_inbound_anomaly_score")
-            .or_else(|| t.tx.get("anomaly_score"))
-            .map_or(0, |v| super::operator::stoi(v));
+        t.s.tx
+            .get("blocking_inbound_anomaly_score")
+            .or_else(|| t.s.tx.get("anomaly_score"))
+            .map_or(0, super::operator::stoi);
+    t.s.give_back();
     verdict
 }
 
@@ -462,12 +505,11 @@ impl Transaction<'_> {
     fn set(&mut self, c: Collection, values: Values) {
         // Only this collection's entries go stale.
         let fresh = |k: &u64| k >> 56 != c as u64;
-        self.cache.get_mut().retain(|k, _| fresh(k));
-        self.screens.get_mut().retain(|k, _| fresh(k));
-        self.set_hits.get_mut().retain(|k, _| fresh(k));
-        self.classes.get_mut().retain(|k, _| fresh(k));
+        self.s.cache.get_mut().retain(|k, _| fresh(k));
+        self.s.screens.get_mut().retain(|k, _| fresh(k));
+        self.s.classes.get_mut().retain(|k, _| fresh(k));
         self.forget_screening(c);
-        if let Some(slot) = self.collections.get_mut(c as usize) {
+        if let Some(slot) = self.s.collections.get_mut(c as usize) {
             *slot = values;
         }
     }
@@ -627,7 +669,7 @@ impl Transaction<'_> {
             self.one(RequestBody, "REQUEST_BODY", r.body);
         }
         self.set(ArgsPostNames, names(&post));
-        if let Some(args) = self.collections.get_mut(Args as usize) {
+        if let Some(args) = self.s.collections.get_mut(Args as usize) {
             // Members keep their indices (and cached values); the collection has more.
             args.extend(post.iter().cloned());
         }
@@ -638,6 +680,7 @@ impl Transaction<'_> {
 
     fn refresh_sizes(&mut self) {
         let args = self
+            .s
             .collections
             .get(Collection::Args as usize)
             .map_or(&[][..], |a| a.as_slice());
@@ -732,28 +775,34 @@ impl Transaction<'_> {
     fn rule_matches(&mut self, rule: &Rule, chain_start: bool) -> bool {
         self.rule_id = rule.id;
         if chain_start {
-            self.matched_vars.clear();
+            self.s.matched_vars.clear();
         }
-        let hits = self.find_hits(rule);
-        if hits.is_empty() {
-            return false;
-        }
+        self.find_hits(rule);
+        // The hits are read while the rule's effects change the transaction; their buffers
+        // go back before the next link looks for its own.
+        let hits = std::mem::take(self.s.hits.get_mut());
+        let matched = !hits.matched.is_empty();
         // Each match's effects, in order: capture, MATCHED_VAR(S), the rule's setvars.
-        for hit in hits {
-            for (n, group) in hit.captures.into_iter().enumerate() {
-                match CAPTURE_KEYS.get(n).and_then(|k| self.tx.get_mut(*k)) {
-                    Some(slot) => *slot = group,
-                    None => {
-                        self.tx.insert(n.to_string(), group);
+        let mut captured = hits.captures.iter().peekable();
+        for (i, (name, value)) in hits.matched.as_slice().iter().enumerate() {
+            if let Some((_, groups)) = captured.next_if(|(at, _)| *at == i) {
+                for (n, group) in groups.iter().enumerate() {
+                    match CAPTURE_KEYS.get(n) {
+                        Some(key) => self.s.tx.set(key, group),
+                        None => self.s.tx.set(&n.to_string(), group),
                     }
                 }
             }
-            self.matched_vars
-                .push((hit.name.clone(), hit.value.clone()));
-            self.matched_var = (hit.name, hit.value);
+            self.s.matched_vars.push(name, value);
+            self.s.matched_var.clear();
+            self.s.matched_var.push(name, value);
             for s in &rule.setvars {
                 self.setvar(s);
             }
+        }
+        *self.s.hits.get_mut() = hits;
+        if !matched {
+            return false;
         }
         match &rule.chain {
             Some(next) => self.rule_matches(next, false),
@@ -774,7 +823,7 @@ impl Transaction<'_> {
         let (mask, effective) = chain.effective(self.byte_classes(value_key, value))?;
         let key = value_key.map(|k| k | (u64::from(effective) << 8));
         if let Some(key) = key {
-            if let Some(found) = self.cache.borrow().get(&key) {
+            if let Some(found) = self.s.cache.borrow().get(&key) {
                 return Some((Some(key), found.clone()));
             }
         }
@@ -797,7 +846,7 @@ impl Transaction<'_> {
         }
         let entry = Rc::new(Transformed { steps });
         if let Some(key) = key {
-            self.cache.borrow_mut().insert(key, entry.clone());
+            self.s.cache.borrow_mut().insert(key, entry.clone());
         }
         Some((key, entry))
     }
@@ -817,18 +866,15 @@ impl Transaction<'_> {
     /// borrowed, and a name is formatted only for a value that matched. (The effects of a
     /// match are applied after all of the rule's values are tested, so a rule's own `setvar`
     /// is not seen by its later values; CRS rules never rely on that.)
-    fn find_hits(&self, rule: &Rule) -> Vec<Hit> {
-        let mut hits = Vec::new();
+    fn find_hits(&self, rule: &Rule) {
+        self.s.hits.borrow_mut().clear();
         let Some(chain) = self.rules.chains.get(rule.chain_id as usize) else {
-            return hits;
+            return;
         };
         // Most rules look for attacks that an ordinary request does not hold: such a rule only
         // visits the members of its collections that pass the screen (usually none).
         let screened_only = rule.screened && !rule.negated;
-        let set = chain.set.as_ref().zip(rule.set_slot);
-        let mut test = |value_key: Option<u64>, collection: &str, member: &str, value: &[u8]| {
-            // The chain's own key, for its set's matches; the effective chain's, for values.
-            let key = value_key.map(|k| k | (u64::from(rule.chain_id) << 8));
+        let test = |value_key: Option<u64>, collection: &str, member: &str, value: &[u8]| {
             let (effective_key, entry) = match self.transformed(value_key, value, chain) {
                 Some((k, e)) => (k, Some(e)),
                 None => (None, None),
@@ -841,37 +887,23 @@ impl Transaction<'_> {
                     None => value_key.map(|k| k | ORIGINAL),
                     Some(_) => effective_key.map(|k| k | (i as u64 & 0xff)),
                 };
-                if rule.screened && !self.screened(step_key, candidate) {
-                    if rule.negated {
-                        hits.push(self.hit(collection, member, candidate, Vec::new()));
-                    }
-                    continue;
-                }
-                let hit = match set {
-                    // The chain's set says whether this rule's regex matches; the regex itself
-                    // runs only for a match whose groups are captured.
-                    Some((set, slot)) => {
-                        let set_key = key.map(|k| k | (i as u64 & 0xff));
-                        match self.set_matches(set_key, set, candidate, slot as usize) {
-                            false => None,
-                            true if rule.capture => rule.operator.test(candidate, self, true),
-                            true => Some(Default::default()),
-                        }
-                    }
-                    None => rule.operator.test(candidate, self, rule.capture),
+                // A value the screen does not match cannot match a screened rule's regex.
+                let hit = match rule.screened && !self.screened(step_key, candidate) {
+                    true => None,
+                    false => rule.operator.test(candidate, self, rule.capture),
                 };
                 let captures = match (hit, rule.negated) {
                     (Some(m), false) => m.captures,
                     (None, true) => Vec::new(),
                     _ => continue,
                 };
-                hits.push(self.hit(collection, member, candidate, captures));
+                self.hit(collection, member, candidate, captures);
             }
         };
         if rule.targets.is_empty() {
             // SecAction: one empty value, so that its unconditional match runs once.
             test(None, "", "", b"");
-            return hits;
+            return;
         }
         // Targets removed from this rule by a ctl or the route's exclusions.
         let removed: Vec<&str> = self
@@ -891,17 +923,18 @@ impl Transaction<'_> {
             if target.count {
                 let mut n = 0usize;
                 self.for_each_member(target, &mut |_, _, _| n += 1);
+                let (mut name, mut digits) = ([0u8; 48], [0u8; 20]);
                 test(
                     None,
-                    &format!("&{collection}"),
+                    counted(&mut name, collection),
                     "",
-                    n.to_string().as_bytes(),
+                    decimal(n, &mut digits),
                 );
                 continue;
             }
             if screened_only && is_request_collection(target.collection) {
                 let passing = self.passing_members(rule.chain_id, chain, target.collection);
-                let Some(values) = self.collections.get(target.collection as usize) else {
+                let Some(values) = self.s.collections.get(target.collection as usize) else {
                     continue;
                 };
                 for &i in passing.iter() {
@@ -934,38 +967,31 @@ impl Transaction<'_> {
                 }
             });
         }
-        hits
     }
 
-    fn hit(&self, collection: &str, member: &str, value: &[u8], captures: Vec<Vec<u8>>) -> Hit {
-        Hit {
-            name: if member.is_empty() {
-                collection.to_string()
-            } else {
-                format!("{collection}:{member}")
-            },
-            value: value.to_vec(),
-            captures,
+    /// Records a match: its name, the value and the regex groups.
+    fn hit(&self, collection: &str, member: &str, value: &[u8], captures: Vec<Vec<u8>>) {
+        let mut hits = self.s.hits.borrow_mut();
+        let name = |n: &mut String| {
+            n.push_str(collection);
+            if !member.is_empty() {
+                n.push(':');
+                n.push_str(member);
+            }
+        };
+        hits.matched.push_with(name, value);
+        if !captures.is_empty() {
+            let at = hits.matched.as_slice().len().saturating_sub(1);
+            hits.captures.push((at, captures));
         }
     }
 
-    /// Whether the chain's `RegexSet` matches `value` with pattern `slot` (scanned once per
-    /// request and key).
-    fn set_matches(
-        &self,
-        key: Option<u64>,
-        set: &regex::bytes::RegexSet,
-        value: &[u8],
-        slot: usize,
-    ) -> bool {
-        let Some(key) = key else {
-            return set.matches(value).matched(slot);
-        };
-        self.set_hits
-            .borrow_mut()
-            .entry(key)
-            .or_insert_with(|| set.matches(value))
-            .matched(slot)
+    /// MATCHED_VAR's name and value (empty before a match).
+    fn matched_var(&self) -> (&str, &[u8]) {
+        self.s
+            .matched_var
+            .last()
+            .map_or(("", &[][..]), |(n, v)| (n.as_str(), v.as_slice()))
     }
 
     /// The byte classes of a value (kept per request for request values).
@@ -975,6 +1001,7 @@ impl Transaction<'_> {
         };
         let value_key = key & !0xffff_ffff;
         *self
+            .s
             .classes
             .borrow_mut()
             .entry(value_key)
@@ -985,10 +1012,11 @@ impl Transaction<'_> {
     /// (known once per request; usually none, which allocates nothing).
     fn passing_members(&self, chain_id: u32, chain: &Chain, c: Collection) -> Rc<[u32]> {
         let slot = chain_id as usize * Collection::COUNT + c as usize;
-        if let Some(Some(known)) = self.passing.borrow().get(slot) {
+        if let Some(Some(known)) = self.s.passing.borrow().get(slot) {
             return known.clone();
         }
         let passing: Vec<u32> = self
+            .s
             .collections
             .get(c as usize)
             .map_or(Vec::new(), |values| {
@@ -1004,7 +1032,7 @@ impl Transaction<'_> {
         } else {
             Rc::from(passing)
         };
-        let mut known = self.passing.borrow_mut();
+        let mut known = self.s.passing.borrow_mut();
         if known.len() <= slot {
             known.resize(self.rules.chains.len() * Collection::COUNT, None);
         }
@@ -1016,7 +1044,7 @@ impl Transaction<'_> {
 
     /// A collection changed: what was known of its members passing the screen is not.
     fn forget_screening(&mut self, c: Collection) {
-        let known = self.passing.get_mut();
+        let known = self.s.passing.get_mut();
         for chain in 0..self.rules.chains.len() {
             if let Some(k) = known.get_mut(chain * Collection::COUNT + c as usize) {
                 *k = None;
@@ -1032,11 +1060,11 @@ impl Transaction<'_> {
         let Some(key) = key else {
             return screen.is_match(value);
         };
-        if let Some(found) = self.screens.borrow().get(&key) {
+        if let Some(found) = self.s.screens.borrow().get(&key) {
             return *found;
         }
         let found = screen.is_match(value);
-        self.screens.borrow_mut().insert(key, found);
+        self.s.screens.borrow_mut().insert(key, found);
         found
     }
 
@@ -1049,35 +1077,48 @@ impl Transaction<'_> {
             Collection::Tx => match &target.selector {
                 // TX names are kept in lower case, as selectors are compiled.
                 Some(TargetSelector::Key(k)) => {
-                    if let Some((name, v)) = self.tx.get_key_value(k.as_str()) {
+                    if let Some((name, v)) = self.s.tx.get_key_value(k.as_str()) {
                         f(None, name, v);
                     }
                 }
                 _ => {
-                    for (k, v) in self.tx.iter().filter(|(k, _)| selected(k)) {
+                    for (k, v) in self.s.tx.iter().filter(|(k, _)| selected(k)) {
                         f(None, k, v);
                     }
                 }
             },
-            Collection::MatchedVar if !self.matched_var.0.is_empty() => {
-                f(None, &self.matched_var.0, &self.matched_var.1)
+            Collection::MatchedVar | Collection::MatchedVarName => {
+                let (name, value) = self.matched_var();
+                match target.collection {
+                    _ if name.is_empty() => {}
+                    Collection::MatchedVar => f(None, name, value),
+                    _ => f(None, "", name.as_bytes()),
+                }
             }
-            Collection::MatchedVarName if !self.matched_var.0.is_empty() => {
-                f(None, "", self.matched_var.0.as_bytes())
-            }
-            Collection::MatchedVar | Collection::MatchedVarName => {}
             Collection::MatchedVars => {
-                for (n, v) in self.matched_vars.iter().filter(|(n, _)| selected(n)) {
+                for (n, v) in self
+                    .s
+                    .matched_vars
+                    .as_slice()
+                    .iter()
+                    .filter(|(n, _)| selected(n))
+                {
                     f(None, n, v);
                 }
             }
             Collection::MatchedVarsNames => {
-                for (n, _) in self.matched_vars.iter().filter(|(n, _)| selected(n)) {
+                for (n, _) in self
+                    .s
+                    .matched_vars
+                    .as_slice()
+                    .iter()
+                    .filter(|(n, _)| selected(n))
+                {
                     f(None, n, n.as_bytes());
                 }
             }
             c => {
-                let Some(values) = self.collections.get(c as usize) else {
+                let Some(values) = self.s.collections.get(c as usize) else {
                     return;
                 };
                 for (i, (n, v)) in values.iter().enumerate() {
@@ -1118,7 +1159,7 @@ impl Transaction<'_> {
         }
         let value = match &s.op {
             SetOp::Delete => {
-                self.tx.remove(key.as_ref());
+                self.s.tx.remove(key.as_ref());
                 return;
             }
             SetOp::Set(a) => match a.constant() {
@@ -1126,24 +1167,15 @@ impl Transaction<'_> {
                 None => New::Bytes(Cow::Owned(a.expand(&*self).into_owned())),
             },
             SetOp::Add(a) => {
-                let now = self
-                    .tx
-                    .get(key.as_ref())
-                    .map_or(0, |v| super::operator::stoi(v));
+                let now = self.s.tx.get(key.as_ref()).map_or(0, super::operator::stoi);
                 New::Number(now.saturating_add(number(self, a)))
             }
             SetOp::Subtract(a) => {
-                let now = self
-                    .tx
-                    .get(key.as_ref())
-                    .map_or(0, |v| super::operator::stoi(v));
+                let now = self.s.tx.get(key.as_ref()).map_or(0, super::operator::stoi);
                 New::Number(now.saturating_sub(number(self, a)))
             }
         };
-        let slot = match self.tx.get_mut(key.as_ref()) {
-            Some(slot) => slot,
-            None => self.tx.entry(key.into_owned()).or_default(),
-        };
+        let slot = self.s.tx.slot(key.as_ref());
         slot.clear();
         match value {
             New::Bytes(b) => slot.extend_from_slice(&b),
@@ -1153,6 +1185,30 @@ impl Transaction<'_> {
             }
         }
     }
+}
+
+/// `&ARGS`, the name of a count target, written into `buf` (collection names are short ASCII).
+fn counted<'b>(buf: &'b mut [u8; 48], collection: &str) -> &'b str {
+    let name = collection.as_bytes();
+    let len = (name.len() + 1).min(buf.len());
+    buf[0] = b'&';
+    buf[1..len].copy_from_slice(&name[..len - 1]);
+    std::str::from_utf8(&buf[..len]).unwrap_or("")
+}
+
+/// `n` in decimal, written into `buf`.
+fn decimal(n: usize, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 || at == 0 {
+            break;
+        }
+    }
+    &buf[at..]
 }
 
 /// `ctl:ruleRemoveTarget…` removes `args:password` (that member) or `args` (all of it); the

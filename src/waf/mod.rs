@@ -6,8 +6,21 @@
 pub mod eval;
 pub mod operator;
 pub mod ruleset;
+mod scratch;
 pub mod seclang;
 pub mod transform;
+
+/// Hands back to the system the heap that compiling a rule set used and freed. Compiling CRS
+/// v4 peaks at ~65 MiB of heap and keeps ~26 MiB; glibc's allocator holds on to the freed
+/// rest (in pages between live chunks) until `malloc_trim` releases them.
+pub fn release_compile_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointer and only releases free pages of glibc's own heap;
+    // it is safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
 
 /// The two Core Rule Sets the unit tests load: setup file first, then the rules in order.
 #[cfg(test)]

@@ -273,15 +273,6 @@ impl Operator {
     }
 
     /// Test one (transformed) value. `capture`: also return the regex groups.
-    /// The pattern of a plain `@rx` compiled by the `regex` crate (as rewritten): what a chain's
-    /// `RegexSet` can hold.
-    pub fn set_pattern(&self) -> Option<&str> {
-        match self {
-            Operator::Rx(Regex::Bytes(re)) => Some(re.as_str()),
-            _ => None,
-        }
-    }
-
     pub fn test(&self, value: &[u8], macros: &dyn Macros, capture: bool) -> Option<Matched> {
         let yes = |hit: bool| hit.then(Matched::default);
         match self {
@@ -389,27 +380,44 @@ impl Regex {
     }
 }
 
-/// The plain `@rx` patterns of several rules as one set, compiled exactly as `compile_regex`
-/// compiles each (so a set's "matches" is each regex's `is_match`).
-pub fn regex_set(patterns: &[String]) -> Result<regex::bytes::RegexSet, regex::Error> {
-    regex::bytes::RegexSetBuilder::new(patterns)
-        .dot_matches_new_line(true)
-        .multi_line(true)
-        .unicode(false)
-        .size_limit(64 << 20)
-        .build()
+/// Many plain `@rx` patterns compiled into one automaton, with their flags, for one answer:
+/// does any of them match a value. It is the rule set's only multi-pattern copy of its
+/// regexes (a rule runs its own regex on the values it matches).
+#[derive(Debug)]
+pub struct Screen {
+    regex: regex_automata::meta::Regex,
 }
 
-/// The alternation of many plain `@rx` patterns, compiled with their flags, for a yes/no
-/// answer to "does any of them match".
-pub fn screen_regex(alternation: &str) -> Result<regex::bytes::Regex, regex::Error> {
-    regex::bytes::RegexBuilder::new(alternation)
-        .dot_matches_new_line(true)
-        .multi_line(true)
-        .unicode(false)
-        .size_limit(256 << 20)
-        .dfa_size_limit(16 << 20)
-        .build()
+impl Screen {
+    pub fn new(patterns: &[String]) -> Result<Screen, String> {
+        use regex_automata::{meta, nfa::thompson::WhichCaptures, util::syntax};
+        let regex = meta::Builder::new()
+            .syntax(
+                syntax::Config::new()
+                    .dot_matches_new_line(true)
+                    .multi_line(true)
+                    .unicode(false)
+                    .utf8(false),
+            )
+            .configure(
+                meta::Config::new()
+                    // Only "whether" is asked: no capture states, no engines that exist
+                    // for captures.
+                    .which_captures(WhichCaptures::None)
+                    .backtrack(false)
+                    .onepass(false)
+                    .utf8_empty(false)
+                    .nfa_size_limit(Some(256 << 20))
+                    .hybrid_cache_capacity(16 << 20),
+            )
+            .build_many(patterns)
+            .map_err(|e| e.to_string())?;
+        Ok(Screen { regex })
+    }
+
+    pub fn is_match(&self, value: &[u8]) -> bool {
+        self.regex.is_match(value)
+    }
 }
 
 /// A CRS regex as ModSecurity compiles it: dot matches newline, `^`/`$` at line breaks, and

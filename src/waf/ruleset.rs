@@ -219,14 +219,12 @@ pub struct Rule {
     /// Index into `RuleSet::chains`: the transformation chain (and `multiMatch`) this rule
     /// shares with others, computed once per value and request.
     pub chain_id: u32,
-    /// For a plain `@rx`: its place in the chain's `RegexSet`.
-    pub set_slot: Option<u32>,
-    /// Its pattern is part of `RuleSet::screen`.
+    /// A plain `@rx` that ordinary values do not match: its pattern is part of
+    /// `RuleSet::screen`, and the rule's own regex runs only on values the screen matches.
     pub screened: bool,
 }
 
-/// A transformation chain shared by rules, and the plain `@rx` patterns of those rules as one
-/// `RegexSet`: a value is transformed once per chain and scanned once for all of them.
+/// A transformation chain shared by rules: a value is transformed once per chain.
 #[derive(Debug)]
 pub struct Chain {
     pub transformations: Vec<Transformation>,
@@ -241,9 +239,6 @@ pub struct Chain {
     /// screened once per effective chain.
     pub effective: Vec<u32>,
     pub own: u32,
-    /// `None` when no rule of the chain has a plain `@rx` (or the set could not be built:
-    /// then each rule runs its own regex, with the same result).
-    pub set: Option<regex::bytes::RegexSet>,
 }
 
 /// The request phases portcullis evaluates: 1 (headers) and 2 (body).
@@ -253,10 +248,9 @@ pub struct RuleSet {
     pub phase2: Vec<Rule>,
     pub warnings: Vec<String>,
     pub chains: Vec<Chain>,
-    /// One regex: the alternation of the plain `@rx` patterns of rules marked `screened`. A
-    /// value it does not match matches none of them, so one scan of an ordinary value
-    /// answers for most of the rule set.
-    pub screen: Option<regex::bytes::Regex>,
+    /// The plain `@rx` patterns of the rules marked `screened`, as one automaton: one scan of
+    /// a value (after a chain) that matches none of them answers for all of those rules.
+    pub screen: Option<super::operator::Screen>,
 }
 
 /// A compile error: where, and what is wrong.
@@ -588,7 +582,6 @@ fn index_chains(set: &mut RuleSet) {
     struct Index {
         ids: HashMap<(Vec<Transformation>, bool), u32>,
         chains: Vec<Chain>,
-        patterns: Vec<Vec<String>>,
     }
     fn visit(rule: &mut Rule, index: &mut Index) {
         let key = (rule.transformations.clone(), rule.multi_match);
@@ -612,19 +605,12 @@ fn index_chains(set: &mut RuleSet) {
                     touches,
                     effective: Vec::new(),
                     own: 0,
-                    set: None,
                 });
-                index.patterns.push(Vec::new());
                 index.ids.insert(key, id);
                 id
             }
         };
         rule.chain_id = id;
-        if let Some(pattern) = rule.operator.set_pattern() {
-            let patterns = &mut index.patterns[id as usize];
-            rule.set_slot = Some(patterns.len() as u32);
-            patterns.push(pattern.to_string());
-        }
         if let Some(next) = rule.chain.as_deref_mut() {
             visit(next, index);
         }
@@ -632,15 +618,9 @@ fn index_chains(set: &mut RuleSet) {
     let mut index = Index {
         ids: HashMap::new(),
         chains: Vec::new(),
-        patterns: Vec::new(),
     };
     for rule in set.phase1.iter_mut().chain(set.phase2.iter_mut()) {
         visit(rule, &mut index);
-    }
-    for (chain, patterns) in index.chains.iter_mut().zip(&index.patterns) {
-        if !patterns.is_empty() {
-            chain.set = super::operator::regex_set(patterns).ok();
-        }
     }
     number_effective_chains(&mut index.chains);
     set.chains = index.chains;
@@ -695,13 +675,9 @@ fn build_screen(set: &mut RuleSet) {
             link = r.chain.as_deref_mut();
         }
     }
-    let alternation = patterns
-        .iter()
-        .map(|p| format!("(?:{p})"))
-        .collect::<Vec<_>>()
-        .join("|");
-    set.screen = super::operator::screen_regex(&alternation).ok();
+    set.screen = super::operator::Screen::new(&patterns).ok();
     if set.screen.is_none() {
+        // Each rule runs its own regex: slower, the same results.
         for rule in set.phase1.iter_mut().chain(set.phase2.iter_mut()) {
             let mut link = Some(rule);
             while let Some(r) = link {
@@ -916,7 +892,6 @@ fn compile_rule(
         msg: None,
         chain: None,
         chain_id: 0,
-        set_slot: None,
         screened: false,
     };
     let mut skip_after = None;
@@ -1196,7 +1171,6 @@ mod effective_tests {
             touches,
             effective: Vec::new(),
             own: 0,
-            set: None,
         }];
         number_effective_chains(&mut chains);
         chains.remove(0)

@@ -1,0 +1,185 @@
+//! Buffers that rule evaluations reuse, so that evaluating an ordinary request allocates
+//! little: TX variables that outlive their transaction as spare slots, and lists whose
+//! entries keep their buffers when emptied. Each thread keeps one set between requests
+//! (`eval` takes it and gives it back); a set that grew past a bound is dropped instead, so
+//! one large request does not pin its memory to a thread.
+
+/// TX variables (names in lower case). An entry belongs to the current transaction when its
+/// generation is the current one: starting a transaction bumps the generation, and setting a
+/// variable that an earlier transaction also set reuses its name and value buffers.
+/// hashbrown's default hasher (foldhash) is seeded per process: request-chosen names (920450
+/// names a variable after each header) cannot plan collisions.
+#[derive(Debug, Default)]
+pub(super) struct TxVars {
+    map: hashbrown::HashMap<String, (u32, Vec<u8>)>,
+    generation: u32,
+}
+
+/// Beyond this many names (left by request-named variables), a transaction starts afresh.
+const TX_NAMES_KEPT: usize = 1024;
+
+impl TxVars {
+    /// Empties the collection for a new transaction.
+    pub fn reset(&mut self) {
+        if self.map.len() > TX_NAMES_KEPT || self.generation == u32::MAX {
+            self.map.clear();
+            self.generation = 0;
+        }
+        self.generation += 1;
+    }
+
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.get_key_value(name).map(|(_, v)| v)
+    }
+
+    pub fn get_key_value(&self, name: &str) -> Option<(&str, &[u8])> {
+        match self.map.get_key_value(name) {
+            Some((k, (g, v))) if *g == self.generation => Some((k.as_str(), v.as_slice())),
+            _ => None,
+        }
+    }
+
+    /// The variable's value, to be written: emptied if it was not set in this transaction,
+    /// created if no transaction had it.
+    pub fn slot(&mut self, name: &str) -> &mut Vec<u8> {
+        let generation = self.generation;
+        let (g, value) = self.map.entry_ref(name).or_insert((generation, Vec::new()));
+        if *g != generation {
+            *g = generation;
+            value.clear();
+        }
+        value
+    }
+
+    pub fn set(&mut self, name: &str, value: &[u8]) {
+        let slot = self.slot(name);
+        slot.clear();
+        slot.extend_from_slice(value);
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        if let Some((g, _)) = self.map.get_mut(name) {
+            *g = 0;
+        }
+    }
+
+    /// The variables of this transaction, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        let generation = self.generation;
+        self.map
+            .iter()
+            .filter(move |(_, (g, _))| *g == generation)
+            .map(|(k, (_, v))| (k.as_str(), v.as_slice()))
+    }
+}
+
+/// A list of (name, value) pairs whose emptied entries keep their buffers: refilling it
+/// allocates only past its largest length so far.
+#[derive(Debug, Default)]
+pub(super) struct Pairs {
+    items: Vec<(String, Vec<u8>)>,
+    len: usize,
+}
+
+impl Pairs {
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Appends an entry, its name written by `name` into an emptied buffer.
+    pub fn push_with(&mut self, name: impl FnOnce(&mut String), value: &[u8]) {
+        if self.len == self.items.len() {
+            self.items.push(Default::default());
+        }
+        if let Some((n, v)) = self.items.get_mut(self.len) {
+            n.clear();
+            name(n);
+            v.clear();
+            v.extend_from_slice(value);
+            self.len += 1;
+        }
+    }
+
+    pub fn push(&mut self, name: &str, value: &[u8]) {
+        self.push_with(|n| n.push_str(name), value);
+    }
+
+    pub fn as_slice(&self) -> &[(String, Vec<u8>)] {
+        self.items.get(..self.len).unwrap_or_default()
+    }
+
+    pub fn last(&self) -> Option<&(String, Vec<u8>)> {
+        self.as_slice().last()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes held, spare entries included.
+    pub fn held(&self) -> usize {
+        self.items
+            .iter()
+            .map(|(n, v)| n.capacity() + v.capacity())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tx_variables_end_with_their_transaction() {
+        let mut tx = TxVars::default();
+        tx.reset();
+        tx.set("score", b"5");
+        tx.slot("list").extend_from_slice(b"a");
+        tx.slot("list").extend_from_slice(b"b");
+        assert_eq!(tx.get("score"), Some(&b"5"[..]));
+        assert_eq!(tx.get("list"), Some(&b"ab"[..]));
+        tx.remove("score");
+        assert_eq!(tx.get("score"), None);
+        assert_eq!(tx.iter().count(), 1);
+        tx.reset();
+        assert_eq!(
+            tx.get("list"),
+            None,
+            "a new transaction sees nothing of the last"
+        );
+        assert_eq!(tx.iter().count(), 0);
+        // A reused slot starts empty.
+        tx.slot("list").extend_from_slice(b"c");
+        assert_eq!(tx.get("list"), Some(&b"c"[..]));
+        tx.set("score", b"7");
+        assert_eq!(tx.get("score"), Some(&b"7"[..]), "removed, then set again");
+    }
+
+    #[test]
+    fn too_many_names_start_afresh() {
+        let mut tx = TxVars::default();
+        tx.reset();
+        for i in 0..=TX_NAMES_KEPT {
+            tx.set(&format!("header_name_{i}"), b"x");
+        }
+        tx.reset();
+        assert_eq!(tx.map.len(), 0);
+        tx.generation = u32::MAX;
+        tx.set("a", b"1");
+        tx.reset();
+        assert_eq!((tx.generation, tx.get("a")), (1, None));
+    }
+
+    #[test]
+    fn pairs_reuse_their_entries() {
+        let mut p = Pairs::default();
+        p.push("ARGS:a", b"1");
+        p.push_with(|n| n.push_str("ARGS:b"), b"22");
+        assert_eq!(p.as_slice().len(), 2);
+        p.clear();
+        assert!(p.is_empty() && p.last().is_none());
+        p.push("X", b"");
+        assert_eq!(p.as_slice(), [("X".to_string(), Vec::new())]);
+        assert_eq!(p.items.len(), 2, "the second entry is kept as a spare");
+    }
+}
