@@ -112,6 +112,25 @@ impl Hits {
 /// `multiMatch`, the original and every changed step; `None` is the original).
 struct Transformed {
     steps: Vec<Option<Vec<u8>>>,
+    /// Whether the screen matches each changed step (`None` until asked).
+    screened: Vec<Cell<Option<bool>>>,
+}
+
+impl Transformed {
+    /// Whether the screen matches changed step `n` (`value`), asked once.
+    fn step_screened(&self, n: usize, value: &[u8], screen: &super::operator::Screen) -> bool {
+        let Some(known) = self.screened.get(n) else {
+            return screen.is_match(value);
+        };
+        match known.get() {
+            Some(found) => found,
+            None => {
+                let found = screen.is_match(value);
+                known.set(Some(found));
+                found
+            }
+        }
+    }
 }
 
 /// What a transaction keeps between rules and a thread keeps between transactions: caches
@@ -123,8 +142,8 @@ struct Scratch {
     cache: RefCell<HashMap<u64, Rc<Transformed>, KeyHasher>>,
     /// The screen's answers, by the same keys (and `ORIGINAL` for an unchanged value).
     screens: RefCell<HashMap<u64, bool, KeyHasher>>,
-    /// Byte classes of request values, by value key.
-    classes: RefCell<HashMap<u64, u32, KeyHasher>>,
+    /// What is known of each request value, by collection and index (as `collections`).
+    known: Vec<Vec<Known>>,
     /// The members of a collection that pass the screen after a chain, by chain and
     /// collection; `None` until asked.
     passing: RefCell<Vec<Option<Rc<[u32]>>>>,
@@ -151,7 +170,8 @@ impl Scratch {
         let mut s = SCRATCH.with(Cell::take).unwrap_or_default();
         s.cache.get_mut().clear();
         s.screens.get_mut().clear();
-        s.classes.get_mut().clear();
+        s.known.resize_with(Collection::COUNT, Vec::new);
+        s.known.iter_mut().for_each(Vec::clear);
         let passing = s.passing.get_mut();
         passing.clear();
         passing.resize(rules.chains.len() * Collection::COUNT, None);
@@ -173,6 +193,14 @@ impl Scratch {
             SCRATCH.with(|cell| cell.set(Some(self)));
         }
     }
+}
+
+/// What a transaction knows of one request value: its byte classes, and whether the screen
+/// matches it as it is (`None` until asked).
+#[derive(Debug, Clone)]
+struct Known {
+    classes: u32,
+    screened: Cell<Option<bool>>,
 }
 
 /// One transaction's collections and state.
@@ -507,11 +535,11 @@ impl Transaction<'_> {
         let fresh = |k: &u64| k >> 56 != c as u64;
         self.s.cache.get_mut().retain(|k, _| fresh(k));
         self.s.screens.get_mut().retain(|k, _| fresh(k));
-        self.s.classes.get_mut().retain(|k, _| fresh(k));
         self.forget_screening(c);
         if let Some(slot) = self.s.collections.get_mut(c as usize) {
             *slot = values;
         }
+        self.describe(c);
     }
 
     fn one(&mut self, c: Collection, name: &str, value: impl Into<Vec<u8>>) {
@@ -673,6 +701,7 @@ impl Transaction<'_> {
             // Members keep their indices (and cached values); the collection has more.
             args.extend(post.iter().cloned());
         }
+        self.describe(Args);
         self.forget_screening(Args);
         self.set(ArgsPost, post);
         self.refresh_sizes();
@@ -844,7 +873,8 @@ impl Transaction<'_> {
                 steps[0] = Some(next);
             }
         }
-        let entry = Rc::new(Transformed { steps });
+        let screened = vec![Cell::new(None); steps.len()];
+        let entry = Rc::new(Transformed { steps, screened });
         if let Some(key) = key {
             self.s.cache.borrow_mut().insert(key, entry.clone());
         }
@@ -855,9 +885,9 @@ impl Transaction<'_> {
     fn value_screened(&self, value_key: u64, value: &[u8], chain: &Chain) -> bool {
         match self.transformed(Some(value_key), value, chain) {
             None => self.screened(Some(value_key | ORIGINAL), value),
-            Some((key, entry)) => entry.steps.iter().enumerate().any(|(n, step)| match step {
+            Some((_, entry)) => entry.steps.iter().enumerate().any(|(n, step)| match step {
                 None => self.screened(Some(value_key | ORIGINAL), value),
-                Some(changed) => self.screened(key.map(|k| k | (n as u64 & 0xff)), changed),
+                Some(changed) => self.changed_screened(&entry, n, changed),
             }),
         }
     }
@@ -875,20 +905,17 @@ impl Transaction<'_> {
         // visits the members of its collections that pass the screen (usually none).
         let screened_only = rule.screened && !rule.negated;
         let test = |value_key: Option<u64>, collection: &str, member: &str, value: &[u8]| {
-            let (effective_key, entry) = match self.transformed(value_key, value, chain) {
-                Some((k, e)) => (k, Some(e)),
-                None => (None, None),
-            };
+            let entry = self.transformed(value_key, value, chain).map(|(_, e)| e);
             let original = [None];
             let steps = entry.as_ref().map_or(&original[..], |e| &e.steps[..]);
             for (i, step) in steps.iter().enumerate() {
                 let candidate = step.as_deref().unwrap_or(value);
-                let step_key = match step {
-                    None => value_key.map(|k| k | ORIGINAL),
-                    Some(_) => effective_key.map(|k| k | (i as u64 & 0xff)),
-                };
                 // A value the screen does not match cannot match a screened rule's regex.
-                let hit = match rule.screened && !self.screened(step_key, candidate) {
+                let passes = || match (step, &entry) {
+                    (Some(changed), Some(entry)) => self.changed_screened(entry, i, changed),
+                    _ => self.screened(value_key.map(|k| k | ORIGINAL), value),
+                };
+                let hit = match rule.screened && !passes() {
                     true => None,
                     false => rule.operator.test(candidate, self, rule.capture),
                 };
@@ -994,18 +1021,34 @@ impl Transaction<'_> {
             .map_or(("", &[][..]), |(n, v)| (n.as_str(), v.as_slice()))
     }
 
-    /// The byte classes of a value (kept per request for request values).
+    /// The byte classes of a value (known from the start for request values).
     fn byte_classes(&self, key: Option<u64>, value: &[u8]) -> u32 {
-        let Some(key) = key else {
-            return super::transform::byte_classes(value);
+        match key.and_then(|k| self.known(k)) {
+            Some(known) => known.classes,
+            None => super::transform::byte_classes(value),
+        }
+    }
+
+    /// What is known of the request value a cache key names.
+    fn known(&self, key: u64) -> Option<&Known> {
+        let c = (key >> 56) as usize;
+        let index = ((key >> 32) & 0xff_ffff) as usize;
+        self.s.known.get(c)?.get(index)
+    }
+
+    /// Collection `c` changed: describe its values afresh.
+    fn describe(&mut self, c: Collection) {
+        let (Some(values), Some(known)) = (
+            self.s.collections.get(c as usize),
+            self.s.known.get_mut(c as usize),
+        ) else {
+            return;
         };
-        let value_key = key & !0xffff_ffff;
-        *self
-            .s
-            .classes
-            .borrow_mut()
-            .entry(value_key)
-            .or_insert_with(|| super::transform::byte_classes(value))
+        known.clear();
+        known.extend(values.iter().map(|(_, v)| Known {
+            classes: super::transform::byte_classes(v),
+            screened: Cell::new(None),
+        }));
     }
 
     /// The indices of the members of collection `c` that pass the screen after `chain`
@@ -1052,6 +1095,14 @@ impl Transaction<'_> {
         }
     }
 
+    /// Whether the rule set's screen matches a transformed step (kept in its entry).
+    fn changed_screened(&self, entry: &Transformed, n: usize, value: &[u8]) -> bool {
+        match &self.rules.screen {
+            Some(screen) => entry.step_screened(n, value, screen),
+            None => true,
+        }
+    }
+
     /// Whether the rule set's screen matches a value (cached per request by `key`).
     fn screened(&self, key: Option<u64>, value: &[u8]) -> bool {
         let Some(screen) = &self.rules.screen else {
@@ -1060,6 +1111,19 @@ impl Transaction<'_> {
         let Some(key) = key else {
             return screen.is_match(value);
         };
+        // A request value as it is: its answer is kept beside it.
+        if key & 0xffff_ffff == ORIGINAL {
+            if let Some(known) = self.known(key) {
+                return match known.screened.get() {
+                    Some(found) => found,
+                    None => {
+                        let found = screen.is_match(value);
+                        known.screened.set(Some(found));
+                        found
+                    }
+                };
+            }
+        }
         if let Some(found) = self.s.screens.borrow().get(&key) {
             return *found;
         }
