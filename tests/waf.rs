@@ -179,6 +179,14 @@ fn attacks_anywhere_in_the_request_are_refused_before_the_upstream() {
             "threat_command_injection",
         ),
         (
+            "json member sent twice (the first is not hidden by the second)",
+            "POST",
+            "/b/orders",
+            vec![JSON],
+            br#"{"q":"1' UNION SELECT password FROM users--","q":"x"}"#,
+            "threat_sqli",
+        ),
+        (
             "xml",
             "POST",
             "/b/import",

@@ -508,24 +508,122 @@ fn read_xml(body: &[u8]) -> Option<(Vec<u8>, Vec<Vec<u8>>)> {
     root.then_some((text, attributes))
 }
 
-/// JSON values as ModSecurity names them: `json.a.b`, `json.list.array_0`.
-fn flatten_json(value: &serde_json::Value, path: &str, out: &mut Values) {
-    use serde_json::Value;
-    match value {
-        Value::Object(map) => {
-            for (k, v) in map {
-                let name = if k.is_empty() { "empty-key" } else { k };
-                flatten_json(v, &format!("{path}.{name}"), out);
+/// JSON values as ModSecurity names them (`json.a.b`, `json.list.array_0`), read as the body
+/// is parsed, in document order, every member kept: `{"q":"<attack>","q":"x"}` gives two
+/// `json.q` values, as ModSecurity's streaming parser does (a parsed map would keep only the
+/// last, and an upstream that reads the first would get what was never scanned). Numbers and
+/// booleans as serde_json writes them, `null` empty. On a parse error the values read so far
+/// stay (more is inspected, never less); the caller sets `REQBODY_ERROR`.
+fn read_json(body: &[u8], out: &mut Values) -> bool {
+    use serde::de::DeserializeSeed;
+    let mut path = String::from("json");
+    let mut de = serde_json::Deserializer::from_slice(body);
+    JsonValues {
+        path: &mut path,
+        out,
+    }
+    .deserialize(&mut de)
+    .and_then(|()| de.end())
+    .is_ok()
+}
+
+/// A serde visitor that appends each scalar of a JSON document to `out` under its path.
+struct JsonValues<'a> {
+    path: &'a mut String,
+    out: &'a mut Values,
+}
+
+impl JsonValues<'_> {
+    fn push(self, value: Vec<u8>) {
+        self.out.push((self.path.clone(), value));
+    }
+
+    fn number(self, n: Option<serde_json::Number>) {
+        self.push(n.map(|n| n.to_string().into_bytes()).unwrap_or_default());
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for JsonValues<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for JsonValues<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.push(if v {
+            b"true".to_vec()
+        } else {
+            b"false".to_vec()
+        });
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        self.number(Some(v.into()));
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        self.number(Some(v.into()));
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        self.number(serde_json::Number::from_f64(v));
+        Ok(())
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.push(v.as_bytes().to_vec());
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.push(Vec::new());
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
+        let mut i = 0usize;
+        loop {
+            let len = self.path.len();
+            {
+                use std::fmt::Write as _;
+                let _ = write!(self.path, ".array_{i}");
             }
-        }
-        Value::Array(items) => {
-            for (i, v) in items.iter().enumerate() {
-                flatten_json(v, &format!("{path}.array_{i}"), out);
+            let more = items.next_element_seed(JsonValues {
+                path: self.path,
+                out: self.out,
+            })?;
+            self.path.truncate(len);
+            if more.is_none() {
+                return Ok(());
             }
+            i += 1;
         }
-        Value::String(s) => out.push((path.to_string(), s.as_bytes().to_vec())),
-        Value::Null => out.push((path.to_string(), Vec::new())),
-        other => out.push((path.to_string(), other.to_string().into_bytes())),
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let len = self.path.len();
+            self.path.push('.');
+            self.path
+                .push_str(if key.is_empty() { "empty-key" } else { &key });
+            map.next_value_seed(JsonValues {
+                path: self.path,
+                out: self.out,
+            })?;
+            self.path.truncate(len);
+        }
+        Ok(())
     }
 }
 
@@ -643,10 +741,7 @@ impl Transaction<'_> {
         let mut error = false;
         match processor.as_deref() {
             Some("URLENCODED") => post = parse_query(r.body),
-            Some("JSON") if !r.body.is_empty() => match serde_json::from_slice(r.body) {
-                Ok(value) => flatten_json(&value, "json", &mut post),
-                Err(_) => error = true,
-            },
+            Some("JSON") if !r.body.is_empty() => error = !read_json(r.body, &mut post),
             Some("MULTIPART") => {
                 let content_type = r
                     .headers
@@ -1449,6 +1544,47 @@ SecRule REQUEST_BODY "@contains secret" "id:8,phase:2,deny"
         );
         json.body = br#"{"user":{"name":"mallory","roles":["a"]}}"#;
         assert_eq!(evaluate(&set, &json).denied_by, Some(6));
+    }
+
+    #[test]
+    fn json_bodies_keep_every_member_in_order() {
+        let read = |body: &str| {
+            let mut out = Values::new();
+            let ok = read_json(body.as_bytes(), &mut out);
+            let pairs: Vec<(String, String)> = out
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+                .collect();
+            (ok, pairs)
+        };
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let (ok, got) = read(
+            r#"{"z":1,"a":{"":[true,null,-2.5,"x"],"b":18446744073709551615},"q":"<attack>","q":"x"}"#,
+        );
+        assert!(ok);
+        assert_eq!(
+            got,
+            [
+                pair("json.z", "1"),
+                pair("json.a.empty-key.array_0", "true"),
+                pair("json.a.empty-key.array_1", ""),
+                pair("json.a.empty-key.array_2", "-2.5"),
+                pair("json.a.empty-key.array_3", "x"),
+                pair("json.a.b", "18446744073709551615"),
+                pair("json.q", "<attack>"),
+                pair("json.q", "x"),
+            ],
+            "document order; a duplicated member is kept, not overwritten"
+        );
+        assert_eq!(read(r#""top""#), (true, vec![pair("json", "top")]));
+        assert_eq!(read("[]"), (true, vec![]));
+        // Escapes are decoded; what was read before an error stays.
+        assert_eq!(
+            read(r#"{"a":"<script>","b":"#),
+            (false, vec![pair("json.a", "<script>")])
+        );
+        assert!(!read(r#"{"a":1} trailing"#).0);
+        assert!(!read(&"[".repeat(10_000)).0, "nesting is bounded");
     }
 
     #[test]
