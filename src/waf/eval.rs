@@ -1054,6 +1054,22 @@ impl Transaction<'_> {
                 );
                 continue;
             }
+            // A named member (`REQUEST_HEADERS:Connection`) is screened on its own; a whole
+            // collection through the list of its members that pass after this chain.
+            let named = matches!(target.selector, Some(TargetSelector::Key(_)));
+            if screened_only && named && is_request_collection(target.collection) {
+                self.for_each_member(target, &mut |key, member, value| {
+                    let passes = key.is_none_or(|k| self.value_screened(k, value, chain));
+                    let excluded = rule.exclusions.iter().any(|e| {
+                        e.collection == target.collection
+                            && e.selector.as_ref().is_none_or(|s| selects(s, member))
+                    }) || removed.iter().any(|t| removes(t, collection, member));
+                    if passes && !excluded {
+                        test(key, collection, member, value);
+                    }
+                });
+                continue;
+            }
             if screened_only && is_request_collection(target.collection) {
                 let passing = self.passing_members(rule.chain_id, chain, target.collection);
                 let Some(values) = self.s.collections.get(target.collection as usize) else {
