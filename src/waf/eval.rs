@@ -148,7 +148,7 @@ struct Scratch {
     /// collection; `None` until asked.
     passing: RefCell<Vec<Option<Rc<[u32]>>>>,
     /// Request collections, indexed by `Collection` (absent ones empty).
-    collections: Vec<Values>,
+    collections: Vec<Pairs>,
     tx: TxVars,
     /// MATCHED_VAR: the last value matched (at most one entry).
     matched_var: Pairs,
@@ -159,6 +159,7 @@ struct Scratch {
 /// Beyond these, a thread's scratch is dropped after its transaction instead of kept.
 const KEPT_CACHE_ENTRIES: usize = 4096;
 const KEPT_MATCH_BYTES: usize = 64 * 1024;
+const KEPT_COLLECTION_BYTES: usize = 256 * 1024;
 
 thread_local! {
     static SCRATCH: Cell<Option<Box<Scratch>>> = const { Cell::new(None) };
@@ -175,8 +176,8 @@ impl Scratch {
         let passing = s.passing.get_mut();
         passing.clear();
         passing.resize(rules.chains.len() * Collection::COUNT, None);
-        s.collections.resize_with(Collection::COUNT, Vec::new);
-        s.collections.iter_mut().for_each(Vec::clear);
+        s.collections.resize_with(Collection::COUNT, Pairs::default);
+        s.collections.iter_mut().for_each(Pairs::clear);
         s.tx.reset();
         s.matched_var.clear();
         s.matched_vars.clear();
@@ -188,7 +189,8 @@ impl Scratch {
     fn give_back(self: Box<Scratch>) {
         let large = self.cache.borrow().len() > KEPT_CACHE_ENTRIES
             || self.screens.borrow().len() > KEPT_CACHE_ENTRIES
-            || self.matched_vars.held() + self.hits.borrow().matched.held() > KEPT_MATCH_BYTES;
+            || self.matched_vars.held() + self.hits.borrow().matched.held() > KEPT_MATCH_BYTES
+            || self.collections.iter().map(Pairs::held).sum::<usize>() > KEPT_COLLECTION_BYTES;
         if !large {
             SCRATCH.with(|cell| cell.set(Some(self)));
         }
@@ -236,9 +238,10 @@ impl Macros for Transaction<'_> {
                 let c = Collection::from_name(other)?;
                 let values = self.s.collections.get(c as usize)?;
                 let found = if key.is_empty() {
-                    values.first()
+                    values.as_slice().first()
                 } else {
                     values
+                        .as_slice()
                         .iter()
                         .find(|(name, _)| name.eq_ignore_ascii_case(key))
                 };
@@ -312,22 +315,19 @@ pub fn evaluate_with(rules: &RuleSet, request: &Request, settings: &Settings) ->
     verdict
 }
 
-/// `a=1&b&c=%41`: (name, value) pairs, both URL-decoded (`+` is a space).
-fn parse_query(text: &[u8]) -> Values {
+/// `a=1&b&c=%41`: (name, value) pairs, both URL-decoded (`+` is a space), appended to `out`.
+fn parse_query(text: &[u8], out: &mut Pairs) {
     use super::transform::Transformation::UrlDecode;
-    text.split(|b| *b == b'&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (k, v) = match pair.iter().position(|b| *b == b'=') {
-                Some(i) => (&pair[..i], &pair[i + 1..]),
-                None => (pair, &b""[..]),
-            };
-            (
-                String::from_utf8_lossy(&UrlDecode.apply(k)).into_owned(),
-                UrlDecode.apply(v).into_owned(),
-            )
-        })
-        .collect()
+    for pair in text.split(|b| *b == b'&').filter(|pair| !pair.is_empty()) {
+        let (k, v) = match pair.iter().position(|b| *b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &b""[..]),
+        };
+        out.push(
+            &String::from_utf8_lossy(&UrlDecode.apply(k)),
+            &UrlDecode.apply(v),
+        );
+    }
 }
 
 /// One part of a `multipart/form-data` body.
@@ -514,7 +514,7 @@ fn read_xml(body: &[u8]) -> Option<(Vec<u8>, Vec<Vec<u8>>)> {
 /// last, and an upstream that reads the first would get what was never scanned). Numbers and
 /// booleans as serde_json writes them, `null` empty. On a parse error the values read so far
 /// stay (more is inspected, never less); the caller sets `REQBODY_ERROR`.
-fn read_json(body: &[u8], out: &mut Values) -> bool {
+fn read_json(body: &[u8], out: &mut Pairs) -> bool {
     use serde::de::DeserializeSeed;
     let mut path = String::from("json");
     let mut de = serde_json::Deserializer::from_slice(body);
@@ -530,16 +530,16 @@ fn read_json(body: &[u8], out: &mut Values) -> bool {
 /// A serde visitor that appends each scalar of a JSON document to `out` under its path.
 struct JsonValues<'a> {
     path: &'a mut String,
-    out: &'a mut Values,
+    out: &'a mut Pairs,
 }
 
 impl JsonValues<'_> {
-    fn push(self, value: Vec<u8>) {
-        self.out.push((self.path.clone(), value));
+    fn push(self, value: &[u8]) {
+        self.out.push(self.path, value);
     }
 
     fn number(self, n: Option<serde_json::Number>) {
-        self.push(n.map(|n| n.to_string().into_bytes()).unwrap_or_default());
+        self.push(n.map(|n| n.to_string()).unwrap_or_default().as_bytes());
     }
 }
 
@@ -558,11 +558,7 @@ impl<'de> serde::de::Visitor<'de> for JsonValues<'_> {
     }
 
     fn visit_bool<E>(self, v: bool) -> Result<(), E> {
-        self.push(if v {
-            b"true".to_vec()
-        } else {
-            b"false".to_vec()
-        });
+        self.push(if v { b"true" } else { b"false" });
         Ok(())
     }
 
@@ -582,12 +578,12 @@ impl<'de> serde::de::Visitor<'de> for JsonValues<'_> {
     }
 
     fn visit_str<E>(self, v: &str) -> Result<(), E> {
-        self.push(v.as_bytes().to_vec());
+        self.push(v.as_bytes());
         Ok(())
     }
 
     fn visit_unit<E>(self) -> Result<(), E> {
-        self.push(Vec::new());
+        self.push(b"");
         Ok(())
     }
 
@@ -628,20 +624,52 @@ impl<'de> serde::de::Visitor<'de> for JsonValues<'_> {
 }
 
 impl Transaction<'_> {
-    fn set(&mut self, c: Collection, values: Values) {
+    /// Collection `c` emptied and refilled by `fill` (its entries keep their buffers from
+    /// request to request); what was known of its values is forgotten.
+    fn fill(&mut self, c: Collection, fill: impl FnOnce(&mut Pairs)) {
         // Only this collection's entries go stale.
         let fresh = |k: &u64| k >> 56 != c as u64;
-        self.s.cache.get_mut().retain(|k, _| fresh(k));
-        self.s.screens.get_mut().retain(|k, _| fresh(k));
+        if !self.s.cache.get_mut().is_empty() {
+            self.s.cache.get_mut().retain(|k, _| fresh(k));
+        }
+        if !self.s.screens.get_mut().is_empty() {
+            self.s.screens.get_mut().retain(|k, _| fresh(k));
+        }
         self.forget_screening(c);
         if let Some(slot) = self.s.collections.get_mut(c as usize) {
-            *slot = values;
+            slot.clear();
+            fill(slot);
         }
         self.describe(c);
     }
 
-    fn one(&mut self, c: Collection, name: &str, value: impl Into<Vec<u8>>) {
-        self.set(c, vec![(name.to_string(), value.into())]);
+    fn set(&mut self, c: Collection, values: &[(String, Vec<u8>)]) {
+        self.fill(c, |p| values.iter().for_each(|(n, v)| p.push(n, v)));
+    }
+
+    fn one(&mut self, c: Collection, name: &str, value: impl AsRef<[u8]>) {
+        self.fill(c, |p| p.push(name, value.as_ref()));
+    }
+
+    /// Collection `to` refilled with the members of `from` (or, for `names`, with their
+    /// names as values, as ARGS_NAMES holds them).
+    fn copy(&mut self, from: Collection, to: Collection, names: bool) {
+        let Some(source) = self
+            .s
+            .collections
+            .get_mut(from as usize)
+            .map(std::mem::take)
+        else {
+            return;
+        };
+        self.fill(to, |p| {
+            for (n, v) in source.as_slice() {
+                p.push(n, if names { n.as_bytes() } else { v });
+            }
+        });
+        if let Some(slot) = self.s.collections.get_mut(from as usize) {
+            *slot = source;
+        }
     }
 
     fn read_head(&mut self, r: &Request) {
@@ -672,35 +700,39 @@ impl Transaction<'_> {
         self.one(RemoteAddr, "REMOTE_ADDR", r.remote_addr);
         self.one(UniqueId, "UNIQUE_ID", r.unique_id);
         self.one(Duration, "DURATION", "0");
-        let get = query.map(|q| parse_query(q.as_bytes())).unwrap_or_default();
-        self.set(ArgsGetNames, names(&get));
-        self.set(ArgsGet, get.clone());
-        self.set(Args, get);
-        let headers: Values = r
-            .headers
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_vec()))
-            .collect();
-        let mut cookies = Values::new();
-        for (_, value) in headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case("cookie"))
-        {
-            for part in value.split(|b| *b == b';') {
-                let part = &part[part.iter().position(|b| *b != b' ').unwrap_or(part.len())..];
-                if part.is_empty() {
-                    continue;
-                }
-                let (k, v) = match part.iter().position(|b| *b == b'=') {
-                    Some(i) => (&part[..i], &part[i + 1..]),
-                    None => (part, &b""[..]),
-                };
-                cookies.push((String::from_utf8_lossy(k).into_owned(), v.to_vec()));
+        self.fill(ArgsGet, |p| {
+            if let Some(q) = query {
+                parse_query(q.as_bytes(), p)
             }
-        }
+        });
+        self.copy(ArgsGet, ArgsGetNames, true);
+        self.copy(ArgsGet, Args, false);
+        self.fill(RequestHeaders, |p| {
+            r.headers.iter().for_each(|(n, v)| p.push(n, v));
+        });
+        self.fill(RequestCookies, |cookies| {
+            for (_, value) in r
+                .headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("cookie"))
+            {
+                for part in value.split(|b| *b == b';') {
+                    let part = &part[part.iter().position(|b| *b != b' ').unwrap_or(part.len())..];
+                    if part.is_empty() {
+                        continue;
+                    }
+                    let (k, v) = match part.iter().position(|b| *b == b'=') {
+                        Some(i) => (&part[..i], &part[i + 1..]),
+                        None => (part, &b""[..]),
+                    };
+                    cookies.push(&String::from_utf8_lossy(k), v);
+                }
+            }
+        });
         // As in ModSecurity, the body processor is known from the headers, before phase 1:
         // rules may read REQBODY_PROCESSOR there and change it with a ctl.
-        let content_type = headers
+        let content_type = r
+            .headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
             .map(|(_, v)| String::from_utf8_lossy(v).to_ascii_lowercase())
@@ -721,10 +753,8 @@ impl Transaction<'_> {
             "REQBODY_PROCESSOR",
             self.body_processor.clone().unwrap_or_default(),
         );
-        self.set(RequestHeadersNames, names(&headers));
-        self.set(RequestHeaders, headers);
-        self.set(RequestCookiesNames, names(&cookies));
-        self.set(RequestCookies, cookies);
+        self.copy(RequestHeaders, RequestHeadersNames, true);
+        self.copy(RequestCookies, RequestCookiesNames, true);
         self.refresh_sizes();
     }
 
@@ -737,12 +767,14 @@ impl Transaction<'_> {
             "REQUEST_BODY_LENGTH",
             r.body.len().to_string(),
         );
-        let mut post = Values::new();
         let mut error = false;
         match processor.as_deref() {
-            Some("URLENCODED") => post = parse_query(r.body),
-            Some("JSON") if !r.body.is_empty() => error = !read_json(r.body, &mut post),
+            Some("URLENCODED") => self.fill(ArgsPost, |p| parse_query(r.body, p)),
+            Some("JSON") if !r.body.is_empty() => {
+                self.fill(ArgsPost, |p| error = !read_json(r.body, p))
+            }
             Some("MULTIPART") => {
+                let mut post = Values::new();
                 let content_type = r
                     .headers
                     .iter()
@@ -762,9 +794,9 @@ impl Transaction<'_> {
                             }
                         }
                         let combined: usize = files.iter().map(|(_, f)| f.len()).sum();
-                        self.set(FilesNames, names(&files));
-                        self.set(Files, files);
-                        self.set(MultipartPartHeaders, headers);
+                        self.set(Files, &files);
+                        self.copy(Files, FilesNames, true);
+                        self.set(MultipartPartHeaders, &headers);
                         self.one(
                             FilesCombinedSize,
                             "FILES_COMBINED_SIZE",
@@ -773,12 +805,13 @@ impl Transaction<'_> {
                     }
                     None => error = true,
                 }
+                self.set(ArgsPost, &post);
             }
             Some("XML") if !r.body.is_empty() => match read_xml(r.body) {
                 Some((text, attributes)) => {
                     let mut xml = vec![("/*".to_string(), text)];
                     xml.extend(attributes.into_iter().map(|v| ("//@*".to_string(), v)));
-                    self.set(Xml, xml);
+                    self.set(Xml, &xml);
                 }
                 None => error = true,
             },
@@ -791,14 +824,22 @@ impl Transaction<'_> {
         if processor.as_deref() == Some("URLENCODED") || self.force_body_variable {
             self.one(RequestBody, "REQUEST_BODY", r.body);
         }
-        self.set(ArgsPostNames, names(&post));
+        self.copy(ArgsPost, ArgsPostNames, true);
+        let post = self
+            .s
+            .collections
+            .get_mut(ArgsPost as usize)
+            .map(std::mem::take)
+            .unwrap_or_default();
         if let Some(args) = self.s.collections.get_mut(Args as usize) {
             // Members keep their indices (and cached values); the collection has more.
-            args.extend(post.iter().cloned());
+            post.as_slice().iter().for_each(|(n, v)| args.push(n, v));
+        }
+        if let Some(slot) = self.s.collections.get_mut(ArgsPost as usize) {
+            *slot = post;
         }
         self.describe(Args);
         self.forget_screening(Args);
-        self.set(ArgsPost, post);
         self.refresh_sizes();
     }
 
@@ -807,15 +848,14 @@ impl Transaction<'_> {
             .s
             .collections
             .get(Collection::Args as usize)
-            .map_or(&[][..], |a| a.as_slice());
+            .map_or(&[][..], Pairs::as_slice);
         let size: usize = args.iter().map(|(k, v)| k.len() + v.len()).sum();
-        let args_names = names(args);
         self.one(
             Collection::ArgsCombinedSize,
             "ARGS_COMBINED_SIZE",
             size.to_string(),
         );
-        self.set(Collection::ArgsNames, args_names);
+        self.copy(Collection::Args, Collection::ArgsNames, true);
     }
 
     /// Runs one phase; `true` when evaluation must stop (denied, allowed or engine off).
@@ -953,7 +993,11 @@ impl Transaction<'_> {
         }
         // Only the transformations that may act on the value run; a transformation that
         // changes nothing adds no step and allocates nothing.
-        let mut steps: Vec<Option<Vec<u8>>> = vec![None];
+        let mut steps: Vec<Option<Vec<u8>>> = Vec::with_capacity(match chain.multi_match {
+            true => 1 + chain.transformations.len(),
+            false => 1,
+        });
+        steps.push(None);
         for (i, tr) in chain.transformations.iter().enumerate() {
             if i < 32 && mask & (1 << i) == 0 {
                 continue;
@@ -1076,7 +1120,7 @@ impl Transaction<'_> {
                     continue;
                 };
                 for &i in passing.iter() {
-                    let Some((member, value)) = values.get(i as usize) else {
+                    let Some((member, value)) = values.as_slice().get(i as usize) else {
                         continue;
                     };
                     let selected = target.selector.as_ref().is_none_or(|s| selects(s, member));
@@ -1156,7 +1200,7 @@ impl Transaction<'_> {
             return;
         };
         known.clear();
-        known.extend(values.iter().map(|(_, v)| Known {
+        known.extend(values.as_slice().iter().map(|(_, v)| Known {
             classes: super::transform::byte_classes(v),
             screened: Cell::new(None),
         }));
@@ -1175,6 +1219,7 @@ impl Transaction<'_> {
             .get(c as usize)
             .map_or(Vec::new(), |values| {
                 values
+                    .as_slice()
                     .iter()
                     .enumerate()
                     .filter(|(i, (_, value))| self.value_screened(member_key(c, *i), value, chain))
@@ -1296,7 +1341,7 @@ impl Transaction<'_> {
                 let Some(values) = self.s.collections.get(c as usize) else {
                     return;
                 };
-                for (i, (n, v)) in values.iter().enumerate() {
+                for (i, (n, v)) in values.as_slice().iter().enumerate() {
                     if selected(n) {
                         f(Some(member_key(c, i)), n, v);
                     }
@@ -1405,13 +1450,6 @@ fn selects(selector: &TargetSelector, name: &str) -> bool {
     }
 }
 
-fn names(values: &[(String, Vec<u8>)]) -> Values {
-    values
-        .iter()
-        .map(|(n, _)| (n.clone(), n.clone().into_bytes()))
-        .collect()
-}
-
 fn collection_name(t: &Target) -> &'static str {
     use Collection::*;
     match t.collection {
@@ -1491,6 +1529,38 @@ SecRule TX:score "@ge %{tx.threshold}" "id:949110,phase:2,deny,setvar:tx.blockin
 "#;
 
     #[test]
+    fn a_request_sees_nothing_of_the_last_one_on_its_thread() {
+        // Collections keep their entries' buffers between requests: a shorter request after
+        // a longer one must see only its own members, names and counts.
+        let set = rules(
+            r#"
+SecRule ARGS_NAMES "@streq secret" "id:1,phase:2,deny"
+SecRule &ARGS "@ge 3" "id:2,phase:2,deny"
+SecRule ARGS_POST "@contains evil" "id:3,phase:2,deny"
+SecRule REQUEST_COOKIES_NAMES "@streq admin" "id:4,phase:1,deny"
+"#,
+        );
+        assert_eq!(evaluate(&set, &get("/?a=1&secret=2")).denied_by, Some(1));
+        assert_eq!(evaluate(&set, &get("/?a=1&b=2")).denied_by, None);
+        assert_eq!(evaluate(&set, &get("/?a=1&b=2&c=3")).denied_by, Some(2));
+        assert_eq!(evaluate(&set, &get("/?a=1")).denied_by, None);
+        let mut json = get("/");
+        json.method = "POST";
+        json.headers.push(("Content-Type", b"application/json"));
+        json.body = br#"{"x":"evil","y":"ok"}"#;
+        assert_eq!(evaluate(&set, &json).denied_by, Some(3));
+        json.body = br#"{"x":"fine"}"#;
+        assert_eq!(evaluate(&set, &json).denied_by, None);
+        assert_eq!(evaluate(&set, &get("/")).denied_by, None);
+        let mut cookie = get("/");
+        cookie.headers.push(("Cookie", b"theme=dark; admin=1"));
+        assert_eq!(evaluate(&set, &cookie).denied_by, Some(4));
+        cookie.headers.pop();
+        cookie.headers.push(("Cookie", b"theme=dark"));
+        assert_eq!(evaluate(&set, &cookie).denied_by, None);
+    }
+
+    #[test]
     fn anomaly_scoring_blocks_and_passes() {
         let set = rules(SCORING);
         let clean = evaluate(&set, &get("/search?q=hello+world"));
@@ -1565,11 +1635,12 @@ SecRule REQUEST_BODY "@contains secret" "id:8,phase:2,deny"
     #[test]
     fn json_bodies_keep_every_member_in_order() {
         let read = |body: &str| {
-            let mut out = Values::new();
+            let mut out = Pairs::default();
             let ok = read_json(body.as_bytes(), &mut out);
             let pairs: Vec<(String, String)> = out
-                .into_iter()
-                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+                .as_slice()
+                .iter()
+                .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
                 .collect();
             (ok, pairs)
         };

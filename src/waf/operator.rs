@@ -624,7 +624,7 @@ pub fn stoi(v: &[u8]) -> i64 {
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(haystack, needle).is_some()
 }
 
 fn bad_url_encoding(v: &[u8]) -> bool {

@@ -118,10 +118,13 @@ impl Pairs {
 
     /// Bytes held, spare entries included.
     pub fn held(&self) -> usize {
-        self.items
-            .iter()
-            .map(|(n, v)| n.capacity() + v.capacity())
-            .sum()
+        let entries = self.items.capacity() * std::mem::size_of::<(String, Vec<u8>)>();
+        entries
+            + self
+                .items
+                .iter()
+                .map(|(n, v)| n.capacity() + v.capacity())
+                .sum::<usize>()
     }
 }
 
