@@ -211,6 +211,9 @@ struct Transaction<'r> {
     s: Box<Scratch>,
     /// The empty list of members, shared.
     no_members: Rc<[u32]>,
+    /// The entry of a value that a chain leaves as it is (its one step is the original,
+    /// whose screen answer is kept beside the value, so the entry is never written), shared.
+    unchanged: Rc<Transformed>,
     pinned: &'r [(String, Vec<u8>)],
     removed_ids: Vec<(u64, u64)>,
     removed_tags: Vec<String>,
@@ -283,6 +286,10 @@ pub fn evaluate_with(rules: &RuleSet, request: &Request, settings: &Settings) ->
         s: Scratch::take(rules),
         pinned: &settings.pinned,
         no_members: Rc::from(Vec::new()),
+        unchanged: Rc::new(Transformed {
+            steps: vec![None],
+            screened: vec![Cell::new(None)],
+        }),
         removed_ids: settings.removed_ids.clone(),
         removed_tags: Vec::new(),
         removed_targets_by_id: settings.removed_targets.clone(),
@@ -993,11 +1000,8 @@ impl Transaction<'_> {
         }
         // Only the transformations that may act on the value run; a transformation that
         // changes nothing adds no step and allocates nothing.
-        let mut steps: Vec<Option<Vec<u8>>> = Vec::with_capacity(match chain.multi_match {
-            true => 1 + chain.transformations.len(),
-            false => 1,
-        });
-        steps.push(None);
+        // `steps` holds the changed steps (with `multiMatch`) or the last one.
+        let mut steps: Vec<Option<Vec<u8>>> = Vec::new();
         for (i, tr) in chain.transformations.iter().enumerate() {
             if i < 32 && mask & (1 << i) == 0 {
                 continue;
@@ -1006,14 +1010,21 @@ impl Transaction<'_> {
             let Cow::Owned(next) = tr.apply(last) else {
                 continue;
             };
-            if chain.multi_match {
-                steps.push(Some(next));
-            } else {
-                steps[0] = Some(next);
+            match steps.first_mut() {
+                Some(only) if !chain.multi_match => *only = Some(next),
+                _ => steps.push(Some(next)),
             }
         }
-        let screened = vec![Cell::new(None); steps.len()];
-        let entry = Rc::new(Transformed { steps, screened });
+        let entry = if steps.is_empty() {
+            // Left as it is: one shared entry, nothing allocated.
+            self.unchanged.clone()
+        } else {
+            if chain.multi_match {
+                steps.insert(0, None);
+            }
+            let screened = vec![Cell::new(None); steps.len()];
+            Rc::new(Transformed { steps, screened })
+        };
         if let Some(key) = key {
             self.s.cache.borrow_mut().insert(key, entry.clone());
         }
@@ -1558,6 +1569,33 @@ SecRule REQUEST_COOKIES_NAMES "@streq admin" "id:4,phase:1,deny"
         cookie.headers.pop();
         cookie.headers.push(("Cookie", b"theme=dark"));
         assert_eq!(evaluate(&set, &cookie).denied_by, None);
+    }
+
+    #[test]
+    fn phrase_lists_are_screened_without_changing_a_result() {
+        let set = rules(
+            r#"
+SecRule ARGS "@pm passwd shadow" "id:1,phase:2,deny,t:urlDecodeUni,t:lowercase"
+SecRule REQUEST_HEADERS:X-Kind "!@pm alpha beta" "id:2,phase:1,deny"
+"#,
+        );
+        assert!(
+            set.phase2.first().is_some_and(|r| r.screened),
+            "@pm is screened"
+        );
+        assert_eq!(evaluate(&set, &get("/?f=ok")).denied_by, None);
+        assert_eq!(evaluate(&set, &get("/?f=/etc/PassWD")).denied_by, Some(1));
+        assert_eq!(
+            evaluate(&set, &get("/?f=%2Fetc%2F%53hadow")).denied_by,
+            Some(1),
+            "after the rule's transformations"
+        );
+        let mut kind = get("/?f=ok");
+        kind.headers.push(("X-Kind", b"BETA"));
+        assert_eq!(evaluate(&set, &kind).denied_by, None);
+        kind.headers.pop();
+        kind.headers.push(("X-Kind", b"gamma"));
+        assert_eq!(evaluate(&set, &kind).denied_by, Some(2), "a negated list");
     }
 
     #[test]

@@ -133,8 +133,9 @@ pub enum Operator {
     /// `@rx` whose pattern holds macros (CRS 3: `^%{tx.allowed_request_content_type_charset}$`):
     /// compiled per distinct expansion, the last few kept.
     RxExpanded(Argument, RegexCache),
-    /// `@pm` and `@pmFromFile`: any of the phrases, case-insensitively.
-    Pm(AhoCorasick),
+    /// `@pm` and `@pmFromFile`: any of the phrases, case-insensitively (the phrases are kept
+    /// for the rule set's screen).
+    Pm(AhoCorasick, Vec<String>),
     DetectSqli,
     DetectXss,
     Compare(Comparison, Argument),
@@ -281,7 +282,7 @@ impl Operator {
                 let re = cache.get(&pattern.expand(macros));
                 regex_test(re.as_ref().as_ref()?, value, capture)
             }
-            Operator::Pm(ac) => yes(ac.is_match(value)),
+            Operator::Pm(ac, _) => yes(ac.is_match(value)),
             // A value of letters, digits, `_` and `.` alone is never flagged by libinjection
             // (checks::threat's `plain_values_are_clean_for_every_rule` runs both detectors on
             // ~250,000 such values); most values are such, and the detectors are costly.
@@ -386,10 +387,12 @@ impl Regex {
 #[derive(Debug)]
 pub struct Screen {
     regex: regex_automata::meta::Regex,
+    /// The phrases of the screened `@pm` rules, case-insensitively.
+    phrases: Option<AhoCorasick>,
 }
 
 impl Screen {
-    pub fn new(patterns: &[String]) -> Result<Screen, String> {
+    pub fn new(patterns: &[String], phrases: &[String]) -> Result<Screen, String> {
         use regex_automata::{meta, nfa::thompson::WhichCaptures, util::syntax};
         let regex = meta::Builder::new()
             .syntax(
@@ -412,11 +415,21 @@ impl Screen {
             )
             .build_many(patterns)
             .map_err(|e| e.to_string())?;
-        Ok(Screen { regex })
+        let phrases = match phrases.is_empty() {
+            true => None,
+            false => Some(
+                AhoCorasick::builder()
+                    .ascii_case_insensitive(true)
+                    .build(phrases)
+                    .map_err(|e| e.to_string())?,
+            ),
+        };
+        Ok(Screen { regex, phrases })
     }
 
+    /// Whether a value matches any screened regex or holds any screened phrase.
     pub fn is_match(&self, value: &[u8]) -> bool {
-        self.regex.is_match(value)
+        self.regex.is_match(value) || self.phrases.as_ref().is_some_and(|p| p.is_match(value))
     }
 }
 
@@ -566,7 +579,7 @@ fn phrases(list: Vec<String>) -> Result<Operator, String> {
     AhoCorasick::builder()
         .ascii_case_insensitive(true)
         .build(&list)
-        .map(Operator::Pm)
+        .map(|ac| Operator::Pm(ac, list))
         .map_err(|e| format!("@pm cannot be built: {e}"))
 }
 

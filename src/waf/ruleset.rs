@@ -653,7 +653,21 @@ const ORDINARY: &[&[u8]] = &[
 
 fn build_screen(set: &mut RuleSet) {
     let mut patterns: Vec<String> = Vec::new();
+    let mut phrases: Vec<String> = Vec::new();
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut mark = |rule: &mut Rule| {
+        if let Operator::Pm(ac, list) = &rule.operator {
+            // A phrase list is screened as its phrases, unless an ordinary value holds one.
+            if !ORDINARY.iter().any(|v| ac.is_match(v)) {
+                rule.screened = true;
+                for phrase in list {
+                    if seen.insert(phrase.clone()) {
+                        phrases.push(phrase.clone());
+                    }
+                }
+            }
+            return;
+        }
         let Operator::Rx(super::operator::Regex::Bytes(re)) = &rule.operator else {
             return;
         };
@@ -675,7 +689,7 @@ fn build_screen(set: &mut RuleSet) {
             link = r.chain.as_deref_mut();
         }
     }
-    set.screen = super::operator::Screen::new(&patterns).ok();
+    set.screen = super::operator::Screen::new(&patterns, &phrases).ok();
     if set.screen.is_none() {
         // Each rule runs its own regex: slower, the same results.
         for rule in set.phase1.iter_mut().chain(set.phase2.iter_mut()) {
