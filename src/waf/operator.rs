@@ -133,8 +133,8 @@ pub enum Operator {
     /// `@rx` whose pattern holds macros (CRS 3: `^%{tx.allowed_request_content_type_charset}$`):
     /// compiled per distinct expansion, the last few kept.
     RxExpanded(Argument, RegexCache),
-    /// `@pm` and `@pmFromFile`: any of the phrases, case-insensitively (the phrases are kept
-    /// for the rule set's screen).
+    /// `@pm` and `@pmFromFile`: any of the phrases, case-insensitively (the phrases until
+    /// the rule set's screen takes them, when the rule set is compiled).
     Pm(AhoCorasick, Vec<String>),
     DetectSqli,
     DetectXss,

@@ -653,18 +653,16 @@ const ORDINARY: &[&[u8]] = &[
 
 fn build_screen(set: &mut RuleSet) {
     let mut patterns: Vec<String> = Vec::new();
-    let mut phrases: Vec<String> = Vec::new();
-    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+    // Ordered, so that the screen is built the same way each time.
+    let mut phrases = std::collections::BTreeSet::new();
     let mut mark = |rule: &mut Rule| {
-        if let Operator::Pm(ac, list) = &rule.operator {
-            // A phrase list is screened as its phrases, unless an ordinary value holds one.
+        if let Operator::Pm(ac, list) = &mut rule.operator {
+            // A phrase list is screened as its phrases, unless an ordinary value holds one;
+            // the rule keeps only its own automaton.
+            let list = std::mem::take(list);
             if !ORDINARY.iter().any(|v| ac.is_match(v)) {
                 rule.screened = true;
-                for phrase in list {
-                    if seen.insert(phrase.clone()) {
-                        phrases.push(phrase.clone());
-                    }
-                }
+                phrases.extend(list);
             }
             return;
         }
@@ -689,6 +687,7 @@ fn build_screen(set: &mut RuleSet) {
             link = r.chain.as_deref_mut();
         }
     }
+    let phrases: Vec<String> = phrases.into_iter().collect();
     set.screen = super::operator::Screen::new(&patterns, &phrases).ok();
     if set.screen.is_none() {
         // Each rule runs its own regex: slower, the same results.
