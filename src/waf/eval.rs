@@ -10,10 +10,9 @@ use super::ruleset::{
     Chain, Collection, Ctl, Disruptive, EngineMode, Rule, RuleSet, SetOp, Target, TargetSelector,
 };
 use super::scratch::{Pairs, TxVars};
+use super::transform::Transformation;
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
-use std::rc::Rc;
 
 /// What the rules see of a request.
 #[derive(Debug, Clone, Default)]
@@ -65,34 +64,6 @@ fn is_request_collection(c: Collection) -> bool {
 /// field all ones for a value as it is.
 const ORIGINAL: u64 = 0xff_ffff << 8;
 
-/// The cache's keys are already well mixed: (collection, index, chain) packed into a u64,
-/// multiplied once.
-#[derive(Default, Clone, Copy)]
-struct KeyHasher;
-
-impl std::hash::BuildHasher for KeyHasher {
-    type Hasher = KeyHash;
-    fn build_hasher(&self) -> KeyHash {
-        KeyHash(0)
-    }
-}
-
-struct KeyHash(u64);
-
-impl std::hash::Hasher for KeyHash {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
 /// The values one rule matched: each name (`ARGS:q`) and the value the operator saw, and the
 /// regex groups of those that captured (by index into `matched`).
 #[derive(Default)]
@@ -108,28 +79,81 @@ impl Hits {
     }
 }
 
-/// A value after a transformation chain: the value the operator sees (or, with
-/// `multiMatch`, the original and every changed step; `None` is the original).
-struct Transformed {
-    steps: Vec<Option<Vec<u8>>>,
-    /// Whether the screen matches each changed step (`None` until asked).
-    screened: Vec<Cell<Option<bool>>>,
+/// One value the operator sees after a transformation chain: the original, or a changed
+/// value kept in `Arena::bytes`, with whether the screen matches it (`None` until asked).
+struct Step {
+    /// `bytes[start..end]`; `start == ORIGINAL_STEP` for the value as it is.
+    start: u32,
+    end: u32,
+    screened: Cell<Option<bool>>,
 }
 
-impl Transformed {
-    /// Whether the screen matches changed step `n` (`value`), asked once.
-    fn step_screened(&self, n: usize, value: &[u8], screen: &super::operator::Screen) -> bool {
-        let Some(known) = self.screened.get(n) else {
-            return screen.is_match(value);
-        };
-        match known.get() {
-            Some(found) => found,
-            None => {
-                let found = screen.is_match(value);
-                known.set(Some(found));
-                found
-            }
-        }
+const ORIGINAL_STEP: u32 = u32::MAX;
+
+/// The steps a value has after a chain: `Arena::steps[first..first + len]` (with
+/// `multiMatch`, the original and every changed step; else the last one).
+#[derive(Clone, Copy, Default)]
+struct Span {
+    first: u32,
+    len: u32,
+}
+
+impl Span {
+    fn indices(self) -> std::ops::Range<usize> {
+        self.first as usize..(self.first + self.len) as usize
+    }
+}
+
+/// Step 0 of every transaction's arena: the value as it is.
+const UNCHANGED: Span = Span { first: 0, len: 1 };
+
+/// A request value transformed by an effective chain (a list per value, linked by `next`).
+struct Entry {
+    effective: u32,
+    steps: Span,
+    next: u32,
+}
+
+const NO_ENTRY: u32 = u32::MAX;
+
+/// What a transaction computes of its values, kept in a few flat buffers that the thread
+/// reuses (nothing allocated per value): transformed bytes, steps, the cache of transformed
+/// request values (by value and effective chain) and the lists of members passing the
+/// screen.
+#[derive(Default)]
+struct Arena {
+    bytes: Vec<u8>,
+    steps: Vec<Step>,
+    entries: Vec<Entry>,
+    passing: Vec<u32>,
+}
+
+impl Arena {
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.steps.clear();
+        self.entries.clear();
+        self.passing.clear();
+        self.steps.push(Step {
+            start: ORIGINAL_STEP,
+            end: 0,
+            screened: Cell::new(None),
+        });
+    }
+
+    /// Step `n`: a changed value and its step, or `None` for the value as it is.
+    fn changed(&self, n: usize) -> Option<(&Step, &[u8])> {
+        let step = self.steps.get(n).filter(|s| s.start != ORIGINAL_STEP)?;
+        let bytes = self.bytes.get(step.start as usize..step.end as usize)?;
+        Some((step, bytes))
+    }
+
+    /// Bytes held.
+    fn held(&self) -> usize {
+        self.bytes.capacity()
+            + self.steps.capacity() * std::mem::size_of::<Step>()
+            + self.entries.capacity() * std::mem::size_of::<Entry>()
+            + self.passing.capacity() * 4
     }
 }
 
@@ -137,16 +161,21 @@ impl Transformed {
 /// and collections, emptied (not freed) for the next request.
 #[derive(Default)]
 struct Scratch {
-    /// Transformed request values by (collection, index, chain); emptied whenever a
-    /// collection is replaced.
-    cache: RefCell<HashMap<u64, Rc<Transformed>, KeyHasher>>,
-    /// The screen's answers, by the same keys (and `ORIGINAL` for an unchanged value).
-    screens: RefCell<HashMap<u64, bool, KeyHasher>>,
+    arena: RefCell<Arena>,
     /// What is known of each request value, by collection and index (as `collections`).
     known: Vec<Vec<Known>>,
-    /// The members of a collection that pass the screen after a chain, by chain and
-    /// collection; `None` until asked.
-    passing: RefCell<Vec<Option<Rc<[u32]>>>>,
+    /// Every byte class some value of a collection has, by collection.
+    classes: Vec<u32>,
+    /// The members of a collection that pass the screen after a chain, by the effective
+    /// chain the chain reduces to for the collection's classes (the last slot for a chain
+    /// that leaves all of them as they are) and collection: `arena.passing[first..first +
+    /// len]`, valid while `generation` is the collection's.
+    passing: RefCell<Vec<Passing>>,
+    /// Each collection's generation: a number no earlier content of any collection had,
+    /// given whenever it is refilled (and to all when a transaction starts).
+    generations: Vec<u64>,
+    /// The last generation given (never reset: a thread's numbers do not repeat).
+    generation: u64,
     /// Request collections, indexed by `Collection` (absent ones empty).
     collections: Vec<Pairs>,
     tx: TxVars,
@@ -156,8 +185,15 @@ struct Scratch {
     hits: RefCell<Hits>,
 }
 
+/// The members of a collection passing the screen after a chain, as last computed.
+#[derive(Clone, Copy, Default)]
+struct Passing {
+    generation: u64,
+    members: Span,
+}
+
 /// Beyond these, a thread's scratch is dropped after its transaction instead of kept.
-const KEPT_CACHE_ENTRIES: usize = 4096;
+const KEPT_ARENA_BYTES: usize = 256 * 1024;
 const KEPT_MATCH_BYTES: usize = 64 * 1024;
 const KEPT_COLLECTION_BYTES: usize = 256 * 1024;
 
@@ -169,13 +205,21 @@ impl Scratch {
     /// This thread's scratch, emptied, or a new one.
     fn take(rules: &RuleSet) -> Box<Scratch> {
         let mut s = SCRATCH.with(Cell::take).unwrap_or_default();
-        s.cache.get_mut().clear();
-        s.screens.get_mut().clear();
+        s.arena.get_mut().clear();
         s.known.resize_with(Collection::COUNT, Vec::new);
         s.known.iter_mut().for_each(Vec::clear);
+        s.classes.clear();
+        s.classes.resize(Collection::COUNT, 0);
+        let slots = (rules.effective_chains as usize + 1) * Collection::COUNT;
         let passing = s.passing.get_mut();
-        passing.clear();
-        passing.resize(rules.chains.len() * Collection::COUNT, None);
+        if passing.len() < slots {
+            passing.resize(slots, Passing::default());
+        }
+        // Whatever was known of the last transaction's collections is stale.
+        s.generation += 1;
+        let generation = s.generation;
+        s.generations.clear();
+        s.generations.resize(Collection::COUNT, generation);
         s.collections.resize_with(Collection::COUNT, Pairs::default);
         s.collections.iter_mut().for_each(Pairs::clear);
         s.tx.reset();
@@ -187,8 +231,7 @@ impl Scratch {
 
     /// Keeps the scratch for this thread's next transaction, unless it grew large.
     fn give_back(self: Box<Scratch>) {
-        let large = self.cache.borrow().len() > KEPT_CACHE_ENTRIES
-            || self.screens.borrow().len() > KEPT_CACHE_ENTRIES
+        let large = self.arena.borrow().held() > KEPT_ARENA_BYTES
             || self.matched_vars.held() + self.hits.borrow().matched.held() > KEPT_MATCH_BYTES
             || self.collections.iter().map(Pairs::held).sum::<usize>() > KEPT_COLLECTION_BYTES;
         if !large {
@@ -197,23 +240,19 @@ impl Scratch {
     }
 }
 
-/// What a transaction knows of one request value: its byte classes, and whether the screen
-/// matches it as it is (`None` until asked).
+/// What a transaction knows of one request value: its byte classes, whether the screen
+/// matches it as it is (`None` until asked), and the first of its transformed entries.
 #[derive(Debug, Clone)]
 struct Known {
     classes: u32,
     screened: Cell<Option<bool>>,
+    transformed: Cell<u32>,
 }
 
 /// One transaction's collections and state.
 struct Transaction<'r> {
     rules: &'r RuleSet,
     s: Box<Scratch>,
-    /// The empty list of members, shared.
-    no_members: Rc<[u32]>,
-    /// The entry of a value that a chain leaves as it is (its one step is the original,
-    /// whose screen answer is kept beside the value, so the entry is never written), shared.
-    unchanged: Rc<Transformed>,
     pinned: &'r [(String, Vec<u8>)],
     removed_ids: Vec<(u64, u64)>,
     removed_tags: Vec<String>,
@@ -285,11 +324,6 @@ pub fn evaluate_with(rules: &RuleSet, request: &Request, settings: &Settings) ->
         rules,
         s: Scratch::take(rules),
         pinned: &settings.pinned,
-        no_members: Rc::from(Vec::new()),
-        unchanged: Rc::new(Transformed {
-            steps: vec![None],
-            screened: vec![Cell::new(None)],
-        }),
         removed_ids: settings.removed_ids.clone(),
         removed_tags: Vec::new(),
         removed_targets_by_id: settings.removed_targets.clone(),
@@ -634,14 +668,6 @@ impl Transaction<'_> {
     /// Collection `c` emptied and refilled by `fill` (its entries keep their buffers from
     /// request to request); what was known of its values is forgotten.
     fn fill(&mut self, c: Collection, fill: impl FnOnce(&mut Pairs)) {
-        // Only this collection's entries go stale.
-        let fresh = |k: &u64| k >> 56 != c as u64;
-        if !self.s.cache.get_mut().is_empty() {
-            self.s.cache.get_mut().retain(|k, _| fresh(k));
-        }
-        if !self.s.screens.get_mut().is_empty() {
-            self.s.screens.get_mut().retain(|k, _| fresh(k));
-        }
         self.forget_screening(c);
         if let Some(slot) = self.s.collections.get_mut(c as usize) {
             slot.clear();
@@ -845,7 +871,7 @@ impl Transaction<'_> {
         if let Some(slot) = self.s.collections.get_mut(ArgsPost as usize) {
             *slot = post;
         }
-        self.describe(Args);
+        self.describe_added(Args);
         self.forget_screening(Args);
         self.refresh_sizes();
     }
@@ -982,63 +1008,131 @@ impl Transaction<'_> {
     }
 
     /// A value after a chain's transformations, computed once per request and effective
-    /// chain: request collections are keyed by (collection, index, effective chain); TX and
-    /// MATCHED_* values change as rules run and are transformed afresh. `None`: the chain
-    /// leaves the value as it is; else the key of the transformed value, and its steps.
-    fn transformed(
-        &self,
-        value_key: Option<u64>,
-        value: &[u8],
-        chain: &Chain,
-    ) -> Option<(Option<u64>, Rc<Transformed>)> {
-        let (mask, effective) = chain.effective(self.byte_classes(value_key, value))?;
-        let key = value_key.map(|k| k | (u64::from(effective) << 8));
-        if let Some(key) = key {
-            if let Some(found) = self.s.cache.borrow().get(&key) {
-                return Some((Some(key), found.clone()));
+    /// chain: request values (those with a key) keep their transformed entries in a list
+    /// beside them; TX and MATCHED_* values change as rules run and are transformed afresh.
+    fn transformed(&self, value_key: Option<u64>, value: &[u8], chain: &Chain) -> Span {
+        let Some((mask, effective)) = chain.effective(self.byte_classes(value_key, value)) else {
+            return UNCHANGED;
+        };
+        let known = value_key.and_then(|k| self.known(k));
+        let mut arena = self.s.arena.borrow_mut();
+        if let Some(known) = known {
+            let mut at = known.transformed.get();
+            while let Some(entry) = arena.entries.get(at as usize) {
+                if entry.effective == effective {
+                    return entry.steps;
+                }
+                at = entry.next;
             }
         }
         // Only the transformations that may act on the value run; a transformation that
-        // changes nothing adds no step and allocates nothing.
-        // `steps` holds the changed steps (with `multiMatch`) or the last one.
-        let mut steps: Vec<Option<Vec<u8>>> = Vec::new();
+        // changes nothing adds no step. Without `multiMatch`, only the last changed value
+        // is kept (each replaces the one before it at the end of `bytes`).
+        let first = arena.steps.len();
+        if chain.multi_match {
+            arena.steps.push(Step {
+                start: ORIGINAL_STEP,
+                end: 0,
+                screened: Cell::new(None),
+            });
+        }
+        let mut last: Option<(usize, usize)> = None;
         for (i, tr) in chain.transformations.iter().enumerate() {
             if i < 32 && mask & (1 << i) == 0 {
                 continue;
             }
-            let last = steps.last().and_then(|s| s.as_deref()).unwrap_or(value);
-            let Cow::Owned(next) = tr.apply(last) else {
-                continue;
+            let start = arena.bytes.len();
+            let current = match last {
+                Some((a, b)) => arena.bytes.get(a..b).unwrap_or_default(),
+                None => value,
             };
-            match steps.first_mut() {
-                Some(only) if !chain.multi_match => *only = Some(next),
-                _ => steps.push(Some(next)),
+            if *tr == Transformation::Lowercase {
+                // The commonest transformation, written in place of a buffer of its own.
+                if !current.iter().any(u8::is_ascii_uppercase) {
+                    continue;
+                }
+                match last {
+                    Some((a, b)) => arena.bytes.extend_from_within(a..b),
+                    None => arena.bytes.extend_from_slice(value),
+                }
+                if let Some(fresh) = arena.bytes.get_mut(start..) {
+                    fresh.make_ascii_lowercase();
+                }
+            } else {
+                let Cow::Owned(next) = tr.apply(current) else {
+                    continue;
+                };
+                arena.bytes.extend_from_slice(&next);
             }
-        }
-        let entry = if steps.is_empty() {
-            // Left as it is: one shared entry, nothing allocated.
-            self.unchanged.clone()
-        } else {
+            // Without `multiMatch` only the last changed value is kept: it takes the place
+            // of the one before it.
+            let start = match (last, chain.multi_match) {
+                (Some((a, _)), false) => {
+                    arena.bytes.copy_within(start.., a);
+                    let len = arena.bytes.len() - start;
+                    arena.bytes.truncate(a + len);
+                    a
+                }
+                _ => start,
+            };
+            let end = arena.bytes.len();
+            last = Some((start, end));
             if chain.multi_match {
-                steps.insert(0, None);
+                arena.steps.push(Step {
+                    start: start as u32,
+                    end: end as u32,
+                    screened: Cell::new(None),
+                });
             }
-            let screened = vec![Cell::new(None); steps.len()];
-            Rc::new(Transformed { steps, screened })
-        };
-        if let Some(key) = key {
-            self.s.cache.borrow_mut().insert(key, entry.clone());
         }
-        Some((key, entry))
+        let steps = match (last, chain.multi_match) {
+            // Left as it is.
+            (None, _) => {
+                arena.steps.truncate(first);
+                UNCHANGED
+            }
+            (Some((a, b)), false) => {
+                arena.steps.push(Step {
+                    start: a as u32,
+                    end: b as u32,
+                    screened: Cell::new(None),
+                });
+                Span {
+                    first: first as u32,
+                    len: 1,
+                }
+            }
+            (Some(_), true) => Span {
+                first: first as u32,
+                len: (arena.steps.len() - first) as u32,
+            },
+        };
+        if let Some(known) = known {
+            let at = arena.entries.len() as u32;
+            arena.entries.push(Entry {
+                effective,
+                steps,
+                next: known.transformed.get(),
+            });
+            known.transformed.set(at);
+        }
+        steps
     }
 
     /// Whether a request value, after a chain, passes the screen (in any of its steps).
     fn value_screened(&self, value_key: u64, value: &[u8], chain: &Chain) -> bool {
-        match self.transformed(Some(value_key), value, chain) {
+        let steps = self.transformed(Some(value_key), value, chain);
+        steps
+            .indices()
+            .any(|n| self.step_screened(n, value_key, value))
+    }
+
+    /// Whether step `n` of a request value passes the screen.
+    fn step_screened(&self, n: usize, value_key: u64, value: &[u8]) -> bool {
+        let arena = self.s.arena.borrow();
+        match arena.changed(n) {
+            Some((step, changed)) => self.changed_screened(step, changed),
             None => self.screened(Some(value_key | ORIGINAL), value),
-            Some((_, entry)) => entry.steps.iter().enumerate().any(|(n, step)| match step {
-                None => self.screened(Some(value_key | ORIGINAL), value),
-                Some(changed) => self.changed_screened(&entry, n, changed),
-            }),
         }
     }
 
@@ -1055,15 +1149,16 @@ impl Transaction<'_> {
         // visits the members of its collections that pass the screen (usually none).
         let screened_only = rule.screened && !rule.negated;
         let test = |value_key: Option<u64>, collection: &str, member: &str, value: &[u8]| {
-            let entry = self.transformed(value_key, value, chain).map(|(_, e)| e);
-            let original = [None];
-            let steps = entry.as_ref().map_or(&original[..], |e| &e.steps[..]);
-            for (i, step) in steps.iter().enumerate() {
-                let candidate = step.as_deref().unwrap_or(value);
+            let steps = self.transformed(value_key, value, chain);
+            for n in steps.indices() {
+                // Operators and `hit` read the arena but never add to it.
+                let arena = self.s.arena.borrow();
+                let changed = arena.changed(n);
+                let candidate = changed.map_or(value, |(_, bytes)| bytes);
                 // A value the screen does not match cannot match a screened rule's regex.
-                let passes = || match (step, &entry) {
-                    (Some(changed), Some(entry)) => self.changed_screened(entry, i, changed),
-                    _ => self.screened(value_key.map(|k| k | ORIGINAL), value),
+                let passes = || match changed {
+                    Some((step, bytes)) => self.changed_screened(step, bytes),
+                    None => self.screened(value_key.map(|k| k | ORIGINAL), value),
                 };
                 let hit = match rule.screened && !passes() {
                     true => None,
@@ -1126,11 +1221,14 @@ impl Transaction<'_> {
                 continue;
             }
             if screened_only && is_request_collection(target.collection) {
-                let passing = self.passing_members(rule.chain_id, chain, target.collection);
+                let passing = self.passing_members(chain, target.collection);
                 let Some(values) = self.s.collections.get(target.collection as usize) else {
                     continue;
                 };
-                for &i in passing.iter() {
+                for n in passing.indices() {
+                    let Some(i) = self.s.arena.borrow().passing.get(n).copied() else {
+                        continue;
+                    };
                     let Some((member, value)) = values.as_slice().get(i as usize) else {
                         continue;
                     };
@@ -1214,59 +1312,97 @@ impl Transaction<'_> {
         known.extend(values.as_slice().iter().map(|(_, v)| Known {
             classes: super::transform::byte_classes(v),
             screened: Cell::new(None),
+            transformed: Cell::new(NO_ENTRY),
         }));
+        let all = known.iter().fold(0, |all, k| all | k.classes);
+        if let Some(slot) = self.s.classes.get_mut(c as usize) {
+            *slot = all;
+        }
     }
 
-    /// The indices of the members of collection `c` that pass the screen after `chain`
-    /// (known once per request; usually none, which allocates nothing).
-    fn passing_members(&self, chain_id: u32, chain: &Chain, c: Collection) -> Rc<[u32]> {
-        let slot = chain_id as usize * Collection::COUNT + c as usize;
-        if let Some(Some(known)) = self.s.passing.borrow().get(slot) {
-            return known.clone();
+    /// Collection `c` grew: describe its new values (what is known of the others stays).
+    fn describe_added(&mut self, c: Collection) {
+        let (Some(values), Some(known)) = (
+            self.s.collections.get(c as usize),
+            self.s.known.get_mut(c as usize),
+        ) else {
+            return;
+        };
+        let added = values.as_slice().get(known.len()..).unwrap_or_default();
+        known.extend(added.iter().map(|(_, v)| Known {
+            classes: super::transform::byte_classes(v),
+            screened: Cell::new(None),
+            transformed: Cell::new(NO_ENTRY),
+        }));
+        let all = known.iter().fold(0, |all, k| all | k.classes);
+        if let Some(slot) = self.s.classes.get_mut(c as usize) {
+            *slot = all;
         }
-        let passing: Vec<u32> = self
-            .s
-            .collections
-            .get(c as usize)
-            .map_or(Vec::new(), |values| {
-                values
-                    .as_slice()
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, (_, value))| self.value_screened(member_key(c, *i), value, chain))
-                    .map(|(i, _)| i as u32)
-                    .collect()
-            });
-        let found = if passing.is_empty() {
-            self.no_members.clone()
-        } else {
-            Rc::from(passing)
+    }
+
+    /// The members of collection `c` that pass the screen after `chain` (known once per
+    /// request and collection content; usually none). Chains that reduce to the same
+    /// effective chain for every byte class the collection holds reduce to the same one
+    /// for each of its members (a transformation that leaves them all leaves each), so they
+    /// share the answer.
+    fn passing_members(&self, chain: &Chain, c: Collection) -> Span {
+        let classes = self.s.classes.get(c as usize).copied().unwrap_or(0);
+        let reduced = chain
+            .effective(classes)
+            .map_or(self.rules.effective_chains, |(_, id)| id);
+        let slot = reduced as usize * Collection::COUNT + c as usize;
+        let generation = self.s.generations.get(c as usize).copied().unwrap_or(0);
+        if let Some(known) = self.s.passing.borrow().get(slot) {
+            if known.generation == generation {
+                return known.members;
+            }
+        }
+        let first = self.s.arena.borrow().passing.len();
+        if let Some(values) = self.s.collections.get(c as usize) {
+            for (i, (_, value)) in values.as_slice().iter().enumerate() {
+                // Screening transforms (and adds to the arena) before the index is added.
+                if self.value_screened(member_key(c, i), value, chain) {
+                    self.s.arena.borrow_mut().passing.push(i as u32);
+                }
+            }
+        }
+        let members = Span {
+            first: first as u32,
+            len: (self.s.arena.borrow().passing.len() - first) as u32,
         };
         let mut known = self.s.passing.borrow_mut();
         if known.len() <= slot {
-            known.resize(self.rules.chains.len() * Collection::COUNT, None);
+            known.resize(slot + 1, Passing::default());
         }
         if let Some(k) = known.get_mut(slot) {
-            *k = Some(found.clone());
+            *k = Passing {
+                generation,
+                members,
+            };
         }
-        found
+        members
     }
 
     /// A collection changed: what was known of its members passing the screen is not.
     fn forget_screening(&mut self, c: Collection) {
-        let known = self.s.passing.get_mut();
-        for chain in 0..self.rules.chains.len() {
-            if let Some(k) = known.get_mut(chain * Collection::COUNT + c as usize) {
-                *k = None;
-            }
+        self.s.generation += 1;
+        if let Some(g) = self.s.generations.get_mut(c as usize) {
+            *g = self.s.generation;
         }
     }
 
-    /// Whether the rule set's screen matches a transformed step (kept in its entry).
-    fn changed_screened(&self, entry: &Transformed, n: usize, value: &[u8]) -> bool {
-        match &self.rules.screen {
-            Some(screen) => entry.step_screened(n, value, screen),
-            None => true,
+    /// Whether the rule set's screen matches a transformed step (kept in its step).
+    fn changed_screened(&self, step: &Step, value: &[u8]) -> bool {
+        let Some(screen) = &self.rules.screen else {
+            return true;
+        };
+        match step.screened.get() {
+            Some(found) => found,
+            None => {
+                let found = screen.is_match(value);
+                step.screened.set(Some(found));
+                found
+            }
         }
     }
 
@@ -1291,12 +1427,7 @@ impl Transaction<'_> {
                 };
             }
         }
-        if let Some(found) = self.s.screens.borrow().get(&key) {
-            return *found;
-        }
-        let found = screen.is_match(value);
-        self.s.screens.borrow_mut().insert(key, found);
-        found
+        screen.is_match(value)
     }
 
     /// Each selected member of a target's collection, borrowed, with its cache key (the
@@ -1569,6 +1700,30 @@ SecRule REQUEST_COOKIES_NAMES "@streq admin" "id:4,phase:1,deny"
         cookie.headers.pop();
         cookie.headers.push(("Cookie", b"theme=dark"));
         assert_eq!(evaluate(&set, &cookie).denied_by, None);
+    }
+
+    #[test]
+    fn chains_share_transformed_values_only_where_they_agree() {
+        // Rules 1 and 2 differ by t:htmlEntityDecode: for members without `&` they reduce to
+        // the same chain (and share the members passing the screen), for one with `&` they
+        // do not. Rule 3 changes a value three times in a row, rule 4 keeps every step.
+        let set = rules(
+            r#"
+SecRule ARGS "@rx <script" "id:1,phase:2,pass,log,t:lowercase"
+SecRule ARGS "@rx <script" "id:2,phase:2,pass,log,t:htmlEntityDecode,t:lowercase"
+SecRule ARGS "@rx <script" "id:3,phase:2,pass,log,t:urlDecodeUni,t:lowercase,t:htmlEntityDecode"
+SecRule ARGS "@rx ^<script>$" "id:4,phase:2,pass,log,multiMatch,t:urlDecodeUni,t:lowercase,t:htmlEntityDecode"
+"#,
+        );
+        let matched = |uri| evaluate(&set, &get(uri)).matched;
+        assert_eq!(matched("/?a=HELLO&b=%3CSCRIPT%3E"), [1, 2, 3, 4]);
+        assert_eq!(matched("/?a=HELLO&b=%26lt;SCRIPT%26gt;"), [2, 3, 4]);
+        assert_eq!(matched("/?a=x&b=%2526lt%253Bscript%2526gt%253B"), [3, 4]);
+        assert_eq!(matched("/?b=%2526LT%253BSCRIPT%2526GT%253B&a=x"), [3, 4]);
+        assert_eq!(matched("/?a=HELLO&b=%3CSCRIPT"), [1, 2, 3]);
+        // The next request on this thread knows nothing of the last one's values.
+        assert_eq!(matched("/?a=HELLO&b=SCRIPT"), Vec::<u64>::new());
+        assert_eq!(matched("/?a=%3Cscript&b=x"), [1, 2, 3]);
     }
 
     #[test]

@@ -248,6 +248,8 @@ pub struct RuleSet {
     pub phase2: Vec<Rule>,
     pub warnings: Vec<String>,
     pub chains: Vec<Chain>,
+    /// How many effective chains the chains reduce to (ids `0..effective_chains`).
+    pub effective_chains: u32,
     /// The plain `@rx` patterns of the rules marked `screened`, as one automaton: one scan of
     /// a value (after a chain) that matches none of them answers for all of those rules.
     pub screen: Option<super::operator::Screen>,
@@ -550,7 +552,7 @@ impl Chain {
 
 /// Number the effective chains: every sub-list of a chain's transformations (with its
 /// `multiMatch`) gets one id, the same wherever the same list comes up.
-fn number_effective_chains(chains: &mut [Chain]) {
+fn number_effective_chains(chains: &mut [Chain]) -> u32 {
     let mut ids: HashMap<(Vec<Transformation>, bool), u32> = HashMap::new();
     let mut intern = |list: Vec<Transformation>, multi: bool| {
         let next = ids.len() as u32;
@@ -575,6 +577,7 @@ fn number_effective_chains(chains: &mut [Chain]) {
             })
             .collect();
     }
+    ids.len() as u32
 }
 
 /// Give every rule (and chain link) its chain id and `RegexSet` slot, and build the sets.
@@ -622,7 +625,7 @@ fn index_chains(set: &mut RuleSet) {
     for rule in set.phase1.iter_mut().chain(set.phase2.iter_mut()) {
         visit(rule, &mut index);
     }
-    number_effective_chains(&mut index.chains);
+    set.effective_chains = number_effective_chains(&mut index.chains);
     set.chains = index.chains;
     build_screen(set);
 }

@@ -228,6 +228,11 @@ impl Transformation {
             Lowercase => v.to_ascii_lowercase(),
             Uppercase if !v.iter().any(u8::is_ascii_lowercase) => return Cow::Borrowed(v),
             Uppercase => v.to_ascii_uppercase(),
+            // One segment (no separator) is left as it is, unless it is `.` (which goes).
+            NormalizePath if !v.contains(&b'/') && v != b"." => return Cow::Borrowed(v),
+            NormalizePathWin if !v.iter().any(|b| *b == b'/' || *b == b'\\') && v != b"." => {
+                return Cow::Borrowed(v)
+            }
             NormalizePath => normalize_path(v, false),
             NormalizePathWin => normalize_path(v, true),
             RemoveComments => remove_comments(v),
