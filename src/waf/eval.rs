@@ -255,9 +255,11 @@ struct Transaction<'r> {
     s: Box<Scratch>,
     pinned: &'r [(String, Vec<u8>)],
     removed_ids: Vec<(u64, u64)>,
-    removed_tags: Vec<String>,
+    /// Tags whose rules are removed, with their bit in `RuleSet::ctl_tags` (if they have
+    /// one; else the rule's tags are searched).
+    removed_tags: Vec<(Option<u64>, String)>,
     removed_targets_by_id: Vec<((u64, u64), String)>,
-    removed_targets_by_tag: Vec<(String, String)>,
+    removed_targets_by_tag: Vec<(Option<u64>, String, String)>,
     engine: EngineMode,
     body_processor: Option<String>,
     force_body_variable: bool,
@@ -940,19 +942,32 @@ impl Transaction<'_> {
         self.removed_ids
             .iter()
             .any(|(a, b)| (*a..=*b).contains(&rule.id))
-            || rule.tags.iter().any(|t| self.removed_tags.contains(t))
+            || self
+                .removed_tags
+                .iter()
+                .any(|(bit, tag)| carries(rule, *bit, tag))
+    }
+
+    /// A tag's bit in the rules' `ctl_tags`, if it has one.
+    fn tag_bit(&self, tag: &str) -> Option<u64> {
+        let i = self.rules.ctl_tags.iter().position(|t| t == tag)?;
+        Some(1 << i)
     }
 
     fn apply_ctl(&mut self, c: &Ctl) {
         match c {
             Ctl::RuleRemoveById(ranges) => self.removed_ids.extend(ranges.iter().copied()),
-            Ctl::RuleRemoveByTag(tag) => self.removed_tags.push(tag.clone()),
+            Ctl::RuleRemoveByTag(tag) => {
+                let bit = self.tag_bit(tag);
+                self.removed_tags.push((bit, tag.clone()))
+            }
             Ctl::RuleRemoveTargetById(ids, target) => {
                 self.removed_targets_by_id.push((*ids, target.clone()))
             }
-            Ctl::RuleRemoveTargetByTag(tag, target) => self
-                .removed_targets_by_tag
-                .push((tag.clone(), target.clone())),
+            Ctl::RuleRemoveTargetByTag(tag, target) => {
+                self.removed_targets_by_tag
+                    .push((self.tag_bit(tag), tag.clone(), target.clone()))
+            }
             Ctl::RequestBodyProcessor(p) => {
                 self.body_processor = Some(p.clone());
                 self.one(
@@ -1177,19 +1192,23 @@ impl Transaction<'_> {
             test(None, "", "", b"");
             return;
         }
-        // Targets removed from this rule by a ctl or the route's exclusions.
-        let removed: Vec<&str> = self
-            .removed_targets_by_id
-            .iter()
-            .filter(|((a, b), _)| (*a..=*b).contains(&rule.id))
-            .map(|(_, t)| t.as_str())
-            .chain(
-                self.removed_targets_by_tag
-                    .iter()
-                    .filter(|(tag, _)| rule.tags.contains(tag))
-                    .map(|(_, t)| t.as_str()),
-            )
-            .collect();
+        // Targets removed from this rule by a ctl or the route's exclusions (usually none).
+        let none = self.removed_targets_by_id.is_empty() && self.removed_targets_by_tag.is_empty();
+        let removed: Vec<&str> = if none {
+            Vec::new()
+        } else {
+            self.removed_targets_by_id
+                .iter()
+                .filter(|((a, b), _)| (*a..=*b).contains(&rule.id))
+                .map(|(_, t)| t.as_str())
+                .chain(
+                    self.removed_targets_by_tag
+                        .iter()
+                        .filter(|(bit, tag, _)| carries(rule, *bit, tag))
+                        .map(|(_, _, t)| t.as_str()),
+                )
+                .collect()
+        };
         for target in &rule.targets {
             let collection = collection_name(target);
             if target.count {
@@ -1592,6 +1611,14 @@ fn selects(selector: &TargetSelector, name: &str) -> bool {
     }
 }
 
+/// Whether a rule carries a tag: by its bit when the tag has one.
+fn carries(rule: &Rule, bit: Option<u64>, tag: &str) -> bool {
+    match bit {
+        Some(bit) => rule.ctl_tags & bit != 0,
+        None => rule.tags.iter().any(|t| t == tag),
+    }
+}
+
 fn collection_name(t: &Target) -> &'static str {
     use Collection::*;
     match t.collection {
@@ -1724,6 +1751,37 @@ SecRule ARGS "@rx ^<script>$" "id:4,phase:2,pass,log,multiMatch,t:urlDecodeUni,t
         // The next request on this thread knows nothing of the last one's values.
         assert_eq!(matched("/?a=HELLO&b=SCRIPT"), Vec::<u64>::new());
         assert_eq!(matched("/?a=%3Cscript&b=x"), [1, 2, 3]);
+    }
+
+    #[test]
+    fn ctl_removes_rules_and_targets_by_tag() {
+        const RULES: &str = r#"
+SecRule ARGS:mode "@streq quiet" "id:1,phase:1,pass,nolog,ctl:ruleRemoveByTag=noisy"
+SecRule ARGS:mode "@streq partial" "id:2,phase:1,pass,nolog,ctl:ruleRemoveTargetByTag=attack;ARGS:q"
+SecRule ARGS "@contains evil" "id:10,phase:2,deny,tag:'attack',tag:'noisy'"
+"#;
+        // The first 64 tags that ctl actions name are tested as bits, the others by name:
+        // both ways, with 64 other tags named first.
+        let fillers: String = (0..64)
+            .map(|i| {
+                format!(
+                    "SecRule ARGS:never \"@streq x\" \"id:{},phase:1,pass,nolog,ctl:ruleRemoveByTag=filler{i}\"\n",
+                    100 + i
+                )
+            })
+            .collect();
+        for text in [RULES.to_string(), fillers + RULES] {
+            let set = rules(&text);
+            let denied = |uri| evaluate(&set, &get(uri)).denied_by;
+            assert_eq!(denied("/?q=evil"), Some(10));
+            assert_eq!(denied("/?q=evil&mode=quiet"), None, "removed by tag");
+            assert_eq!(
+                denied("/?q=evil&mode=partial"),
+                None,
+                "ARGS:q removed by tag"
+            );
+            assert_eq!(denied("/?x=evil&mode=partial"), Some(10), "ARGS:x stays");
+        }
     }
 
     #[test]

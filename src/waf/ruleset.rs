@@ -209,6 +209,8 @@ pub struct Rule {
     pub setvars: Vec<SetVar>,
     pub ctl: Vec<Ctl>,
     pub tags: Vec<String>,
+    /// Which of `RuleSet::ctl_tags` this rule carries (bit `i` for tag `i`).
+    pub ctl_tags: u64,
     /// Only on a chain's first rule.
     pub disruptive: Disruptive,
     /// Index (in this phase's list) to continue after, for `skipAfter`.
@@ -250,6 +252,10 @@ pub struct RuleSet {
     pub chains: Vec<Chain>,
     /// How many effective chains the chains reduce to (ids `0..effective_chains`).
     pub effective_chains: u32,
+    /// The tags that the rules' `ctl:ruleRemoveByTag` and `ctl:ruleRemoveTargetByTag` name
+    /// (the first 64), so that whether a rule carries one is a bit test, not a walk through
+    /// its tags (CRS's 941010 removes a target by tag on every ordinary request).
+    pub ctl_tags: Vec<String>,
     /// The plain `@rx` patterns of the rules marked `screened`, as one automaton: one scan of
     /// a value (after a chain) that matches none of them answers for all of those rules.
     pub screen: Option<super::operator::Screen>,
@@ -627,7 +633,43 @@ fn index_chains(set: &mut RuleSet) {
     }
     set.effective_chains = number_effective_chains(&mut index.chains);
     set.chains = index.chains;
+    mark_ctl_tags(set);
     build_screen(set);
+}
+
+/// Gathers the tags that `ctl` actions remove rules or targets by, and marks each rule (each
+/// link of a chain on its own, as each is evaluated with its own tags) with those it carries.
+fn mark_ctl_tags(set: &mut RuleSet) {
+    fn gather(rule: &Rule, tags: &mut Vec<String>) {
+        for c in &rule.ctl {
+            if let Ctl::RuleRemoveByTag(t) | Ctl::RuleRemoveTargetByTag(t, _) = c {
+                if !tags.contains(t) && tags.len() < 64 {
+                    tags.push(t.clone());
+                }
+            }
+        }
+        if let Some(next) = rule.chain.as_deref() {
+            gather(next, tags);
+        }
+    }
+    fn mark(rule: &mut Rule, tags: &[String]) {
+        rule.ctl_tags = tags
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| rule.tags.contains(t))
+            .fold(0, |bits, (i, _)| bits | 1 << i);
+        if let Some(next) = rule.chain.as_deref_mut() {
+            mark(next, tags);
+        }
+    }
+    let mut tags = Vec::new();
+    for rule in set.phase1.iter().chain(&set.phase2) {
+        gather(rule, &mut tags);
+    }
+    for rule in set.phase1.iter_mut().chain(set.phase2.iter_mut()) {
+        mark(rule, &tags);
+    }
+    set.ctl_tags = tags;
 }
 
 /// Ordinary values that calibrate the screen: a pattern that matches one of them (`^$`, `.`,
@@ -902,6 +944,7 @@ fn compile_rule(
         setvars: Vec::new(),
         ctl: Vec::new(),
         tags: Vec::new(),
+        ctl_tags: 0,
         disruptive: Disruptive::Pass,
         skip_after: None,
         log: true,
