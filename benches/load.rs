@@ -70,14 +70,29 @@ impl Options {
     }
 }
 
-/// A child process killed when dropped, so that a failed run leaves nothing behind.
+/// A child process stopped when dropped, so that a failed run leaves nothing behind.
 struct Proc {
     name: &'static str,
     child: Child,
 }
 
 impl Drop for Proc {
+    /// SIGTERM first, so that nginx's master stops its workers (killed outright, it leaves
+    /// them running), then SIGKILL whatever is still there after 3 s.
     fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: kill(2) only sends a signal to our own child process.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
