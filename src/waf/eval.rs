@@ -1321,22 +1321,10 @@ impl Transaction<'_> {
 
     /// Collection `c` changed: describe its values afresh.
     fn describe(&mut self, c: Collection) {
-        let (Some(values), Some(known)) = (
-            self.s.collections.get(c as usize),
-            self.s.known.get_mut(c as usize),
-        ) else {
-            return;
-        };
-        known.clear();
-        known.extend(values.as_slice().iter().map(|(_, v)| Known {
-            classes: super::transform::byte_classes(v),
-            screened: Cell::new(None),
-            transformed: Cell::new(NO_ENTRY),
-        }));
-        let all = known.iter().fold(0, |all, k| all | k.classes);
-        if let Some(slot) = self.s.classes.get_mut(c as usize) {
-            *slot = all;
+        if let Some(known) = self.s.known.get_mut(c as usize) {
+            known.clear();
         }
+        self.describe_added(c);
     }
 
     /// Collection `c` grew: describe its new values (what is known of the others stays).
