@@ -243,7 +243,11 @@ impl Gateway {
             }
         }
         let port = free_port();
-        let metrics_port = free_port();
+        // The kernel may hand out the same ephemeral port twice in a row.
+        let metrics_port = (0..100)
+            .map(|_| free_port())
+            .find(|p| *p != port)
+            .expect("a second ephemeral port");
         let config = harness_config(server_extra, port, metrics_port, body);
         let path = dir.path().join("portcullis.toml");
         std::fs::write(&path, config).expect("write config");
