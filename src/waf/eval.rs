@@ -7,7 +7,8 @@
 
 use super::operator::{Argument, Macros};
 use super::ruleset::{
-    Chain, Collection, Ctl, Disruptive, EngineMode, Rule, RuleSet, SetOp, Target, TargetSelector,
+    Chain, Collection, Ctl, Disruptive, EngineMode, Gate, Rule, RuleSet, Screening, SetOp, Target,
+    TargetSelector,
 };
 use super::scratch::{Pairs, TxVars};
 use super::transform::Transformation;
@@ -49,17 +50,6 @@ fn member_key(c: Collection, index: usize) -> u64 {
 }
 
 /// Collections whose values stay the same while rules run (those cached per request).
-fn is_request_collection(c: Collection) -> bool {
-    !matches!(
-        c,
-        Collection::Tx
-            | Collection::MatchedVar
-            | Collection::MatchedVarName
-            | Collection::MatchedVars
-            | Collection::MatchedVarsNames
-    )
-}
-
 /// Cache keys: collection in bits 56-63, member index 32-55, chain 8-31, step 0-7; the chain
 /// field all ones for a value as it is.
 const ORIGINAL: u64 = 0xff_ffff << 8;
@@ -79,13 +69,36 @@ impl Hits {
     }
 }
 
+/// Whether each part of the screen (regexes, phrases) matches a value: 2 bits a part
+/// (asked, matched), each part asked at most once.
+#[derive(Debug, Clone, Default)]
+struct Answers(Cell<u8>);
+
+impl Answers {
+    fn get_or(&self, part: Screening, ask: impl FnOnce() -> bool) -> bool {
+        let shift = match part {
+            Screening::Off => return true,
+            Screening::Regex => 0,
+            Screening::Phrases => 2,
+        };
+        let bits = self.0.get() >> shift;
+        if bits & 1 != 0 {
+            return bits & 2 != 0;
+        }
+        let found = ask();
+        self.0
+            .set(self.0.get() | (1 | u8::from(found) << 1) << shift);
+        found
+    }
+}
+
 /// One value the operator sees after a transformation chain: the original, or a changed
-/// value kept in `Arena::bytes`, with whether the screen matches it (`None` until asked).
+/// value kept in `Arena::bytes`, with what the screen answered for it.
 struct Step {
     /// `bytes[start..end]`; `start == ORIGINAL_STEP` for the value as it is.
     start: u32,
     end: u32,
-    screened: Cell<Option<bool>>,
+    screened: Answers,
 }
 
 const ORIGINAL_STEP: u32 = u32::MAX;
@@ -137,7 +150,7 @@ impl Arena {
         self.steps.push(Step {
             start: ORIGINAL_STEP,
             end: 0,
-            screened: Cell::new(None),
+            screened: Answers::default(),
         });
     }
 
@@ -192,6 +205,13 @@ struct Passing {
     members: Span,
 }
 
+/// The slot of the members of collection `c` passing a part of the screen after effective
+/// chain `reduced` (two parts a chain: regexes, phrases).
+fn passing_slot(reduced: u32, c: Collection, part: Screening) -> usize {
+    let part = usize::from(part == Screening::Phrases);
+    (reduced as usize * 2 + part) * Collection::COUNT + c as usize
+}
+
 /// Beyond these, a thread's scratch is dropped after its transaction instead of kept.
 const KEPT_ARENA_BYTES: usize = 256 * 1024;
 const KEPT_MATCH_BYTES: usize = 64 * 1024;
@@ -210,7 +230,7 @@ impl Scratch {
         s.known.iter_mut().for_each(Vec::clear);
         s.classes.clear();
         s.classes.resize(Collection::COUNT, 0);
-        let slots = (rules.effective_chains as usize + 1) * Collection::COUNT;
+        let slots = (rules.effective_chains as usize + 1) * 2 * Collection::COUNT;
         let passing = s.passing.get_mut();
         if passing.len() < slots {
             passing.resize(slots, Passing::default());
@@ -240,12 +260,12 @@ impl Scratch {
     }
 }
 
-/// What a transaction knows of one request value: its byte classes, whether the screen
-/// matches it as it is (`None` until asked), and the first of its transformed entries.
+/// What a transaction knows of one request value: its byte classes, what the screen
+/// answered for it as it is, and the first of its transformed entries.
 #[derive(Debug, Clone)]
 struct Known {
     classes: u32,
-    screened: Cell<Option<bool>>,
+    screened: Answers,
     transformed: Cell<u32>,
 }
 
@@ -895,15 +915,19 @@ impl Transaction<'_> {
 
     /// Runs one phase; `true` when evaluation must stop (denied, allowed or engine off).
     fn run_phase(&mut self, phase: u8, verdict: &mut Verdict) -> bool {
-        let rules = if phase == 1 {
-            &self.rules.phase1
+        let (rules, gates) = if phase == 1 {
+            (&self.rules.phase1, &self.rules.gates[0])
         } else {
-            &self.rules.phase2
+            (&self.rules.phase2, &self.rules.gates[1])
         };
         let mut i = 0;
         while i < rules.len() {
             if self.engine == EngineMode::Off {
                 return true;
+            }
+            if gates.get(i).is_some_and(|g| self.nothing_passes(g)) {
+                i += 1;
+                continue;
             }
             let rule = &rules[i];
             i += 1;
@@ -936,6 +960,28 @@ impl Transaction<'_> {
             }
         }
         false
+    }
+
+    /// Whether a gated rule's collections have no member passing the screen after its
+    /// chain (false for a rule without a gate).
+    fn nothing_passes(&self, gate: &Gate) -> bool {
+        if gate.collections == 0 {
+            return false;
+        }
+        let Some(chain) = self.rules.chains.get(gate.chain_id as usize) else {
+            return false;
+        };
+        let mut bits = gate.collections;
+        while bits != 0 {
+            let Some(&c) = Collection::ALL.get(bits.trailing_zeros() as usize) else {
+                return false;
+            };
+            bits &= bits - 1;
+            if self.passing_members(chain, c, gate.screen).len != 0 {
+                return false;
+            }
+        }
+        true
     }
 
     fn is_removed(&self, rule: &Rule) -> bool {
@@ -1048,7 +1094,7 @@ impl Transaction<'_> {
             arena.steps.push(Step {
                 start: ORIGINAL_STEP,
                 end: 0,
-                screened: Cell::new(None),
+                screened: Answers::default(),
             });
         }
         let mut last: Option<(usize, usize)> = None;
@@ -1096,7 +1142,7 @@ impl Transaction<'_> {
                 arena.steps.push(Step {
                     start: start as u32,
                     end: end as u32,
-                    screened: Cell::new(None),
+                    screened: Answers::default(),
                 });
             }
         }
@@ -1110,7 +1156,7 @@ impl Transaction<'_> {
                 arena.steps.push(Step {
                     start: a as u32,
                     end: b as u32,
-                    screened: Cell::new(None),
+                    screened: Answers::default(),
                 });
                 Span {
                     first: first as u32,
@@ -1134,20 +1180,21 @@ impl Transaction<'_> {
         steps
     }
 
-    /// Whether a request value, after a chain, passes the screen (in any of its steps).
-    fn value_screened(&self, value_key: u64, value: &[u8], chain: &Chain) -> bool {
+    /// Whether a request value, after a chain, passes a part of the screen (in any of its
+    /// steps).
+    fn value_screened(&self, value_key: u64, value: &[u8], chain: &Chain, part: Screening) -> bool {
         let steps = self.transformed(Some(value_key), value, chain);
         steps
             .indices()
-            .any(|n| self.step_screened(n, value_key, value))
+            .any(|n| self.step_screened(n, value_key, value, part))
     }
 
-    /// Whether step `n` of a request value passes the screen.
-    fn step_screened(&self, n: usize, value_key: u64, value: &[u8]) -> bool {
+    /// Whether step `n` of a request value passes a part of the screen.
+    fn step_screened(&self, n: usize, value_key: u64, value: &[u8], part: Screening) -> bool {
         let arena = self.s.arena.borrow();
         match arena.changed(n) {
-            Some((step, changed)) => self.changed_screened(step, changed),
-            None => self.screened(Some(value_key | ORIGINAL), value),
+            Some((step, changed)) => self.changed_screened(step, changed, part),
+            None => self.screened(Some(value_key | ORIGINAL), value, part),
         }
     }
 
@@ -1162,7 +1209,7 @@ impl Transaction<'_> {
         };
         // Most rules look for attacks that an ordinary request does not hold: such a rule only
         // visits the members of its collections that pass the screen (usually none).
-        let screened_only = rule.screened && !rule.negated;
+        let screened_only = rule.screened() && !rule.negated;
         let test = |value_key: Option<u64>, collection: &str, member: &str, value: &[u8]| {
             let steps = self.transformed(value_key, value, chain);
             for n in steps.indices() {
@@ -1172,10 +1219,10 @@ impl Transaction<'_> {
                 let candidate = changed.map_or(value, |(_, bytes)| bytes);
                 // A value the screen does not match cannot match a screened rule's regex.
                 let passes = || match changed {
-                    Some((step, bytes)) => self.changed_screened(step, bytes),
-                    None => self.screened(value_key.map(|k| k | ORIGINAL), value),
+                    Some((step, bytes)) => self.changed_screened(step, bytes, rule.screen),
+                    None => self.screened(value_key.map(|k| k | ORIGINAL), value, rule.screen),
                 };
-                let hit = match rule.screened && !passes() {
+                let hit = match rule.screened() && !passes() {
                     true => None,
                     false => rule.operator.test(candidate, self, rule.capture),
                 };
@@ -1226,9 +1273,10 @@ impl Transaction<'_> {
             // A named member (`REQUEST_HEADERS:Connection`) is screened on its own; a whole
             // collection through the list of its members that pass after this chain.
             let named = matches!(target.selector, Some(TargetSelector::Key(_)));
-            if screened_only && named && is_request_collection(target.collection) {
+            if screened_only && named && target.collection.is_request() {
                 self.for_each_member(target, &mut |key, member, value| {
-                    let passes = key.is_none_or(|k| self.value_screened(k, value, chain));
+                    let passes =
+                        key.is_none_or(|k| self.value_screened(k, value, chain, rule.screen));
                     let excluded = rule.exclusions.iter().any(|e| {
                         e.collection == target.collection
                             && e.selector.as_ref().is_none_or(|s| selects(s, member))
@@ -1239,8 +1287,8 @@ impl Transaction<'_> {
                 });
                 continue;
             }
-            if screened_only && is_request_collection(target.collection) {
-                let passing = self.passing_members(chain, target.collection);
+            if screened_only && target.collection.is_request() {
+                let passing = self.passing_members(chain, target.collection, rule.screen);
                 let Some(values) = self.s.collections.get(target.collection as usize) else {
                     continue;
                 };
@@ -1338,7 +1386,7 @@ impl Transaction<'_> {
         let added = values.as_slice().get(known.len()..).unwrap_or_default();
         known.extend(added.iter().map(|(_, v)| Known {
             classes: super::transform::byte_classes(v),
-            screened: Cell::new(None),
+            screened: Answers::default(),
             transformed: Cell::new(NO_ENTRY),
         }));
         let all = known.iter().fold(0, |all, k| all | k.classes);
@@ -1352,12 +1400,12 @@ impl Transaction<'_> {
     /// effective chain for every byte class the collection holds reduce to the same one
     /// for each of its members (a transformation that leaves them all leaves each), so they
     /// share the answer.
-    fn passing_members(&self, chain: &Chain, c: Collection) -> Span {
+    fn passing_members(&self, chain: &Chain, c: Collection, part: Screening) -> Span {
         let classes = self.s.classes.get(c as usize).copied().unwrap_or(0);
         let reduced = chain
             .effective(classes)
             .map_or(self.rules.effective_chains, |(_, id)| id);
-        let slot = reduced as usize * Collection::COUNT + c as usize;
+        let slot = passing_slot(reduced, c, part);
         let generation = self.s.generations.get(c as usize).copied().unwrap_or(0);
         if let Some(known) = self.s.passing.borrow().get(slot) {
             if known.generation == generation {
@@ -1368,7 +1416,7 @@ impl Transaction<'_> {
         if let Some(values) = self.s.collections.get(c as usize) {
             for (i, (_, value)) in values.as_slice().iter().enumerate() {
                 // Screening transforms (and adds to the arena) before the index is added.
-                if self.value_screened(member_key(c, i), value, chain) {
+                if self.value_screened(member_key(c, i), value, chain, part) {
                     self.s.arena.borrow_mut().passing.push(i as u32);
                 }
             }
@@ -1398,43 +1446,28 @@ impl Transaction<'_> {
         }
     }
 
-    /// Whether the rule set's screen matches a transformed step (kept in its step).
-    fn changed_screened(&self, step: &Step, value: &[u8]) -> bool {
+    /// Whether a part of the rule set's screen matches a transformed step (kept in its
+    /// step).
+    fn changed_screened(&self, step: &Step, value: &[u8], part: Screening) -> bool {
         let Some(screen) = &self.rules.screen else {
             return true;
         };
-        match step.screened.get() {
-            Some(found) => found,
-            None => {
-                let found = screen.is_match(value);
-                step.screened.set(Some(found));
-                found
-            }
-        }
+        step.screened.get_or(part, || screen.is_match(part, value))
     }
 
-    /// Whether the rule set's screen matches a value (cached per request by `key`).
-    fn screened(&self, key: Option<u64>, value: &[u8]) -> bool {
+    /// Whether a part of the rule set's screen matches a value (kept beside a request value
+    /// as it is).
+    fn screened(&self, key: Option<u64>, value: &[u8], part: Screening) -> bool {
         let Some(screen) = &self.rules.screen else {
             return true;
         };
-        let Some(key) = key else {
-            return screen.is_match(value);
-        };
-        // A request value as it is: its answer is kept beside it.
-        if key & 0xffff_ffff == ORIGINAL {
-            if let Some(known) = self.known(key) {
-                return match known.screened.get() {
-                    Some(found) => found,
-                    None => {
-                        let found = screen.is_match(value);
-                        known.screened.set(Some(found));
-                        found
-                    }
-                };
-            }
+        match key
+            .filter(|k| k & 0xffff_ffff == ORIGINAL)
+            .and_then(|k| self.known(k))
+        {
+            Some(known) => known.screened.get_or(part, || screen.is_match(part, value)),
+            None => screen.is_match(part, value),
         }
-        screen.is_match(value)
     }
 
     /// Each selected member of a target's collection, borrowed, with its cache key (the
@@ -1781,7 +1814,7 @@ SecRule REQUEST_HEADERS:X-Kind "!@pm alpha beta" "id:2,phase:1,deny"
 "#,
         );
         assert!(
-            set.phase2.first().is_some_and(|r| r.screened),
+            set.phase2.first().is_some_and(|r| r.screened()),
             "@pm is screened"
         );
         assert_eq!(evaluate(&set, &get("/?f=ok")).denied_by, None);
@@ -1797,6 +1830,62 @@ SecRule REQUEST_HEADERS:X-Kind "!@pm alpha beta" "id:2,phase:1,deny"
         kind.headers.pop();
         kind.headers.push(("X-Kind", b"gamma"));
         assert_eq!(evaluate(&set, &kind).denied_by, Some(2), "a negated list");
+    }
+
+    #[test]
+    fn gated_rules_and_screen_parts_keep_every_result() {
+        // Rule 1 is gated (a screened regex on whole collections); 2 names a member and is
+        // gated through its collection; 3 is negated, 4 counts, 5 reads TX: never gated.
+        // 6 is a phrase list on the same chain as 1: each part of the screen answers for
+        // its own rules.
+        let set = rules(
+            r#"
+SecRule ARGS|REQUEST_COOKIES "@rx (?i)union\s+select" "id:1,phase:2,deny,t:urlDecodeUni"
+SecRule REQUEST_HEADERS:X-Probe "@rx sleep\(\d+\)" "id:2,phase:1,deny"
+SecRule ARGS "!@rx ^[a-z0-9 ]*$" "id:3,phase:2,deny"
+SecRule &ARGS "@gt 5" "id:4,phase:2,deny"
+SecRule TX:LEVEL "@eq 7" "id:5,phase:2,deny"
+SecRule ARGS "@pm /etc/passwd" "id:6,phase:2,deny,t:urlDecodeUni"
+"#,
+        );
+        let gated: Vec<bool> = set.gates[1].iter().map(|g| g.collections != 0).collect();
+        assert_eq!(gated, [true, false, false, false, true]);
+        assert!(set.gates[0].first().is_some_and(|g| g.collections != 0));
+        let cases: [(&str, &[(&str, &[u8])], Option<u64>); 8] = [
+            ("/?q=hello+world", &[], None),
+            ("/?q=1%20UNION%20SELECT%20pw", &[], Some(1)),
+            ("/?q=ok", &[("Cookie", b"s=union select 1")], Some(1)),
+            ("/?q=ok", &[("X-Probe", b"sleep(5)")], Some(2)),
+            ("/?q=ok", &[("X-Other", b"sleep(5)")], None),
+            ("/?q=Hello", &[], Some(3)),
+            ("/?a=1&b=2&c=3&d=4&e=5&f=6", &[], Some(4)),
+            ("/?f=%2Fetc%2Fpasswd", &[], Some(3)),
+        ];
+        for (uri, headers, expected) in cases {
+            let mut request = get(uri);
+            request.headers.extend_from_slice(headers);
+            assert_eq!(
+                evaluate(&set, &request).denied_by,
+                expected,
+                "{uri} {headers:?}"
+            );
+        }
+        // The phrase rule alone (without the negated rule 3 ahead of it).
+        let phrases = rules(
+            r#"
+SecRule ARGS "@rx (?i)union\s+select" "id:1,phase:2,deny,t:urlDecodeUni"
+SecRule ARGS "@pm /etc/passwd" "id:6,phase:2,deny,t:urlDecodeUni"
+"#,
+        );
+        assert_eq!(
+            evaluate(&phrases, &get("/?f=%2Fetc%2Fpasswd")).denied_by,
+            Some(6)
+        );
+        assert_eq!(
+            evaluate(&phrases, &get("/?f=union+select")).denied_by,
+            Some(1)
+        );
+        assert_eq!(evaluate(&phrases, &get("/?f=etc")).denied_by, None);
     }
 
     #[test]

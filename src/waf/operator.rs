@@ -5,6 +5,7 @@
 //! them (garbage is 0). An argument may hold macros (`%{tx.allowed_methods}`), expanded per
 //! transaction; everything else is prepared here.
 
+use crate::waf::ruleset::Screening;
 use crate::waf::seclang;
 use aho_corasick::AhoCorasick;
 use ipnet::IpNet;
@@ -427,9 +428,14 @@ impl Screen {
         Ok(Screen { regex, phrases })
     }
 
-    /// Whether a value matches any screened regex or holds any screened phrase.
-    pub fn is_match(&self, value: &[u8]) -> bool {
-        self.regex.is_match(value) || self.phrases.as_ref().is_some_and(|p| p.is_match(value))
+    /// Whether a value matches any screened regex (`Regex`) or holds any screened phrase
+    /// (`Phrases`); a value is never screened out for a rule that is not screened (`Off`).
+    pub fn is_match(&self, part: Screening, value: &[u8]) -> bool {
+        match part {
+            Screening::Off => true,
+            Screening::Regex => self.regex.is_match(value),
+            Screening::Phrases => self.phrases.as_ref().is_some_and(|p| p.is_match(value)),
+        }
     }
 }
 

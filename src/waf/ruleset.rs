@@ -62,6 +62,65 @@ impl Collection {
     /// How many collections there are (`Unkept` is the last).
     pub const COUNT: usize = Collection::Unkept as usize + 1;
 
+    /// Every collection, by its index.
+    pub const ALL: [Collection; Collection::COUNT] = {
+        use Collection::*;
+        [
+            Args,
+            ArgsNames,
+            ArgsGet,
+            ArgsGetNames,
+            ArgsPost,
+            ArgsPostNames,
+            ArgsCombinedSize,
+            Duration,
+            Files,
+            FilesNames,
+            FilesSizes,
+            FilesCombinedSize,
+            MatchedVar,
+            MatchedVarName,
+            MatchedVars,
+            MatchedVarsNames,
+            MultipartPartHeaders,
+            QueryString,
+            RemoteAddr,
+            ReqbodyError,
+            ReqbodyErrorMsg,
+            ReqbodyProcessor,
+            RequestBasename,
+            RequestBody,
+            RequestBodyLength,
+            RequestCookies,
+            RequestCookiesNames,
+            RequestFilename,
+            RequestHeaders,
+            RequestHeadersNames,
+            RequestLine,
+            RequestMethod,
+            RequestProtocol,
+            RequestUri,
+            RequestUriRaw,
+            Tx,
+            UniqueId,
+            Xml,
+            Unkept,
+        ]
+    };
+
+    /// Whether the collection holds the request's own values, fixed for the phase that
+    /// reads them (not TX or MATCHED_*, which change as rules run).
+    pub fn is_request(self) -> bool {
+        !matches!(
+            self,
+            Collection::Tx
+                | Collection::MatchedVar
+                | Collection::MatchedVarName
+                | Collection::MatchedVars
+                | Collection::MatchedVarsNames
+        )
+    }
+
     pub fn from_name(name: &str) -> Option<Self> {
         use Collection::*;
         Some(match name {
@@ -221,9 +280,28 @@ pub struct Rule {
     /// Index into `RuleSet::chains`: the transformation chain (and `multiMatch`) this rule
     /// shares with others, computed once per value and request.
     pub chain_id: u32,
-    /// A plain `@rx` that ordinary values do not match: its pattern is part of
-    /// `RuleSet::screen`, and the rule's own regex runs only on values the screen matches.
-    pub screened: bool,
+    /// A plain `@rx` or a `@pm` list that ordinary values do not match: its patterns are
+    /// part of `RuleSet::screen`, and the rule's own operator runs only on values that part
+    /// of the screen matches.
+    pub screen: Screening,
+}
+
+/// Which part of the rule set's screen stands for a rule's operator.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Screening {
+    /// Not screened: the operator runs on every value.
+    #[default]
+    Off,
+    /// The regexes (an `@rx` rule).
+    Regex,
+    /// The phrases (a `@pm` rule).
+    Phrases,
+}
+
+impl Rule {
+    pub fn screened(&self) -> bool {
+        self.screen != Screening::Off
+    }
 }
 
 /// A transformation chain shared by rules: a value is transformed once per chain.
@@ -243,11 +321,26 @@ pub struct Chain {
     pub own: u32,
 }
 
+/// What the evaluator reads of a rule before the rule itself: whether it can be passed over
+/// when no member of its collections passes the screen after its chain.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Gate {
+    /// The collections (bit `i` for `Collection::ALL[i]`) of a screened rule whose every
+    /// target is a whole request collection (or a pattern over its members); 0 for a rule
+    /// that is always read.
+    pub collections: u64,
+    pub chain_id: u32,
+    pub screen: Screening,
+}
+
 /// The request phases portcullis evaluates: 1 (headers) and 2 (body).
 #[derive(Debug, Default)]
 pub struct RuleSet {
     pub phase1: Vec<Rule>,
     pub phase2: Vec<Rule>,
+    /// Beside each rule of `phase1` and `phase2`, its gate: a small array walked in order,
+    /// so that a rule that cannot match is passed over without touching its (large) data.
+    pub gates: [Vec<Gate>; 2],
     pub warnings: Vec<String>,
     pub chains: Vec<Chain>,
     /// How many effective chains the chains reduce to (ids `0..effective_chains`).
@@ -635,6 +728,35 @@ fn index_chains(set: &mut RuleSet) {
     set.chains = index.chains;
     mark_ctl_tags(set);
     build_screen(set);
+    set.gates = [gates(&set.phase1), gates(&set.phase2)];
+}
+
+/// Each rule's gate. A screened rule that is not negated matches only through a member that
+/// passes the screen after its chain; when every target is a whole request collection (or
+/// members selected by a pattern), none passing in any of them means no match, and neither
+/// exclusions nor removed targets can add one. Counted and named targets are read from the
+/// rule itself (a named member is screened on its own, without the whole collection).
+fn gates(rules: &[Rule]) -> Vec<Gate> {
+    rules
+        .iter()
+        .map(|rule| {
+            let whole = |t: &Target| !t.count && t.collection.is_request();
+            if !rule.screened() || rule.negated || rule.targets.is_empty() {
+                return Gate::default();
+            }
+            if !rule.targets.iter().all(whole) {
+                return Gate::default();
+            }
+            Gate {
+                collections: rule
+                    .targets
+                    .iter()
+                    .fold(0, |bits, t| bits | 1 << t.collection as u64),
+                chain_id: rule.chain_id,
+                screen: rule.screen,
+            }
+        })
+        .collect()
 }
 
 /// Gathers the tags that `ctl` actions remove rules or targets by, and marks each rule (each
@@ -706,7 +828,7 @@ fn build_screen(set: &mut RuleSet) {
             // the rule keeps only its own automaton.
             let list = std::mem::take(list);
             if !ORDINARY.iter().any(|v| ac.is_match(v)) {
-                rule.screened = true;
+                rule.screen = Screening::Phrases;
                 phrases.extend(list);
             }
             return;
@@ -720,7 +842,7 @@ fn build_screen(set: &mut RuleSet) {
         if ORDINARY.iter().any(|v| probe.is_match(v)) {
             return;
         }
-        rule.screened = true;
+        rule.screen = Screening::Regex;
         if !patterns.iter().any(|p| p == re.as_str()) {
             patterns.push(re.as_str().to_string());
         }
@@ -739,7 +861,7 @@ fn build_screen(set: &mut RuleSet) {
         for rule in set.phase1.iter_mut().chain(set.phase2.iter_mut()) {
             let mut link = Some(rule);
             while let Some(r) = link {
-                r.screened = false;
+                r.screen = Screening::Off;
                 link = r.chain.as_deref_mut();
             }
         }
@@ -951,7 +1073,7 @@ fn compile_rule(
         msg: None,
         chain: None,
         chain_id: 0,
-        screened: false,
+        screen: Screening::Off,
     };
     let mut skip_after = None;
     // The default `block` is the phase's default disruptive action.
