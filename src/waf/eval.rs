@@ -1851,7 +1851,9 @@ SecRule ARGS "@pm /etc/passwd" "id:6,phase:2,deny,t:urlDecodeUni"
         let gated: Vec<bool> = set.gates[1].iter().map(|g| g.collections != 0).collect();
         assert_eq!(gated, [true, false, false, false, true]);
         assert!(set.gates[0].first().is_some_and(|g| g.collections != 0));
-        let cases: [(&str, &[(&str, &[u8])], Option<u64>); 8] = [
+        // (URI, extra headers, the rule that denies)
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a [u8])], Option<u64>);
+        let cases: [Case; 8] = [
             ("/?q=hello+world", &[], None),
             ("/?q=1%20UNION%20SELECT%20pw", &[], Some(1)),
             ("/?q=ok", &[("Cookie", b"s=union select 1")], Some(1)),
