@@ -285,6 +285,8 @@ struct Transaction<'r> {
     force_body_variable: bool,
     /// The rule being evaluated, for `%{rule.id}`.
     rule_id: u64,
+    /// The paranoia level of the screen in use (`screen_level`; 0 until chosen).
+    screen_level: Cell<u8>,
 }
 
 impl Macros for Transaction<'_> {
@@ -354,6 +356,7 @@ pub fn evaluate_with(rules: &RuleSet, request: &Request, settings: &Settings) ->
         body_processor: None,
         force_body_variable: false,
         rule_id: 0,
+        screen_level: Cell::new(0),
     };
     for (name, value) in settings.initial.iter().chain(&settings.pinned) {
         t.s.tx.set(name, value);
@@ -965,7 +968,7 @@ impl Transaction<'_> {
     /// Whether a gated rule's collections have no member passing the screen after its
     /// chain (false for a rule without a gate).
     fn nothing_passes(&self, gate: &Gate) -> bool {
-        if gate.collections == 0 {
+        if gate.collections == 0 || gate.level > self.screen_level() {
             return false;
         }
         let Some(chain) = self.rules.chains.get(gate.chain_id as usize) else {
@@ -982,6 +985,44 @@ impl Transaction<'_> {
             }
         }
         true
+    }
+
+    /// The paranoia level of the screen this transaction uses, chosen when first asked: the
+    /// screen of the rules at level 1 (and untagged ones) when the request runs at level 1,
+    /// else the whole one (4). A screened rule above it runs its own operator on every value
+    /// instead: the choice changes the cost, never a result.
+    fn screen_level(&self) -> u8 {
+        let level = self.screen_level.get();
+        if level != 0 {
+            return level;
+        }
+        let running = ["detection_paranoia_level", "paranoia_level"]
+            .iter()
+            .find_map(|k| self.s.tx.get(k))
+            .map(super::operator::stoi);
+        let level = match (running, &self.rules.screen_pl1) {
+            (Some(l), Some(_)) if l <= 1 => 1,
+            _ => 4,
+        };
+        self.screen_level.set(level);
+        level
+    }
+
+    fn screen(&self) -> Option<&super::operator::Screen> {
+        match self.screen_level() {
+            1 => self.rules.screen_pl1.as_ref(),
+            _ => self.rules.screen.as_ref(),
+        }
+    }
+
+    /// The part of this transaction's screen that stands for a rule (`Off` for a rule above
+    /// its level).
+    fn part(&self, rule: &Rule) -> Screening {
+        // Asked only for a screened rule: the level is chosen once the rules that set it ran.
+        match rule.screen != Screening::Off && rule.level <= self.screen_level() {
+            true => rule.screen,
+            false => Screening::Off,
+        }
     }
 
     fn is_removed(&self, rule: &Rule) -> bool {
@@ -1209,7 +1250,8 @@ impl Transaction<'_> {
         };
         // Most rules look for attacks that an ordinary request does not hold: such a rule only
         // visits the members of its collections that pass the screen (usually none).
-        let screened_only = rule.screened() && !rule.negated;
+        let part = self.part(rule);
+        let screened_only = part != Screening::Off && !rule.negated;
         let test = |value_key: Option<u64>, collection: &str, member: &str, value: &[u8]| {
             let steps = self.transformed(value_key, value, chain);
             for n in steps.indices() {
@@ -1219,10 +1261,10 @@ impl Transaction<'_> {
                 let candidate = changed.map_or(value, |(_, bytes)| bytes);
                 // A value the screen does not match cannot match a screened rule's regex.
                 let passes = || match changed {
-                    Some((step, bytes)) => self.changed_screened(step, bytes, rule.screen),
-                    None => self.screened(value_key.map(|k| k | ORIGINAL), value, rule.screen),
+                    Some((step, bytes)) => self.changed_screened(step, bytes, part),
+                    None => self.screened(value_key.map(|k| k | ORIGINAL), value, part),
                 };
-                let hit = match rule.screened() && !passes() {
+                let hit = match part != Screening::Off && !passes() {
                     true => None,
                     false => rule.operator.test(candidate, self, rule.capture),
                 };
@@ -1275,8 +1317,7 @@ impl Transaction<'_> {
             let named = matches!(target.selector, Some(TargetSelector::Key(_)));
             if screened_only && named && target.collection.is_request() {
                 self.for_each_member(target, &mut |key, member, value| {
-                    let passes =
-                        key.is_none_or(|k| self.value_screened(k, value, chain, rule.screen));
+                    let passes = key.is_none_or(|k| self.value_screened(k, value, chain, part));
                     let excluded = rule.exclusions.iter().any(|e| {
                         e.collection == target.collection
                             && e.selector.as_ref().is_none_or(|s| selects(s, member))
@@ -1288,7 +1329,7 @@ impl Transaction<'_> {
                 continue;
             }
             if screened_only && target.collection.is_request() {
-                let passing = self.passing_members(chain, target.collection, rule.screen);
+                let passing = self.passing_members(chain, target.collection, part);
                 let Some(values) = self.s.collections.get(target.collection as usize) else {
                     continue;
                 };
@@ -1449,7 +1490,7 @@ impl Transaction<'_> {
     /// Whether a part of the rule set's screen matches a transformed step (kept in its
     /// step).
     fn changed_screened(&self, step: &Step, value: &[u8], part: Screening) -> bool {
-        let Some(screen) = &self.rules.screen else {
+        let Some(screen) = self.screen() else {
             return true;
         };
         step.screened.get_or(part, || screen.is_match(part, value))
@@ -1458,7 +1499,7 @@ impl Transaction<'_> {
     /// Whether a part of the rule set's screen matches a value (kept beside a request value
     /// as it is).
     fn screened(&self, key: Option<u64>, value: &[u8], part: Screening) -> bool {
-        let Some(screen) = &self.rules.screen else {
+        let Some(screen) = self.screen() else {
             return true;
         };
         match key
@@ -1888,6 +1929,43 @@ SecRule ARGS "@pm /etc/passwd" "id:6,phase:2,deny,t:urlDecodeUni"
             Some(1)
         );
         assert_eq!(evaluate(&phrases, &get("/?f=etc")).denied_by, None);
+    }
+
+    #[test]
+    fn a_level_1_request_uses_the_level_1_screen_and_still_runs_higher_rules() {
+        // 2 is a level-2 rule that a level-1 request still reaches (no skipAfter gate): the
+        // level-1 screen does not hold its pattern, so it runs unscreened, and still denies.
+        let text = |level: u8| {
+            format!(
+                r#"
+SecAction "id:10,phase:1,pass,nolog,setvar:tx.detection_paranoia_level={level}"
+SecRule ARGS "@rx (?i)union\s+select" "id:1,phase:2,deny,t:urlDecodeUni,tag:'paranoia-level/1'"
+SecRule ARGS "@rx (?i)benchmark\(" "id:2,phase:2,deny,t:urlDecodeUni,tag:'paranoia-level/2'"
+SecRule ARGS "@pm xp_cmdshell" "id:3,phase:2,deny,tag:'paranoia-level/3'"
+"#
+            )
+        };
+        for level in [1, 2] {
+            let set = rules(&text(level));
+            assert!(set.screen_pl1.is_some(), "a level-1 screen apart");
+            let levels: Vec<u8> = set.phase2.iter().map(|r| r.level).collect();
+            assert_eq!(levels, [1, 2, 3]);
+            let cases = [
+                ("/?q=hello", None),
+                ("/?q=1+UNION+SELECT+2", Some(1)),
+                ("/?q=benchmark(1000,md5(1))", Some(2)),
+                ("/?q=exec+xp_cmdshell", Some(3)),
+            ];
+            for (uri, expected) in cases {
+                assert_eq!(
+                    evaluate(&set, &get(uri)).denied_by,
+                    expected,
+                    "{uri} at {level}"
+                );
+            }
+        }
+        let none = rules(r#"SecRule ARGS "@rx (?i)union\s+select" "id:1,phase:2,deny""#);
+        assert!(none.screen_pl1.is_none(), "no level above 1: one screen");
     }
 
     #[test]

@@ -270,6 +270,10 @@ pub struct Rule {
     /// part of `RuleSet::screen`, and the rule's own operator runs only on values that part
     /// of the screen matches.
     pub screen: Screening,
+    /// The paranoia level of the rule (its chain's first rule's `paranoia-level/N` tag; 0
+    /// without one): a request at level 1 uses a screen without the patterns of the rules
+    /// above it, and runs those rules unscreened if it reaches them.
+    pub level: u8,
     pub negated: bool,
     pub capture: bool,
     pub log: bool,
@@ -337,6 +341,7 @@ pub struct Gate {
     pub collections: u64,
     pub chain_id: u32,
     pub screen: Screening,
+    pub level: u8,
 }
 
 /// The request phases portcullis evaluates: 1 (headers) and 2 (body).
@@ -358,6 +363,10 @@ pub struct RuleSet {
     /// The plain `@rx` patterns of the rules marked `screened`, as one automaton: one scan of
     /// a value (after a chain) that matches none of them answers for all of those rules.
     pub screen: Option<super::operator::Screen>,
+    /// The screen of the patterns and phrases of the rules at paranoia level 1 and of those
+    /// without a level (absent when that is all of them), for requests that run at level 1:
+    /// a rule above it is not screened by it (`Rule::level`).
+    pub screen_pl1: Option<super::operator::Screen>,
 }
 
 /// A compile error: where, and what is wrong.
@@ -760,6 +769,7 @@ fn gates(rules: &[Rule]) -> Vec<Gate> {
                     .fold(0, |bits, t| bits | 1 << t.collection as u64),
                 chain_id: rule.chain_id,
                 screen: rule.screen,
+                level: rule.level,
             }
         })
         .collect()
@@ -825,17 +835,22 @@ const ORDINARY: &[&[u8]] = &[
 ];
 
 fn build_screen(set: &mut RuleSet) {
-    let mut patterns: Vec<String> = Vec::new();
-    // Ordered, so that the screen is built the same way each time.
-    let mut phrases = std::collections::BTreeSet::new();
-    let mut mark = |rule: &mut Rule| {
+    // Each pattern and phrase with the lowest paranoia level of a rule it stands for; ordered,
+    // so that the screens are built the same way each time.
+    let mut patterns: Vec<(String, u8)> = Vec::new();
+    let mut phrases = std::collections::BTreeMap::<String, u8>::new();
+    let mut mark = |rule: &mut Rule, level: u8| {
+        rule.level = level;
         if let Operator::Pm(ac, list) = &mut rule.operator {
             // A phrase list is screened as its phrases, unless an ordinary value holds one;
             // the rule keeps only its own automaton.
             let list = std::mem::take(list);
             if !ORDINARY.iter().any(|v| ac.is_match(v)) {
                 rule.screen = Screening::Phrases;
-                phrases.extend(list);
+                for phrase in list {
+                    let at = phrases.entry(phrase).or_insert(level);
+                    *at = (*at).min(level);
+                }
             }
             return;
         }
@@ -849,21 +864,44 @@ fn build_screen(set: &mut RuleSet) {
             return;
         }
         rule.screen = Screening::Regex;
-        if !patterns.iter().any(|p| p == re.as_str()) {
-            patterns.push(re.as_str().to_string());
+        match patterns.iter_mut().find(|(p, _)| p == re.as_str()) {
+            Some((_, at)) => *at = (*at).min(level),
+            None => patterns.push((re.as_str().to_string(), level)),
         }
     };
     for rule in set.phase1.iter_mut().chain(set.phase2.iter_mut()) {
+        // A chain's links run only after its first rule matched: they take its level.
+        let level = paranoia_level(&rule.tags);
         let mut link = Some(rule);
         while let Some(r) = link {
-            mark(r);
+            mark(r, level);
             link = r.chain.as_deref_mut();
         }
     }
-    let phrases: Vec<String> = phrases.into_iter().collect();
-    set.screen = super::operator::Screen::new(&patterns, &phrases).ok();
+    let screen = |most: u8| {
+        let patterns: Vec<String> = patterns
+            .iter()
+            .filter(|(_, level)| *level <= most)
+            .map(|(p, _)| p.clone())
+            .collect();
+        let phrases: Vec<String> = phrases
+            .iter()
+            .filter(|(_, level)| **level <= most)
+            .map(|(p, _)| p.clone())
+            .collect();
+        super::operator::Screen::new(&patterns, &phrases).ok()
+    };
+    set.screen = screen(u8::MAX);
+    // Requests at paranoia level 1 (the default) use a screen of the level-1 rules alone:
+    // a value that matches only a higher level's pattern (CRS's 932205 or 942130 match the
+    // query string and the cookie header of ordinary requests) then sends no rule of its
+    // chain to its own regex.
+    if patterns.iter().any(|(_, level)| *level > 1) || phrases.values().any(|level| *level > 1) {
+        set.screen_pl1 = screen(1);
+    }
     if set.screen.is_none() {
         // Each rule runs its own regex: slower, the same results.
+        set.screen_pl1 = None;
         for rule in set.phase1.iter_mut().chain(set.phase2.iter_mut()) {
             let mut link = Some(rule);
             while let Some(r) = link {
@@ -872,6 +910,15 @@ fn build_screen(set: &mut RuleSet) {
             }
         }
     }
+}
+
+/// A rule's paranoia level from its `paranoia-level/N` tag (CRS's convention), 0 without one.
+/// It only chooses which screen stands for the rule (see `RuleSet::screen_pl1`).
+fn paranoia_level(tags: &[String]) -> u8 {
+    tags.iter()
+        .find_map(|t| t.strip_prefix("paranoia-level/"))
+        .and_then(|n| n.parse::<u8>().ok())
+        .map_or(0, |n| n.max(1))
 }
 
 static UNCONDITIONAL: std::sync::LazyLock<super::seclang::Operator> =
@@ -1080,6 +1127,7 @@ fn compile_rule(
         chain: None,
         chain_id: 0,
         screen: Screening::Off,
+        level: 0,
     };
     let mut skip_after = None;
     // The default `block` is the phase's default disruptive action.
