@@ -1337,6 +1337,15 @@ SecRuleRemoveById 4
     /// CRS v4 (with its setup file first, as deployed) compiles whole; the one warning is its
     /// optional persistent collections (off unless tx.enable_default_collections is set).
     #[test]
+    fn every_collection_sits_at_its_index_in_all() {
+        // Gates name collections by their index into `Collection::ALL`.
+        assert_eq!(Collection::ALL.len(), Collection::COUNT);
+        for (i, c) in Collection::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i, "{c:?}");
+        }
+    }
+
+    #[test]
     fn crs_v4_compiles() {
         let set = compile_files(&crate::waf::testing::crs_v4());
         assert!(
