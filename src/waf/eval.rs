@@ -49,7 +49,6 @@ fn member_key(c: Collection, index: usize) -> u64 {
     ((c as u64) << 56) | ((index as u64 & 0xff_ffff) << 32)
 }
 
-/// Collections whose values stay the same while rules run (those cached per request).
 /// Cache keys: collection in bits 56-63, member index 32-55, chain 8-31, step 0-7; the chain
 /// field all ones for a value as it is.
 const ORIGINAL: u64 = 0xff_ffff << 8;

@@ -12,9 +12,24 @@ use super::transform::Transformation;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-/// A collection (or single variable) a rule can inspect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Collection {
+/// Defines `Collection` and `Collection::ALL` from one list, so that the table of
+/// collections by index cannot drift from the enum.
+macro_rules! collections {
+    ($($(#[$doc:meta])* $name:ident,)+) => {
+        /// A collection (or single variable) a rule can inspect.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Collection {
+            $($(#[$doc])* $name,)+
+        }
+
+        impl Collection {
+            /// Every collection, by its index.
+            pub const ALL: [Collection; Collection::COUNT] = [$(Collection::$name,)+];
+        }
+    };
+}
+
+collections! {
     Args,
     ArgsNames,
     ArgsGet,
@@ -61,52 +76,6 @@ pub enum Collection {
 impl Collection {
     /// How many collections there are (`Unkept` is the last).
     pub const COUNT: usize = Collection::Unkept as usize + 1;
-
-    /// Every collection, by its index.
-    pub const ALL: [Collection; Collection::COUNT] = {
-        use Collection::*;
-        [
-            Args,
-            ArgsNames,
-            ArgsGet,
-            ArgsGetNames,
-            ArgsPost,
-            ArgsPostNames,
-            ArgsCombinedSize,
-            Duration,
-            Files,
-            FilesNames,
-            FilesSizes,
-            FilesCombinedSize,
-            MatchedVar,
-            MatchedVarName,
-            MatchedVars,
-            MatchedVarsNames,
-            MultipartPartHeaders,
-            QueryString,
-            RemoteAddr,
-            ReqbodyError,
-            ReqbodyErrorMsg,
-            ReqbodyProcessor,
-            RequestBasename,
-            RequestBody,
-            RequestBodyLength,
-            RequestCookies,
-            RequestCookiesNames,
-            RequestFilename,
-            RequestHeaders,
-            RequestHeadersNames,
-            RequestLine,
-            RequestMethod,
-            RequestProtocol,
-            RequestUri,
-            RequestUriRaw,
-            Tx,
-            UniqueId,
-            Xml,
-            Unkept,
-        ]
-    };
 
     /// Whether the collection holds the request's own values, fixed for the phase that
     /// reads them (not TX or MATCHED_*, which change as rules run).
