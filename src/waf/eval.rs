@@ -188,6 +188,9 @@ struct Scratch {
     generations: Vec<u64>,
     /// The last generation given (never reset: a thread's numbers do not repeat).
     generation: u64,
+    /// Each gate class's answer (`nothing_passes`) as `generation << 1 | answer`, valid while
+    /// `generation` is the last given: any change to any collection makes it stale.
+    gate_answers: Vec<Cell<u64>>,
     /// Request collections, indexed by `Collection` (absent ones empty).
     collections: Vec<Pairs>,
     tx: TxVars,
@@ -239,6 +242,10 @@ impl Scratch {
         let generation = s.generation;
         s.generations.clear();
         s.generations.resize(Collection::COUNT, generation);
+        if s.gate_answers.len() < rules.gate_classes as usize {
+            s.gate_answers
+                .resize_with(rules.gate_classes as usize, Cell::default);
+        }
         s.collections.resize_with(Collection::COUNT, Pairs::default);
         s.collections.iter_mut().for_each(Pairs::clear);
         s.tx.reset();
@@ -970,6 +977,20 @@ impl Transaction<'_> {
         if gate.collections == 0 || gate.level > self.screen_level() {
             return false;
         }
+        // Gates of the same class ask the same question of the same collections.
+        let memo = self.s.gate_answers.get(gate.class as usize);
+        let now = self.s.generation << 1;
+        if let Some(known) = memo.map(Cell::get).filter(|k| k & !1 == now) {
+            return known & 1 == 1;
+        }
+        let nothing = self.nothing_passes_now(gate);
+        if let Some(m) = memo {
+            m.set(now | u64::from(nothing));
+        }
+        nothing
+    }
+
+    fn nothing_passes_now(&self, gate: &Gate) -> bool {
         let Some(chain) = self.rules.chains.get(gate.chain_id as usize) else {
             return false;
         };
@@ -1928,6 +1949,46 @@ SecRule ARGS "@pm /etc/passwd" "id:6,phase:2,deny,t:urlDecodeUni"
             Some(1)
         );
         assert_eq!(evaluate(&phrases, &get("/?f=etc")).denied_by, None);
+    }
+
+    #[test]
+    fn gates_of_one_class_answer_once_per_content_of_their_collections() {
+        // 1, 2 and 3 share a gate (same collections, chain and screen part); 4 differs in
+        // its chain. Rule 1 runs before the body is read, 2 and 3 after it: the body's
+        // arguments must reach 2, although 1 found nothing passing in the query.
+        let set = rules(
+            r#"
+SecRule ARGS "@rx (?i)union\s+select" "id:1,phase:1,pass,t:urlDecodeUni,setvar:tx.one=1"
+SecRule ARGS "@rx (?i)union\s+select" "id:2,phase:2,deny,t:urlDecodeUni"
+SecRule ARGS "@rx (?i)sleep\(\d+\)" "id:3,phase:2,deny,t:urlDecodeUni"
+SecRule ARGS "@rx (?i)sleep\(\d+\)" "id:4,phase:2,deny,t:lowercase"
+"#,
+        );
+        let classes: Vec<u32> = set.gates.iter().flatten().map(|g| g.class).collect();
+        assert_eq!(classes, [0, 0, 0, 1]);
+        assert_eq!(set.gate_classes, 2);
+        let form: &[(&str, &[u8])] = &[
+            ("Host", b"localhost"),
+            ("Content-Type", b"application/x-www-form-urlencoded"),
+        ];
+        let post = |body: &'static [u8]| Request {
+            method: "POST",
+            headers: form.to_vec(),
+            body,
+            ..get("/?q=ok")
+        };
+        // Each request on this thread reuses the last one's answers only if still valid.
+        let cases: [(Request, Option<u64>); 5] = [
+            (get("/?q=ok"), None),
+            (post(b"q=1+UNION+SELECT+pw"), Some(2)),
+            (get("/?q=ok"), None),
+            (post(b"q=SLEEP(5)"), Some(3)),
+            (get("/?q=sleep(5)"), Some(3)),
+        ];
+        for (request, expected) in cases {
+            let verdict = evaluate(&set, &request);
+            assert_eq!(verdict.denied_by, expected, "{:?}", request.body);
+        }
     }
 
     #[test]

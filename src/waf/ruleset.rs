@@ -311,6 +311,10 @@ pub struct Gate {
     pub chain_id: u32,
     pub screen: Screening,
     pub level: u8,
+    /// Gates with the same collections, chain and screen part have the same answer while
+    /// the request's collections stay as they are: they share this number
+    /// (`0..RuleSet::gate_classes`), so that a transaction asks once for all of them.
+    pub class: u32,
 }
 
 /// The request phases portcullis evaluates: 1 (headers) and 2 (body).
@@ -325,6 +329,8 @@ pub struct RuleSet {
     pub chains: Vec<Chain>,
     /// How many effective chains the chains reduce to (ids `0..effective_chains`).
     pub effective_chains: u32,
+    /// How many distinct gates there are (`Gate::class`).
+    pub gate_classes: u32,
     /// The tags that the rules' `ctl:ruleRemoveByTag` and `ctl:ruleRemoveTargetByTag` name
     /// (the first 64), so that whether a rule carries one is a bit test, not a walk through
     /// its tags (CRS's 941010 removes a target by tag on every ordinary request).
@@ -712,7 +718,12 @@ fn index_chains(set: &mut RuleSet) {
     set.chains = index.chains;
     mark_ctl_tags(set);
     build_screen(set);
-    set.gates = [gates(&set.phase1), gates(&set.phase2)];
+    let mut classes = Vec::new();
+    set.gates = [
+        gates(&set.phase1, &mut classes),
+        gates(&set.phase2, &mut classes),
+    ];
+    set.gate_classes = classes.len() as u32;
 }
 
 /// Each rule's gate. A screened rule that is not negated matches only through a member that
@@ -720,7 +731,9 @@ fn index_chains(set: &mut RuleSet) {
 /// members selected by a pattern), none passing in any of them means no match, and neither
 /// exclusions nor removed targets can add one. Counted and named targets are read from the
 /// rule itself (a named member is screened on its own, without the whole collection).
-fn gates(rules: &[Rule]) -> Vec<Gate> {
+/// `classes` gathers the distinct (collections, chain, screen part) of the gates numbered
+/// so far.
+fn gates(rules: &[Rule], classes: &mut Vec<(u64, u32, Screening)>) -> Vec<Gate> {
     rules
         .iter()
         .map(|rule| {
@@ -731,14 +744,24 @@ fn gates(rules: &[Rule]) -> Vec<Gate> {
             if !rule.targets.iter().all(whole) {
                 return Gate::default();
             }
+            let collections = rule
+                .targets
+                .iter()
+                .fold(0, |bits, t| bits | 1 << t.collection as u64);
+            let key = (collections, rule.chain_id, rule.screen);
+            let class = match classes.iter().position(|k| *k == key) {
+                Some(i) => i,
+                None => {
+                    classes.push(key);
+                    classes.len() - 1
+                }
+            };
             Gate {
-                collections: rule
-                    .targets
-                    .iter()
-                    .fold(0, |bits, t| bits | 1 << t.collection as u64),
+                collections,
                 chain_id: rule.chain_id,
                 screen: rule.screen,
                 level: rule.level,
+                class: class as u32,
             }
         })
         .collect()
