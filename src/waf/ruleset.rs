@@ -174,6 +174,9 @@ impl Eq for TargetSelector {}
 pub struct SetVar {
     /// Lower case; may hold macros (`tx.%{rule.id}-…`).
     pub name: Argument,
+    /// The TX variable a constant name sets (`anomaly_score_pl1` of
+    /// `tx.anomaly_score_pl1`), known at compile time.
+    pub tx_key: Option<String>,
     pub op: SetOp,
 }
 
@@ -1003,10 +1006,12 @@ fn setvar(value: &str) -> Result<SetVar, String> {
             "setvar:{value:?} names no collection; write tx.NAME=VALUE"
         ));
     }
-    Ok(SetVar {
-        name: Argument::parse(&name),
-        op,
-    })
+    let name = Argument::parse(&name);
+    let tx_key = name
+        .constant()
+        .and_then(|n| n.strip_prefix(b"tx."))
+        .and_then(|k| String::from_utf8(k.to_vec()).ok());
+    Ok(SetVar { name, tx_key, op })
 }
 
 fn ctl(value: &str) -> Result<Ctl, String> {
