@@ -298,16 +298,7 @@ impl Operator {
             )
             .detect()),
             Operator::DetectXss => yes(libinjectionrs::detect_xss(value).is_injection()),
-            Operator::Compare(cmp, arg) => {
-                let (v, a) = (stoi(value), stoi(&arg.expand(macros)));
-                yes(match cmp {
-                    Comparison::Eq => v == a,
-                    Comparison::Ge => v >= a,
-                    Comparison::Gt => v > a,
-                    Comparison::Le => v <= a,
-                    Comparison::Lt => v < a,
-                })
-            }
+            Operator::Compare(cmp, arg) => yes(compare(*cmp, value, arg, macros)),
             Operator::Strings(test, arg) => {
                 let a = arg.expand(macros);
                 yes(match test {
@@ -332,6 +323,24 @@ impl Operator {
             Operator::UnconditionalMatch => Some(Matched::default()),
             Operator::Unavailable(_) => None,
         }
+    }
+}
+
+/// `@eq`, `@lt`, …: both sides read as integers. Apart from `test`, which is large, so that
+/// the scoring and paranoia-level rules (most of what a request visits) stay cheap.
+#[inline(never)]
+fn compare(cmp: Comparison, value: &[u8], arg: &Argument, macros: &dyn Macros) -> bool {
+    let a = match arg.constant() {
+        Some(constant) => stoi(constant),
+        None => stoi(&arg.expand(macros)),
+    };
+    let v = stoi(value);
+    match cmp {
+        Comparison::Eq => v == a,
+        Comparison::Ge => v >= a,
+        Comparison::Gt => v > a,
+        Comparison::Le => v <= a,
+        Comparison::Lt => v < a,
     }
 }
 
@@ -614,25 +623,27 @@ fn byte_ranges(arg: &str) -> Result<Box<[bool; 256]>, String> {
 
 /// C++'s `std::stoi`: white space, a sign, digits; no digits or out of `int` range → 0.
 pub fn stoi(v: &[u8]) -> i64 {
-    let v = &v[v
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(v.len())..];
-    let (negative, digits) = match v.first() {
-        Some(b'-') => (true, &v[1..]),
-        Some(b'+') => (false, &v[1..]),
-        _ => (false, v),
+    // One pass, byte by byte: the values read are short (scores, levels, counts).
+    let mut i = 0;
+    while v.get(i).is_some_and(u8::is_ascii_whitespace) {
+        i += 1;
+    }
+    let negative = match v.get(i) {
+        Some(b'-') => true,
+        Some(b'+') => false,
+        _ => {
+            i = i.wrapping_sub(1);
+            false
+        }
     };
-    let end = digits
-        .iter()
-        .position(|b| !b.is_ascii_digit())
-        .unwrap_or(digits.len());
+    i = i.wrapping_add(1);
     let mut n: i64 = 0;
-    for d in &digits[..end] {
+    while let Some(d) = v.get(i).filter(|b| b.is_ascii_digit()) {
         n = n * 10 + i64::from(d - b'0');
         if n > i64::from(i32::MAX) + 1 {
             return 0;
         }
+        i += 1;
     }
     let n = if negative { -n } else { n };
     if n > i64::from(i32::MAX) || n < i64::from(i32::MIN) {
@@ -825,6 +836,12 @@ mod tests {
             (b"", 0),
             (b"99999999999", 0),
             (b"-2147483648", -2147483648),
+            (b"2147483648", 0),
+            (b" \t\n5", 5),
+            (b"-", 0),
+            (b"+-1", 0),
+            (b" ", 0),
+            (b"007", 7),
         ] {
             assert_eq!(stoi(text), n, "{:?}", String::from_utf8_lossy(text));
         }
