@@ -1097,6 +1097,9 @@ impl Transaction<'_> {
             self.s.matched_vars.clear();
         }
         self.find_hits(rule);
+        if self.s.hits.get_mut().matched.is_empty() {
+            return false;
+        }
         // The hits are read while the rule's effects change the transaction; their buffers
         // go back before the next link looks for its own.
         let hits = std::mem::take(self.s.hits.get_mut());
