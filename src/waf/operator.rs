@@ -373,6 +373,9 @@ impl Regex {
     /// The whole match and up to nine groups (missing groups are empty).
     fn captures(&self, value: &[u8]) -> Option<Vec<Vec<u8>>> {
         let groups: Vec<Vec<u8>> = match self {
+            // Without groups, the whole match is all there is: found by the DFA, not by the
+            // slower engines that track groups (CRS's 920450 captures `^.*$` of each header name).
+            Regex::Bytes(re) if re.captures_len() == 1 => vec![re.find(value)?.as_bytes().to_vec()],
             Regex::Bytes(re) => re
                 .captures(value)?
                 .iter()
@@ -724,6 +727,17 @@ mod tests {
         );
         let m = rx.test(b"select abc", &tx(), true).unwrap();
         assert_eq!(m.captures, vec![b"select abc".to_vec(), b"abc".to_vec()]);
+        // Without groups: the whole match alone, leftmost-first as with groups.
+        for (pattern, value, whole) in [
+            (r"^.*$", &b"X-Forwarded-For"[..], &b"X-Forwarded-For"[..]),
+            (r"^.*$", b"a\nb", b"a\nb"),
+            (r"a|ab", b"xab", b"a"),
+            (r"b+", b"abbbc", b"bbb"),
+        ] {
+            let m = op("rx", pattern).test(value, &tx(), true).unwrap();
+            assert_eq!(m.captures, vec![whole.to_vec()], "{pattern}");
+        }
+        assert!(op("rx", "z").test(b"abc", &tx(), true).is_none());
     }
 
     #[test]
