@@ -631,15 +631,10 @@ pub fn stoi(v: &[u8]) -> i64 {
     while v.get(i).is_some_and(u8::is_ascii_whitespace) {
         i += 1;
     }
-    let negative = match v.get(i) {
-        Some(b'-') => true,
-        Some(b'+') => false,
-        _ => {
-            i = i.wrapping_sub(1);
-            false
-        }
-    };
-    i = i.wrapping_add(1);
+    let negative = v.get(i) == Some(&b'-');
+    if matches!(v.get(i), Some(b'-' | b'+')) {
+        i += 1;
+    }
     let mut n: i64 = 0;
     while let Some(d) = v.get(i).filter(|b| b.is_ascii_digit()) {
         n = n * 10 + i64::from(d - b'0');
