@@ -5,10 +5,10 @@
 //! actions), and once the whole chain has matched, its `ctl`s, disruptive action and
 //! `skipAfter` apply. Not yet read: XML and multipart bodies (their collections stay empty).
 
-use super::operator::{Argument, Macros};
+use super::operator::{Argument, Comparison, Macros};
 use super::ruleset::{
     Chain, Collection, Ctl, Disruptive, EngineMode, Gate, Rule, RuleSet, Screening, SetOp, Target,
-    TargetSelector,
+    TargetSelector, TxArgument, TxTest,
 };
 use super::scratch::{Pairs, TxVars};
 use super::transform::Transformation;
@@ -248,7 +248,7 @@ impl Scratch {
         }
         s.collections.resize_with(Collection::COUNT, Pairs::default);
         s.collections.iter_mut().for_each(Pairs::clear);
-        s.tx.reset();
+        s.tx.reset(&rules.tx_names);
         s.matched_var.clear();
         s.matched_vars.clear();
         s.hits.get_mut().clear();
@@ -273,6 +273,16 @@ struct Known {
     classes: u32,
     screened: Answers,
     transformed: Cell<u32>,
+}
+
+/// What a `TxTest` decided.
+enum TxOutcome {
+    /// The rule does not match.
+    NoMatch,
+    /// It matched and its match is recorded: go on after it (or where it skips to).
+    Plain,
+    /// The rule's own path decides (a removal may concern it, or its match does more).
+    Full,
 }
 
 /// One transaction's collections and state.
@@ -323,8 +333,8 @@ impl Macros for Transaction<'_> {
     }
 }
 
-/// The TX names of regex groups (`%{tx.0}` … `%{tx.9}`).
-const CAPTURE_KEYS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+/// How many regex groups are kept as numbered TX variables (`%{tx.0}` … `%{tx.9}`).
+const CAPTURE_KEYS: usize = 10;
 
 /// What the gateway's configuration sets for one route before the rules run.
 #[derive(Debug, Clone, Default)]
@@ -934,9 +944,28 @@ impl Transaction<'_> {
             if self.engine == EngineMode::Off {
                 return true;
             }
-            if gates.get(i).is_some_and(|g| self.nothing_passes(g)) {
-                i += 1;
-                continue;
+            if let Some(gate) = gates.get(i) {
+                // A comparison of one TX variable, decided from its small copy.
+                let test = self
+                    .rules
+                    .tx_tests
+                    .get((gate.tx_test as usize).wrapping_sub(1));
+                match test.map(|t| (t, self.tx_test(t))) {
+                    Some((_, TxOutcome::NoMatch)) => {
+                        i += 1;
+                        continue;
+                    }
+                    Some((t, TxOutcome::Plain)) => {
+                        i = t.skip_after.map_or(i + 1, |to| to as usize);
+                        continue;
+                    }
+                    Some((_, TxOutcome::Full)) => {}
+                    None if self.nothing_passes(gate) => {
+                        i += 1;
+                        continue;
+                    }
+                    None => {}
+                }
             }
             let rule = &rules[i];
             i += 1;
@@ -969,6 +998,73 @@ impl Transaction<'_> {
             }
         }
         false
+    }
+
+    /// A rule that compares one TX variable, decided without reading the rule where that
+    /// gives the same result: the variable is read by its number, the argument was read when
+    /// the rule set was compiled. A plain match (`TxTest::plain`) is recorded here.
+    fn tx_test(&mut self, t: &TxTest) -> TxOutcome {
+        // Removed rules and targets are the rule's own path (a removed target whose
+        // collection is not TX cannot be this rule's).
+        let within = |(a, b): &(u64, u64)| (*a..=*b).contains(&t.id);
+        let tx_target = |target: &str| {
+            let collection = target.split_once(':').map_or(target, |(c, _)| c);
+            collection.eq_ignore_ascii_case("tx")
+        };
+        if self.removed_ids.iter().any(within)
+            || !self.removed_tags.is_empty()
+            || self
+                .removed_targets_by_id
+                .iter()
+                .any(|(ids, _)| within(ids))
+            || self
+                .removed_targets_by_tag
+                .iter()
+                .any(|(_, _, target)| tx_target(target))
+        {
+            return TxOutcome::Full;
+        }
+        let found = self.s.tx.numbered_key_value(t.number);
+        let mut digits = [0u8; 20];
+        let (value, n) = match (t.count, found) {
+            (true, _) => {
+                let n = i64::from(found.is_some());
+                (decimal(n as u64, &mut digits), n)
+            }
+            (false, Some((_, v))) => (v, super::operator::stoi(v)),
+            // No member: no match, negated or not.
+            (false, None) => return TxOutcome::NoMatch,
+        };
+        let argument = match t.argument {
+            TxArgument::Number(a) => a,
+            TxArgument::Tx(j) => self.s.tx.numbered(j).map_or(0, super::operator::stoi),
+        };
+        let compared = match t.comparison {
+            Comparison::Eq => n == argument,
+            Comparison::Ge => n >= argument,
+            Comparison::Gt => n > argument,
+            Comparison::Le => n <= argument,
+            Comparison::Lt => n < argument,
+        };
+        if compared == t.negated {
+            return TxOutcome::NoMatch;
+        }
+        if !t.plain {
+            return TxOutcome::Full;
+        }
+        // As `rule_matches` records the one match of a rule without effects of its own.
+        let name = |n: &mut String| match (t.count, found) {
+            (true, _) => n.push_str("&TX"),
+            (false, member) => {
+                n.push_str("TX:");
+                n.push_str(member.map_or("", |(m, _)| m));
+            }
+        };
+        self.s.matched_vars.clear();
+        self.s.matched_vars.push_with(name, value);
+        self.s.matched_var.clear();
+        self.s.matched_var.push_with(name, value);
+        TxOutcome::Plain
     }
 
     /// Whether a gated rule's collections have no member passing the screen after its
@@ -1109,9 +1205,14 @@ impl Transaction<'_> {
         for (i, (name, value)) in hits.matched.as_slice().iter().enumerate() {
             if let Some((_, groups)) = captured.next_if(|(at, _)| *at == i) {
                 for (n, group) in groups.iter().enumerate() {
-                    match CAPTURE_KEYS.get(n) {
-                        Some(key) => self.s.tx.set(key, group),
-                        None => self.s.tx.set(&n.to_string(), group),
+                    match n < CAPTURE_KEYS {
+                        // `tx.0`…`tx.9` are numbered 0…9 (`ruleset::number_tx_names`).
+                        true => {
+                            let slot = self.s.tx.numbered_slot(n as u32);
+                            slot.clear();
+                            slot.extend_from_slice(group);
+                        }
+                        false => self.s.tx.set(&n.to_string(), group),
                     }
                 }
             }
@@ -1341,7 +1442,7 @@ impl Transaction<'_> {
                     None,
                     counted(&mut name, collection),
                     "",
-                    decimal(n, &mut digits),
+                    decimal(n as u64, &mut digits),
                 );
                 continue;
             }
@@ -1412,14 +1513,17 @@ impl Transaction<'_> {
         else {
             return false;
         };
-        let found = self.s.tx.get_key_value(key.as_str());
+        let found = match target.tx_number {
+            Some(i) => self.s.tx.numbered_key_value(i),
+            None => self.s.tx.get_key_value(key.as_str()),
+        };
         let (mut name, mut digits) = ([0u8; 48], [0u8; 20]);
         let collection = collection_name(target);
         let (collection, member, value) = match (target.count, found) {
             (true, _) => (
                 counted(&mut name, collection),
                 "",
-                decimal(usize::from(found.is_some()), &mut digits),
+                decimal(u64::from(found.is_some()), &mut digits),
             ),
             (false, Some((member, value))) => (collection, member, value),
             (false, None) => return true,
@@ -1585,7 +1689,11 @@ impl Transaction<'_> {
             Collection::Tx => match &target.selector {
                 // TX names are kept in lower case, as selectors are compiled.
                 Some(TargetSelector::Key(k)) => {
-                    if let Some((name, v)) = self.s.tx.get_key_value(k.as_str()) {
+                    let found = match target.tx_number {
+                        Some(i) => self.s.tx.numbered_key_value(i),
+                        None => self.s.tx.get_key_value(k.as_str()),
+                    };
+                    if let Some((name, v)) = found {
                         f(None, name, v);
                     }
                 }
@@ -1639,10 +1747,15 @@ impl Transaction<'_> {
     }
 
     fn setvar(&mut self, s: &super::ruleset::SetVar) {
-        // Most names are constant (`tx.anomaly_score_pl1`): their TX key is known from the
-        // compile, in lower case; others are expanded here.
-        let key: Cow<'_, str> = match (&s.tx_key, s.name.constant()) {
-            (Some(key), _) => Cow::Borrowed(key.as_str()),
+        // Most names are constant (`tx.anomaly_score_pl1`): their TX variable is numbered
+        // when the rule set is compiled; others are expanded here.
+        enum Key {
+            Number(u32),
+            Name(String),
+        }
+        let rules = self.rules;
+        let key = match (s.tx_number, s.name.constant()) {
+            (Some(i), _) => Key::Number(i),
             // A constant name outside TX: persistent collections are not kept.
             (None, Some(_)) => return,
             (None, None) => {
@@ -1651,50 +1764,55 @@ impl Transaction<'_> {
                     return;
                 };
                 // TX names are case-insensitive: kept in lower case.
-                Cow::Owned(key.to_ascii_lowercase())
+                Key::Name(key.to_ascii_lowercase())
             }
+        };
+        let name = match &key {
+            Key::Number(i) => rules.tx_names.name(*i),
+            Key::Name(n) => n.as_str(),
         };
         if self
             .pinned
             .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case(&key))
+            .any(|(k, _)| k.eq_ignore_ascii_case(name))
         {
             return;
         }
         let number = |t: &Self, a: &Argument| super::operator::stoi(&a.expand(t));
+        let now = |t: &Self| {
+            let value = match &key {
+                Key::Number(i) => t.s.tx.numbered(*i),
+                Key::Name(n) => t.s.tx.get(n),
+            };
+            value.map_or(0, super::operator::stoi)
+        };
         // The new value: a constant is copied into the variable's own buffer; a number is
         // written there (no allocation once the variable exists).
-        enum New<'a> {
-            Bytes(Cow<'a, [u8]>),
-            Number(i64),
-        }
-        let value = match &s.op {
+        let mut digits = [0u8; 20];
+        let value: Cow<'_, [u8]> = match &s.op {
             SetOp::Delete => {
-                self.s.tx.remove(key.as_ref());
+                self.s.tx.remove(name);
                 return;
             }
             SetOp::Set(a) => match a.constant() {
-                Some(c) => New::Bytes(Cow::Borrowed(c)),
-                None => New::Bytes(Cow::Owned(a.expand(&*self).into_owned())),
+                Some(c) => Cow::Borrowed(c),
+                None => Cow::Owned(a.expand(&*self).into_owned()),
             },
-            SetOp::Add(a) => {
-                let now = self.s.tx.get(key.as_ref()).map_or(0, super::operator::stoi);
-                New::Number(now.saturating_add(number(self, a)))
-            }
-            SetOp::Subtract(a) => {
-                let now = self.s.tx.get(key.as_ref()).map_or(0, super::operator::stoi);
-                New::Number(now.saturating_sub(number(self, a)))
-            }
+            SetOp::Add(a) => Cow::Borrowed(signed(
+                now(self).saturating_add(number(self, a)),
+                &mut digits,
+            )),
+            SetOp::Subtract(a) => Cow::Borrowed(signed(
+                now(self).saturating_sub(number(self, a)),
+                &mut digits,
+            )),
         };
-        let slot = self.s.tx.slot(key.as_ref());
+        let slot = match &key {
+            Key::Number(i) => self.s.tx.numbered_slot(*i),
+            Key::Name(n) => self.s.tx.slot(n),
+        };
         slot.clear();
-        match value {
-            New::Bytes(b) => slot.extend_from_slice(&b),
-            New::Number(n) => {
-                use std::io::Write as _;
-                let _ = write!(slot, "{n}");
-            }
-        }
+        slot.extend_from_slice(&value);
     }
 }
 
@@ -1708,7 +1826,19 @@ fn counted<'b>(buf: &'b mut [u8; 48], collection: &str) -> &'b str {
 }
 
 /// `n` in decimal, written into `buf`.
-fn decimal(n: usize, buf: &mut [u8; 20]) -> &[u8] {
+fn signed(n: i64, buf: &mut [u8; 20]) -> &[u8] {
+    let len = decimal(n.unsigned_abs(), buf).len();
+    match (n < 0, buf.len() - len) {
+        (true, start @ 1..) => {
+            buf[start - 1] = b'-';
+            &buf[start - 1..]
+        }
+        (_, start) => &buf[start..],
+    }
+}
+
+/// `n` in decimal, written into `buf`.
+fn decimal(n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut at = buf.len();
     let mut n = n;
     loop {
@@ -2068,6 +2198,51 @@ SecRule TX:ok "@eq 4" "id:12,phase:1,deny"
             let verdict = evaluate(set, &get("/"));
             assert_eq!(verdict.denied_by, Some(12));
             assert_eq!(verdict.matched, [2, 3, 4, 5, 8, 9, 10, 11, 12]);
+        }
+    }
+
+    #[test]
+    fn a_tx_comparison_is_decided_from_its_copy_as_the_rule_would_decide_it() {
+        // Rules 2-3, 6, 9-10 and 20-21 are decided from their `TxTest` (no match, or a
+        // plain match that records MATCHED_VAR(S) and skips); the same rules with a
+        // transformation that changes none of these values go through the rule itself. A
+        // removed rule or target is left to the rule's own path.
+        let text = |t: &str| {
+            format!(
+                r#"
+SecAction "id:1,phase:1,pass,nolog,setvar:tx.level=1,setvar:tx.limit=3"
+SecRule TX:level "@lt 1" "id:2,phase:1,pass,nolog,{t}skipAfter:END-1"
+SecRule TX:level "@lt %{{tx.limit}}" "id:3,phase:1,pass,nolog,{t}skipAfter:END-1"
+SecAction "id:4,phase:1,pass,nolog,setvar:tx.wrong=1"
+SecMarker END-1
+SecRule MATCHED_VAR_NAME "@streq TX:level" "id:5,phase:1,pass,nolog,setvar:tx.ok=+1"
+SecRule &TX:wrong "@eq 0" "id:6,phase:1,pass,nolog,{t}skipAfter:END-2"
+SecAction "id:7,phase:1,pass,nolog,setvar:tx.wrong=1"
+SecMarker END-2
+SecRule MATCHED_VAR_NAME "@streq &TX" "id:8,phase:1,pass,nolog,setvar:tx.ok=+1"
+SecRule TX:unset "!@eq 1" "id:9,phase:1,pass,nolog,{t}setvar:tx.wrong=1"
+SecRule TX:limit "!@gt 5" "id:10,phase:1,pass,nolog,{t}skipAfter:END-3"
+SecAction "id:11,phase:1,pass,nolog,setvar:tx.wrong=1"
+SecMarker END-3
+SecRule MATCHED_VAR_NAME "@streq TX:limit" "id:12,phase:1,pass,nolog,setvar:tx.ok=+1"
+SecAction "id:19,phase:1,pass,nolog,ctl:ruleRemoveById=20,ctl:ruleRemoveTargetById=21;TX:level"
+SecRule TX:level "@eq 1" "id:20,phase:1,pass,nolog,{t}setvar:tx.wrong=1"
+SecRule TX:level "@eq 1" "id:21,phase:1,pass,nolog,{t}setvar:tx.wrong=1"
+SecRule TX:wrong "@eq 1" "id:30,phase:1,deny"
+SecRule TX:ok "@eq 3" "id:31,phase:1,deny"
+"#
+            )
+        };
+        let decided = rules(&text(""));
+        assert_eq!(decided.tx_tests.len(), 9, "{:?}", decided.tx_tests);
+        // Regex groups are written to tx.0…tx.9 by these numbers.
+        for n in 0..CAPTURE_KEYS as u32 {
+            assert_eq!(decided.tx_names.number(&n.to_string()), Some(n));
+        }
+        let general = rules(&text("t:trim,"));
+        assert_eq!(general.tx_tests.len(), 2, "only 30 and 31");
+        for set in [&decided, &general] {
+            assert_eq!(evaluate(set, &get("/")).denied_by, Some(31));
         }
     }
 

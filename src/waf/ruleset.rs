@@ -6,7 +6,7 @@
 //! and line; what it deliberately leaves out (response phases, persistent collections, GeoIP,
 //! DNS lists) is a warning.
 
-use super::operator::{Argument, Operator};
+use super::operator::{Argument, Comparison, Operator, Part};
 use super::seclang::{Action, Directive, Located, Location, Selector, Variable};
 use super::transform::Transformation;
 use std::collections::{HashMap, HashSet};
@@ -144,6 +144,9 @@ pub struct Target {
     /// Lower-cased key for collections whose member names are case-insensitive.
     pub selector: Option<TargetSelector>,
     pub count: bool,
+    /// For `TX:name`: the variable's number (`RuleSet::tx_names`), given when the rule set
+    /// is compiled.
+    pub tx_number: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -175,8 +178,8 @@ pub struct SetVar {
     /// Lower case; may hold macros (`tx.%{rule.id}-…`).
     pub name: Argument,
     /// The TX variable a constant name sets (`anomaly_score_pl1` of
-    /// `tx.anomaly_score_pl1`), known at compile time.
-    pub tx_key: Option<String>,
+    /// `tx.anomaly_score_pl1`), known at compile time: its number in `RuleSet::tx_names`.
+    pub tx_number: Option<u32>,
     pub op: SetOp,
 }
 
@@ -318,6 +321,39 @@ pub struct Gate {
     /// the request's collections stay as they are: they share this number
     /// (`0..RuleSet::gate_classes`), so that a transaction asks once for all of them.
     pub class: u32,
+    /// For a rule that compares one TX variable (`TxTest`): its index in
+    /// `RuleSet::tx_tests` plus one; 0 for any other rule.
+    pub tx_test: u32,
+}
+
+/// A rule whose first link compares one TX variable, as it is, with a number or another TX
+/// variable (`TX:DETECTION_PARANOIA_LEVEL "@lt 2"`, `TX:BLOCKING_INBOUND_ANOMALY_SCORE "@ge
+/// %{tx.inbound_anomaly_score_threshold}"`, `&TX:x "@eq 0"`): the paranoia-level gates, the
+/// set-up and the scoring rules, most of what a request visits. The evaluator decides such a
+/// rule from this small copy without reading the rule, unless it matches and does more than
+/// set MATCHED_VAR(S) and skip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxTest {
+    pub id: u64,
+    /// The variable's number (`RuleSet::tx_names`).
+    pub number: u32,
+    /// `&TX:name`: 1 when the variable is set, else 0.
+    pub count: bool,
+    pub negated: bool,
+    pub comparison: Comparison,
+    pub argument: TxArgument,
+    /// A match only sets MATCHED_VAR(S) and skips (`skip_after`): no `setvar`, `ctl`,
+    /// chain, log or disruptive action.
+    pub plain: bool,
+    pub skip_after: Option<u32>,
+}
+
+/// What a `TxTest` compares its variable with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxArgument {
+    Number(i64),
+    /// A TX variable by number (0 when unset, as the macro expands to nothing).
+    Tx(u32),
 }
 
 /// The request phases portcullis evaluates: 1 (headers) and 2 (body).
@@ -345,6 +381,11 @@ pub struct RuleSet {
     /// without a level (absent when that is all of them), for requests that run at level 1:
     /// a rule above it is not screened by it (`Rule::level`).
     pub screen_pl1: Option<super::operator::Screen>,
+    /// The TX names rules read or set by a constant name, numbered (`Target::tx_number`,
+    /// `SetVar::tx_number`).
+    pub tx_names: std::sync::Arc<super::scratch::TxNames>,
+    /// The rules decided by a `TxTest` (`Gate::tx_test`).
+    pub tx_tests: Vec<TxTest>,
 }
 
 /// A compile error: where, and what is wrong.
@@ -720,12 +761,15 @@ fn index_chains(set: &mut RuleSet) {
     set.effective_chains = number_effective_chains(&mut index.chains);
     set.chains = index.chains;
     mark_ctl_tags(set);
+    number_tx_names(set);
     build_screen(set);
     let mut classes = Vec::new();
+    let mut tests = Vec::new();
     set.gates = [
-        gates(&set.phase1, &mut classes),
-        gates(&set.phase2, &mut classes),
+        gates(&set.phase1, &mut classes, &set.tx_names, &mut tests),
+        gates(&set.phase2, &mut classes, &set.tx_names, &mut tests),
     ];
+    set.tx_tests = tests;
     set.gate_classes = classes.len() as u32;
 }
 
@@ -736,10 +780,22 @@ fn index_chains(set: &mut RuleSet) {
 /// rule itself (a named member is screened on its own, without the whole collection).
 /// `classes` gathers the distinct (collections, chain, screen part) of the gates numbered
 /// so far.
-fn gates(rules: &[Rule], classes: &mut Vec<(u64, u32, Screening)>) -> Vec<Gate> {
+fn gates(
+    rules: &[Rule],
+    classes: &mut Vec<(u64, u32, Screening)>,
+    names: &super::scratch::TxNames,
+    tests: &mut Vec<TxTest>,
+) -> Vec<Gate> {
     rules
         .iter()
         .map(|rule| {
+            if let Some(test) = tx_test(rule, names) {
+                tests.push(test);
+                return Gate {
+                    tx_test: tests.len() as u32,
+                    ..Gate::default()
+                };
+            }
             let whole = |t: &Target| !t.count && t.collection.is_request();
             if !rule.screened() || rule.negated || rule.targets.is_empty() {
                 return Gate::default();
@@ -765,9 +821,86 @@ fn gates(rules: &[Rule], classes: &mut Vec<(u64, u32, Screening)>) -> Vec<Gate> 
                 screen: rule.screen,
                 level: rule.level,
                 class: class as u32,
+                tx_test: 0,
             }
         })
         .collect()
+}
+
+/// The `TxTest` of a rule whose first link compares one TX variable as it is (no
+/// transformation, no exclusion) with a constant or one TX variable.
+fn tx_test(rule: &Rule, names: &super::scratch::TxNames) -> Option<TxTest> {
+    let [target] = rule.targets.as_slice() else {
+        return None;
+    };
+    let number = target.tx_number?;
+    if !rule.transformations.is_empty() || !rule.exclusions.is_empty() {
+        return None;
+    }
+    let Operator::Compare(comparison, argument) = &rule.operator else {
+        return None;
+    };
+    let argument = match (argument.constant(), argument.parts()) {
+        (Some(c), _) => TxArgument::Number(super::operator::stoi(c)),
+        (None, [Part::Macro { collection, key }]) if collection == "TX" => {
+            TxArgument::Tx(names.number(key)?)
+        }
+        _ => return None,
+    };
+    Some(TxTest {
+        id: rule.id,
+        number,
+        count: target.count,
+        negated: rule.negated,
+        comparison: *comparison,
+        argument,
+        plain: rule.setvars.is_empty()
+            && rule.ctl.is_empty()
+            && rule.chain.is_none()
+            && !rule.log
+            && rule.disruptive == Disruptive::Pass,
+        skip_after: match rule.skip_after {
+            Some(to) => Some(u32::try_from(to).ok()?),
+            None => None,
+        },
+    })
+}
+
+/// Numbers the TX names that rules read (`TX:name`) or set (`setvar:tx.name`) by a constant
+/// name, and the regex groups' `tx.0`…`tx.9`.
+fn number_tx_names(set: &mut RuleSet) {
+    fn number(rule: &mut Rule, names: &mut super::scratch::TxNames) {
+        for t in rule.targets.iter_mut().chain(rule.exclusions.iter_mut()) {
+            if let (Collection::Tx, Some(TargetSelector::Key(k))) = (t.collection, &t.selector) {
+                t.tx_number = Some(names.intern(k));
+            }
+        }
+        // A comparison with one TX variable (`@ge %{tx.threshold}`): `TxTest::argument`.
+        if let Operator::Compare(_, a) = &rule.operator {
+            if let [Part::Macro { collection, key }] = a.parts() {
+                if collection == "TX" {
+                    names.intern(key);
+                }
+            }
+        }
+        for s in &mut rule.setvars {
+            let key = s.name.constant().and_then(|n| n.strip_prefix(b"tx."));
+            s.tx_number = key
+                .and_then(|k| std::str::from_utf8(k).ok())
+                .map(|k| names.intern(k));
+        }
+        if let Some(next) = rule.chain.as_deref_mut() {
+            number(next, names);
+        }
+    }
+    let mut names = super::scratch::TxNames::default();
+    for n in 0..10 {
+        names.intern(&n.to_string());
+    }
+    for rule in set.phase1.iter_mut().chain(set.phase2.iter_mut()) {
+        number(rule, &mut names);
+    }
+    set.tx_names = std::sync::Arc::new(names);
 }
 
 /// Gathers the tags that `ctl` actions remove rules or targets by, and marks each rule (each
@@ -968,6 +1101,7 @@ fn target(v: &Variable) -> Result<Target, String> {
         collection,
         selector,
         count: v.count,
+        tx_number: None,
     })
 }
 
@@ -1007,11 +1141,12 @@ fn setvar(value: &str) -> Result<SetVar, String> {
         ));
     }
     let name = Argument::parse(&name);
-    let tx_key = name
-        .constant()
-        .and_then(|n| n.strip_prefix(b"tx."))
-        .and_then(|k| String::from_utf8(k.to_vec()).ok());
-    Ok(SetVar { name, tx_key, op })
+    // Numbered with the other TX names once the rule set is whole.
+    Ok(SetVar {
+        name,
+        tx_number: None,
+        op,
+    })
 }
 
 fn ctl(value: &str) -> Result<Ctl, String> {
