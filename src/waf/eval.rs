@@ -198,6 +198,8 @@ struct Scratch {
     matched_var: Pairs,
     matched_vars: Pairs,
     hits: RefCell<Hits>,
+    /// A `setvar`'s expanded name and value.
+    expanded: (Vec<u8>, Vec<u8>),
 }
 
 /// The members of a collection passing the screen after a chain, as last computed.
@@ -258,7 +260,11 @@ impl Scratch {
     /// Keeps the scratch for this thread's next transaction, unless it grew large.
     fn give_back(self: Box<Scratch>) {
         let large = self.arena.borrow().held() > KEPT_ARENA_BYTES
-            || self.matched_vars.held() + self.hits.borrow().matched.held() > KEPT_MATCH_BYTES
+            || self.matched_vars.held()
+                + self.hits.borrow().matched.held()
+                + self.expanded.0.capacity()
+                + self.expanded.1.capacity()
+                > KEPT_MATCH_BYTES
             || self.collections.iter().map(Pairs::held).sum::<usize>() > KEPT_COLLECTION_BYTES;
         if !large {
             SCRATCH.with(|cell| cell.set(Some(self)));
@@ -1747,11 +1753,18 @@ impl Transaction<'_> {
     }
 
     fn setvar(&mut self, s: &super::ruleset::SetVar) {
+        // Expanded names and values are written into buffers the thread keeps.
+        let (mut name, mut value) = std::mem::take(&mut self.s.expanded);
+        self.setvar_with(s, &mut name, &mut value);
+        self.s.expanded = (name, value);
+    }
+
+    fn setvar_with(&mut self, s: &super::ruleset::SetVar, name: &mut Vec<u8>, new: &mut Vec<u8>) {
         // Most names are constant (`tx.anomaly_score_pl1`): their TX variable is numbered
         // when the rule set is compiled; others are expanded here.
-        enum Key {
+        enum Key<'k> {
             Number(u32),
-            Name(String),
+            Name(Cow<'k, str>),
         }
         let rules = self.rules;
         let key = match (s.tx_number, s.name.constant()) {
@@ -1759,22 +1772,25 @@ impl Transaction<'_> {
             // A constant name outside TX: persistent collections are not kept.
             (None, Some(_)) => return,
             (None, None) => {
-                let name = String::from_utf8_lossy(&s.name.expand(&*self)).into_owned();
-                let Some(("tx", key)) = name.split_once('.') else {
+                name.clear();
+                s.name.expand_into(&*self, name);
+                if !name.starts_with(b"tx.") {
                     return;
-                };
+                }
                 // TX names are case-insensitive: kept in lower case.
-                Key::Name(key.to_ascii_lowercase())
+                let key = &mut name[3..];
+                key.make_ascii_lowercase();
+                Key::Name(String::from_utf8_lossy(key))
             }
         };
-        let name = match &key {
+        let key_name = match &key {
             Key::Number(i) => rules.tx_names.name(*i),
-            Key::Name(n) => n.as_str(),
+            Key::Name(n) => n.as_ref(),
         };
         if self
             .pinned
             .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case(name))
+            .any(|(k, _)| k.eq_ignore_ascii_case(key_name))
         {
             return;
         }
@@ -1786,33 +1802,31 @@ impl Transaction<'_> {
             };
             value.map_or(0, super::operator::stoi)
         };
-        // The new value: a constant is copied into the variable's own buffer; a number is
-        // written there (no allocation once the variable exists).
+        // The new value: a constant is copied into the variable's own buffer; an expansion
+        // or a number is written into `new` first (it may read the variable itself).
         let mut digits = [0u8; 20];
-        let value: Cow<'_, [u8]> = match &s.op {
+        let value: &[u8] = match &s.op {
             SetOp::Delete => {
-                self.s.tx.remove(name);
+                self.s.tx.remove(key_name);
                 return;
             }
             SetOp::Set(a) => match a.constant() {
-                Some(c) => Cow::Borrowed(c),
-                None => Cow::Owned(a.expand(&*self).into_owned()),
+                Some(c) => c,
+                None => {
+                    new.clear();
+                    a.expand_into(&*self, new);
+                    new
+                }
             },
-            SetOp::Add(a) => Cow::Borrowed(signed(
-                now(self).saturating_add(number(self, a)),
-                &mut digits,
-            )),
-            SetOp::Subtract(a) => Cow::Borrowed(signed(
-                now(self).saturating_sub(number(self, a)),
-                &mut digits,
-            )),
+            SetOp::Add(a) => signed(now(self).saturating_add(number(self, a)), &mut digits),
+            SetOp::Subtract(a) => signed(now(self).saturating_sub(number(self, a)), &mut digits),
         };
         let slot = match &key {
             Key::Number(i) => self.s.tx.numbered_slot(*i),
             Key::Name(n) => self.s.tx.slot(n),
         };
         slot.clear();
-        slot.extend_from_slice(&value);
+        slot.extend_from_slice(value);
     }
 }
 
@@ -2244,6 +2258,27 @@ SecRule TX:ok "@eq 3" "id:31,phase:1,deny"
         for set in [&decided, &general] {
             assert_eq!(evaluate(set, &get("/")).denied_by, Some(31));
         }
+    }
+
+    #[test]
+    fn setvar_names_and_values_expand_as_the_request_has_them() {
+        // Names built from macros (as CRS's 920450 names a variable after each header) are
+        // kept in lower case; values keep their case; a name outside TX sets nothing.
+        let set = rules(
+            r#"
+SecRule REQUEST_HEADERS_NAMES "@rx ^X-.*$" "id:1,phase:1,pass,nolog,capture,setvar:'tx.header_name_%{tx.0}=/%{tx.0}/'"
+SecRule TX:header_name_x-custom "@streq /X-Custom/" "id:2,phase:1,pass,nolog,setvar:tx.ok=+1"
+SecAction "id:3,phase:1,pass,nolog,setvar:'tx.seen_%{rule.id}=%{tx.ok}%{tx.ok}',setvar:'ip.%{rule.id}=1'"
+SecRule TX:seen_3 "@eq 11" "id:4,phase:1,pass,nolog,setvar:tx.ok=+1"
+SecRule &TX:/^3$/ "@eq 0" "id:5,phase:1,pass,nolog,setvar:tx.ok=+1"
+SecRule TX:ok "@eq 3" "id:6,phase:1,deny"
+"#,
+        );
+        let request = Request {
+            headers: vec![("Host", b"localhost"), ("X-Custom", b"1")],
+            ..get("/")
+        };
+        assert_eq!(evaluate(&set, &request).denied_by, Some(6));
     }
 
     #[test]

@@ -88,19 +88,25 @@ impl Argument {
             [Part::Macro { collection, key }] => {
                 macros.value(collection, key).unwrap_or(Cow::Borrowed(b""))
             }
-            parts => {
+            _ => {
                 let mut out = Vec::new();
-                for part in parts {
-                    match part {
-                        Part::Text(t) => out.extend_from_slice(t),
-                        Part::Macro { collection, key } => {
-                            if let Some(v) = macros.value(collection, key) {
-                                out.extend_from_slice(&v);
-                            }
-                        }
+                self.expand_into(macros, &mut out);
+                Cow::Owned(out)
+            }
+        }
+    }
+
+    /// The argument expanded (as `expand`), appended to `out`: a buffer that a caller keeps
+    /// between uses allocates nothing.
+    pub fn expand_into(&self, macros: &dyn Macros, out: &mut Vec<u8>) {
+        for part in &self.parts {
+            match part {
+                Part::Text(t) => out.extend_from_slice(t),
+                Part::Macro { collection, key } => {
+                    if let Some(v) = macros.value(collection, key) {
+                        out.extend_from_slice(&v);
                     }
                 }
-                Cow::Owned(out)
             }
         }
     }
