@@ -135,6 +135,8 @@ const NO_ENTRY: u32 = u32::MAX;
 #[derive(Default)]
 struct Arena {
     bytes: Vec<u8>,
+    /// A transformation's output before it joins `bytes`.
+    spare: Vec<u8>,
     steps: Vec<Step>,
     entries: Vec<Entry>,
     passing: Vec<u32>,
@@ -163,6 +165,7 @@ impl Arena {
     /// Bytes held.
     fn held(&self) -> usize {
         self.bytes.capacity()
+            + self.spare.capacity()
             + self.steps.capacity() * std::mem::size_of::<Step>()
             + self.entries.capacity() * std::mem::size_of::<Entry>()
             + self.passing.capacity() * 4
@@ -1294,10 +1297,17 @@ impl Transaction<'_> {
                     fresh.make_ascii_lowercase();
                 }
             } else {
-                let Cow::Owned(next) = tr.apply(current) else {
-                    continue;
+                // Written into the arena's spare buffer: `current` may be in `bytes`.
+                let arena = &mut *arena;
+                let current = match last {
+                    Some((a, b)) => arena.bytes.get(a..b).unwrap_or_default(),
+                    None => value,
                 };
-                arena.bytes.extend_from_slice(&next);
+                arena.spare.clear();
+                if !tr.apply_into(current, &mut arena.spare) {
+                    continue;
+                }
+                arena.bytes.extend_from_slice(&arena.spare);
             }
             // Without `multiMatch` only the last changed value is kept: it takes the place
             // of the one before it.

@@ -200,6 +200,34 @@ impl Transformation {
             .map(|(_, t)| *t)
     }
 
+    /// Apply to one value, appending the result to `out`: `false` (nothing appended) when
+    /// the value is left as it is. The commonest transformations that change a value write
+    /// straight into `out`, a buffer its owner keeps, instead of a new one.
+    pub fn apply_into(self, v: &[u8], out: &mut Vec<u8>) -> bool {
+        use Transformation::*;
+        let start = out.len();
+        match self {
+            CmdLine => cmd_line_into(v, out),
+            CompressWhitespace => compress_whitespace_into(v, out),
+            Base64Decode => base64_decode_into(v, out),
+            RemoveWhitespace => {
+                out.extend(v.iter().copied().filter(|b| kept_by_remove_whitespace(*b)))
+            }
+            Trim => out.extend_from_slice(trim_end(trim_start(v))),
+            TrimLeft => out.extend_from_slice(trim_start(v)),
+            TrimRight => out.extend_from_slice(trim_end(v)),
+            other => match other.apply(v) {
+                Cow::Borrowed(_) => return false,
+                Cow::Owned(changed) => out.extend_from_slice(&changed),
+            },
+        }
+        if out.get(start..) == Some(v) {
+            out.truncate(start);
+            return false;
+        }
+        true
+    }
+
     /// Apply to one value.
     pub fn apply<'a>(self, v: &'a [u8]) -> Cow<'a, [u8]> {
         use Transformation::*;
@@ -242,8 +270,7 @@ impl Transformation {
             ReplaceNulls if !v.contains(&0) => return Cow::Borrowed(v),
             ReplaceNulls => v.iter().map(|b| if *b == 0 { b' ' } else { *b }).collect(),
             RemoveWhitespace => {
-                // White space and the bytes of a UTF-8 no-break space (0xc2 0xa0) alike.
-                let keep = |b: &u8| !is_space(*b) && *b != 0xa0 && *b != 0xc2;
+                let keep = |b: &u8| kept_by_remove_whitespace(*b);
                 if v.iter().all(keep) {
                     return Cow::Borrowed(v);
                 }
@@ -272,6 +299,12 @@ impl Transformation {
             Cow::Owned(owned)
         }
     }
+}
+
+/// What `removeWhitespace` keeps: not white space, nor a byte of a UTF-8 no-break space
+/// (0xc2 0xa0).
+fn kept_by_remove_whitespace(b: u8) -> bool {
+    !is_space(b) && b != 0xa0 && b != 0xc2
 }
 
 /// C's `isspace` in the "C" locale.
@@ -613,6 +646,13 @@ fn html_entity_decode(v: &[u8]) -> Vec<u8> {
 /// `;` become one space; a space before `/` or `(` is removed; letters lowercased.
 fn cmd_line(v: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(v.len());
+    cmd_line_into(v, &mut out);
+    out
+}
+
+/// `cmdLine`, appended to `out`.
+fn cmd_line_into(v: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
     let mut space = false;
     for &b in v {
         match b {
@@ -624,7 +664,7 @@ fn cmd_line(v: &[u8]) -> Vec<u8> {
                 }
             }
             b'/' | b'(' => {
-                if space {
+                if space && out.len() > start {
                     out.pop();
                 }
                 space = false;
@@ -636,12 +676,17 @@ fn cmd_line(v: &[u8]) -> Vec<u8> {
             }
         }
     }
-    out
 }
 
 /// Runs of white space become one space.
 fn compress_whitespace(v: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(v.len());
+    compress_whitespace_into(v, &mut out);
+    out
+}
+
+/// `compressWhitespace`, appended to `out`.
+fn compress_whitespace_into(v: &[u8], out: &mut Vec<u8>) {
     let mut in_space = false;
     for &b in v {
         if is_space(b) {
@@ -654,7 +699,6 @@ fn compress_whitespace(v: &[u8]) -> Vec<u8> {
             out.push(b);
         }
     }
-    out
 }
 
 /// `/* … */` comments become one space each; an unterminated one runs to the end (one space).
@@ -804,10 +848,17 @@ fn escape_seq_decode(v: &[u8]) -> Vec<u8> {
 /// padding is optional. Anything else that is not of the alphabet makes the result empty, as
 /// ModSecurity's decoder (mbedTLS) returns nothing for invalid input.
 fn base64_decode(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len() * 3 / 4);
+    base64_decode_into(v, &mut out);
+    out
+}
+
+/// `base64Decode`, appended to `out` (nothing appended for invalid input).
+fn base64_decode_into(v: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
     let v = &v[..v.iter().position(|b| *b == 0).unwrap_or(v.len())];
     let mut bits = 0u32;
     let mut count = 0;
-    let mut out = Vec::with_capacity(v.len() * 3 / 4);
     let mut padding = 0;
     for &b in v {
         let value = match b {
@@ -819,15 +870,20 @@ fn base64_decode(v: &[u8]) -> Vec<u8> {
             b'=' => {
                 padding += 1;
                 if padding > 2 {
-                    return Vec::new();
+                    out.truncate(start);
+                    return;
                 }
                 continue;
             }
             b' ' | b'\r' | b'\n' => continue,
-            _ => return Vec::new(),
+            _ => {
+                out.truncate(start);
+                return;
+            }
         };
         if padding > 0 {
-            return Vec::new();
+            out.truncate(start);
+            return;
         }
         bits = (bits << 6) | u32::from(value);
         count += 1;
@@ -842,7 +898,6 @@ fn base64_decode(v: &[u8]) -> Vec<u8> {
         3 => out.extend_from_slice(&[(bits >> 10) as u8, (bits >> 2) as u8]),
         _ => {}
     }
-    out
 }
 
 /// Path normalisation: repeated slashes merged, `.` segments removed, `..` removing the
@@ -943,6 +998,29 @@ pub(crate) mod class_tests {
             for t in ALL {
                 if t.leaves(classes) {
                     prop_assert_eq!(&t.apply(&v)[..], &v[..], "{:?}", t);
+                }
+            }
+        }
+
+        /// `apply_into` appends what `apply` returns, after whatever the buffer held, and
+        /// appends nothing (answering `false`) where `apply` leaves the value as it is.
+        #[test]
+        fn applied_into_a_buffer_as_applied(
+            v in proptest::collection::vec(
+                prop::sample::select(b"aZ09%+&\\\0 \t\n\xa0\xc2/.*-#\"'^,;<>!=()x".to_vec()),
+                0..12,
+            ),
+            held in proptest::collection::vec(prop::sample::select(b" a/".to_vec()), 0..3),
+        ) {
+            for t in ALL {
+                let mut out = held.clone();
+                let changed = t.apply_into(&v, &mut out);
+                let applied = t.apply(&v);
+                prop_assert_eq!(changed, matches!(applied, Cow::Owned(_)), "{:?}", t);
+                prop_assert_eq!(&out[..held.len()], &held[..], "{:?}", t);
+                match changed {
+                    true => prop_assert_eq!(&out[held.len()..], &applied[..], "{:?}", t),
+                    false => prop_assert_eq!(out.len(), held.len(), "{:?}", t),
                 }
             }
         }
