@@ -445,7 +445,26 @@ impl Bench {
         }
         let (accepts0, requests0) = upstream_counters(self.upstream_port)?;
         let cpu0 = proxy.map(|p| cpu_seconds(p.pid())).unwrap_or(0.0);
+        // LOAD_PERF="(g)": record a profile of the proxy during the scenarios so named.
+        let perf = match (std::env::var("LOAD_PERF"), proxy) {
+            (Ok(prefix), Some(p)) if name.starts_with(&prefix) => Command::new("perf")
+                .args(["record", "-F", "2999", "-g", "-o"])
+                .arg(format!(
+                    "/tmp/perf-{}.data",
+                    prefix.trim_matches(['(', ')'])
+                ))
+                .args(["-p", &p.pid().to_string(), "--", "sleep"])
+                .arg(self.options.duration.to_string())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .ok(),
+            _ => None,
+        };
         let r = self.wrk_method(method, port, path, c, self.options.duration, 0)?;
+        if let Some(mut perf) = perf {
+            let _ = perf.wait();
+        }
         let cpu1 = proxy.map(|p| cpu_seconds(p.pid())).unwrap_or(0.0);
         let (accepts1, requests1) = upstream_counters(self.upstream_port)?;
         check_clean(name, &r)?;
