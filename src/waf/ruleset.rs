@@ -779,7 +779,7 @@ fn index_chains(set: &mut RuleSet) {
 /// exclusions nor removed targets can add one. Counted and named targets are read from the
 /// rule itself (a named member is screened on its own, without the whole collection).
 /// `classes` gathers the distinct (collections, chain, screen part) of the gates numbered
-/// so far.
+/// so far. A rule that compares one TX variable gets a `TxTest` (added to `tests`) instead.
 fn gates(
     rules: &[Rule],
     classes: &mut Vec<(u64, u32, Screening)>,
