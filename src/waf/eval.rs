@@ -5,7 +5,7 @@
 //! actions), and once the whole chain has matched, its `ctl`s, disruptive action and
 //! `skipAfter` apply. Not yet read: XML and multipart bodies (their collections stay empty).
 
-use super::operator::{Argument, Comparison, Macros};
+use super::operator::{Argument, Macros};
 use super::ruleset::{
     Chain, Collection, Ctl, Disruptive, EngineMode, Gate, Rule, RuleSet, Screening, SetOp, Target,
     TargetSelector, TxArgument, TxTest,
@@ -1048,14 +1048,7 @@ impl Transaction<'_> {
             TxArgument::Number(a) => a,
             TxArgument::Tx(j) => self.s.tx.numbered(j).map_or(0, super::operator::stoi),
         };
-        let compared = match t.comparison {
-            Comparison::Eq => n == argument,
-            Comparison::Ge => n >= argument,
-            Comparison::Gt => n > argument,
-            Comparison::Le => n <= argument,
-            Comparison::Lt => n < argument,
-        };
-        if compared == t.negated {
+        if t.comparison.holds(n, argument) == t.negated {
             return TxOutcome::NoMatch;
         }
         if !t.plain {

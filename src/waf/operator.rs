@@ -121,6 +121,19 @@ pub enum Comparison {
     Lt,
 }
 
+impl Comparison {
+    /// Whether `value` compares so with `argument`.
+    pub fn holds(self, value: i64, argument: i64) -> bool {
+        match self {
+            Comparison::Eq => value == argument,
+            Comparison::Ge => value >= argument,
+            Comparison::Gt => value > argument,
+            Comparison::Le => value <= argument,
+            Comparison::Lt => value < argument,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StringTest {
     /// The value equals the argument.
@@ -340,14 +353,7 @@ fn compare(cmp: Comparison, value: &[u8], arg: &Argument, macros: &dyn Macros) -
         Some(constant) => stoi(constant),
         None => stoi(&arg.expand(macros)),
     };
-    let v = stoi(value);
-    match cmp {
-        Comparison::Eq => v == a,
-        Comparison::Ge => v >= a,
-        Comparison::Gt => v > a,
-        Comparison::Le => v <= a,
-        Comparison::Lt => v < a,
-    }
+    cmp.holds(stoi(value), a)
 }
 
 fn regex_test(re: &Regex, value: &[u8], capture: bool) -> Option<Matched> {
