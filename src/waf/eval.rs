@@ -305,6 +305,10 @@ struct Transaction<'r> {
     removed_tags: Vec<(Option<u64>, String)>,
     removed_targets_by_id: Vec<((u64, u64), String)>,
     removed_targets_by_tag: Vec<(Option<u64>, String, String)>,
+    /// A `ctl` removed rules by tag, or a TX target by tag: known when it is applied, so
+    /// that a `TxTest` (which does not read the rule's tags) leaves its rule to the rule's own
+    /// path without looking through the removals on every visit.
+    removed_by_tag_for_tx: bool,
     engine: EngineMode,
     body_processor: Option<String>,
     force_body_variable: bool,
@@ -377,6 +381,7 @@ pub fn evaluate_with(rules: &RuleSet, request: &Request, settings: &Settings) ->
         removed_tags: Vec::new(),
         removed_targets_by_id: settings.removed_targets.clone(),
         removed_targets_by_tag: Vec::new(),
+        removed_by_tag_for_tx: false,
         engine: EngineMode::On,
         body_processor: None,
         force_body_variable: false,
@@ -1013,23 +1018,14 @@ impl Transaction<'_> {
     /// gives the same result: the variable is read by its number, the argument was read when
     /// the rule set was compiled. A plain match (`TxTest::plain`) is recorded here.
     fn tx_test(&mut self, t: &TxTest) -> TxOutcome {
-        // Removed rules and targets are the rule's own path (a removed target whose
-        // collection is not TX cannot be this rule's).
+        // Removed rules and targets are the rule's own path.
         let within = |(a, b): &(u64, u64)| (*a..=*b).contains(&t.id);
-        let tx_target = |target: &str| {
-            let collection = target.split_once(':').map_or(target, |(c, _)| c);
-            collection.eq_ignore_ascii_case("tx")
-        };
-        if self.removed_ids.iter().any(within)
-            || !self.removed_tags.is_empty()
+        if self.removed_by_tag_for_tx
+            || self.removed_ids.iter().any(within)
             || self
                 .removed_targets_by_id
                 .iter()
                 .any(|(ids, _)| within(ids))
-            || self
-                .removed_targets_by_tag
-                .iter()
-                .any(|(_, _, target)| tx_target(target))
         {
             return TxOutcome::Full;
         }
@@ -1164,12 +1160,18 @@ impl Transaction<'_> {
             Ctl::RuleRemoveById(ranges) => self.removed_ids.extend(ranges.iter().copied()),
             Ctl::RuleRemoveByTag(tag) => {
                 let bit = self.tag_bit(tag);
-                self.removed_tags.push((bit, tag.clone()))
+                self.removed_tags.push((bit, tag.clone()));
+                self.removed_by_tag_for_tx = true;
             }
             Ctl::RuleRemoveTargetById(ids, target) => {
                 self.removed_targets_by_id.push((*ids, target.clone()))
             }
             Ctl::RuleRemoveTargetByTag(tag, target) => {
+                // A removed target whose collection is not TX cannot be a TxTest's.
+                let collection = target.split_once(':').map_or(target.as_str(), |(c, _)| c);
+                if collection.eq_ignore_ascii_case("tx") {
+                    self.removed_by_tag_for_tx = true;
+                }
                 self.removed_targets_by_tag
                     .push((self.tag_bit(tag), tag.clone(), target.clone()))
             }
@@ -2220,10 +2222,10 @@ SecRule TX:ok "@eq 4" "id:12,phase:1,deny"
 
     #[test]
     fn a_tx_comparison_is_decided_from_its_copy_as_the_rule_would_decide_it() {
-        // Rules 2-3, 6, 9-10 and 20-21 are decided from their `TxTest` (no match, or a
+        // Rules 2-3, 6, 9-10 and 20-23 are decided from their `TxTest` (no match, or a
         // plain match that records MATCHED_VAR(S) and skips); the same rules with a
         // transformation that changes none of these values go through the rule itself. A
-        // removed rule or target is left to the rule's own path.
+        // rule or target removed by id or by tag is left to the rule's own path.
         let text = |t: &str| {
             format!(
                 r#"
@@ -2245,13 +2247,18 @@ SecRule MATCHED_VAR_NAME "@streq TX:limit" "id:12,phase:1,pass,nolog,setvar:tx.o
 SecAction "id:19,phase:1,pass,nolog,ctl:ruleRemoveById=20,ctl:ruleRemoveTargetById=21;TX:level"
 SecRule TX:level "@eq 1" "id:20,phase:1,pass,nolog,{t}setvar:tx.wrong=1"
 SecRule TX:level "@eq 1" "id:21,phase:1,pass,nolog,{t}setvar:tx.wrong=1"
+SecAction "id:18,phase:1,pass,nolog,ctl:ruleRemoveTargetByTag=tx-rules;TX:level,ctl:ruleRemoveByTag=gone"
+SecRule TX:level "@eq 1" "id:22,phase:1,pass,nolog,tag:'tx-rules',{t}skipAfter:END-4"
+SecRule TX:level "@eq 1" "id:23,phase:1,pass,nolog,tag:'gone',{t}skipAfter:END-4"
+SecAction "id:24,phase:1,pass,nolog,setvar:tx.ok=+1"
+SecMarker END-4
 SecRule TX:wrong "@eq 1" "id:30,phase:1,deny"
-SecRule TX:ok "@eq 3" "id:31,phase:1,deny"
+SecRule TX:ok "@eq 4" "id:31,phase:1,deny"
 "#
             )
         };
         let decided = rules(&text(""));
-        assert_eq!(decided.tx_tests.len(), 9, "{:?}", decided.tx_tests);
+        assert_eq!(decided.tx_tests.len(), 11, "{:?}", decided.tx_tests);
         // Regex groups are written to tx.0…tx.9 by these numbers.
         for n in 0..CAPTURE_KEYS as u32 {
             assert_eq!(decided.tx_names.number(&n.to_string()), Some(n));
