@@ -2,8 +2,10 @@
 //! metrics and the access log.
 
 use crate::checks::auth::Principal;
-use crate::checks::rate_limit::RateLimitFields;
-use pingora_limits::inflight::Guard;
+use crate::checks::identity::Identity;
+use crate::checks::rate_limit::Admission;
+use crate::checks::route::Matched;
+use crate::checks::threat::Screening;
 use prometheus::IntGauge;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -40,10 +42,8 @@ pub struct RequestCtx {
     pub upstream_path: String,
     /// Who the request is from, once authenticated.
     pub principal: Option<Principal>,
-    /// RateLimit fields for the answer, when the route has rate limits.
-    pub rate_limit_fields: Option<RateLimitFields>,
-    /// Concurrency-cap slots, released when the request ends.
-    pub slots: Vec<Guard>,
+    /// RateLimit fields for the answer, and the concurrency slots held until the request ends.
+    pub admission: Admission,
     /// `allow`, or the reason the request was refused or failed.
     pub decision: &'static str,
     /// Largest body this request may send, once its route is known.
@@ -53,11 +53,26 @@ pub struct RequestCtx {
     pub tried: Vec<SocketAddr>,
     pub upstream_started: Option<Instant>,
     pub upstream_status: Option<u16>,
-    /// What the `[waf]` rules found, when anything (for the access log).
-    pub waf: Option<crate::checks::waf::Findings>,
+    /// What threat protection found (for the access log and the metrics).
+    pub screening: Screening,
 }
 
 impl RequestCtx {
+    /// Step 1's findings.
+    pub fn identified(&mut self, who: Identity) {
+        self.request_id = who.request_id;
+        self.client_ip = Some(who.client_ip);
+        self.peer_trusted = who.peer_trusted;
+    }
+
+    /// Step 3's findings.
+    pub fn routed(&mut self, matched: Matched, max_body_bytes: u64) {
+        self.route = Some(matched.index);
+        self.normalised_path = matched.normalised;
+        self.upstream_path = matched.upstream_path;
+        self.max_body_bytes = max_body_bytes;
+    }
+
     pub fn new() -> Self {
         RequestCtx {
             started: Instant::now(),
@@ -71,15 +86,14 @@ impl RequestCtx {
             normalised_path: String::new(),
             upstream_path: String::new(),
             principal: None,
-            rate_limit_fields: None,
-            slots: Vec::new(),
+            admission: Admission::default(),
             decision: "allow",
             max_body_bytes: u64::MAX,
             body_bytes: 0,
             tried: Vec::new(),
             upstream_started: None,
             upstream_status: None,
-            waf: None,
+            screening: Screening::default(),
         }
     }
 }

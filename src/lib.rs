@@ -14,9 +14,7 @@ pub mod jwks;
 pub mod keys;
 pub mod observe;
 pub mod problem;
-
 pub mod server;
-pub mod shared_limits;
 pub mod stream;
 pub mod tls;
 pub mod upstream;

@@ -6,6 +6,26 @@ use http::StatusCode;
 use pingora_http::ResponseHeader;
 use std::borrow::Cow;
 
+/// The metric family a refusal is counted in, besides `portcullis_refusals_total` (SPEC §5).
+/// The check that refuses names it; the sink never guesses it from the status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Family {
+    /// Counted in `portcullis_refusals_total` only: no route, a method not allowed, a busy
+    /// route or upstream, an upstream failure.
+    Unclassified,
+    /// `portcullis_auth_failures_total{route,reason}`: a 401, or the brute-force throttle.
+    Authentication,
+    /// `portcullis_authz_denials_total{route,reason}`: an ACL or IP rule.
+    Authorization,
+    /// `portcullis_validation_rejections_total{route,reason}`: size, framing, path, body.
+    Validation,
+    /// `portcullis_rate_limited_total{route,key}`, with the kind of key that was spent.
+    RateLimited { key: &'static str },
+    /// `portcullis_threats_total{route,kind,action="block"}` for each kind that was found; a
+    /// blocked threat is also a validation rejection (its reason is `threat_<kind>`).
+    Threat { kinds: Vec<&'static str> },
+}
+
 /// "Stop with this response": what a check answers when a request must not go on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
@@ -16,15 +36,18 @@ pub struct Refusal {
     pub detail: Cow<'static, str>,
     /// Extra response headers, e.g. `Allow` on a 405.
     pub headers: Vec<(&'static str, String)>,
+    pub family: Family,
 }
 
 impl Refusal {
+    /// A refusal counted in no family of its own (see `Family::Unclassified`).
     pub fn new(status: u16, reason: &'static str, detail: impl Into<Cow<'static, str>>) -> Self {
         Refusal {
             status,
             reason,
             detail: detail.into(),
             headers: Vec::new(),
+            family: Family::Unclassified,
         }
     }
 
@@ -33,12 +56,31 @@ impl Refusal {
         self
     }
 
+    pub fn in_family(mut self, family: Family) -> Self {
+        self.family = family;
+        self
+    }
+
+    /// A request that breaks a size, framing, path or body rule.
+    pub fn invalid(
+        status: u16,
+        reason: &'static str,
+        detail: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Self::new(status, reason, detail).in_family(Family::Validation)
+    }
+
     pub fn bad_request(reason: &'static str, detail: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(400, reason, detail)
+        Self::invalid(400, reason, detail)
+    }
+
+    /// A 401; the caller adds the `WWW-Authenticate` challenge.
+    pub fn unauthorized(reason: &'static str, detail: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(401, reason, detail).in_family(Family::Authentication)
     }
 
     pub fn forbidden(reason: &'static str, detail: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(403, reason, detail)
+        Self::new(403, reason, detail).in_family(Family::Authorization)
     }
 
     pub fn not_found() -> Self {

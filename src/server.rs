@@ -1,15 +1,16 @@
 //! Assemble the Pingora server from the compiled configuration: `[server]` becomes Pingora's
 //! `ServerConf` (no YAML file), then the proxy, health-check, metrics and demo services.
 
+use crate::checks::rate_limit::shared::{SharedLimiter, StoreConnector};
 use crate::checks::throttle::FailureThrottle;
 use crate::config::Config;
 use crate::drain::Draining;
 use crate::echo::EchoApp;
-use crate::gateway::{EarlyAnswers, Gateway};
+use crate::gateway::respond::Respond;
+use crate::gateway::Gateway;
 use crate::jwks::JwksRefresher;
 use crate::observe::access_log::AccessLog;
 use crate::observe::metrics::{Metrics, MetricsApp};
-use crate::shared_limits::{SharedLimiter, StoreConnector};
 use crate::upstream::Upstreams;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
@@ -154,12 +155,16 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
             },
         ));
     }
+    let respond = Arc::new(Respond {
+        metrics: metrics.clone(),
+        access_log,
+    });
     let gateway = Gateway {
         shared_limits,
         config: config.clone(),
         upstreams: Arc::new(upstreams),
         metrics: metrics.clone(),
-        access_log: access_log.clone(),
+        respond: respond.clone(),
         throttle: config
             .auth_failure_limit
             .map(|l| FailureThrottle::new(l.failures, l.per)),
@@ -173,10 +178,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
             inner: Arc::new(http),
             hold: drain_hold(config.server.grace_period),
             head_deadline: config.limits.header_read_timeout,
-            early: Arc::new(EarlyAnswers {
-                metrics: metrics.clone(),
-                access_log,
-            }),
+            early: respond,
         },
     );
     // Pingora gives every client connection a 64 KiB read buffer, zero-filled when allocated:

@@ -6,6 +6,14 @@ use crate::checks::auth::Principal;
 use crate::config::model::Allow;
 use crate::problem::Refusal;
 
+/// Step 7. `principal` is what step 6 found: none only on a public route, which has no ACL.
+pub fn check(allow: Option<&Allow>, principal: Option<&Principal>) -> Result<(), Refusal> {
+    match principal {
+        Some(principal) => authorize(allow, principal),
+        None => Ok(()),
+    }
+}
+
 pub fn authorize(allow: Option<&Allow>, principal: &Principal) -> Result<(), Refusal> {
     let Some(allow) = allow else {
         return Err(Refusal::forbidden(

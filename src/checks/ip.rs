@@ -1,6 +1,7 @@
 //! Client addresses: CIDR sets parsed at start-up, the client IP of SPEC §3 step 1
 //! (`X-Forwarded-For` is believed only from trusted proxies), and the IP rules of step 4.
 
+use crate::problem::Refusal;
 use ipnet::IpNet;
 use std::net::IpAddr;
 
@@ -99,7 +100,18 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
     None
 }
 
-/// Step 4: `ip_deny` wins over `ip_allow`; an empty `ip_allow` admits everyone else.
+/// Step 4: the route's IP rules admit the client, or it gets a 403.
+pub fn check(client: IpAddr, allow: &CidrSet, deny: &CidrSet) -> Result<(), Refusal> {
+    if admitted(client, allow, deny) {
+        return Ok(());
+    }
+    Err(Refusal::forbidden(
+        "ip_denied",
+        "requests from this address are not allowed on this route",
+    ))
+}
+
+/// `ip_deny` wins over `ip_allow`; an empty `ip_allow` admits everyone else.
 pub fn admitted(client: IpAddr, allow: &CidrSet, deny: &CidrSet) -> bool {
     if deny.contains(client) {
         return false;
@@ -117,6 +129,16 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_denied_client_gets_a_403_counted_as_an_authorization_denial() {
+        let refusal = check(ip("10.1.2.3"), &set(&[]), &set(&["10.0.0.0/8"])).unwrap_err();
+        assert_eq!(refusal.status, 403);
+        assert_eq!(refusal.reason, "ip_denied");
+        assert_eq!(refusal.family, crate::problem::Family::Authorization);
+        assert!(check(ip("192.0.2.1"), &set(&[]), &set(&["10.0.0.0/8"])).is_ok());
+        assert!(check(ip("192.0.2.1"), &set(&["10.0.0.0/8"]), &set(&[])).is_err());
     }
 
     #[test]

@@ -5,10 +5,42 @@
 use crate::config::model::Limits;
 use crate::problem::Refusal;
 use pingora_http::RequestHeader;
+use pingora_proxy::Session;
+
+/// Step 2: sizes, then framing. The declared body length is held to the route's limit once
+/// step 3 has found the route (`DeclaredBody::within`).
+pub fn check(session: &Session, limits: &Limits) -> Result<DeclaredBody, Refusal> {
+    let req = session.req_header();
+    check_sizes(req, limits)?;
+    // Only a request with `Transfer-Encoding` needs the head as received.
+    let raw_head = if req.headers.contains_key("transfer-encoding") {
+        session
+            .as_downstream()
+            .as_http1()
+            .map(|h1| h1.get_headers_raw_bytes())
+    } else {
+        None
+    };
+    declared_length(req, raw_head.as_deref()).map(DeclaredBody)
+}
+
+/// The body length a request declared (`Content-Length`), if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeclaredBody(pub Option<u64>);
+
+impl DeclaredBody {
+    /// A declared body larger than the route allows is refused before any of it is read.
+    pub fn within(self, max_body_bytes: u64) -> Result<(), Refusal> {
+        match self.0 {
+            Some(n) if n > max_body_bytes => Err(body_too_large(max_body_bytes)),
+            _ => Ok(()),
+        }
+    }
+}
 
 pub fn check_sizes(req: &RequestHeader, limits: &Limits) -> Result<(), Refusal> {
     if req.raw_path().len() > limits.max_uri_bytes {
-        return Err(Refusal::new(
+        return Err(Refusal::invalid(
             414,
             "uri_too_long",
             format!(
@@ -18,7 +50,7 @@ pub fn check_sizes(req: &RequestHeader, limits: &Limits) -> Result<(), Refusal> 
         ));
     }
     if req.headers.len() > limits.max_headers {
-        return Err(Refusal::new(
+        return Err(Refusal::invalid(
             431,
             "too_many_headers",
             format!(
@@ -34,7 +66,7 @@ pub fn check_sizes(req: &RequestHeader, limits: &Limits) -> Result<(), Refusal> 
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum();
     if header_bytes > limits.max_header_bytes {
-        return Err(Refusal::new(
+        return Err(Refusal::invalid(
             431,
             "headers_too_large",
             format!(
@@ -103,16 +135,8 @@ fn ambiguous(detail: &'static str) -> Refusal {
     Refusal::bad_request("ambiguous_framing", detail)
 }
 
-/// A declared body larger than the limit is refused before any of it is read.
-pub fn check_declared_body(declared: Option<u64>, max_body_bytes: u64) -> Result<(), Refusal> {
-    match declared {
-        Some(n) if n > max_body_bytes => Err(body_too_large(max_body_bytes)),
-        _ => Ok(()),
-    }
-}
-
 pub fn body_too_large(max_body_bytes: u64) -> Refusal {
-    Refusal::new(
+    Refusal::invalid(
         413,
         "body_too_large",
         format!("the request body is larger than {max_body_bytes} bytes"),
@@ -194,8 +218,10 @@ mod tests {
 
     #[test]
     fn declared_body() {
-        assert!(check_declared_body(Some(10), 10).is_ok());
-        assert_eq!(check_declared_body(Some(11), 10).unwrap_err().status, 413);
-        assert!(check_declared_body(None, 10).is_ok());
+        assert!(DeclaredBody(Some(10)).within(10).is_ok());
+        let refusal = DeclaredBody(Some(11)).within(10).unwrap_err();
+        assert_eq!((refusal.status, refusal.reason), (413, "body_too_large"));
+        assert_eq!(refusal.family, crate::problem::Family::Validation);
+        assert!(DeclaredBody(None).within(10).is_ok());
     }
 }

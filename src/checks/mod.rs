@@ -1,5 +1,8 @@
-//! One module per check of SPEC §3. Each entry point reads the request (and what earlier
-//! checks put in the context) and answers `Ok` to go on or `Err(Refusal)` to stop.
+//! One module per check of SPEC §3, each with one entry point, `check`: it reads the request
+//! (and what earlier steps found) and answers `Ok` with what it found, or `Err(Refusal)` to
+//! stop. A refusal names its metric family (`problem::Family`); the step's policy — the JWKS
+//! refetch, the throttle's bookkeeping, the shared quota, block or detect — stays inside the
+//! module. Only `gateway::respond` turns a refusal into a response, metrics and a log line.
 
 pub mod acl;
 pub mod auth;

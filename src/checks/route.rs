@@ -3,8 +3,11 @@
 //! The longest matching path wins; at that path, routes for the request's host beat routes
 //! for any host; a route that matches the path but not the method gives 405 with `Allow`.
 
+use super::path;
 use crate::config::model::{PathMatch, Route};
+use crate::problem::Refusal;
 use http::Method;
+use pingora_http::RequestHeader;
 use std::collections::HashMap;
 
 #[derive(Debug, PartialEq, Eq)]
@@ -151,6 +154,66 @@ fn host_matches(pattern: &str, host: &str) -> bool {
             && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
     } else {
         pattern.eq_ignore_ascii_case(host)
+    }
+}
+
+/// What step 3 found: the route, and the paths the rest of the request goes by.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Matched {
+    /// Index of the route in the table.
+    pub index: usize,
+    /// The normalised request path, without the query.
+    pub normalised: String,
+    /// The normalised (and prefix-stripped) path plus the query, as the upstream gets it.
+    pub upstream_path: String,
+}
+
+/// Step 3: normalise the path, then find the route for the host, path and method. A path that
+/// cannot be normalised or an ambiguous host is a 400; no route is a 404; a route for the path
+/// but not the method is a 405 with `Allow`.
+pub fn check(req: &RequestHeader, table: &RouteTable) -> Result<Matched, Refusal> {
+    let normalised = path::normalise(req.uri.path())
+        .map_err(|e| Refusal::bad_request("bad_path", e.detail()))?;
+    let host = request_host(req)?;
+    let index = table
+        .match_request(host, &normalised, &req.method)
+        .map_err(|miss| match miss {
+            RouteMiss::NotFound => Refusal::not_found(),
+            RouteMiss::MethodNotAllowed(allow) => Refusal::method_not_allowed(allow),
+        })?;
+    let forwarded = upstream_path(table.get(index), &normalised);
+    let upstream_path = match req.uri.query() {
+        Some(q) => format!("{forwarded}?{q}"),
+        None => forwarded.to_string(),
+    };
+    Ok(Matched {
+        index,
+        normalised,
+        upstream_path,
+    })
+}
+
+/// The host the request is for: the request target's authority, else the `Host` header.
+/// Several `Host` headers, or one that is not text, are refused.
+fn request_host(req: &RequestHeader) -> Result<Option<&str>, Refusal> {
+    let mut hosts = req.headers.get_all("host").iter();
+    let header = hosts.next();
+    if hosts.next().is_some() {
+        return Err(Refusal::bad_request(
+            "bad_host",
+            "the request has several Host headers",
+        ));
+    }
+    if let Some(authority) = req.uri.authority() {
+        return Ok(Some(host_without_port(authority.as_str())));
+    }
+    match header.map(|h| h.to_str()) {
+        None => Ok(None),
+        Some(Ok(value)) => Ok(Some(host_without_port(value.trim()))),
+        Some(Err(_)) => Err(Refusal::bad_request(
+            "bad_host",
+            "the Host header is not valid",
+        )),
     }
 }
 
@@ -319,6 +382,68 @@ mod tests {
         assert_eq!(host_without_port("example.com"), "example.com");
         assert_eq!(host_without_port("[::1]:8080"), "[::1]");
         assert_eq!(host_without_port("[::1"), "[::1");
+    }
+
+    /// `check` as the client would see it: the route's name and the upstream path, or the
+    /// refusal's status and reason.
+    fn checked(t: &RouteTable, method: &str, target: &str, headers: &[(&str, &str)]) -> String {
+        let req = crate::checks::test_request(method, target, headers);
+        match check(&req, t) {
+            Ok(m) => format!(
+                "{} {} {}",
+                t.get(m.index).name,
+                m.normalised,
+                m.upstream_path
+            ),
+            Err(r) => format!("{} {}", r.status, r.reason),
+        }
+    }
+
+    #[test]
+    fn check_normalises_then_matches_and_keeps_the_query() {
+        let mut t = table();
+        t.routes[1].strip_prefix = true;
+        // Method, request target, headers, what `checked` says.
+        type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case] = &[
+            (
+                "GET",
+                "/v1//orders/./7?x=1",
+                &[],
+                "orders-read /v1/orders/7 /7?x=1",
+            ),
+            ("GET", "/v1/orders", &[], "orders-read /v1/orders /"),
+            ("GET", "/v1/%6Frders", &[], "orders-read /v1/orders /"),
+            ("GET", "/a/%2F/b", &[], "400 bad_path"),
+            ("GET", "/../etc", &[], "400 bad_path"),
+            ("PUT", "/v1/orders/7", &[], "405 method_not_allowed"),
+            (
+                "GET",
+                "/v2/x",
+                &[("Host", "api.example.com:8443")],
+                "tenant /v2/x /v2/x",
+            ),
+            (
+                "GET",
+                "/v2/x",
+                &[("Host", "a.example.com"), ("Host", "b.example.com")],
+                "400 bad_host",
+            ),
+            (
+                "GET",
+                "/v2/x",
+                &[("Host", "API.example.COM")],
+                "tenant /v2/x /v2/x",
+            ),
+        ];
+        for (method, target, headers, expected) in cases {
+            assert_eq!(&checked(&t, method, target, headers), expected, "{target}");
+        }
+        let no_root = RouteTable::new(vec![route("a", PathMatch::Prefix("/a".into()), &[], &[])]);
+        assert_eq!(checked(&no_root, "GET", "/b", &[]), "404 no_route");
+        let refusal = check(&crate::checks::test_request("PUT", "/v1/orders", &[]), &t);
+        let headers = refusal.map(|_| ()).unwrap_err().headers;
+        assert_eq!(headers, vec![("Allow", "GET, HEAD, POST".to_string())]);
     }
 
     #[test]

@@ -2,11 +2,18 @@
 //! string of a validated JSON body are scanned for SQL injection and XSS (libinjection, in pure
 //! Rust: `libinjectionrs`), OS command injection, path traversal and control bytes — each in
 //! its raw, percent-decoded, double-decoded and overlong-UTF-8-folded forms, so that encoding
-//! does not hide a payload.
+//! does not hide a payload. A route with `[waf]` rules is screened by them instead
+//! (`checks::waf`). `block` refuses; `detect` logs, counts and forwards.
 
+use super::body::ValidatedBody;
 use super::path::hex_value as hex;
+use super::waf::{self, Findings};
+use crate::config::model::{Route, ThreatMode};
+use crate::problem::{Family, Refusal};
+use pingora_http::RequestHeader;
 use regex::Regex;
 use std::borrow::Cow;
+use std::net::IpAddr;
 use std::sync::LazyLock;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +58,13 @@ impl ThreatKind {
         }
     }
 
+    /// The 400 of `block` mode.
+    pub fn refusal(self) -> Refusal {
+        Refusal::bad_request(self.blocked_reason(), self.detail()).in_family(Family::Threat {
+            kinds: vec![self.label()],
+        })
+    }
+
     pub fn detail(self) -> &'static str {
         match self {
             ThreatKind::Sqli => "the request looks like SQL injection",
@@ -60,6 +74,128 @@ impl ThreatKind {
             ThreatKind::ControlBytes => "the request contains NUL or control characters",
         }
     }
+}
+
+/// Header values scanned by the built-in screen: those an application is likely to store or
+/// show.
+const SCANNED_HEADERS: &[&str] = &["user-agent", "referer", "origin"];
+
+/// The request as step 10 sees it.
+pub struct Inputs<'a> {
+    pub head: &'a RequestHeader,
+    pub normalised_path: &'a str,
+    pub body: Option<&'a ValidatedBody>,
+    pub client_ip: IpAddr,
+    pub request_id: &'a str,
+}
+
+/// What step 10 leaves for the access log and the metrics, blocked or not.
+#[derive(Debug, Default)]
+pub struct Screening {
+    /// What the `[waf]` rules found, when anything.
+    pub findings: Option<Findings>,
+    /// In `detect` mode, what would have been refused.
+    pub detected: Option<Detected>,
+}
+
+/// A threat that `detect` mode let through: the access-log decision, and the kinds counted in
+/// `portcullis_threats_total{action="detect"}`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Detected {
+    pub decision: &'static str,
+    pub kinds: Vec<&'static str>,
+}
+
+/// Step 10 on a route with `threat_protection` on; the findings go to `screening` either way.
+/// The matched value is never logged: it is attacker-controlled and may hold secrets.
+pub fn check(route: &Route, inputs: &Inputs, screening: &mut Screening) -> Result<(), Refusal> {
+    let block = match route.threat_protection {
+        ThreatMode::Off => return Ok(()),
+        ThreatMode::Block => true,
+        ThreatMode::Detect => false,
+    };
+    let (refusal, kinds, decision) = match &route.waf {
+        Some(policy) => {
+            let findings = waf::inspect(
+                policy,
+                &waf::Inputs {
+                    head: inputs.head,
+                    body: inputs.body.map_or(&[], |b| &b.bytes),
+                    client_ip: &inputs.client_ip.to_string(),
+                    request_id: inputs.request_id,
+                },
+            );
+            let found = findings.refused.then(|| {
+                log::warn!(
+                    "request {} on route {}: {} (anomaly score {}) {}",
+                    inputs.request_id,
+                    route.name,
+                    findings.main_family(),
+                    findings.anomaly_score,
+                    if block {
+                        "blocked"
+                    } else {
+                        "detected, forwarded"
+                    }
+                );
+                (
+                    findings.refusal(),
+                    findings.families.clone(),
+                    findings.detected_decision(),
+                )
+            });
+            if findings.noteworthy() {
+                screening.findings = Some(findings);
+            }
+            match found {
+                Some(found) => found,
+                None => return Ok(()),
+            }
+        }
+        None => {
+            let Some(kind) = scan_request(inputs) else {
+                return Ok(());
+            };
+            log::warn!(
+                "request {} on route {}: {} {}",
+                inputs.request_id,
+                route.name,
+                kind.label(),
+                if block {
+                    "blocked"
+                } else {
+                    "detected, forwarded"
+                }
+            );
+            (kind.refusal(), vec![kind.label()], kind.detected_decision())
+        }
+    };
+    if block {
+        return Err(refusal);
+    }
+    screening.detected = Some(Detected { decision, kinds });
+    Ok(())
+}
+
+/// The built-in screen: the path, the query, selected headers and a validated JSON body.
+fn scan_request(inputs: &Inputs) -> Option<ThreatKind> {
+    let req = inputs.head;
+    scan_path(inputs.normalised_path)
+        .or_else(|| req.uri.query().and_then(scan_query))
+        .or_else(|| {
+            SCANNED_HEADERS.iter().find_map(|name| {
+                req.headers
+                    .get_all(*name)
+                    .iter()
+                    .find_map(|v| scan(v.as_bytes(), Field::Header))
+            })
+        })
+        .or_else(|| {
+            inputs
+                .body
+                .and_then(|b| b.json.as_ref())
+                .and_then(scan_json)
+        })
 }
 
 /// Where a value comes from: decides `+` decoding and whether line breaks are suspicious.

@@ -3,7 +3,7 @@
 //! 429 with `Retry-After` before any credential is looked at.
 
 use super::rate_limit::SlidingWindow;
-use crate::problem::Refusal;
+use crate::problem::{Family, Refusal};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -18,6 +18,14 @@ impl FailureThrottle {
         }
     }
 
+    /// Step 5 for a route: public routes take no credentials, so they are never throttled.
+    pub fn check_route(throttle: Option<&Self>, public: bool, ip: &IpAddr) -> Result<(), Refusal> {
+        match throttle {
+            Some(throttle) if !public => throttle.check(ip),
+            _ => Ok(()),
+        }
+    }
+
     pub fn check(&self, ip: &IpAddr) -> Result<(), Refusal> {
         let state = self.window.peek(ip);
         if state.used >= self.window.limit() {
@@ -26,6 +34,7 @@ impl FailureThrottle {
                 "auth_failures_throttled",
                 "too many failed authentications from this address; retry later",
             )
+            .in_family(Family::Authentication)
             .with_header("Retry-After", state.retry_after.to_string()));
         }
         Ok(())
@@ -55,5 +64,9 @@ mod tests {
         let retry: u64 = refusal.headers[0].1.parse().unwrap();
         assert!((1..=120).contains(&retry), "{retry}");
         assert!(t.check(&b).is_ok());
+        assert_eq!(refusal.family, Family::Authentication);
+        assert!(FailureThrottle::check_route(Some(&t), false, &a).is_err());
+        assert!(FailureThrottle::check_route(Some(&t), true, &a).is_ok());
+        assert!(FailureThrottle::check_route(None, false, &a).is_ok());
     }
 }

@@ -5,7 +5,7 @@
 //! the metrics get the ids of the rules that fired, their families and the anomaly score,
 //! never a matched value.
 
-use crate::problem::Refusal;
+use crate::problem::{Family, Refusal};
 use crate::waf::eval::{self, Settings, Verdict};
 use crate::waf::ruleset::RuleSet;
 use pingora_http::RequestHeader;
@@ -191,7 +191,9 @@ impl Findings {
     /// The 400 of `block` mode.
     pub fn refusal(&self) -> Refusal {
         let family = self.main_family();
-        Refusal::bad_request(blocked_reason(family), detail(family))
+        Refusal::bad_request(blocked_reason(family), detail(family)).in_family(Family::Threat {
+            kinds: self.families.clone(),
+        })
     }
 
     /// The access-log decision of `detect` mode when the rules would have refused.
@@ -211,7 +213,7 @@ pub struct Inputs<'a> {
 
 /// Refused before the rules run: a body larger than the rules may see, with `refuse`.
 pub fn body_over_limit(policy: &WafPolicy) -> Refusal {
-    Refusal::new(
+    Refusal::invalid(
         413,
         "body_too_large",
         format!(

@@ -619,14 +619,14 @@ fn store_settings(e: &mut Errors, s: &RawRateLimitStore, file: &Path) -> StoreSe
         password,
         ca,
         on_store_error: match s.on_store_error.as_deref() {
-            None | Some("local") => crate::shared_limits::OnStoreError::Local,
-            Some("deny") => crate::shared_limits::OnStoreError::Deny,
+            None | Some("local") => crate::checks::rate_limit::shared::OnStoreError::Local,
+            Some("deny") => crate::checks::rate_limit::shared::OnStoreError::Deny,
             Some(other) => {
                 e.add(
                     "rate_limit_store.on_store_error",
                     format!("invalid value {other:?}; write \"local\" or \"deny\""),
                 );
-                crate::shared_limits::OnStoreError::Local
+                crate::checks::rate_limit::shared::OnStoreError::Local
             }
         },
     }

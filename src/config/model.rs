@@ -45,7 +45,7 @@ pub struct StoreSettings {
     pub password: Option<String>,
     /// `ca_file` (PEM): the CAs that may sign the store's certificate instead of the system's.
     pub ca: Option<Vec<u8>>,
-    pub on_store_error: crate::shared_limits::OnStoreError,
+    pub on_store_error: crate::checks::rate_limit::shared::OnStoreError,
 }
 
 impl StoreSettings {

@@ -1,6 +1,7 @@
 //! Prometheus metrics of SPEC §5, registered once in the gateway's own registry (with process
 //! metrics), and the small HTTP app that serves them on the metrics listener.
 
+use crate::problem::{Family, Refusal};
 use async_trait::async_trait;
 use http::Response;
 use pingora_core::apps::http_app::ServeHttp;
@@ -160,21 +161,33 @@ impl Metrics {
         Ok(metrics)
     }
 
-    /// Count a refusal: `portcullis_refusals_total`, and the family its status belongs to
-    /// (authentication, authorization or validation).
-    pub fn count_refusal(&self, route: &str, status: u16, reason: &str) {
+    /// Count a refusal: `portcullis_refusals_total`, and the family the refusal names.
+    pub fn count_refusal(&self, route: &str, refusal: &Refusal) {
+        let reason = refusal.reason;
         self.refusals_total
             .with_label_values(&[route, reason])
             .inc();
-        let family = match status {
-            401 => Some(&self.auth_failures_total),
-            403 => Some(&self.authz_denials_total),
-            429 if reason == "auth_failures_throttled" => Some(&self.auth_failures_total),
-            400 | 408 | 413 | 414 | 415 | 422 | 431 => Some(&self.validation_rejections_total),
-            _ => None,
+        let by_reason = match &refusal.family {
+            Family::Unclassified => None,
+            Family::Authentication => Some(&self.auth_failures_total),
+            Family::Authorization => Some(&self.authz_denials_total),
+            Family::Validation | Family::Threat { .. } => Some(&self.validation_rejections_total),
+            Family::RateLimited { key } => {
+                self.rate_limited_total
+                    .with_label_values(&[route, key])
+                    .inc();
+                None
+            }
         };
-        if let Some(counter) = family {
+        if let Some(counter) = by_reason {
             counter.with_label_values(&[route, reason]).inc();
+        }
+        if let Family::Threat { kinds } = &refusal.family {
+            for kind in kinds {
+                self.threats_total
+                    .with_label_values(&[route, kind, "block"])
+                    .inc();
+            }
         }
     }
 
@@ -289,5 +302,65 @@ impl ServeHttp for MetricsApp {
             .header("X-Content-Type-Options", "nosniff")
             .body(body)
             .unwrap_or_else(|_| Response::new(Vec::new()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(counter: &IntCounterVec, labels: &[&str]) -> u64 {
+        counter.with_label_values(labels).get()
+    }
+
+    #[test]
+    fn a_refusal_is_counted_in_the_family_it_names() {
+        let m = Metrics::new().unwrap();
+        let r = |status, reason, family| Refusal::new(status, reason, "").in_family(family);
+        m.count_refusal("api", &r(401, "no_credentials", Family::Authentication));
+        m.count_refusal(
+            "api",
+            &r(429, "auth_failures_throttled", Family::Authentication),
+        );
+        m.count_refusal("api", &r(403, "ip_denied", Family::Authorization));
+        m.count_refusal("api", &r(414, "uri_too_long", Family::Validation));
+        m.count_refusal(
+            "api",
+            &r(429, "rate_limited", Family::RateLimited { key: "ip" }),
+        );
+        m.count_refusal("api", &r(503, "route_busy", Family::Unclassified));
+        let threat = Family::Threat {
+            kinds: vec!["sqli", "xss"],
+        };
+        m.count_refusal("api", &r(400, "threat_sqli", threat));
+
+        assert_eq!(count(&m.auth_failures_total, &["api", "no_credentials"]), 1);
+        assert_eq!(
+            count(&m.auth_failures_total, &["api", "auth_failures_throttled"]),
+            1
+        );
+        assert_eq!(count(&m.authz_denials_total, &["api", "ip_denied"]), 1);
+        assert_eq!(
+            count(&m.validation_rejections_total, &["api", "uri_too_long"]),
+            1
+        );
+        assert_eq!(count(&m.rate_limited_total, &["api", "ip"]), 1);
+        assert_eq!(
+            count(&m.validation_rejections_total, &["api", "threat_sqli"]),
+            1
+        );
+        assert_eq!(count(&m.threats_total, &["api", "sqli", "block"]), 1);
+        assert_eq!(count(&m.threats_total, &["api", "xss", "block"]), 1);
+        assert_eq!(count(&m.refusals_total, &["api", "route_busy"]), 1);
+        // Nothing lands in a family it does not name.
+        assert_eq!(
+            count(&m.validation_rejections_total, &["api", "route_busy"]),
+            0
+        );
+        assert_eq!(
+            count(&m.validation_rejections_total, &["api", "rate_limited"]),
+            0
+        );
+        assert_eq!(count(&m.auth_failures_total, &["api", "rate_limited"]), 0);
     }
 }

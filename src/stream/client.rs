@@ -21,7 +21,9 @@
 //! gateway sees them: a head it cannot parse (400), `CONNECT` (405). Its answer is an empty
 //! error page, unlogged and uncounted. The gateway marks each request it sees (`mark_seen`);
 //! a final response that starts while the request was not seen is Pingora's, and is replaced
-//! by the response `EarlyRefusals` makes, which also logs and counts it.
+//! by the response `EarlyRefusals` makes, which also logs and counts it. Only those two
+//! statuses are replaced: were the mark ever to miss (the stream not found under Pingora's
+//! session), every other response still passes untouched, and the miss is logged.
 
 use bytes::{Buf, Bytes};
 use pingora_core::protocols::Stream;
@@ -66,6 +68,10 @@ pub struct ClientStream {
     /// after it is dropped (Pingora closes the connection after its own errors).
     replacement: Option<Bytes>,
 }
+
+/// The statuses Pingora answers with on its own before `request_filter`: a head it cannot
+/// parse, and `CONNECT`.
+const EARLY_STATUSES: [u16; 2] = [400, 405];
 
 /// Makes the response for a request that Pingora refused before the gateway saw it.
 pub trait EarlyRefusals: Send + Sync {
@@ -144,8 +150,14 @@ impl ClientStream {
         let status = bytes
             .get(9..12)
             .and_then(|s| std::str::from_utf8(s).ok())
-            .and_then(|s| s.parse::<u16>().ok())
-            .unwrap_or(400);
+            .and_then(|s| s.parse::<u16>().ok());
+        let Some(status) = status.filter(|s| EARLY_STATUSES.contains(s)) else {
+            log::warn!(
+                "a response began on a connection whose request the gateway did not mark \
+                 as seen; passed through unchanged"
+            );
+            return false;
+        };
         let client = self
             .inner
             .get_socket_digest()
@@ -322,6 +334,78 @@ mod tests {
             ClientStream::wrap(Box::new(server), Duration::from_millis(limit_ms), None),
             client,
         )
+    }
+
+    /// Answers every early refusal with a fixed marker and remembers the statuses it was
+    /// asked for.
+    #[derive(Default)]
+    struct Recorder(std::sync::Mutex<Vec<u16>>);
+
+    impl EarlyRefusals for Recorder {
+        fn respond(&self, status: u16, _client: Option<IpAddr>, _tls: bool) -> Bytes {
+            self.0.lock().unwrap().push(status);
+            Bytes::from(format!("REPLACED {status}"))
+        }
+    }
+
+    /// A wrapped connection with `early` answering, its client end, and the answers' record.
+    fn answered_pair() -> (Stream, tokio::io::DuplexStream, Arc<Recorder>) {
+        let (server, client) = tokio::io::duplex(4096);
+        let recorder = Arc::new(Recorder::default());
+        let early: Arc<dyn EarlyRefusals> = recorder.clone();
+        let stream = ClientStream::wrap(Box::new(server), Duration::from_secs(5), Some(early));
+        (stream, client, recorder)
+    }
+
+    /// What the client receives after the server side writes `writes` and closes.
+    async fn exchange(seen: bool, writes: &[&[u8]]) -> (String, Vec<u16>) {
+        let (mut server, mut client, recorder) = answered_pair();
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        read_some(&mut server).await.unwrap();
+        if seen {
+            mark_seen(&server);
+        }
+        for w in writes {
+            server.write_all(w).await.unwrap();
+        }
+        server.shutdown().await.unwrap();
+        drop(server);
+        let mut got = String::new();
+        client.read_to_string(&mut got).await.unwrap();
+        let statuses = recorder.0.lock().unwrap().clone();
+        (got, statuses)
+    }
+
+    #[tokio::test]
+    async fn only_pingoras_own_400_and_405_are_replaced() {
+        let (got, asked) = exchange(false, &[b"HTTP/1.1 400 Bad Request\r\n\r\n"]).await;
+        assert_eq!((got.as_str(), asked), ("REPLACED 400", vec![400]));
+        let (got, asked) = exchange(false, &[b"HTTP/1.1 405 Method Not Allowed\r\n\r\n"]).await;
+        assert_eq!((got.as_str(), asked), ("REPLACED 405", vec![405]));
+        // Whatever Pingora writes after its error page is dropped with it.
+        let (got, _) = exchange(false, &[b"HTTP/1.1 400 Bad Request\r\n", b"\r\nmore"]).await;
+        assert_eq!(got, "REPLACED 400");
+    }
+
+    #[tokio::test]
+    async fn a_request_the_gateway_saw_or_another_status_passes_untouched() {
+        let ok: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+        let bad: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\r\n";
+        // Were the mark to miss, an upstream's answer still reaches the client as it is.
+        assert_eq!(
+            exchange(false, &[ok]).await,
+            (String::from_utf8_lossy(ok).into(), vec![])
+        );
+        assert_eq!(
+            exchange(true, &[bad]).await,
+            (String::from_utf8_lossy(bad).into(), vec![])
+        );
+        assert_eq!(
+            exchange(true, &[ok]).await,
+            (String::from_utf8_lossy(ok).into(), vec![])
+        );
+        let garbled: &[u8] = b"HTTP/1.1 4x0 ?\r\n\r\n";
+        assert_eq!(exchange(false, &[garbled]).await.1, Vec::<u16>::new());
     }
 
     async fn read_some(s: &mut Stream) -> std::io::Result<usize> {

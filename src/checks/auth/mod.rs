@@ -7,12 +7,15 @@ pub mod jwt;
 pub mod mtls;
 pub mod token_cache;
 
+use super::throttle::FailureThrottle;
 use crate::config::model::{AuthMethod, Identities, Route};
 use crate::problem::Refusal;
 use api_key::PresentedKey;
 use jwt::JwtFailure;
 use mtls::PeerCert;
 use pingora_http::RequestHeader;
+use std::net::IpAddr;
+use std::time::Duration;
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,7 +100,8 @@ fn unauthorized(
     detail: &'static str,
     jwt_failure: Option<JwtFailure>,
 ) -> Refusal {
-    Refusal::new(401, reason, detail).with_header("WWW-Authenticate", challenge(route, jwt_failure))
+    Refusal::unauthorized(reason, detail)
+        .with_header("WWW-Authenticate", challenge(route, jwt_failure))
 }
 
 fn principal(ids: &Identities, consumer: String, scopes: Vec<String>, method: &str) -> Principal {
@@ -111,6 +115,45 @@ fn principal(ids: &Identities, consumer: String, scopes: Vec<String>, method: &s
         scopes,
         method: method.to_string(),
     }
+}
+
+/// How long a request waits for a JWKS refetch that its unknown `kid` triggered.
+const JWKS_REFETCH_WAIT: Duration = Duration::from_secs(3);
+
+/// What step 6 needs besides the route: the request, the TLS client certificate, the
+/// identities, and the brute-force throttle (step 5) that a wrong credential counts toward.
+pub struct Credentials<'a> {
+    pub req: &'a RequestHeader,
+    pub cert: Option<&'a PeerCert>,
+    pub client_ip: IpAddr,
+    pub throttle: Option<&'a FailureThrottle>,
+}
+
+/// Step 6. A token signed by a key not yet known makes the provider refetch its key set (rate
+/// limited) and is tried once more when the new set arrives; no lock is held meanwhile. A
+/// wrong credential counts toward the client's throttle.
+pub async fn check(
+    route: &Route,
+    ids: &Identities,
+    c: &Credentials<'_>,
+) -> Result<Option<Principal>, Refusal> {
+    let mut outcome = authenticate(route, c.req, c.cert, ids);
+    if let Err(AuthFailure {
+        unknown_kid_provider: Some(index),
+        ..
+    }) = &outcome
+    {
+        if let Some(mut refetched) = ids.jwt_providers[*index].keys.request_refetch() {
+            let _ = tokio::time::timeout(JWKS_REFETCH_WAIT, refetched.changed()).await;
+            outcome = authenticate(route, c.req, c.cert, ids);
+        }
+    }
+    outcome.map_err(|failure| {
+        if let (true, Some(throttle)) = (failure.counted, c.throttle) {
+            throttle.record_failure(&c.client_ip);
+        }
+        failure.refusal
+    })
 }
 
 /// Authenticate a request for a route. Public routes need nothing and yield no principal.

@@ -1,13 +1,24 @@
 //! SPEC §3 step 9: the request body of a route with `validate`. Content type → 415; size →
 //! 413 as soon as the limit is crossed; JSON that is not UTF-8, malformed, nested deeper than
 //! `max_json_depth` or with duplicate keys → 400; a JSON Schema violation → 422 listing the
-//! failing instance paths (JSON pointers) and keywords, at most 10.
+//! failing instance paths (JSON pointers) and keywords, at most 10. A route with `[waf]` rules
+//! has its body read whole here too, for step 10.
 
+mod read;
+
+pub use read::has_body;
+
+use super::limits;
+use super::waf::{self, OverLimit};
+use crate::config::model::Route;
 use crate::problem::Refusal;
+use bytes::Bytes;
+use pingora_proxy::Session;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Schema violations listed in one 422 at most.
 pub const MAX_REPORTED_VIOLATIONS: usize = 10;
@@ -31,6 +42,61 @@ impl fmt::Debug for BodyRules {
     }
 }
 
+/// A body read and validated in step 9, kept for step 10 and then handed back for forwarding.
+pub struct ValidatedBody {
+    pub bytes: Bytes,
+    pub json: Option<Value>,
+}
+
+/// Step 9. The body of a route with `validate` or with `[waf]` rules is read up to the route's
+/// limit before any upstream is chosen, checked, then handed back to Pingora to be forwarded
+/// byte for byte; other bodies stream, held to the limit as they pass.
+pub async fn check(
+    session: &mut Session,
+    route: &Route,
+    read_timeout: Duration,
+) -> Result<Option<ValidatedBody>, Refusal> {
+    // A body that stalls is given up after `body_read_timeout`, streamed or read here
+    // (Pingora's own wait for each read is 60 s).
+    session
+        .as_downstream_mut()
+        .set_read_timeout(Some(read_timeout));
+    if (route.body.is_none() && route.waf.is_none()) || !has_body(session.req_header()) {
+        return Ok(None);
+    }
+    let content_type = session
+        .req_header()
+        .headers
+        .get("content-type")
+        .map(|v| v.as_bytes());
+    let media = match &route.body {
+        Some(rules) => Some(check_content_type(rules, content_type)?),
+        None => None,
+    };
+    // Past what the rules inspect, `refuse` stops reading at once.
+    let waf_limit = match &route.waf {
+        Some(w) if w.over_limit == OverLimit::Refuse => Some((w.max_body_bytes as u64, w)),
+        _ => None,
+    };
+    let bytes = match waf_limit {
+        Some((limit, policy)) if limit < route.max_body_bytes => {
+            read::whole(session, limit, read_timeout, || {
+                waf::body_over_limit(policy)
+            })
+            .await?
+        }
+        _ => {
+            let max = route.max_body_bytes;
+            read::whole(session, max, read_timeout, || limits::body_too_large(max)).await?
+        }
+    };
+    let json = match (&route.body, media) {
+        (Some(rules), Some(media)) if is_json(&media) => Some(check_json(rules, &bytes)?),
+        _ => None,
+    };
+    Ok(Some(ValidatedBody { bytes, json }))
+}
+
 /// The media type of a `Content-Type` value: parameters removed, lower case.
 pub fn media_type(value: &str) -> String {
     value
@@ -48,7 +114,7 @@ pub fn is_json(media_type: &str) -> bool {
 /// Check the `Content-Type` against the route's allow-list; returns the media type.
 pub fn check_content_type(rules: &BodyRules, header: Option<&[u8]>) -> Result<String, Refusal> {
     let unsupported = || {
-        Refusal::new(
+        Refusal::invalid(
             415,
             "unsupported_media_type",
             "this content type is not accepted here",
@@ -224,7 +290,7 @@ pub fn check_json(rules: &BodyRules, body: &[u8]) -> Result<Value, Refusal> {
             })
             .collect();
         if !violations.is_empty() {
-            return Err(Refusal::new(
+            return Err(Refusal::invalid(
                 422,
                 "schema_violation",
                 format!(

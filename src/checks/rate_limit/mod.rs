@@ -9,8 +9,12 @@
 //! after the last one expired and estimates the previous interval as evenly spread; neither
 //! guarantee above held with it.)
 
-use crate::problem::Refusal;
+pub mod shared;
+
+use crate::config::model::Route;
+use crate::problem::{Family, Refusal};
 use pingora_limits::inflight::{Guard, Inflight};
+use shared::{OnStoreError, SharedLimiter, Take};
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::net::IpAddr;
@@ -363,11 +367,54 @@ pub struct RateLimitFields {
     pub current: String,
 }
 
-/// A refused request: the 429 and the key kind for the metric.
-#[derive(Debug)]
-pub struct Limited {
-    pub refusal: Refusal,
-    pub key: &'static str,
+/// What step 8 admitted a request with: the `RateLimit` fields of its answer, and the
+/// concurrency slots it holds until it ends.
+#[derive(Default)]
+pub struct Admission {
+    pub fields: Option<RateLimitFields>,
+    pub slots: Vec<Guard>,
+}
+
+/// Step 8: every policy of the route, in this instance and then (with `[rate_limit_store]`)
+/// across instances, then the route's and the upstream's concurrency caps.
+pub async fn check(
+    route: &Route,
+    subject: &Subject<'_>,
+    shared: Option<&SharedLimiter>,
+    upstream_cap: Option<&ConcurrencyCap>,
+) -> Result<Admission, Refusal> {
+    let fields = route.rate_limits.check(subject)?;
+    if let Some(shared) = shared {
+        take_shared_quota(&route.rate_limits, subject, shared).await?;
+    }
+    let mut slots = Vec::new();
+    if let Some(cap) = &route.max_inflight {
+        slots.push(cap.enter("route_busy")?);
+    }
+    if let Some(cap) = upstream_cap {
+        slots.push(cap.enter("upstream_busy")?);
+    }
+    Ok(Admission { fields, slots })
+}
+
+/// Spend the shared quota of each policy; a store that cannot be reached refuses only with
+/// `on_store_error = "deny"`.
+async fn take_shared_quota(
+    limits: &RateLimits,
+    subject: &Subject<'_>,
+    shared: &SharedLimiter,
+) -> Result<(), Refusal> {
+    for policy in &limits.policies {
+        match shared.take(policy, key_id(&policy.key, subject)).await {
+            Take::Granted => {}
+            Take::Exhausted(retry_after) => return Err(limits.limited(policy, retry_after)),
+            Take::StoreDown if shared.on_error == OnStoreError::Deny => {
+                return Err(SharedLimiter::store_down())
+            }
+            Take::StoreDown => {}
+        }
+    }
+    Ok(())
 }
 
 /// The `rate_limit` policies of a route, with their `RateLimit-Policy` field written once at
@@ -392,23 +439,22 @@ impl RateLimits {
     }
 
     /// The 429 for a policy that refused, whether counted here or in the shared store.
-    pub fn limited(&self, policy: &Policy, retry_after: u64) -> Limited {
-        let refusal = Refusal::new(429, "rate_limited", "too many requests; retry later")
+    pub fn limited(&self, policy: &Policy, retry_after: u64) -> Refusal {
+        Refusal::new(429, "rate_limited", "too many requests; retry later")
+            .in_family(Family::RateLimited {
+                key: policy.key.label(),
+            })
             .with_header("Retry-After", retry_after.to_string())
             .with_header("RateLimit-Policy", self.policy_field.clone())
             .with_header(
                 "RateLimit",
                 format!("\"{}\";r=0;t={retry_after}", policy.name),
-            );
-        Limited {
-            refusal,
-            key: policy.key.label(),
-        }
+            )
     }
 
     /// Apply every policy. All must allow the request; a refused one undoes nothing of the
     /// others (their count stands: the client did send the request).
-    pub fn check(&self, subject: &Subject) -> Result<Option<RateLimitFields>, Limited> {
+    pub fn check(&self, subject: &Subject) -> Result<Option<RateLimitFields>, Refusal> {
         if self.policies.is_empty() {
             return Ok(None);
         }
@@ -494,8 +540,9 @@ mod tests {
             .filter(|_| policies.check(&subject(&req)).is_ok())
             .count();
         assert_eq!(allowed, 50);
-        let refused = policies.check(&subject(&req)).err().unwrap().refusal;
+        let refused = policies.check(&subject(&req)).err().unwrap();
         assert_eq!(refused.status, 429);
+        assert_eq!(refused.family, Family::RateLimited { key: "ip" });
         let names: Vec<&str> = refused.headers.iter().map(|(n, _)| *n).collect();
         assert_eq!(names, vec!["Retry-After", "RateLimit-Policy", "RateLimit"]);
         assert_eq!(refused.headers[1].1, "\"p-0\";q=50;w=60");
@@ -532,6 +579,42 @@ mod tests {
             "{}",
             fields.current
         );
+    }
+
+    /// The whole step: a policy, then the route's cap, then the upstream's; slots are held by
+    /// the admission and freed with it.
+    #[tokio::test]
+    async fn the_step_spends_policies_then_caps() {
+        let mut route = Route::public("r", crate::config::model::PathMatch::Prefix("/".into()), 0);
+        route.rate_limits = std::sync::Arc::new(RateLimits::new(vec![Policy::new(
+            "r-0".into(),
+            3,
+            Duration::from_secs(60),
+            LimitKey::Route,
+        )]));
+        route.max_inflight = Some(std::sync::Arc::new(ConcurrencyCap::new(1)));
+        let upstream = ConcurrencyCap::new(1);
+        let req = crate::checks::test_request("GET", "/", &[]);
+        let first = check(&route, &subject(&req), None, Some(&upstream))
+            .await
+            .unwrap();
+        assert_eq!(first.slots.len(), 2);
+        assert!(first.fields.is_some());
+        let busy = check(&route, &subject(&req), None, Some(&upstream))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!((busy.status, busy.reason), (503, "route_busy"));
+        assert_eq!(busy.family, Family::Unclassified);
+        drop(first);
+        let second = check(&route, &subject(&req), None, Some(&upstream)).await;
+        assert!(second.is_ok());
+        let limited = check(&route, &subject(&req), None, None)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!((limited.status, limited.reason), (429, "rate_limited"));
+        assert_eq!(limited.family, Family::RateLimited { key: "route" });
     }
 
     /// The issue's observation: 20 per 2 s, a burst, then a wait of exactly `Retry-After`.

@@ -6,7 +6,7 @@
 //! most `instances × batch`). When Redis cannot be reached, `on_store_error` decides: `local`
 //! keeps each instance's own limits, `deny` refuses. The client reconnects by itself.
 
-use crate::checks::rate_limit::Policy;
+use super::Policy;
 use crate::config::model::StoreSettings;
 use crate::problem::Refusal;
 use arc_swap::ArcSwapOption;

@@ -1,0 +1,239 @@
+//! The Pingora `ProxyHttp` implementation. Each phase delegates: the checks of SPEC §3 to
+//! `pipeline` (one line a step), every response portcullis makes itself and every access-log
+//! line to `respond`, step 11 to `checks::forward`.
+
+mod pipeline;
+pub mod respond;
+
+use crate::checks::forward::{self, Forwarding};
+use crate::checks::ip;
+use crate::checks::rate_limit::shared::SharedLimiter;
+use crate::checks::throttle::FailureThrottle;
+use crate::config::Config;
+use crate::context::{InflightGuard, RequestCtx};
+use crate::observe::metrics::Metrics;
+use crate::stream::client;
+use crate::upstream::{connect_retryable, Upstreams};
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora_core::protocols::Digest;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::{Error, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use respond::{Labels, Respond, UNMATCHED};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub struct Gateway {
+    pub config: Arc<Config>,
+    pub upstreams: Arc<Upstreams>,
+    pub metrics: Arc<Metrics>,
+    pub respond: Arc<Respond>,
+    pub throttle: Option<FailureThrottle>,
+    pub shared_limits: Option<Arc<SharedLimiter>>,
+}
+
+impl Gateway {
+    fn route_label(&self, ctx: &RequestCtx) -> &str {
+        match ctx.route {
+            Some(i) => &self.config.routes.get(i).name,
+            None => UNMATCHED,
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // From here on, whatever this request is answered with is the gateway's own.
+        if let Some(stream) = session.as_downstream().stream() {
+            client::mark_seen(stream);
+        }
+        ctx.inflight = Some(InflightGuard::new(&self.metrics.inflight_requests));
+        ctx.peer_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| ip::canonical(a.ip()));
+        ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        match self.run_checks(session, ctx).await {
+            Ok(()) => Ok(false),
+            Err(refusal) => {
+                let route = self.route_label(ctx);
+                self.respond.refuse(session, ctx, route, refusal).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // A body without a declared length (chunked) is held to the same limit as it streams.
+        if let Some(chunk) = body {
+            ctx.body_bytes += chunk.len() as u64;
+            if ctx.body_bytes > ctx.max_body_bytes {
+                return Error::e_explain(ErrorType::HTTPStatus(413), "request body over the limit");
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let Some(route) = ctx.route.map(|i| self.config.routes.get(i)) else {
+            return Error::e_explain(ErrorType::InternalError, "no route chosen");
+        };
+        match self.upstreams.select(route.upstream, &ctx.tried) {
+            Some(target) => {
+                ctx.tried.push(target);
+                ctx.upstream_started = Some(Instant::now());
+                Ok(Box::new(self.upstreams.peer(route.upstream, target)))
+            }
+            None if ctx.tried.is_empty() => {
+                Error::e_explain(ErrorType::HTTPStatus(503), "no healthy target")
+            }
+            None => Error::e_explain(ErrorType::HTTPStatus(502), "every target failed"),
+        }
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let targets = ctx
+            .route
+            .map(|i| {
+                self.upstreams
+                    .target_count(self.config.routes.get(i).upstream)
+            })
+            .unwrap_or(0);
+        // Nothing was sent yet: another target may serve the request.
+        if connect_retryable(&e) && ctx.tried.len() < targets {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(route) = ctx.route.map(|i| self.config.routes.get(i)) {
+            self.metrics
+                .upstream_connections_total
+                .with_label_values(&[
+                    self.upstreams.name(route.upstream),
+                    if reused { "true" } else { "false" },
+                ])
+                .inc();
+        }
+        Ok(())
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(route) = ctx.route.map(|i| self.config.routes.get(i)) else {
+            return Error::e_explain(ErrorType::InternalError, "no route chosen");
+        };
+        let unknown = IpAddr::from([0, 0, 0, 0]);
+        // 11. What the upstream sees.
+        forward::prepare(
+            upstream_request,
+            route,
+            &Forwarding {
+                request_id: &ctx.request_id,
+                client_ip: ctx.client_ip.unwrap_or(unknown),
+                peer_ip: ctx.peer_ip.unwrap_or(unknown),
+                peer_trusted: ctx.peer_trusted,
+                tls: ctx.tls,
+                path_and_query: &ctx.upstream_path,
+                consumer: ctx.principal.as_ref().map(|p| p.consumer.as_str()),
+                groups: ctx.principal.as_ref().map_or(&[], |p| p.groups.as_slice()),
+                scopes: ctx.principal.as_ref().map_or(&[], |p| p.scopes.as_slice()),
+            },
+        )
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.upstream_status = Some(upstream_response.status.as_u16());
+        if let (Some(started), Some(route)) = (ctx.upstream_started, ctx.route) {
+            let upstream = self.upstreams.name(self.config.routes.get(route).upstream);
+            self.metrics
+                .upstream_duration_seconds
+                .with_label_values(&[upstream])
+                .observe(started.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        upstream_response.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        if let Some(fields) = &ctx.admission.fields {
+            upstream_response.insert_header("RateLimit-Policy", fields.policy.as_str())?;
+            upstream_response.insert_header("RateLimit", fields.current.as_str())?;
+        }
+        respond::tls_headers(upstream_response, ctx.tls)
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let route = self.route_label(ctx);
+        self.respond.proxy_failure(session, ctx, route, e).await
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let upstream = ctx
+            .route
+            .filter(|_| !ctx.tried.is_empty())
+            .map(|i| self.upstreams.name(self.config.routes.get(i).upstream));
+        let labels = Labels {
+            route: self.route_label(ctx),
+            upstream,
+            redact_query_params: &self.config.logging.redact_query_params,
+        };
+        self.respond.log(session, ctx, &labels);
+        ctx.inflight = None;
+    }
+}

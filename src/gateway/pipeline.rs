@@ -1,0 +1,91 @@
+//! SPEC §3 in order, a line a step. Each step's module owns its refusal, its policy and its
+//! metric family; this file only carries what one step found to the next.
+
+use super::Gateway;
+use crate::checks::auth::mtls::PeerCert;
+use crate::checks::auth::{self, Credentials};
+use crate::checks::rate_limit::{self, Subject};
+use crate::checks::throttle::FailureThrottle;
+use crate::checks::{acl, body, identity, ip, limits, route, threat};
+use crate::context::RequestCtx;
+use crate::problem::Refusal;
+use crate::stream::replay;
+use pingora_proxy::Session;
+use std::net::{IpAddr, Ipv4Addr};
+
+impl Gateway {
+    /// Steps 1 to 10. Each either fills the context or refuses the request.
+    pub(super) async fn run_checks(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), Refusal> {
+        let cfg = &*self.config;
+        let peer = ctx.peer_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+
+        // 1. Request id and client IP.
+        let who = identity::identify(session.req_header(), peer, &cfg.server.trusted_proxies);
+        let client_ip = who.client_ip;
+        ctx.identified(who);
+        // 2. Size limits and unambiguous framing.
+        let declared_body = limits::check(session, &cfg.limits)?;
+        // 3. Route, on the normalised path; then the declared body against its limit.
+        let matched = route::check(session.req_header(), &cfg.routes)?;
+        let route = cfg.routes.get(matched.index);
+        ctx.routed(matched, route.max_body_bytes);
+        declared_body.within(route.max_body_bytes)?;
+        // 4. IP rules.
+        ip::check(client_ip, &route.ip_allow, &route.ip_deny)?;
+        // 5. Brute-force throttle, before any credential is looked at.
+        FailureThrottle::check_route(self.throttle.as_ref(), route.public, &client_ip)?;
+        // 6. Authentication.
+        let credentials = Credentials {
+            req: session.req_header(),
+            cert: peer_cert(session),
+            client_ip,
+            throttle: self.throttle.as_ref(),
+        };
+        ctx.principal = auth::check(route, &cfg.identities, &credentials).await?;
+        // 7. Authorization: deny by default.
+        acl::check(route.allow.as_ref(), ctx.principal.as_ref())?;
+        // 8. Rate limits and concurrency caps.
+        let subject = Subject {
+            consumer: ctx.principal.as_ref().map(|p| p.consumer.as_str()),
+            ip: client_ip,
+            req: session.req_header(),
+        };
+        let shared = self.shared_limits.as_deref();
+        let upstream_cap = self.upstreams.cap(route.upstream);
+        ctx.admission = rate_limit::check(route, &subject, shared, upstream_cap).await?;
+        // 9. Body.
+        let body = body::check(session, route, cfg.limits.body_read_timeout).await?;
+        // 10. Threat protection.
+        let inputs = threat::Inputs {
+            head: session.req_header(),
+            normalised_path: &ctx.normalised_path,
+            body: body.as_ref(),
+            client_ip,
+            request_id: &ctx.request_id,
+        };
+        threat::check(route, &inputs, &mut ctx.screening)?;
+
+        // A body read whole in step 9 goes on to the upstream as it came.
+        if let Some(body) = body {
+            replay::replay(session, body.bytes).await.map_err(|e| {
+                log::error!("cannot hand the validated body back for forwarding: {e}");
+                Refusal::new(500, "replay_failed", "the request could not be forwarded")
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// The client certificate, as the TLS handshake recorded it (mTLS listeners only).
+fn peer_cert(session: &Session) -> Option<&PeerCert> {
+    session
+        .digest()?
+        .ssl_digest
+        .as_ref()?
+        .extension
+        .get::<PeerCert>()
+}

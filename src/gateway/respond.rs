@@ -1,0 +1,334 @@
+//! The one place where portcullis answers for itself. A check's refusal, a failure to proxy and
+//! a request Pingora refused before `request_filter` all become the same problem+json response
+//! here, counted in `portcullis_refusals_total` and in the family the `Refusal` names; and
+//! every request, answered by us or by an upstream, gets its metrics and access-log line here.
+
+use crate::checks::body::has_body;
+use crate::checks::{identity, ip};
+use crate::context::RequestCtx;
+use crate::observe::access_log::{self, redacted_path, AccessLog, AccessRecord};
+use crate::observe::metrics::{method_label, Metrics};
+use crate::problem::{self, Refusal};
+use crate::stream::client::EarlyRefusals;
+use bytes::{Bytes, BytesMut};
+use pingora_core::{Error, Result};
+use pingora_http::ResponseHeader;
+use pingora_proxy::{FailToProxy, Session};
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Sent on every response of a TLS listener: browsers keep to HTTPS for a year.
+const HSTS: &str = "max-age=31536000";
+
+/// The route label of a request no route was found for.
+pub const UNMATCHED: &str = "unmatched";
+
+/// Add the headers every response of a TLS listener carries, ours or an upstream's.
+pub fn tls_headers(header: &mut ResponseHeader, tls: bool) -> Result<()> {
+    if tls {
+        header.insert_header("Strict-Transport-Security", HSTS)?;
+    }
+    Ok(())
+}
+
+/// What the access-log line of a request names besides the request itself.
+pub struct Labels<'a> {
+    /// The route's name, or `unmatched`.
+    pub route: &'a str,
+    /// The upstream that was tried, if any.
+    pub upstream: Option<&'a str>,
+    pub redact_query_params: &'a HashSet<String>,
+}
+
+pub struct Respond {
+    pub metrics: Arc<Metrics>,
+    pub access_log: Arc<AccessLog>,
+}
+
+impl Respond {
+    /// Answer a refusal: the problem+json response, the metrics, the log decision.
+    pub async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        route: &str,
+        refusal: Refusal,
+    ) -> Result<()> {
+        ctx.decision = refusal.reason;
+        self.metrics.count_refusal(route, &refusal);
+        if ctx.request_id.is_empty() {
+            ctx.request_id = identity::new_request_id();
+        }
+        // The body of a refused request is never read, so the connection cannot be reused.
+        if has_body(session.req_header()) || refusal.reason == "ambiguous_framing" {
+            session.set_keepalive(None);
+        }
+        let (header, body) = problem_response(&refusal, &ctx.request_id, ctx.tls)?;
+        let head_only = session.req_header().method == http::Method::HEAD;
+        session
+            .write_response_header(Box::new(header), head_only)
+            .await?;
+        if !head_only {
+            session.write_response_body(Some(body), true).await?;
+        }
+        Ok(())
+    }
+
+    /// Answer a failure to proxy, unless a response was already under way.
+    pub async fn proxy_failure(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        route: &str,
+        e: &Error,
+    ) -> FailToProxy {
+        let status = crate::upstream::failure_status(e);
+        let gone = FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        };
+        let Some(refusal) = failure_refusal(status) else {
+            if ctx.decision == "allow" {
+                ctx.decision = "client_gone";
+            }
+            return gone;
+        };
+        if session.response_written().is_some() {
+            if ctx.decision == "allow" {
+                ctx.decision = refusal.reason;
+            }
+            return gone;
+        }
+        if let Err(err) = self.refuse(session, ctx, route, refusal).await {
+            log::debug!("cannot send the error response: {err}");
+        }
+        gone
+    }
+
+    /// The metrics and the access-log line of a request, at its end.
+    pub fn log(&self, session: &Session, ctx: &RequestCtx, labels: &Labels) {
+        let req = session.req_header();
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
+        let mut decision = ctx.decision;
+        if let Some(detected) = &ctx.screening.detected {
+            for kind in &detected.kinds {
+                self.metrics
+                    .threats_total
+                    .with_label_values(&[labels.route, kind, "detect"])
+                    .inc();
+            }
+            // Forwarded: the decision says what was let through, unless the proxying failed.
+            if decision == "allow" {
+                decision = detected.decision;
+            }
+        }
+        let findings = ctx.screening.findings.as_ref();
+        let elapsed = ctx.started.elapsed();
+        self.account(
+            method_label(&req.method),
+            elapsed,
+            &AccessRecord {
+                ts: access_log::timestamp(),
+                request_id: &ctx.request_id,
+                client_ip: ctx.client_ip.map(|ip| ip.to_string()),
+                method: req.method.as_str(),
+                path: redacted_path(req.uri.path(), req.uri.query(), labels.redact_query_params),
+                status,
+                route: labels.route,
+                consumer: ctx.principal.as_ref().map(|p| p.consumer.as_str()),
+                auth: ctx.principal.as_ref().map(|p| p.method.as_str()),
+                decision,
+                upstream: labels.upstream,
+                upstream_status: ctx.upstream_status,
+                bytes_sent: session.body_bytes_sent(),
+                duration_ms: (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0,
+                user_agent: req
+                    .headers
+                    .get("user-agent")
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+                waf_rules: findings.map(|w| w.rules.as_slice()),
+                anomaly_score: findings.map(|w| w.anomaly_score),
+                waf_body: findings.and_then(|w| w.body_prefix.then_some("prefix")),
+            },
+        );
+    }
+
+    /// `portcullis_requests_total`, the duration histogram and the access-log line.
+    fn account(&self, method: &str, elapsed: Duration, record: &AccessRecord) {
+        let status = record.status.to_string();
+        self.metrics
+            .requests_total
+            .with_label_values(&[record.route, method, status.as_str()])
+            .inc();
+        self.metrics
+            .request_duration_seconds
+            .with_label_values(&[record.route])
+            .observe(elapsed.as_secs_f64());
+        self.access_log.record(record);
+    }
+}
+
+/// The answers to requests that Pingora refuses before `request_filter` sees them (a head it
+/// cannot parse, `CONNECT`): the same problem+json, access-log line and metrics as any other
+/// refusal, in place of Pingora's empty error page.
+impl EarlyRefusals for Respond {
+    fn respond(&self, status: u16, client: Option<IpAddr>, tls: bool) -> Bytes {
+        let refusal = early_refusal(status);
+        self.metrics.count_refusal(UNMATCHED, &refusal);
+        let request_id = identity::new_request_id();
+        let mut out = BytesMut::with_capacity(1024);
+        out.extend_from_slice(
+            format!("HTTP/1.1 {status} {}\r\n", problem::title(status)).as_bytes(),
+        );
+        let body = match problem_response(&refusal, &request_id, tls) {
+            Ok((mut header, body)) => {
+                let _ = header.insert_header("Connection", "close");
+                header.header_to_h1_wire(&mut out);
+                body
+            }
+            Err(e) => {
+                log::error!("cannot build the problem response header: {e}");
+                Bytes::new()
+            }
+        };
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&body);
+        self.account(
+            "OTHER",
+            Duration::ZERO,
+            &AccessRecord {
+                ts: access_log::timestamp(),
+                request_id: &request_id,
+                client_ip: client.map(|ip| ip::canonical(ip).to_string()),
+                method: "-",
+                path: "-".to_string(),
+                status,
+                route: UNMATCHED,
+                consumer: None,
+                auth: None,
+                decision: refusal.reason,
+                upstream: None,
+                upstream_status: None,
+                bytes_sent: out.len(),
+                duration_ms: 0.0,
+                user_agent: None,
+                waf_rules: None,
+                anomaly_score: None,
+                waf_body: None,
+            },
+        );
+        out.freeze()
+    }
+}
+
+/// The problem+json head and body of a refusal.
+fn problem_response(
+    refusal: &Refusal,
+    request_id: &str,
+    tls: bool,
+) -> Result<(ResponseHeader, Bytes)> {
+    let body = problem::body(refusal.status, &refusal.detail, request_id);
+    let mut header = problem::header(refusal.status, body.len(), request_id, &refusal.headers)?;
+    tls_headers(&mut header, tls)?;
+    Ok((header, body))
+}
+
+/// What Pingora answered before the gateway saw the request: 400 to a head it cannot parse,
+/// 405 to `CONNECT` (`stream::client` replaces only those two).
+fn early_refusal(status: u16) -> Refusal {
+    match status {
+        405 => Refusal::new(405, "method_not_allowed", "this method is not allowed"),
+        _ => Refusal::bad_request(
+            "malformed_request",
+            "the request could not be parsed as HTTP",
+        ),
+    }
+}
+
+/// The answer to a failure to proxy, by the status `upstream::failure_status` chose; `None`
+/// when the client is gone and nothing can be sent.
+fn failure_refusal(status: u16) -> Option<Refusal> {
+    Some(match status {
+        0 => return None,
+        502 => Refusal::new(
+            502,
+            "upstream_error",
+            "the upstream could not be reached or answered badly",
+        ),
+        503 => Refusal::new(
+            503,
+            "no_healthy_target",
+            "no healthy upstream target is available",
+        ),
+        504 => Refusal::new(
+            504,
+            "upstream_timeout",
+            "the upstream did not answer in time",
+        ),
+        // A chunked body over the route's limit, as it streamed.
+        413 => Refusal::invalid(
+            413,
+            "body_too_large",
+            "the request body is larger than this route allows",
+        ),
+        // The head was read before any upstream work: only a body can time out.
+        408 => Refusal::invalid(408, "body_timeout", "the request was not received in time"),
+        400 => Refusal::bad_request("error", "the request could not be read"),
+        _ => Refusal::new(status, "error", "the request could not be completed"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::problem::Family;
+
+    #[test]
+    fn each_proxy_failure_has_one_answer() {
+        let cases = [
+            (502, "upstream_error", Family::Unclassified),
+            (503, "no_healthy_target", Family::Unclassified),
+            (504, "upstream_timeout", Family::Unclassified),
+            (413, "body_too_large", Family::Validation),
+            (408, "body_timeout", Family::Validation),
+            (400, "error", Family::Validation),
+            (500, "error", Family::Unclassified),
+        ];
+        for (status, reason, family) in cases {
+            let r = failure_refusal(status).unwrap();
+            assert_eq!((r.status, r.reason, r.family), (status, reason, family));
+            assert!(!r.detail.is_empty());
+        }
+        assert!(failure_refusal(0).is_none());
+    }
+
+    #[test]
+    fn early_answers_are_a_parse_failure_or_connect() {
+        let r = early_refusal(400);
+        assert_eq!((r.status, r.reason), (400, "malformed_request"));
+        assert_eq!(r.family, Family::Validation);
+        let r = early_refusal(405);
+        assert_eq!((r.status, r.reason), (405, "method_not_allowed"));
+        assert_eq!(r.family, Family::Unclassified);
+    }
+
+    #[test]
+    fn problem_responses_carry_hsts_only_on_tls() {
+        let refusal = Refusal::forbidden("ip_denied", "no").with_header("Retry-After", "1");
+        let (plain, body) = problem_response(&refusal, "id-1", false).unwrap();
+        assert!(plain.headers.get("strict-transport-security").is_none());
+        assert_eq!(plain.headers["retry-after"], "1");
+        assert_eq!(plain.headers["x-request-id"], "id-1");
+        assert_eq!(
+            plain.headers["content-length"].to_str().unwrap(),
+            body.len().to_string()
+        );
+        let (tls, _) = problem_response(&refusal, "id-1", true).unwrap();
+        assert_eq!(tls.headers["strict-transport-security"], HSTS);
+    }
+}
