@@ -28,7 +28,7 @@ pub struct JwksUrl {
 
 pub fn parse_url(text: &str) -> Result<JwksUrl, String> {
     // Messages show the URL without its userinfo: a credential never reaches a log.
-    let shown = crate::config::secret::redact_url(text);
+    let shown = crate::observe::redact::redact_url(text);
     let uri: http::Uri = text
         .parse()
         .map_err(|e| format!("invalid URL {shown:?}: {e}"))?;

@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod jwks;
 pub mod keys;
 pub mod observe;
+pub mod percent;
 pub mod problem;
 pub mod server;
 pub mod stream;

@@ -3,8 +3,16 @@
 //! consumer or group list, the scopes alone decide. Deny by default: no `allow`, no entry.
 
 use crate::checks::auth::Principal;
-use crate::config::model::Allow;
 use crate::problem::Refusal;
+
+/// A route's `allow` rule (see `checks::acl`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Allow {
+    pub any_consumer: bool,
+    pub consumers: Vec<String>,
+    pub groups: Vec<String>,
+    pub scopes: Vec<String>,
+}
 
 /// Step 7. `principal` is what step 6 found: none only on a public route, which has no ACL.
 pub fn check(allow: Option<&Allow>, principal: Option<&Principal>) -> Result<(), Refusal> {

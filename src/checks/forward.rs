@@ -2,7 +2,7 @@
 //! removed, the gateway's own are set, the credential is removed unless the route keeps it,
 //! forwarding headers are rebuilt, and the path is the normalised one.
 
-use crate::config::model::Route;
+use super::route::Route;
 use pingora_http::RequestHeader;
 use std::net::IpAddr;
 
@@ -105,7 +105,7 @@ pub fn prepare(req: &mut RequestHeader, route: &Route, f: &Forwarding) -> pingor
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::model::PathMatch;
+    use crate::checks::route::PathMatch;
 
     fn route(keep: bool) -> Route {
         let mut r = Route::public("r", PathMatch::Prefix("/".into()), 0);

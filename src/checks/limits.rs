@@ -2,10 +2,38 @@
 //! and unambiguous message framing (both `Content-Length` and `Transfer-Encoding`, or
 //! differing `Content-Length`s → 400), the classic request-smuggling openings.
 
-use crate::config::model::Limits;
 use crate::problem::Refusal;
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
+use std::time::Duration;
+
+/// `[limits]`, compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_uri_bytes: usize,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_body_bytes: u64,
+    pub max_json_depth: usize,
+    /// Longest wait for the next piece of a body that is read for validation.
+    pub body_read_timeout: Duration,
+    /// Longest time a client may take to send a whole request head (zero: no limit).
+    pub header_read_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_uri_bytes: 8192,
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+            max_body_bytes: 1024 * 1024,
+            max_json_depth: 32,
+            body_read_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
 
 /// Step 2: sizes, then framing. The declared body length is held to the route's limit once
 /// step 3 has found the route (`DeclaredBody::within`).

@@ -2,6 +2,8 @@
 //! route matching and the upstream see, so the gateway and the upstream can never disagree
 //! about which resource was asked for.
 
+use crate::percent::hex_value;
+
 /// Why a path was refused. Each maps to a 400 with its own detail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathError {
@@ -33,16 +35,6 @@ impl PathError {
 
 fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
-}
-
-/// The value of one hexadecimal digit.
-pub fn hex_value(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";

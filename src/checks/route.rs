@@ -3,12 +3,83 @@
 //! The longest matching path wins; at that path, routes for the request's host beat routes
 //! for any host; a route that matches the path but not the method gives 405 with `Allow`.
 
+use super::acl::Allow;
+use super::auth::AuthMethod;
+use super::body::BodyRules;
+use super::ip::CidrSet;
+use super::limits::Limits;
 use super::path;
-use crate::config::model::{PathMatch, Route};
+use super::rate_limit::{ConcurrencyCap, RateLimits};
+use super::threat::ThreatMode;
+use super::waf::WafPolicy;
 use crate::problem::Refusal;
 use http::Method;
 use pingora_http::RequestHeader;
 use std::collections::HashMap;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    Exact(String),
+    Prefix(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    /// Lower-cased host names; `*.example.com` matches one or more labels before it.
+    pub hosts: Vec<String>,
+    pub path: PathMatch,
+    /// `None`: any method.
+    pub methods: Option<Vec<http::Method>>,
+    /// Index into `Config::upstreams`.
+    pub upstream: usize,
+    pub strip_prefix: bool,
+    pub public: bool,
+    /// Accepted methods, any one suffices; empty on a public route.
+    pub auth: Vec<AuthMethod>,
+    pub allow: Option<Allow>,
+    pub keep_credentials: bool,
+    pub ip_allow: CidrSet,
+    pub ip_deny: CidrSet,
+    pub max_body_bytes: u64,
+    pub threat_protection: ThreatMode,
+    /// The rules of `[waf]` as this route runs them; `None` without `[waf]` or when
+    /// `threat_protection = "off"`.
+    pub waf: Option<Arc<WafPolicy>>,
+    /// `rate_limit` policies; all must allow a request.
+    pub rate_limits: Arc<RateLimits>,
+    /// `max_inflight`: concurrent requests on this route.
+    pub max_inflight: Option<Arc<ConcurrencyCap>>,
+    /// `validate`: the body is read, checked and replayed before the upstream is chosen.
+    pub body: Option<BodyRules>,
+}
+
+impl Route {
+    /// A public route with no restrictions, for building tables in tests and benchmarks.
+    pub fn public(name: &str, path: PathMatch, upstream: usize) -> Self {
+        Route {
+            name: name.to_string(),
+            hosts: Vec::new(),
+            path,
+            methods: None,
+            upstream,
+            strip_prefix: false,
+            public: true,
+            auth: Vec::new(),
+            allow: None,
+            keep_credentials: false,
+            ip_allow: CidrSet::default(),
+            ip_deny: CidrSet::default(),
+            max_body_bytes: Limits::default().max_body_bytes,
+            body: None,
+            threat_protection: ThreatMode::Block,
+            waf: None,
+            rate_limits: Arc::new(RateLimits::default()),
+            max_inflight: None,
+        }
+    }
+}
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum RouteMiss {

@@ -6,10 +6,11 @@
 //! (`checks::waf`). `block` refuses; `detect` logs, counts and forwards.
 
 use super::body::ValidatedBody;
-use super::path::hex_value as hex;
+use super::route::Route;
 use super::waf::{self, Findings};
-use crate::config::model::{Route, ThreatMode};
+use crate::percent::hex_value as hex;
 use crate::problem::{Family, Refusal};
+use crate::waf::operator::is_plain;
 use pingora_http::RequestHeader;
 use regex::Regex;
 use std::borrow::Cow;
@@ -74,6 +75,14 @@ impl ThreatKind {
             ThreatKind::ControlBytes => "the request contains NUL or control characters",
         }
     }
+}
+
+/// `threat_protection` of a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreatMode {
+    Block,
+    Detect,
+    Off,
 }
 
 /// Header values scanned by the built-in screen: those an application is likely to store or
@@ -361,20 +370,6 @@ fn classify(value: &[u8], field: Field) -> Option<ThreatKind> {
         return Some(ThreatKind::Sqli);
     }
     None
-}
-
-/// Most values are plain words, numbers or identifiers. Made of letters, digits, `_` and `.`
-/// only, with no `..`, a value has no percent-encoding, look-alike or control byte to decode,
-/// and none of the characters every rule needs (quotes, `<`, `=`, `(`, `;`, `|`, `&`, `$`,
-/// spaces, slashes): nothing above can match it. `-` and `@` are not plain: libinjection flags
-/// `1-1union` and `1like@`. The test `plain_values_are_clean_for_every_rule` checks this
-/// against the full classifier, so that the shortcut changes no verdict; the SecLang engine's
-/// `@detectSQLi` / `@detectXSS` (the same libinjection calls) take the same shortcut.
-pub(crate) fn is_plain(value: &[u8]) -> bool {
-    value
-        .iter()
-        .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.'))
-        && !value.windows(2).any(|w| w == b"..")
 }
 
 /// Scan one value in all its decoded forms.

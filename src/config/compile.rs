@@ -551,7 +551,7 @@ fn compile_upstreams(e: &mut Errors, raw: &[RawUpstream], file: &Path) -> Vec<Up
 
 /// `[rate_limit_store]`. The URL is only ever shown with its userinfo hidden.
 fn store_settings(e: &mut Errors, s: &RawRateLimitStore, file: &Path) -> StoreSettings {
-    let shown = super::secret::redact_url(&s.redis);
+    let shown = crate::observe::redact::redact_url(&s.redis);
     let tls = s.redis.starts_with("rediss://");
     if !tls && !s.redis.starts_with("redis://") {
         e.add(

@@ -2,10 +2,10 @@
 //! slow disk or pipe never blocks a request. Secrets never reach it: the query values of
 //! sensitive parameters are redacted and no header other than `User-Agent` is logged.
 
-use crate::config::model::AccessLogTarget;
 use serde::Serialize;
 use std::collections::HashSet;
 use std::io::Write;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -62,6 +62,14 @@ const ALWAYS_REDACTED: &[&str] = &[
 /// The `ts` field: now, RFC 3339 in UTC with milliseconds.
 pub fn timestamp() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+/// Where access-log lines go (`[logging] access_log`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Stdout,
+    File(PathBuf),
+    Off,
 }
 
 #[derive(Debug, Serialize)]
@@ -216,7 +224,7 @@ pub fn redacted_path(path: &str, query: Option<&str>, redact: &HashSet<String>) 
 
 /// A parameter name as the application will see it: `%6Bey` is `key`.
 fn percent_decoded_lower(name: &str) -> String {
-    use crate::checks::path::hex_value as hex;
+    use crate::percent::hex_value as hex;
     let bytes = name.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

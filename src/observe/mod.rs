@@ -1,4 +1,6 @@
-//! Observability: Prometheus metrics (and their listener) and the JSON access log.
+//! Observability: Prometheus metrics (and their listener), the JSON access log, and what a
+//! log may show of a URL.
 
 pub mod access_log;
 pub mod metrics;
+pub mod redact;

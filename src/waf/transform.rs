@@ -4,6 +4,7 @@
 //! "more correct" than ModSecurity's would make rules miss or fire where CRS does not expect it.
 //! Values are bytes; a transformation that would change nothing borrows its input.
 
+use crate::percent::hex_value;
 use std::borrow::Cow;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -310,10 +311,6 @@ fn kept_by_remove_whitespace(b: u8) -> bool {
 /// C's `isspace` in the "C" locale.
 fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
-}
-
-fn hex_value(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
 }
 
 /// Two hex digits (known to be valid) as a byte.

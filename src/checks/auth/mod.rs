@@ -7,15 +7,49 @@ pub mod jwt;
 pub mod mtls;
 pub mod token_cache;
 
+use super::route::Route;
 use super::throttle::FailureThrottle;
-use crate::config::model::{AuthMethod, Identities, Route};
 use crate::problem::Refusal;
+use api_key::ApiKeyIndex;
 use api_key::PresentedKey;
 use jwt::JwtFailure;
+use jwt::JwtProvider;
+use mtls::MtlsSubject;
 use mtls::PeerCert;
 use pingora_http::RequestHeader;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consumer {
+    pub id: String,
+    pub groups: Vec<String>,
+    pub mtls_subjects: Vec<MtlsSubject>,
+}
+
+/// Everyone who can authenticate, and how: consumers, their key hashes, the JWT providers.
+#[derive(Debug, Default)]
+pub struct Identities {
+    pub consumers: Vec<Consumer>,
+    pub by_id: HashMap<String, usize>,
+    pub api_keys: ApiKeyIndex,
+    pub jwt_providers: Vec<JwtProvider>,
+}
+
+impl Identities {
+    pub fn consumer_index(&self, id: &str) -> Option<usize> {
+        self.by_id.get(id).copied()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// Index into `Identities::jwt_providers`.
+    Jwt(usize),
+    ApiKey,
+    Mtls,
+}
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,7 +287,7 @@ pub fn authenticate(
             },
             AuthMethod::Mtls => {
                 let Some(cert) = cert else { continue };
-                match ids.consumer_for_cert(cert) {
+                match mtls::consumer_for_cert(ids, cert) {
                     Some(i) => {
                         let consumer = ids.consumers[i].id.clone();
                         return Ok(Some(principal(ids, consumer, Vec::new(), "mtls")));

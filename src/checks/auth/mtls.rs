@@ -2,6 +2,8 @@
 //! during the handshake; here it is mapped to a consumer through `mtls_subjects` — the
 //! subject CN, a SAN, or the certificate's SHA-256 fingerprint.
 
+use super::Identities;
+
 /// What the TLS handshake learned about the client certificate.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PeerCert {
@@ -43,6 +45,14 @@ pub fn parse_subject(text: &str) -> Result<MtlsSubject, String> {
             "invalid subject {text:?}; write \"CN=name\", \"SAN=name\" or a SHA-256 certificate fingerprint"
         )),
     }
+}
+
+/// The consumer a verified client certificate belongs to: the first whose `mtls_subjects`
+/// names it.
+pub fn consumer_for_cert(ids: &Identities, cert: &PeerCert) -> Option<usize> {
+    ids.consumers
+        .iter()
+        .position(|c| c.mtls_subjects.iter().any(|s| matches(s, cert)))
 }
 
 pub fn matches(subject: &MtlsSubject, cert: &PeerCert) -> bool {

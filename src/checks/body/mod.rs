@@ -9,8 +9,8 @@ mod read;
 pub use read::has_body;
 
 use super::limits;
+use super::route::Route;
 use super::waf::{self, OverLimit};
-use crate::config::model::Route;
 use crate::problem::Refusal;
 use bytes::Bytes;
 use pingora_proxy::Session;

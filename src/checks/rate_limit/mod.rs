@@ -11,7 +11,7 @@
 
 pub mod shared;
 
-use crate::config::model::Route;
+use super::route::Route;
 use crate::problem::{Family, Refusal};
 use pingora_limits::inflight::{Guard, Inflight};
 use shared::{OnStoreError, SharedLimiter, Take};
@@ -585,7 +585,7 @@ mod tests {
     /// the admission and freed with it.
     #[tokio::test]
     async fn the_step_spends_policies_then_caps() {
-        let mut route = Route::public("r", crate::config::model::PathMatch::Prefix("/".into()), 0);
+        let mut route = Route::public("r", crate::checks::route::PathMatch::Prefix("/".into()), 0);
         route.rate_limits = std::sync::Arc::new(RateLimits::new(vec![Policy::new(
             "r-0".into(),
             3,

@@ -7,7 +7,6 @@
 //! keeps each instance's own limits, `deny` refuses. The client reconnects by itself.
 
 use super::Policy;
-use crate::config::model::StoreSettings;
 use crate::problem::Refusal;
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
@@ -26,6 +25,36 @@ const RETRY_STORE_AFTER: Duration = Duration::from_secs(1);
 const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 /// How many reserved-but-idle entries are kept before old windows are swept.
 const MAX_POOLS: usize = 100_000;
+
+/// `[rate_limit_store]`, compiled.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// `redis://` or `rediss://` (TLS) URL as written; show it only through `shown()`.
+    pub redis: String,
+    /// From `password_env` / `password_file`; overrides a password in the URL.
+    pub password: Option<String>,
+    /// `ca_file` (PEM): the CAs that may sign the store's certificate instead of the system's.
+    pub ca: Option<Vec<u8>>,
+    pub on_store_error: OnStoreError,
+}
+
+impl StoreSettings {
+    /// The URL for messages and logs: userinfo hidden.
+    pub fn shown(&self) -> String {
+        crate::observe::redact::redact_url(&self.redis)
+    }
+}
+
+impl std::fmt::Debug for StoreSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreSettings")
+            .field("redis", &self.shown())
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("ca", &self.ca.is_some())
+            .field("on_store_error", &self.on_store_error)
+            .finish()
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnStoreError {
