@@ -1,0 +1,423 @@
+//! `[[routes]]`: paths and hosts checked, auth and `allow` resolved against the identities,
+//! rate limits, `validate` (schemas compiled now) and `[waf]` policies; a route that another
+//! hides is refused.
+
+use super::{relative_to, valid_name, Errors};
+use crate::checks::body::{self, BodyRules};
+use crate::checks::path::normalise;
+use crate::checks::rate_limit::{ConcurrencyCap, LimitKey, Policy, RateLimits};
+use crate::config::model::*;
+use crate::config::raw::*;
+use crate::config::{identities, waf};
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use std::time::Duration;
+
+fn compile_path(e: &mut Errors, key: &str, text: &str) -> String {
+    match normalise(text) {
+        Ok(n) => {
+            let canonical = if n.len() > 1 {
+                n.trim_end_matches('/').to_string()
+            } else {
+                n
+            };
+            let written = if text.len() > 1 {
+                text.trim_end_matches('/')
+            } else {
+                text
+            };
+            if canonical != written {
+                e.add(
+                    key,
+                    format!("{text:?} is not in normalised form; write {canonical:?} (requests are matched after normalisation)"),
+                );
+            }
+            canonical
+        }
+        Err(err) => {
+            e.add(key, format!("invalid path {text:?}: {}", err.detail()));
+            String::new()
+        }
+    }
+}
+
+fn compile_host(e: &mut Errors, key: &str, host: &str) -> String {
+    let lower = host.trim().to_ascii_lowercase();
+    let name = lower.strip_prefix("*.").unwrap_or(&lower);
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'[' | b']' | b':'));
+    if !ok {
+        e.add(
+            key,
+            format!("invalid host {host:?}; write a name like \"api.example.com\" or \"*.example.com\", without a port"),
+        );
+    }
+    lower
+}
+
+/// What the sections before `[[routes]]` give every route.
+pub(super) struct RouteDefaults<'a> {
+    pub(super) limits: &'a Limits,
+    pub(super) ids: &'a Identities,
+    pub(super) mtls_listener: bool,
+    pub(super) waf: Option<&'a waf::WafDefaults>,
+}
+
+pub(super) fn compile_routes(
+    e: &mut Errors,
+    raw: &[RawRoute],
+    upstreams: &[Upstream],
+    defaults: &RouteDefaults,
+    file: &Path,
+) -> Vec<Route> {
+    let RouteDefaults {
+        limits,
+        ids,
+        mtls_listener,
+        waf,
+    } = *defaults;
+    let upstream_index: HashMap<&str, usize> = upstreams
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (u.name.as_str(), i))
+        .collect();
+    let mut names = HashSet::new();
+    let mut out: Vec<Route> = Vec::with_capacity(raw.len());
+    if raw.is_empty() {
+        e.add(
+            "routes",
+            "no routes; every request would get 404. Add a [[routes]] table",
+        );
+    }
+    for (i, r) in raw.iter().enumerate() {
+        let key = format!("routes[{i}]");
+        if !valid_name(&r.name) {
+            e.add(
+                format!("{key}.name"),
+                format!(
+                    "invalid name {:?}; use 1-64 letters, digits, '-', '_' or '.'",
+                    r.name
+                ),
+            );
+        } else if r.name == "unmatched" {
+            e.add(
+                format!("{key}.name"),
+                "\"unmatched\" is reserved for requests that match no route",
+            );
+        } else if !names.insert(r.name.clone()) {
+            e.add(
+                format!("{key}.name"),
+                format!(
+                    "duplicate route name {:?}; each route needs its own name",
+                    r.name
+                ),
+            );
+        }
+        let path = match (&r.path_prefix, &r.path_exact) {
+            (Some(p), None) => PathMatch::Prefix(compile_path(e, &format!("{key}.path_prefix"), p)),
+            (None, Some(p)) => PathMatch::Exact(compile_path(e, &format!("{key}.path_exact"), p)),
+            (Some(_), Some(_)) => {
+                e.add(key.clone(), "has both path_prefix and path_exact; keep one");
+                PathMatch::Prefix("/".into())
+            }
+            (None, None) => {
+                e.add(
+                    key.clone(),
+                    "has no path; add path_prefix = \"/…\" or path_exact = \"/…\"",
+                );
+                PathMatch::Prefix("/".into())
+            }
+        };
+        let methods = if r.methods.is_empty() {
+            None
+        } else {
+            let mut list = Vec::new();
+            for (m, text) in r.methods.iter().enumerate() {
+                let upper = text.to_ascii_uppercase();
+                match http::Method::from_bytes(upper.as_bytes()) {
+                    Ok(method) if !upper.is_empty() => list.push(method),
+                    _ => e.add(
+                        format!("{key}.methods[{m}]"),
+                        format!("invalid method {text:?}"),
+                    ),
+                }
+            }
+            Some(list)
+        };
+        let upstream = match upstream_index.get(r.upstream.as_str()) {
+            Some(&index) => index,
+            None => {
+                e.add(
+                    format!("{key}.upstream"),
+                    format!(
+                        "unknown upstream {:?}; define it under [[upstreams]] or fix the name",
+                        r.upstream
+                    ),
+                );
+                0
+            }
+        };
+        if r.strip_prefix && !matches!(path, PathMatch::Prefix(_)) {
+            e.add(
+                format!("{key}.strip_prefix"),
+                "only applies to a path_prefix route",
+            );
+        }
+        let (auth, allow) = identities::route_access(e, &key, r, ids, mtls_listener);
+        let rate_limits = compile_rate_limits(e, &key, r);
+        let max_inflight = r.max_inflight.map(|n| {
+            let max = e.count(&format!("{key}.max_inflight"), Some(n), 1, 1_000_000) as u32;
+            std::sync::Arc::new(ConcurrencyCap::new(max))
+        });
+        let threat_protection = match r.threat_protection.as_deref() {
+            None | Some("block") => ThreatMode::Block,
+            Some("detect") => ThreatMode::Detect,
+            Some("off") => ThreatMode::Off,
+            Some(other) => {
+                e.add(
+                    format!("{key}.threat_protection"),
+                    format!("invalid value {other:?}; write \"block\", \"detect\" or \"off\""),
+                );
+                ThreatMode::Block
+            }
+        };
+        let waf = waf::route_policy(
+            e,
+            &key,
+            waf,
+            r.waf.as_ref(),
+            threat_protection != ThreatMode::Off,
+        );
+        let route_limit = r.limits.as_ref().and_then(|l| l.max_body_bytes.as_ref());
+        let validate_limit = r.validate.as_ref().and_then(|v| v.max_body_bytes.as_ref());
+        if route_limit.is_some() && validate_limit.is_some() {
+            e.add(
+                format!("{key}.validate.max_body_bytes"),
+                "also set in limits.max_body_bytes; keep one",
+            );
+        }
+        let max_body_bytes = match (route_limit, validate_limit) {
+            (_, Some(v)) => e.size(
+                &format!("{key}.validate.max_body_bytes"),
+                Some(v),
+                limits.max_body_bytes,
+            ),
+            (r, None) => e.size(
+                &format!("{key}.limits.max_body_bytes"),
+                r,
+                limits.max_body_bytes,
+            ),
+        };
+        let body = r
+            .validate
+            .as_ref()
+            .and_then(|v| compile_validate(e, &format!("{key}.validate"), v, limits, file));
+        let mut hosts: Vec<String> = r
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(h, host)| compile_host(e, &format!("{key}.hosts[{h}]"), host))
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        let route = Route {
+            name: r.name.clone(),
+            hosts,
+            path,
+            methods,
+            upstream,
+            strip_prefix: r.strip_prefix,
+            public: r.public,
+            auth,
+            allow,
+            keep_credentials: r.keep_credentials.unwrap_or(false),
+            ip_allow: e.cidrs(&format!("{key}.ip_allow"), &r.ip_allow),
+            ip_deny: e.cidrs(&format!("{key}.ip_deny"), &r.ip_deny),
+            max_body_bytes,
+            body,
+            threat_protection,
+            waf,
+            rate_limits: std::sync::Arc::new(RateLimits::new(rate_limits)),
+            max_inflight,
+        };
+        if let Some(j) = out.iter().position(|other| shadows(other, &route)) {
+            e.add(
+                key.clone(),
+                format!(
+                    "matches the same path, hosts and methods as routes[{j}] ({:?}), so it could never be chosen; merge them or make them differ",
+                    out[j].name
+                ),
+            );
+        }
+        out.push(route);
+    }
+    out
+}
+
+/// A route's `rate_limit`: one policy or a list of them.
+fn compile_rate_limits(e: &mut Errors, key: &str, r: &RawRoute) -> Vec<Policy> {
+    let raw: Vec<&RawRateLimitPolicy> = match &r.rate_limit {
+        None => Vec::new(),
+        Some(RawRateLimit::One(p)) => vec![p],
+        Some(RawRateLimit::Many(list)) => list.iter().collect(),
+    };
+    if matches!(&r.rate_limit, Some(RawRateLimit::Many(list)) if list.is_empty()) {
+        e.add(
+            format!("{key}.rate_limit"),
+            "empty list; give at least one policy or remove it",
+        );
+    }
+    let mut out = Vec::new();
+    for (i, p) in raw.into_iter().enumerate() {
+        let pkey = match &r.rate_limit {
+            Some(RawRateLimit::Many(_)) => format!("{key}.rate_limit[{i}]"),
+            _ => format!("{key}.rate_limit"),
+        };
+        let requests = e.count(
+            &format!("{pkey}.requests"),
+            Some(p.requests),
+            1,
+            1_000_000_000,
+        ) as u32;
+        let per = e.duration(&format!("{pkey}.per"), Some(&p.per), Duration::from_secs(1));
+        if per < Duration::from_secs(1) || per.subsec_nanos() != 0 {
+            e.add(
+                format!("{pkey}.per"),
+                "use whole seconds of at least 1s (the RateLimit headers count in seconds)",
+            );
+        }
+        let limit_key = match p.key.as_deref().unwrap_or("ip") {
+            "consumer" => {
+                if r.public {
+                    e.warn(
+                        format!("{pkey}.key"),
+                        "key = \"consumer\" on a public route: every request is anonymous and shares one bucket",
+                    );
+                }
+                LimitKey::Consumer
+            }
+            "ip" => LimitKey::Ip,
+            "route" => LimitKey::Route,
+            other => match other
+                .strip_prefix("header:")
+                .map(|n| http::HeaderName::from_bytes(n.as_bytes()))
+            {
+                Some(Ok(name)) => LimitKey::Header(name),
+                _ => {
+                    e.add(
+                        format!("{pkey}.key"),
+                        format!("invalid key {other:?}; use \"consumer\", \"ip\", \"route\" or \"header:NAME\""),
+                    );
+                    LimitKey::Ip
+                }
+            },
+        };
+        out.push(Policy::new(
+            format!("{}-{i}", r.name),
+            requests,
+            per,
+            limit_key,
+        ));
+    }
+    if r.public && out.is_empty() {
+        e.warn(
+            key,
+            "public route without rate_limit: anyone can send it as much traffic as they like",
+        );
+    }
+    out
+}
+
+/// A route's `validate` table: content types, and the JSON Schema read and compiled now.
+fn compile_validate(
+    e: &mut Errors,
+    key: &str,
+    v: &RawValidate,
+    limits: &Limits,
+    file: &Path,
+) -> Option<BodyRules> {
+    let mut content_types = Vec::new();
+    for (i, text) in v.content_types.iter().enumerate() {
+        let media = body::media_type(text);
+        let valid = media
+            .split_once('/')
+            .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty() && !media.contains(['*', ' ']));
+        if !valid || text.contains(';') {
+            e.add(
+                format!("{key}.content_types[{i}]"),
+                format!("invalid media type {text:?}; write e.g. \"application/json\" (no wildcards, no parameters)"),
+            );
+        }
+        content_types.push(media);
+    }
+    let schema = match &v.json_schema {
+        None => None,
+        Some(path) => {
+            let path = relative_to(file, path);
+            let skey = format!("{key}.json_schema");
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(err) => {
+                    e.add(skey, format!("cannot read {}: {err}", path.display()));
+                    return None;
+                }
+            };
+            let json: serde_json::Value = match serde_json::from_str(&text) {
+                Ok(json) => json,
+                Err(err) => {
+                    e.add(skey, format!("{} is not JSON: {err}", path.display()));
+                    return None;
+                }
+            };
+            match jsonschema::options()
+                .should_validate_formats(true)
+                .build(&json)
+            {
+                Ok(validator) => Some(std::sync::Arc::new(validator)),
+                Err(err) => {
+                    e.add(
+                        skey,
+                        format!("{} is not a usable JSON Schema: {err}", path.display()),
+                    );
+                    return None;
+                }
+            }
+        }
+    };
+    if content_types.is_empty() {
+        if schema.is_some() {
+            content_types.push("application/json".to_string());
+        } else {
+            e.add(
+                format!("{key}.content_types"),
+                "empty; list the accepted media types, e.g. [\"application/json\"]",
+            );
+        }
+    }
+    if schema.is_some() && !content_types.iter().all(|c| body::is_json(c)) {
+        e.add(
+            format!("{key}.content_types"),
+            "a json_schema needs JSON media types only (application/json or */*+json)",
+        );
+    }
+    Some(BodyRules {
+        content_types,
+        schema,
+        max_json_depth: limits.max_json_depth,
+    })
+}
+
+/// Two routes with the same path and hosts whose method sets overlap: the later is dead.
+fn shadows(a: &Route, b: &Route) -> bool {
+    if a.path != b.path || a.hosts != b.hosts {
+        return false;
+    }
+    match (&a.methods, &b.methods) {
+        (None, _) | (_, None) => true,
+        (Some(x), Some(y)) => x.iter().any(|m| y.contains(m)),
+    }
+}
