@@ -421,3 +421,121 @@ fn shadows(a: &Route, b: &Route) -> bool {
         (Some(x), Some(y)) => x.iter().any(|m| y.contains(m)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::compile::testing::section;
+    use crate::config::compile::upstreams::compile_upstreams;
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    struct Sections {
+        routes: Vec<RawRoute>,
+    }
+
+    const UPSTREAM: &str = "[[upstreams]]\nname = \"orders\"\ntargets = [\"127.0.0.1:9000\"]";
+
+    fn compile(routes: &str) -> (Vec<Route>, Vec<String>) {
+        #[derive(Deserialize)]
+        struct Both {
+            upstreams: Vec<RawUpstream>,
+            #[serde(flatten)]
+            routes: Sections,
+        }
+        let toml = format!("{routes}\n{UPSTREAM}");
+        let (made, errors, _) = section(&toml, |e, s: &Both, file| {
+            let upstreams = compile_upstreams(e, &s.upstreams, file);
+            let limits = Limits::default();
+            let ids = Identities::default();
+            let defaults = RouteDefaults {
+                limits: &limits,
+                ids: &ids,
+                mtls_listener: false,
+                waf: None,
+            };
+            compile_routes(e, &s.routes.routes, &upstreams, &defaults, file)
+        });
+        (made, errors)
+    }
+
+    #[test]
+    fn a_route_is_compiled_with_its_limits_and_body_rules() {
+        let (routes, errors) = compile(
+            "[[routes]]\nname = \"orders\"\npath_prefix = \"/v1/orders\"\nmethods = [\"get\", \"POST\"]\n\
+             upstream = \"orders\"\npublic = true\nhosts = [\"API.example.com\"]\n\
+             rate_limit = { requests = 10, per = \"1s\" }\nmax_inflight = 5\n\
+             ip_deny = [\"10.0.0.0/8\"]\nlimits = { max_body_bytes = \"4KiB\" }\n\
+             validate = { content_types = [\"application/json\"], json_schema = \"schemas/order.json\" }",
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let r = &routes[0];
+        assert_eq!(r.path, PathMatch::Prefix("/v1/orders".into()));
+        assert_eq!(
+            r.methods.as_deref(),
+            Some(&[http::Method::GET, http::Method::POST][..])
+        );
+        assert_eq!(r.hosts, vec!["api.example.com".to_string()]);
+        assert_eq!(r.max_body_bytes, 4096);
+        assert_eq!(r.rate_limits.policies.len(), 1);
+        assert!(r.max_inflight.is_some());
+        assert!(r.ip_deny.contains("10.1.2.3".parse().unwrap()));
+        assert!(r.body.as_ref().is_some_and(|b| b.schema.is_some()));
+    }
+
+    #[test]
+    fn each_mistake_names_its_key() {
+        let route = |extra: &str| {
+            format!("[[routes]]\nname = \"r\"\nupstream = \"orders\"\npublic = true\n{extra}")
+        };
+        let cases = [
+            (route("path_prefix = \"/a/../..\""), "routes[0].path_prefix: invalid path"),
+            (route(""), "routes[0]: has no path"),
+            (
+                route("path_prefix = \"/v1//orders\""),
+                "routes[0].path_prefix: \"/v1//orders\" is not in normalised form",
+            ),
+            (
+                route("path_prefix = \"/a\"\npath_exact = \"/a\""),
+                "routes[0]: has both path_prefix and path_exact",
+            ),
+            (route("path_prefix = \"/\"\nmethods = [\"G ET\"]"), "routes[0].methods[0]"),
+            (
+                "[[routes]]\nname = \"r\"\nupstream = \"nowhere\"\npublic = true\npath_prefix = \"/\""
+                    .to_string(),
+                "routes[0].upstream",
+            ),
+            (
+                "[[routes]]\nname = \"unmatched\"\nupstream = \"orders\"\npublic = true\npath_prefix = \"/\""
+                    .to_string(),
+                "routes[0].name: \"unmatched\" is reserved",
+            ),
+            (
+                route("path_prefix = \"/\"\nthreat_protection = \"maybe\""),
+                "routes[0].threat_protection",
+            ),
+            (route("path_prefix = \"/\"\nip_allow = [\"300.0.0.1\"]"), "routes[0].ip_allow"),
+            (
+                route("path_prefix = \"/\"\nvalidate = { content_types = [\"application/json\"], json_schema = \"schemas/none.json\" }"),
+                "routes[0].validate.json_schema: cannot read",
+            ),
+            (
+                format!("{}\n{}", route("path_prefix = \"/a\""), route("path_prefix = \"/a\"").replace("\"r\"", "\"s\"")),
+                "routes[1]: matches the same path, hosts and methods as routes[0]",
+            ),
+            (String::new(), "routes: no routes"),
+        ];
+        for (toml, expected) in cases {
+            let toml = if toml.is_empty() {
+                "routes = []".to_string()
+            } else {
+                toml
+            };
+            let (_, errors) = compile(&toml);
+            assert!(
+                errors.iter().any(|x| x.starts_with(expected)),
+                "{toml}: {errors:?}"
+            );
+        }
+    }
+}

@@ -88,3 +88,68 @@ pub(super) fn store_settings(e: &mut Errors, s: &RawRateLimitStore, file: &Path)
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checks::rate_limit::shared::OnStoreError;
+    use crate::config::compile::testing::section;
+
+    fn compile(toml: &str) -> (StoreSettings, Vec<String>, Vec<String>) {
+        section(toml, |e, s: &RawRateLimitStore, file| {
+            store_settings(e, s, file)
+        })
+    }
+
+    #[test]
+    fn a_plain_url_and_the_default_policy() {
+        let (s, errors, warnings) = compile("redis = \"redis://127.0.0.1:6379/0\"");
+        assert!(
+            errors.is_empty() && warnings.is_empty(),
+            "{errors:?} {warnings:?}"
+        );
+        assert_eq!(s.on_store_error, OnStoreError::Local);
+        assert!(s.password.is_none() && s.ca.is_none());
+    }
+
+    #[test]
+    fn a_password_in_the_url_is_warned_about_and_never_shown() {
+        let (s, errors, warnings) =
+            compile("redis = \"redis://:s3cret@127.0.0.1:6379\"\non_store_error = \"deny\"");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(s.on_store_error, OnStoreError::Deny);
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].starts_with("rate_limit_store.redis: the URL carries a password"));
+        assert!(!format!("{s:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn each_mistake_names_its_key_without_the_secret() {
+        let cases = [
+            (
+                "redis = \"http://:s3cret@host\"",
+                "rate_limit_store.redis: \"http://***@host\"",
+            ),
+            (
+                "redis = \"rediss://h:1#insecure\"",
+                "rate_limit_store.redis: #insecure",
+            ),
+            (
+                "redis = \"redis://h:1\"\npassword_env = \"A\"\npassword_file = \"b\"",
+                "rate_limit_store: password_env and password_file both set",
+            ),
+            (
+                "redis = \"redis://h:1\"\non_store_error = \"maybe\"",
+                "rate_limit_store.on_store_error",
+            ),
+        ];
+        for (toml, expected) in cases {
+            let (_, errors, _) = compile(toml);
+            assert!(
+                errors.iter().any(|x| x.starts_with(expected)),
+                "{toml}: {errors:?}"
+            );
+            assert!(errors.iter().all(|x| !x.contains("s3cret")), "{errors:?}");
+        }
+    }
+}

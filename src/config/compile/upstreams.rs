@@ -272,3 +272,98 @@ fn upstream_tls(
         client_cert,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::compile::testing::section;
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    struct Sections {
+        upstreams: Vec<RawUpstream>,
+    }
+
+    fn compile(toml: &str) -> (Vec<Upstream>, Vec<String>, Vec<String>) {
+        section(toml, |e, s: &Sections, file| {
+            compile_upstreams(e, &s.upstreams, file)
+        })
+    }
+
+    #[test]
+    fn targets_timeouts_and_health_checks() {
+        let (ups, errors, warnings) = compile(
+            "[[upstreams]]\nname = \"a\"\ntargets = [\"127.0.0.1:9000\", \"[::1]:9001\"]\n\
+             read_timeout = \"2s\"\nmax_inflight = 10\n\
+             health_check = { path = \"/healthz\", interval = \"500ms\" }",
+        );
+        assert!(errors.is_empty() && warnings.is_empty(), "{errors:?}");
+        let a = &ups[0];
+        assert_eq!(a.targets.len(), 2);
+        assert_eq!(a.read_timeout, Duration::from_secs(2));
+        assert_eq!(a.connect_timeout, Duration::from_secs(1));
+        assert_eq!(a.max_inflight, Some(10));
+        let hc = a.health_check.as_ref().unwrap();
+        // The timeout defaults to the interval when that is shorter than a second.
+        assert_eq!(hc.timeout, Duration::from_millis(500));
+        assert!(a.tls.is_none());
+    }
+
+    #[test]
+    fn each_mistake_names_its_key() {
+        let cases = [
+            ("name = \"a b\"\ntargets = [\"127.0.0.1:1\"]", "upstreams[0].name: invalid name"),
+            ("name = \"a\"\ntargets = []", "upstreams[0].targets: no targets"),
+            ("name = \"a\"\ntargets = [\"127.0.0.1\"]", "upstreams[0].targets[0]: invalid target"),
+            (
+                "name = \"a\"\ntargets = [\"127.0.0.1:1\", \"127.0.0.1:1\"]",
+                "upstreams[0].targets[1]: 127.0.0.1:1 is listed twice",
+            ),
+            (
+                "name = \"a\"\ntargets = [\"127.0.0.1:1\"]\nhealth_check = { path = \"healthz\" }",
+                "upstreams[0].health_check.path: must start with '/'",
+            ),
+            (
+                "name = \"a\"\ntargets = [\"127.0.0.1:1\"]\nidle_timeout = \"0s\"",
+                "upstreams[0].idle_timeout: must be greater than zero",
+            ),
+            (
+                "name = \"a\"\ntargets = [\"127.0.0.1:1\"]\ntls = { sni = \"u.internal\", ca_file = \"missing.pem\" }",
+                "upstreams[0].tls.ca_file: ",
+            ),
+        ];
+        for (body, expected) in cases {
+            let (_, errors, _) = compile(&format!("[[upstreams]]\n{body}"));
+            assert!(
+                errors.first().is_some_and(|x| x.starts_with(expected)),
+                "{body}: {errors:?}"
+            );
+        }
+        let (_, errors, _) = compile(
+            "[[upstreams]]\nname = \"a\"\ntargets = [\"127.0.0.1:1\"]\n\
+             [[upstreams]]\nname = \"a\"\ntargets = [\"127.0.0.1:2\"]",
+        );
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].starts_with("upstreams[1].name: duplicate upstream name"));
+    }
+
+    #[test]
+    fn unverified_tls_is_allowed_and_verified_tls_needs_a_name() {
+        let (ups, errors, _) = compile(
+            "[[upstreams]]\nname = \"a\"\ntargets = [\"127.0.0.1:1\"]\ntls = { verify = false }",
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(ups[0].tls.as_ref().is_some_and(|t| !t.verify));
+        let (_, errors, _) =
+            compile("[[upstreams]]\nname = \"a\"\ntargets = [\"127.0.0.1:1\"]\ntls = true");
+        assert_eq!(
+            errors.len(),
+            1,
+            "an IP target with verify and no sni: {errors:?}"
+        );
+        assert!(
+            errors[0].starts_with("upstreams[0].targets[0]: \"127.0.0.1:1\" is an IP address"),
+            "{errors:?}"
+        );
+    }
+}
