@@ -277,3 +277,55 @@ pub fn connect_retryable(e: &Error) -> bool {
             | ErrorType::TLSHandshakeTimedout
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(etype: ErrorType, source: ErrorSource) -> Box<Error> {
+        let mut e = Error::new(etype);
+        e.esource = source;
+        e
+    }
+
+    #[test]
+    fn each_failure_has_its_status() {
+        use ErrorSource::{Downstream, Internal, Upstream};
+        let cases = [
+            (ErrorType::HTTPStatus(413), Internal, 413),
+            (ErrorType::ConnectTimedout, Upstream, 504),
+            (ErrorType::ReadTimedout, Upstream, 504),
+            (ErrorType::ConnectRefused, Upstream, 502),
+            (ErrorType::InvalidHTTPHeader, Upstream, 502),
+            (ErrorType::ReadTimedout, Downstream, 408),
+            (ErrorType::ConnectionClosed, Downstream, 0),
+            (ErrorType::WriteError, Downstream, 0),
+            (ErrorType::InvalidHTTPHeader, Downstream, 400),
+            (ErrorType::InternalError, Internal, 500),
+        ];
+        for (etype, source, status) in cases {
+            let e = error(etype.clone(), source.clone());
+            assert_eq!(failure_status(&e), status, "{etype:?} from {source:?}");
+        }
+    }
+
+    #[test]
+    fn only_failures_before_anything_was_sent_are_retried() {
+        assert!(connect_retryable(&error(
+            ErrorType::ConnectRefused,
+            ErrorSource::Upstream
+        )));
+        assert!(connect_retryable(&error(
+            ErrorType::TLSHandshakeFailure,
+            ErrorSource::Upstream
+        )));
+        assert!(!connect_retryable(&error(
+            ErrorType::ReadTimedout,
+            ErrorSource::Upstream
+        )));
+        assert!(!connect_retryable(&error(
+            ErrorType::HTTPStatus(502),
+            ErrorSource::Upstream
+        )));
+    }
+}

@@ -317,3 +317,178 @@ pub fn authenticate(
         )
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checks::route::PathMatch;
+    use sha2::{Digest, Sha256};
+
+    /// One consumer, `app` (group `partners`), with the API key `k-right` and the mTLS
+    /// subject `CN=client`.
+    fn identities() -> Identities {
+        let mut ids = Identities::default();
+        ids.consumers.push(Consumer {
+            id: "app".into(),
+            groups: vec!["partners".into()],
+            mtls_subjects: vec![MtlsSubject::CommonName("client".into())],
+        });
+        ids.by_id.insert("app".into(), 0);
+        ids.api_keys
+            .insert(Sha256::digest(b"k-right").into(), 0)
+            .unwrap();
+        ids
+    }
+
+    fn route(auth: Vec<AuthMethod>) -> Route {
+        let mut r = Route::public("r", PathMatch::Prefix("/".into()), 0);
+        r.public = false;
+        r.auth = auth;
+        r
+    }
+
+    fn cert(cn: &str) -> PeerCert {
+        PeerCert {
+            common_names: vec![cn.into()],
+            ..PeerCert::default()
+        }
+    }
+
+    /// What `authenticate` says: the consumer and method, or the reason and whether the
+    /// failure counts toward the throttle.
+    fn outcome(
+        route: &Route,
+        target: &str,
+        headers: &[(&str, &str)],
+        c: Option<&PeerCert>,
+    ) -> String {
+        let req = crate::checks::test_request("GET", target, headers);
+        match authenticate(route, &req, c, &identities()) {
+            Ok(Some(p)) => format!("{} by {}", p.consumer, p.method),
+            Ok(None) => "public".into(),
+            Err(f) => format!(
+                "{} {} counted={}",
+                f.refusal.status, f.refusal.reason, f.counted
+            ),
+        }
+    }
+
+    #[test]
+    fn each_credential_and_each_failure() {
+        let key_or_mtls = route(vec![AuthMethod::ApiKey, AuthMethod::Mtls]);
+        let client = cert("client");
+        let stranger = cert("stranger");
+        let cases: &[(&str, &[(&str, &str)], Option<&PeerCert>, &str)] = &[
+            ("/", &[("X-API-Key", "k-right")], None, "app by api_key"),
+            (
+                "/",
+                &[("Authorization", "ApiKey k-right")],
+                None,
+                "app by api_key",
+            ),
+            ("/", &[], Some(&client), "app by mtls"),
+            ("/", &[], None, "401 no_credentials counted=false"),
+            (
+                "/",
+                &[("X-API-Key", "k-wrong")],
+                None,
+                "401 unknown_api_key counted=true",
+            ),
+            // Any one accepted credential suffices, even beside a wrong one.
+            (
+                "/",
+                &[("X-API-Key", "k-wrong")],
+                Some(&client),
+                "app by mtls",
+            ),
+            (
+                "/",
+                &[],
+                Some(&stranger),
+                "401 unknown_certificate counted=true",
+            ),
+            (
+                "/?api_key=k-right",
+                &[],
+                None,
+                "401 credential_in_query counted=false",
+            ),
+            (
+                "/",
+                &[("Authorization", "Bearer a"), ("Authorization", "Bearer b")],
+                None,
+                "401 malformed_credentials counted=true",
+            ),
+        ];
+        for (target, headers, c, expected) in cases {
+            assert_eq!(
+                &outcome(&key_or_mtls, target, headers, *c),
+                expected,
+                "{target} {headers:?}"
+            );
+        }
+        assert_eq!(
+            outcome(&route(Vec::new()), "/", &[("X-API-Key", "k-right")], None),
+            "401 no_auth_configured counted=false"
+        );
+        let mut public = route(Vec::new());
+        public.public = true;
+        assert_eq!(outcome(&public, "/", &[], None), "public");
+    }
+
+    #[test]
+    fn the_refusal_is_an_authentication_failure_with_a_challenge() {
+        let req = crate::checks::test_request("GET", "/", &[("X-API-Key", "k-wrong")]);
+        let failure =
+            authenticate(&route(vec![AuthMethod::ApiKey]), &req, None, &identities()).unwrap_err();
+        assert_eq!(
+            failure.refusal.family,
+            crate::problem::Family::Authentication
+        );
+        assert_eq!(
+            failure.refusal.headers,
+            vec![(
+                "WWW-Authenticate",
+                "ApiKey realm=\"portcullis\"".to_string()
+            )]
+        );
+    }
+
+    #[tokio::test]
+    async fn only_a_wrong_credential_counts_toward_the_throttle() {
+        let throttle = FailureThrottle::new(2, std::time::Duration::from_secs(60));
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        let ids = identities();
+        let r = route(vec![AuthMethod::ApiKey]);
+        let attempt = |headers: &'static [(&'static str, &'static str)]| {
+            let req = crate::checks::test_request("GET", "/", headers);
+            let ids = &ids;
+            let r = &r;
+            let throttle = &throttle;
+            async move {
+                let c = Credentials {
+                    req: &req,
+                    cert: None,
+                    client_ip: ip,
+                    throttle: Some(throttle),
+                };
+                check(r, ids, &c).await.map(|p| p.map(|p| p.consumer))
+            }
+        };
+        for _ in 0..3 {
+            assert!(
+                attempt(&[]).await.is_err(),
+                "no credential: refused, not counted"
+            );
+        }
+        assert!(throttle.check(&ip).is_ok());
+        assert_eq!(
+            attempt(&[("X-API-Key", "k-right")]).await,
+            Ok(Some("app".into()))
+        );
+        assert!(attempt(&[("X-API-Key", "nope")]).await.is_err());
+        assert!(throttle.check(&ip).is_ok());
+        assert!(attempt(&[("X-API-Key", "nope")]).await.is_err());
+        assert_eq!(throttle.check(&ip).unwrap_err().status, 429);
+    }
+}
