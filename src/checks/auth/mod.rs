@@ -378,7 +378,14 @@ mod tests {
         let key_or_mtls = route(vec![AuthMethod::ApiKey, AuthMethod::Mtls]);
         let client = cert("client");
         let stranger = cert("stranger");
-        let cases: &[(&str, &[(&str, &str)], Option<&PeerCert>, &str)] = &[
+        // Request target, headers, client certificate, what `outcome` says.
+        type Case<'a> = (
+            &'a str,
+            &'a [(&'a str, &'a str)],
+            Option<&'a PeerCert>,
+            &'a str,
+        );
+        let cases: &[Case] = &[
             ("/", &[("X-API-Key", "k-right")], None, "app by api_key"),
             (
                 "/",
