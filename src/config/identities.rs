@@ -3,6 +3,7 @@
 //! `auth` and `allow`. Secrets are read from the environment or a file, never the config.
 
 use super::compile::{relative_to, valid_name, Errors};
+use super::lint;
 use super::model::{Allow, AuthMethod, Consumer, Identities};
 use super::raw::{RawConsumer, RawJwtProvider, RawRoute};
 use crate::checks::auth::api_key::parse_hash;
@@ -130,16 +131,10 @@ fn compile_provider(
     let hmac = algorithms.iter().any(|a| jwt::is_hmac(*a));
     let asymmetric = algorithms.iter().any(|a| !jwt::is_hmac(*a));
     if hmac && asymmetric {
-        e.warn(
-            format!("{key}.algorithms"),
-            "mixes HS (shared secret) with public-key algorithms; keep one kind per provider to rule out key confusion",
-        );
+        e.warn(lint::mixed_jwt_algorithms(format!("{key}.algorithms")));
     }
     if p.audiences.is_empty() {
-        e.warn(
-            format!("{key}.audiences"),
-            "no audiences: tokens issued for any other service of this issuer are accepted; list this API's audience",
-        );
+        e.warn(lint::no_audiences(format!("{key}.audiences")));
     }
     let sources = [
         p.jwks_file.is_some(),
@@ -186,10 +181,7 @@ fn compile_provider(
                     .map(|ip| ip.is_loopback())
                     .unwrap_or(parsed.host == "localhost");
                 if !parsed.tls && !loopback {
-                    e.warn(
-                        format!("{key}.jwks_url"),
-                        "plain http: whoever can alter the response can mint tokens; use https",
-                    );
+                    e.warn(lint::plain_http_jwks(format!("{key}.jwks_url")));
                 }
             }
             Err(message) => {
@@ -225,13 +217,11 @@ fn compile_provider(
             );
         }
         if secret.len() < MIN_HS_SECRET {
-            e.warn(
+            e.warn(lint::short_hs_secret(
                 format!("{key}.secret"),
-                format!(
-                    "the HS secret has {} bytes; use at least {MIN_HS_SECRET} random bytes",
-                    secret.len()
-                ),
-            );
+                secret.len(),
+                MIN_HS_SECRET,
+            ));
         }
         let decoding = match DecodingKey::from_secret(&secret) {
             Ok(k) => k,
@@ -255,10 +245,7 @@ fn compile_provider(
         Duration::from_secs(30),
     );
     if leeway > Duration::from_secs(300) {
-        e.warn(
-            format!("{key}.leeway"),
-            "more than 5 minutes of leeway keeps expired tokens alive",
-        );
+        e.warn(lint::long_leeway(format!("{key}.leeway")));
     }
     let issuer = p.issuer.as_deref().filter(|i| !i.is_empty());
     let cache_size = match p.token_cache {
@@ -344,10 +331,7 @@ pub(super) fn route_access(
         );
     }
     if methods.contains(&AuthMethod::ApiKey) && ids.api_keys.is_empty() {
-        e.warn(
-            format!("{key}.auth"),
-            "accepts api_key but no consumer has a key",
-        );
+        e.warn(lint::api_key_without_keys(format!("{key}.auth")));
     }
     let allow = r.allow.as_ref().map(|a| {
         if r.public {
@@ -373,14 +357,15 @@ pub(super) fn route_access(
     });
     if !r.public && !methods.is_empty() {
         match &allow {
-            None => e.warn(
-                key,
-                "route has auth but no allow: deny by default refuses every request with 403; add allow = { consumers = [\"*\"] } or a narrower rule",
-            ),
-            Some(a) if !a.any_consumer && a.consumers.is_empty() && a.groups.is_empty() && a.scopes.is_empty() => e.warn(
-                format!("{key}.allow"),
-                "allow is empty: every request is refused with 403",
-            ),
+            None => e.warn(lint::auth_without_allow(key.to_string())),
+            Some(a)
+                if !a.any_consumer
+                    && a.consumers.is_empty()
+                    && a.groups.is_empty()
+                    && a.scopes.is_empty() =>
+            {
+                e.warn(lint::empty_allow(format!("{key}.allow")))
+            }
             Some(_) => {}
         }
     }

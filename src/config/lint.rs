@@ -1,5 +1,8 @@
 //! Security warnings for `portcullis check`: settings that work but are probably not what an
-//! operator meant. `check --strict` turns them into failures.
+//! operator meant. `check --strict` turns them into failures. Every warning portcullis gives
+//! is written here: `warnings` finds those the compiled model shows; the others (a secret
+//! file's permissions, a secret's length, a URL's password — facts the model no longer
+//! holds) are spotted while compiling, which reports them through the functions below.
 
 use super::model::Config;
 use super::Warning;
@@ -62,6 +65,98 @@ pub fn warnings(config: &Config) -> Vec<Warning> {
         }
     }
     out
+}
+
+/// A warning at `key`.
+fn warning(key: impl Into<String>, message: impl Into<String>) -> Warning {
+    Warning {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// A file holding a secret or a private key that group or others may read.
+pub fn secret_file_readable(key: String, path: &std::path::Path) -> Warning {
+    let message = format!(
+        "{} is readable by group or others; chmod 600 it",
+        path.display()
+    );
+    warning(key, message)
+}
+
+/// A Redis URL that carries its password.
+pub fn password_in_url(key: &str) -> Warning {
+    warning(key, "the URL carries a password: anyone who reads the config reads it; move it to password_env or password_file")
+}
+
+/// An HS secret shorter than `min` bytes.
+pub fn short_hs_secret(key: String, len: usize, min: usize) -> Warning {
+    warning(
+        key,
+        format!("the HS secret has {len} bytes; use at least {min} random bytes"),
+    )
+}
+
+/// A JWT provider that accepts HS and public-key algorithms alike.
+pub fn mixed_jwt_algorithms(key: String) -> Warning {
+    warning(key, "mixes HS (shared secret) with public-key algorithms; keep one kind per provider to rule out key confusion")
+}
+
+/// A JWT provider with no audience to check.
+pub fn no_audiences(key: String) -> Warning {
+    warning(key, "no audiences: tokens issued for any other service of this issuer are accepted; list this API's audience")
+}
+
+/// A JWKS fetched over plain HTTP from another host.
+pub fn plain_http_jwks(key: String) -> Warning {
+    warning(
+        key,
+        "plain http: whoever can alter the response can mint tokens; use https",
+    )
+}
+
+/// A JWT leeway of more than five minutes.
+pub fn long_leeway(key: String) -> Warning {
+    warning(
+        key,
+        "more than 5 minutes of leeway keeps expired tokens alive",
+    )
+}
+
+/// A route that accepts API keys when no consumer has one.
+pub fn api_key_without_keys(key: String) -> Warning {
+    warning(key, "accepts api_key but no consumer has a key")
+}
+
+/// An authenticated route without `allow`.
+pub fn auth_without_allow(key: String) -> Warning {
+    warning(key, "route has auth but no allow: deny by default refuses every request with 403; add allow = { consumers = [\"*\"] } or a narrower rule")
+}
+
+/// An `allow` that admits no one.
+pub fn empty_allow(key: String) -> Warning {
+    warning(key, "allow is empty: every request is refused with 403")
+}
+
+/// A rate limit keyed by consumer on a route where no one is authenticated.
+pub fn consumer_key_on_public_route(key: String) -> Warning {
+    warning(
+        key,
+        "key = \"consumer\" on a public route: every request is anonymous and shares one bucket",
+    )
+}
+
+/// A public route with no rate limit.
+pub fn public_without_rate_limit(key: String) -> Warning {
+    warning(
+        key,
+        "public route without rate_limit: anyone can send it as much traffic as they like",
+    )
+}
+
+/// What loading the `[waf]` rules noticed (a rule the engine cannot run as written, …).
+pub fn waf_rules(message: &str) -> Warning {
+    warning("waf.rules", message)
 }
 
 /// A secret file that others may read: group or world permission bits set.

@@ -47,13 +47,10 @@ pub(super) fn read(
             }
             #[cfg(unix)]
             if super::lint::readable_by_others(&path) {
-                e.warn(
+                e.warn(super::lint::secret_file_readable(
                     format!("{key}.{file_key}"),
-                    format!(
-                        "{} is readable by group or others; chmod 600 it",
-                        path.display()
-                    ),
-                );
+                    &path,
+                ));
             }
             Some(bytes)
         }

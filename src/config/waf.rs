@@ -178,7 +178,7 @@ pub(super) fn compile(e: &mut Errors, raw: Option<&RawWaf>, file: &Path) -> Opti
     crate::waf::release_compile_memory();
     let mut shown = std::collections::HashSet::new();
     for w in rules.warnings.iter().filter(|w| shown.insert(*w)) {
-        e.warn("waf.rules", w.clone());
+        e.warn(super::lint::waf_rules(w));
     }
     Some(WafDefaults {
         rules: Arc::new(rules),

@@ -27,11 +27,9 @@ pub(super) struct Errors<'a> {
 }
 
 impl Errors<'_> {
-    pub(super) fn warn(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.warnings.push(Warning {
-            key: key.into(),
-            message: message.into(),
-        });
+    /// Record a security warning; its text comes from `lint`.
+    pub(super) fn warn(&mut self, warning: Warning) {
+        self.warnings.push(warning);
     }
 
     pub(super) fn push(&mut self, error: ConfigError) {

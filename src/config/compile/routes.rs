@@ -8,7 +8,7 @@ use crate::checks::path::normalise;
 use crate::checks::rate_limit::{ConcurrencyCap, LimitKey, Policy, RateLimits};
 use crate::config::model::*;
 use crate::config::raw::*;
-use crate::config::{identities, waf};
+use crate::config::{identities, lint, waf};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
@@ -293,10 +293,7 @@ fn compile_rate_limits(e: &mut Errors, key: &str, r: &RawRoute) -> Vec<Policy> {
         let limit_key = match p.key.as_deref().unwrap_or("ip") {
             "consumer" => {
                 if r.public {
-                    e.warn(
-                        format!("{pkey}.key"),
-                        "key = \"consumer\" on a public route: every request is anonymous and shares one bucket",
-                    );
+                    e.warn(lint::consumer_key_on_public_route(format!("{pkey}.key")));
                 }
                 LimitKey::Consumer
             }
@@ -324,10 +321,7 @@ fn compile_rate_limits(e: &mut Errors, key: &str, r: &RawRoute) -> Vec<Policy> {
         ));
     }
     if r.public && out.is_empty() {
-        e.warn(
-            key,
-            "public route without rate_limit: anyone can send it as much traffic as they like",
-        );
+        e.warn(lint::public_without_rate_limit(key.to_string()));
     }
     out
 }

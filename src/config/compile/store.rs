@@ -3,7 +3,7 @@
 use super::{pem_certificates, Errors};
 use crate::config::model::*;
 use crate::config::raw::*;
-use crate::config::secret;
+use crate::config::{lint, secret};
 use std::path::Path;
 
 /// `[rate_limit_store]`. The URL is only ever shown with its userinfo hidden.
@@ -25,10 +25,7 @@ pub(super) fn store_settings(e: &mut Errors, s: &RawRateLimitStore, file: &Path)
             ),
             Ok(info) => {
                 if info.redis_settings().password().is_some() {
-                    e.warn(
-                        "rate_limit_store.redis",
-                        "the URL carries a password: anyone who reads the config reads it; move it to password_env or password_file",
-                    );
+                    e.warn(lint::password_in_url("rate_limit_store.redis"));
                 }
             }
         }

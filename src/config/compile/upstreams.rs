@@ -227,10 +227,10 @@ fn upstream_tls(
             let pkey = key_bytes.and_then(|bytes| {
                 #[cfg(unix)]
                 if crate::config::lint::readable_by_others(&key_path) {
-                    e.warn(
+                    e.warn(crate::config::lint::secret_file_readable(
                         format!("{key}.tls.client_key"),
-                        format!("{private:?} is readable by group or others; chmod 600 it"),
-                    );
+                        &key_path,
+                    ));
                 }
                 match PKey::private_key_from_pem(&bytes) {
                     Ok(k) => Some(k),
