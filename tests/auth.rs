@@ -2,10 +2,10 @@
 //! minted here. Every refusal is checked from both sides: status, problem+json body and metric
 //! reason for the client; nothing at the upstream.
 
-mod common;
+mod harness;
 
 use base64::Engine;
-use common::*;
+use harness::*;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

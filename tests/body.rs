@@ -2,9 +2,9 @@
 //! every body: sizes around Pingora's 64 KiB retry buffer arrive byte for byte, with
 //! Content-Length and chunked; every refusal happens before the upstream is contacted.
 
-mod common;
+mod harness;
 
-use common::*;
+use harness::*;
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::net::TcpStream;

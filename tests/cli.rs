@@ -1,9 +1,9 @@
 //! The command line of SPEC §1: `check` on good and broken configs, `hash-key`, `gen-key`,
 //! and `run` refusing a bad config with one clear line and no panic.
 
-mod common;
+mod harness;
 
-use common::*;
+use harness::*;
 
 const BASE: &str = r#"
 [[listeners]]

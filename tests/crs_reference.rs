@@ -6,10 +6,10 @@
 //! that no longer differs fails it too, so that the list stays true). Prints a table by rule
 //! family and holds issue 14's detection bars (930/932/941/942 attack stages at PL1 and PL2).
 
-mod common;
+mod harness;
 
-use common::crs::{self, Stage};
-use common::*;
+use harness::crs::{self, Stage};
+use harness::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::net::TcpStream;

@@ -5,9 +5,9 @@
 //! family and holds floors, so that the engine cannot get worse unnoticed. The same corpus goes
 //! over the wire through the gateway, beside ModSecurity, in tests/crs_reference.rs.
 
-mod common;
+mod harness;
 
-use common::crs::{self, Stage};
+use harness::crs::{self, Stage};
 use portcullis::waf::eval::{evaluate, Request};
 use portcullis::waf::ruleset::{compile, RuleSet};
 use portcullis::waf::seclang::{parse, parse_file, parse_files, rule_files};

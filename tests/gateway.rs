@@ -1,9 +1,9 @@
 //! End-to-end tests of the gateway core against the real binary and a real upstream:
 //! routing, refusals (checked from both sides), forwarding headers, path normalisation.
 
-mod common;
+mod harness;
 
-use common::*;
+use harness::*;
 
 /// Routes used by most tests; `up` is the recording upstream.
 fn routes(up: &Upstream) -> String {

@@ -1,35 +1,14 @@
 //! Hostile and malformed input over raw sockets: whatever arrives, the gateway answers or
 //! closes, never panics, never forwards what it refused, and keeps serving everyone else.
 
-mod common;
+mod harness;
 
-use common::*;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use harness::*;
+use std::io::Write;
+use std::time::Duration;
 
 fn send_and_drain(port: u16, payload: &[u8]) -> Vec<u8> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_millis(1500)))
-        .unwrap();
-    let _ = stream.write_all(payload);
-    let _ = stream.shutdown(std::net::Shutdown::Write);
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let mut buf = [0u8; 4096];
-    while Instant::now() < deadline {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-        }
-    }
-    out
-}
-
-fn status_of(response: &[u8]) -> Option<u16> {
-    let text = String::from_utf8_lossy(response);
-    text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+    raw_exchange(port, payload, true, Duration::from_secs(3))
 }
 
 #[test]

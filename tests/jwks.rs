@@ -2,9 +2,9 @@
 //! picked up through the unknown-`kid` refetch (at most once per 30 s), and the last good
 //! keys kept when the server goes away.
 
-mod common;
+mod harness;
 
-use common::*;
+use harness::*;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::json;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -2,9 +2,9 @@
 //! scrape passes `promtool check metrics`, and every metric the rules and the dashboard use is
 //! one the gateway exports.
 
-mod common;
+mod harness;
 
-use common::*;
+use harness::*;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::process::{Command, Stdio};

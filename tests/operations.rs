@@ -1,9 +1,9 @@
 //! Operations: graceful upgrade (Pingora's socket hand-over) under load, alternating two
 //! configurations, and graceful shutdown on SIGTERM with requests in flight.
 
-mod common;
+mod harness;
 
-use common::*;
+use harness::*;
 use std::io::Write;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

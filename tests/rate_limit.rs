@@ -2,9 +2,9 @@
 //! under a burst and a steady stream, every key kind, two policies on one route, the RateLimit
 //! fields and Retry-After, and a concurrency cap that lets exactly N through at once.
 
-mod common;
+mod harness;
 
-use common::*;
+use harness::*;
 use std::io::Write;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -2,9 +2,9 @@
 //! more than the limit in a window; with Redis stopped both keep serving on local limits with
 //! no error caused by the store; sharing resumes when Redis returns.
 
-mod common;
+mod harness;
 
-use common::*;
+use harness::*;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const WINDOW: u64 = 10;

@@ -3,10 +3,10 @@
 //! connections, header floods (431 before any upstream contact), and slowhttptest as a real
 //! attacker.
 
-mod common;
+mod harness;
 
-use common::*;
-use std::io::{ErrorKind, Read, Write};
+use harness::*;
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -32,24 +32,6 @@ public = true
 
 /// Read until the gateway closes the connection (or `limit` passes); returns what was read
 /// and how long it took. A reset counts as closed.
-fn until_closed(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, Option<Duration>) {
-    let started = Instant::now();
-    stream
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    while started.elapsed() < limit {
-        match stream.read(&mut buf) {
-            Ok(0) => return (out, Some(started.elapsed())),
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(_) => return (out, Some(started.elapsed())),
-        }
-    }
-    (out, None)
-}
-
 #[test]
 fn slowloris_heads_are_cut_at_the_header_read_timeout() {
     let up = Upstream::start();
@@ -70,7 +52,7 @@ fn slowloris_heads_are_cut_at_the_header_read_timeout() {
             closed_after = Some(started.elapsed());
             break;
         }
-        let (_, closed) = until_closed(&mut stream, Duration::from_millis(1));
+        let (_, closed) = read_until_closed(&mut stream, Duration::from_millis(1));
         if closed.is_some() {
             closed_after = Some(started.elapsed());
             break;
@@ -100,7 +82,7 @@ fn a_connection_that_sends_nothing_is_closed() {
     let up = Upstream::start();
     let gw = Gateway::start(&config(&up, r#"header_read_timeout = "1s""#));
     let mut silent = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
-    let (bytes, closed) = until_closed(&mut silent, Duration::from_secs(5));
+    let (bytes, closed) = read_until_closed(&mut silent, Duration::from_secs(5));
     let closed = closed.expect("an idle connection outlived the header deadline by 4 s");
     assert!(closed >= Duration::from_millis(900), "{closed:?}");
     assert!(bytes.is_empty(), "{}", String::from_utf8_lossy(&bytes));
@@ -133,7 +115,7 @@ fn thousands_of_idle_connections_do_not_stop_service() {
     let mut still_open = 0;
     for s in idle.iter_mut() {
         let left = deadline.saturating_duration_since(Instant::now());
-        if until_closed(s, left.max(Duration::from_millis(1)))
+        if read_until_closed(s, left.max(Duration::from_millis(1)))
             .1
             .is_none()
         {
@@ -198,7 +180,7 @@ fn slow_bodies_on_streamed_routes_do_not_hold_the_upstream_forever() {
         waited >= Duration::from_millis(900) && waited < Duration::from_secs(4),
         "{waited:?}"
     );
-    let (_, closed) = until_closed(&mut stream, Duration::from_secs(2));
+    let (_, closed) = read_until_closed(&mut stream, Duration::from_secs(2));
     assert!(closed.is_some(), "the connection stayed open");
     assert!(
         wait_until(Duration::from_secs(3), || gw

@@ -2,12 +2,10 @@
 //! gateway refuses or normalises, and the upstream never sees two requests where the client
 //! sent one, nor a tunnel the route did not allow.
 
-mod common;
+mod harness;
 
-use common::*;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use harness::*;
+use std::time::Duration;
 
 fn start(up: &Upstream) -> Gateway {
     Gateway::start(&format!(
@@ -37,21 +35,8 @@ allow = {{ consumers = ["*"] }}
 
 /// Send raw bytes, read whatever comes back until the server closes or goes quiet.
 fn exchange(port: u16, payload: &[u8]) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_millis(1500)))
-        .unwrap();
-    let _ = stream.write_all(payload);
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    let deadline = Instant::now() + Duration::from_secs(4);
-    while Instant::now() < deadline {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8_lossy(&raw_exchange(port, payload, false, Duration::from_secs(4)))
+        .into_owned()
 }
 
 const SMUGGLED: &str = "GET /secret/smuggled HTTP/1.1\r\nHost: x\r\n\r\n";

@@ -2,9 +2,9 @@
 //! a JSON body, plain and encoded, is refused in `block` mode before the upstream, forwarded and
 //! counted in `detect` mode, ignored when `off`; benign traffic passes.
 
-mod common;
+mod harness;
 
-use common::*;
+use harness::*;
 
 fn start(up: &Upstream) -> Gateway {
     Gateway::start(&format!(

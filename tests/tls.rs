@@ -2,9 +2,9 @@
 //! the client is OpenSSL (through Pingora's re-export) so that client certificates, protocol
 //! versions and ALPN are under the test's control.
 
-mod common;
+mod harness;
 
-use common::*;
+use harness::*;
 use pingora_core::tls::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode, SslVersion};
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -1,9 +1,9 @@
 //! Upstream behaviour against real servers: connection pooling, failover on health checks,
 //! and the 502 / 503 / 504 answers.
 
-mod common;
+mod harness;
 
-use common::*;
+use harness::*;
 use std::io::Write;
 use std::net::TcpStream;
 use std::sync::atomic::Ordering;

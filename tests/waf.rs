@@ -5,9 +5,9 @@
 //! bodies past `waf.max_body_bytes` are refused or inspected in part as configured; `check`
 //! names a broken rule by file and line.
 
-mod common;
+mod harness;
 
-use common::*;
+use harness::*;
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -4,9 +4,9 @@
 //! query argument, a JSON string, a form field and a cookie (one-line values) must reach the
 //! upstream, each body byte for byte. A refusal is reported with the rules that fired.
 
-mod common;
+mod harness;
 
-use common::*;
+use harness::*;
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -494,6 +494,60 @@ impl HttpResponse {
     }
 }
 
+/// Everything sent back on a fresh connection to `payload`, read until the gateway closes the
+/// connection or `within` has passed (each read waits at most 1.5 s). With `close_write` the
+/// client half-closes after sending, as a client with nothing more to say.
+pub fn raw_exchange(port: u16, payload: &[u8], close_write: bool, within: Duration) -> Vec<u8> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .expect("a read timeout");
+    let _ = stream.write_all(payload);
+    if close_write {
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+    }
+    let mut out = Vec::new();
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 8192];
+    while Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    out
+}
+
+/// What arrives on `stream` until the peer closes it (and after how long), or until `limit`
+/// has passed with the connection still open (`None`).
+pub fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, Option<Duration>) {
+    let started = Instant::now();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("a read timeout");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < limit {
+        match stream.read(&mut buf) {
+            Ok(0) => return (out, Some(started.elapsed())),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return (out, Some(started.elapsed())),
+        }
+    }
+    (out, None)
+}
+
+/// The status of the first response in raw bytes.
+pub fn status_of(response: &[u8]) -> Option<u16> {
+    let text = String::from_utf8_lossy(response);
+    text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
 pub fn raw_request(port: u16, request: &[u8]) -> HttpResponse {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(15))).ok();
