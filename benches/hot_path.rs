@@ -9,6 +9,7 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use jsonwebtoken::{encode, Algorithm, DecodingKey, EncodingKey, Header};
 use portcullis::checks::acl::authorize;
+use portcullis::checks::acl::Allow;
 use portcullis::checks::auth::api_key::ApiKeyIndex;
 use portcullis::checks::auth::jwt::{self, JwtKey, JwtProvider, KeySet, KeyStore};
 use portcullis::checks::auth::token_cache::{unix_now, TokenCache};
@@ -16,9 +17,8 @@ use portcullis::checks::auth::Principal;
 use portcullis::checks::body::{check_json, BodyRules};
 use portcullis::checks::path::normalise;
 use portcullis::checks::rate_limit::{LimitKey, Policy, RateLimits, Subject};
-use portcullis::checks::route::RouteTable;
+use portcullis::checks::route::{PathMatch, Route, RouteTable};
 use portcullis::checks::threat;
-use portcullis::config::model::{Allow, PathMatch, Route};
 use portcullis::observe::access_log::AccessRecord;
 use std::hint::black_box;
 use std::sync::Arc;

@@ -107,12 +107,13 @@ pub struct Screening {
     pub detected: Option<Detected>,
 }
 
-/// A threat that `detect` mode let through: the access-log decision, and the kinds counted in
-/// `portcullis_threats_total{action="detect"}`.
-#[derive(Debug, PartialEq, Eq)]
+/// A threat that `detect` mode let through: the access-log decision, and the refusal `block`
+/// mode would have answered (its family names the kinds counted in
+/// `portcullis_threats_total{action="detect"}`).
+#[derive(Debug)]
 pub struct Detected {
     pub decision: &'static str,
-    pub kinds: Vec<&'static str>,
+    pub refusal: Refusal,
 }
 
 /// Step 10 on a route with `threat_protection` on; the findings go to `screening` either way.
@@ -123,7 +124,7 @@ pub fn check(route: &Route, inputs: &Inputs, screening: &mut Screening) -> Resul
         ThreatMode::Block => true,
         ThreatMode::Detect => false,
     };
-    let (refusal, kinds, decision) = match &route.waf {
+    let (refusal, decision) = match &route.waf {
         Some(policy) => {
             let findings = waf::inspect(
                 policy,
@@ -147,11 +148,7 @@ pub fn check(route: &Route, inputs: &Inputs, screening: &mut Screening) -> Resul
                         "detected, forwarded"
                     }
                 );
-                (
-                    findings.refusal(),
-                    findings.families.clone(),
-                    findings.detected_decision(),
-                )
+                (findings.refusal(), findings.detected_decision())
             });
             if findings.noteworthy() {
                 screening.findings = Some(findings);
@@ -176,13 +173,13 @@ pub fn check(route: &Route, inputs: &Inputs, screening: &mut Screening) -> Resul
                     "detected, forwarded"
                 }
             );
-            (kind.refusal(), vec![kind.label()], kind.detected_decision())
+            (kind.refusal(), kind.detected_decision())
         }
     };
     if block {
         return Err(refusal);
     }
-    screening.detected = Some(Detected { decision, kinds });
+    screening.detected = Some(Detected { decision, refusal });
     Ok(())
 }
 

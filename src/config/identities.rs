@@ -4,12 +4,13 @@
 
 use super::compile::{relative_to, valid_name, Errors};
 use super::lint;
-use super::model::{Allow, AuthMethod, Consumer, Identities};
 use super::raw::{RawConsumer, RawJwtProvider, RawRoute};
+use crate::checks::acl::Allow;
 use crate::checks::auth::api_key::parse_hash;
 use crate::checks::auth::jwt::{self, JwtKey, JwtProvider, KeySet, KeyStore};
 use crate::checks::auth::mtls::parse_subject;
 use crate::checks::auth::token_cache::TokenCache;
+use crate::checks::auth::{AuthMethod, Consumer, Identities};
 use jsonwebtoken::DecodingKey;
 use std::collections::HashMap;
 use std::path::Path;

@@ -1,18 +1,14 @@
 //! The validated, immutable configuration that the gateway runs on. It is built once by
 //! `config::compile`; a request only ever reads it.
 
-// The check types a config compiles into, re-exported so that the whole model reads from one
-// place; they belong to the checks, which never import this module.
-pub use crate::checks::acl::Allow;
-pub use crate::checks::auth::{AuthMethod, Consumer, Identities};
-pub use crate::checks::limits::Limits;
-pub use crate::checks::rate_limit::shared::StoreSettings;
-pub use crate::checks::route::{PathMatch, Route};
-pub use crate::checks::threat::ThreatMode;
-pub use crate::observe::access_log::AccessLogTarget;
-
+// The check types a config compiles into belong to the checks, which never import this module;
+// `config::compile` imports them from their checks.
+use crate::checks::auth::Identities;
 use crate::checks::ip::CidrSet;
+use crate::checks::limits::Limits;
+use crate::checks::rate_limit::shared::StoreSettings;
 use crate::checks::route::RouteTable;
+use crate::observe::access_log::AccessLogTarget;
 use pingora_core::protocols::tls::CaType;
 use pingora_core::utils::tls::CertKey;
 use std::collections::HashSet;

@@ -116,12 +116,7 @@ impl Respond {
             .unwrap_or(0);
         let mut decision = ctx.decision;
         if let Some(detected) = &ctx.screening.detected {
-            for kind in &detected.kinds {
-                self.metrics
-                    .threats_total
-                    .with_label_values(&[labels.route, kind, "detect"])
-                    .inc();
-            }
+            self.metrics.count_detected(labels.route, &detected.refusal);
             // Forwarded: the decision says what was let through, unless the proxying failed.
             if decision == "allow" {
                 decision = detected.decision;

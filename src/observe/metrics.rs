@@ -182,10 +182,20 @@ impl Metrics {
         if let Some(counter) = by_reason {
             counter.with_label_values(&[route, reason]).inc();
         }
+        self.count_threats(route, refusal, "block");
+    }
+
+    /// Count a threat that `detect` mode forwarded: only `portcullis_threats_total`, from the
+    /// refusal `block` mode would have answered.
+    pub fn count_detected(&self, route: &str, refusal: &Refusal) {
+        self.count_threats(route, refusal, "detect");
+    }
+
+    fn count_threats(&self, route: &str, refusal: &Refusal, action: &str) {
         if let Family::Threat { kinds } = &refusal.family {
             for kind in kinds {
                 self.threats_total
-                    .with_label_values(&[route, kind, "block"])
+                    .with_label_values(&[route, kind, action])
                     .inc();
             }
         }
@@ -362,5 +372,20 @@ mod tests {
             0
         );
         assert_eq!(count(&m.auth_failures_total, &["api", "rate_limited"]), 0);
+    }
+
+    #[test]
+    fn a_detected_threat_is_counted_as_detect_and_is_no_refusal() {
+        let m = Metrics::new().unwrap();
+        let would_refuse =
+            Refusal::new(400, "threat_xss", "").in_family(Family::Threat { kinds: vec!["xss"] });
+        m.count_detected("api", &would_refuse);
+        assert_eq!(count(&m.threats_total, &["api", "xss", "detect"]), 1);
+        assert_eq!(count(&m.threats_total, &["api", "xss", "block"]), 0);
+        assert_eq!(count(&m.refusals_total, &["api", "threat_xss"]), 0);
+        assert_eq!(
+            count(&m.validation_rejections_total, &["api", "threat_xss"]),
+            0
+        );
     }
 }

@@ -3,9 +3,13 @@
 //! hides is refused.
 
 use super::{relative_to, valid_name, Errors};
+use crate::checks::auth::Identities;
 use crate::checks::body::{self, BodyRules};
+use crate::checks::limits::Limits;
 use crate::checks::path::normalise;
 use crate::checks::rate_limit::{ConcurrencyCap, LimitKey, Policy, RateLimits};
+use crate::checks::route::{PathMatch, Route};
+use crate::checks::threat::ThreatMode;
 use crate::config::model::*;
 use crate::config::raw::*;
 use crate::config::{identities, lint, waf};

@@ -4,6 +4,7 @@
 use super::{existing_file, relative_to, socket_addr, Errors};
 use crate::config::model::*;
 use crate::config::raw::*;
+use crate::observe::access_log::AccessLogTarget;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! `[rate_limit_store]`: the Redis URL, its password and CA, and what to do when it is down.
 
 use super::{pem_certificates, Errors};
-use crate::config::model::*;
+use crate::checks::rate_limit::shared::StoreSettings;
 use crate::config::raw::*;
 use crate::config::{lint, secret};
 use std::path::Path;
