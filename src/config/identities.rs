@@ -2,7 +2,7 @@
 //! `[[consumers]]` (key hashes indexed, certificate subjects parsed), and each route's
 //! `auth` and `allow`. Secrets are read from the environment or a file, never the config.
 
-use super::compile::{relative_to, valid_name, Errors};
+use super::compile::{relative_to, Errors};
 use super::lint;
 use super::raw::{RawConsumer, RawJwtProvider, RawRoute};
 use crate::checks::acl::Allow;
@@ -12,7 +12,7 @@ use crate::checks::auth::mtls::parse_subject;
 use crate::checks::auth::token_cache::TokenCache;
 use crate::checks::auth::{AuthMethod, Consumer, Identities};
 use jsonwebtoken::DecodingKey;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,41 +27,30 @@ pub(super) fn compile(
     file: &Path,
 ) -> Identities {
     let mut ids = Identities::default();
+    let mut names = HashSet::new();
     for (i, p) in providers.iter().enumerate() {
         let key = format!("jwt_providers[{i}]");
+        e.name(
+            format!("{key}.name"),
+            "provider name",
+            &p.name,
+            Some(&mut names),
+        );
         if let Some(provider) = compile_provider(e, &key, p, file) {
-            if ids.jwt_providers.iter().any(|q| q.name == provider.name) {
-                e.add(
-                    format!("{key}.name"),
-                    format!("duplicate provider name {:?}", provider.name),
-                );
-            }
             ids.jwt_providers.push(provider);
         }
     }
+    let mut ids_seen = HashSet::new();
     for (i, c) in consumers.iter().enumerate() {
         let key = format!("consumers[{i}]");
-        if !valid_name(&c.id) {
-            e.add(
-                format!("{key}.id"),
-                format!(
-                    "invalid id {:?}; use 1-64 letters, digits, '-', '_' or '.'",
-                    c.id
-                ),
-            );
-        } else if ids.by_id.contains_key(&c.id) {
-            e.add(
-                format!("{key}.id"),
-                format!("duplicate consumer id {:?}", c.id),
-            );
-        }
+        e.name(
+            format!("{key}.id"),
+            "consumer id",
+            &c.id,
+            Some(&mut ids_seen),
+        );
         for (g, group) in c.groups.iter().enumerate() {
-            if !valid_name(group) {
-                e.add(
-                    format!("{key}.groups[{g}]"),
-                    format!("invalid group name {group:?}"),
-                );
-            }
+            e.name(format!("{key}.groups[{g}]"), "group name", group, None);
         }
         let index = ids.consumers.len();
         for (k, text) in c.api_keys.iter().enumerate() {
@@ -103,15 +92,6 @@ fn compile_provider(
     p: &RawJwtProvider,
     file: &Path,
 ) -> Option<JwtProvider> {
-    if !valid_name(&p.name) {
-        e.add(
-            format!("{key}.name"),
-            format!(
-                "invalid name {:?}; use 1-64 letters, digits, '-', '_' or '.'",
-                p.name
-            ),
-        );
-    }
     if p.algorithms.is_empty() {
         e.add(
             format!("{key}.algorithms"),
@@ -342,12 +322,12 @@ pub(super) fn route_access(
             );
         }
         for (g, group) in a.groups.iter().enumerate() {
-            if !valid_name(group) {
-                e.add(
-                    format!("{key}.allow.groups[{g}]"),
-                    format!("invalid group name {group:?}"),
-                );
-            }
+            e.name(
+                format!("{key}.allow.groups[{g}]"),
+                "group name",
+                group,
+                None,
+            );
         }
         Allow {
             any_consumer: a.consumers.iter().any(|c| c == "*"),

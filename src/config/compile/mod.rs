@@ -15,6 +15,7 @@ use super::units::{parse_duration, parse_size};
 use super::{identities, waf, ConfigError, Warning};
 use crate::checks::ip::CidrSet;
 use crate::checks::route::RouteTable;
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -102,6 +103,32 @@ impl Errors<'_> {
         }
     }
 
+    /// A name that other keys, metric labels and log fields refer to (an upstream, a route, a
+    /// provider, a consumer id, a group): it must be plain, and, given the names of its kind seen
+    /// so far, new. `what` names it in the error ("route name", "consumer id").
+    pub(super) fn name(
+        &mut self,
+        key: String,
+        what: &str,
+        name: &str,
+        seen: Option<&mut HashSet<String>>,
+    ) -> bool {
+        if !valid_name(name) {
+            self.add(
+                key,
+                format!("invalid {what} {name:?}; use 1-64 letters, digits, '-', '_' or '.'"),
+            );
+            return false;
+        }
+        if let Some(seen) = seen {
+            if !seen.insert(name.to_owned()) {
+                self.add(key, format!("duplicate {what} {name:?}; give each its own"));
+                return false;
+            }
+        }
+        true
+    }
+
     pub(super) fn cidrs(&mut self, key: &str, entries: &[String]) -> CidrSet {
         match CidrSet::parse(entries) {
             Ok(set) => set,
@@ -114,7 +141,7 @@ impl Errors<'_> {
 }
 
 /// Names that become metric labels and log fields: short and plain.
-pub(super) fn valid_name(name: &str) -> bool {
+fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name
@@ -275,5 +302,50 @@ mod testing {
             .iter()
             .map(|w| format!("{}: {}", w.key, w.message));
         (made, errors.collect(), warnings.collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Errors;
+    use std::collections::HashSet;
+    use std::path::Path;
+
+    #[test]
+    fn a_name_is_plain_and_new_among_its_kind() {
+        let mut e = Errors {
+            file: Path::new("portcullis.toml"),
+            list: Vec::new(),
+            warnings: Vec::new(),
+        };
+        let mut seen = HashSet::new();
+        let long = "a".repeat(65);
+        let cases: [(&str, bool); 8] = [
+            ("api-v1.read_only", true),
+            ("API", true),
+            ("api-v1.read_only", false),
+            ("", false),
+            ("a b", false),
+            ("caf\u{e9}", false),
+            ("a\"b", false),
+            (&long, false),
+        ];
+        for (name, ok) in cases {
+            assert_eq!(
+                e.name("routes[0].name".into(), "route name", name, Some(&mut seen)),
+                ok,
+                "{name:?}"
+            );
+        }
+        // Without a set of seen names, only the spelling counts.
+        assert!(e.name("g".into(), "group name", "API", None));
+        let errors: Vec<String> = e.list.iter().map(|x| x.message.clone()).collect();
+        assert_eq!(errors.len(), 6, "{errors:?}");
+        assert_eq!(
+            errors[0],
+            "duplicate route name \"api-v1.read_only\"; give each its own"
+        );
+        assert!(errors[1].starts_with("invalid route name \"\"; use 1-64 letters"));
+        assert_eq!(seen.len(), 2);
     }
 }

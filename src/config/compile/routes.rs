@@ -2,7 +2,7 @@
 //! rate limits, `validate` (schemas compiled now) and `[waf]` policies; a route that another
 //! hides is refused.
 
-use super::{relative_to, valid_name, Errors};
+use super::{relative_to, Errors};
 use crate::checks::auth::Identities;
 use crate::checks::body::{self, BodyRules};
 use crate::checks::limits::Limits;
@@ -99,26 +99,17 @@ pub(super) fn compile_routes(
     }
     for (i, r) in raw.iter().enumerate() {
         let key = format!("routes[{i}]");
-        if !valid_name(&r.name) {
-            e.add(
-                format!("{key}.name"),
-                format!(
-                    "invalid name {:?}; use 1-64 letters, digits, '-', '_' or '.'",
-                    r.name
-                ),
-            );
-        } else if r.name == "unmatched" {
+        if r.name == "unmatched" {
             e.add(
                 format!("{key}.name"),
                 "\"unmatched\" is reserved for requests that match no route",
             );
-        } else if !names.insert(r.name.clone()) {
-            e.add(
+        } else {
+            e.name(
                 format!("{key}.name"),
-                format!(
-                    "duplicate route name {:?}; each route needs its own name",
-                    r.name
-                ),
+                "route name",
+                &r.name,
+                Some(&mut names),
             );
         }
         let path = match (&r.path_prefix, &r.path_exact) {

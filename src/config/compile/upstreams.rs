@@ -1,7 +1,7 @@
 //! `[[upstreams]]`: targets resolved, timeouts, health checks, and TLS towards each target
 //! (names verified, CA and client certificate read now).
 
-use super::{pem_certificates, relative_to, valid_name, Errors};
+use super::{pem_certificates, relative_to, Errors};
 use crate::config::model::*;
 use crate::config::raw::*;
 use std::collections::HashSet;
@@ -15,23 +15,12 @@ pub(super) fn compile_upstreams(e: &mut Errors, raw: &[RawUpstream], file: &Path
     let mut out = Vec::with_capacity(raw.len());
     for (i, u) in raw.iter().enumerate() {
         let key = format!("upstreams[{i}]");
-        if !valid_name(&u.name) {
-            e.add(
-                format!("{key}.name"),
-                format!(
-                    "invalid name {:?}; use 1-64 letters, digits, '-', '_' or '.'",
-                    u.name
-                ),
-            );
-        } else if !seen.insert(u.name.clone()) {
-            e.add(
-                format!("{key}.name"),
-                format!(
-                    "duplicate upstream name {:?}; each upstream needs its own name",
-                    u.name
-                ),
-            );
-        }
+        e.name(
+            format!("{key}.name"),
+            "upstream name",
+            &u.name,
+            Some(&mut seen),
+        );
         if u.targets.is_empty() {
             e.add(
                 format!("{key}.targets"),
@@ -312,7 +301,7 @@ mod tests {
     #[test]
     fn each_mistake_names_its_key() {
         let cases = [
-            ("name = \"a b\"\ntargets = [\"127.0.0.1:1\"]", "upstreams[0].name: invalid name"),
+            ("name = \"a b\"\ntargets = [\"127.0.0.1:1\"]", "upstreams[0].name: invalid upstream name"),
             ("name = \"a\"\ntargets = []", "upstreams[0].targets: no targets"),
             ("name = \"a\"\ntargets = [\"127.0.0.1\"]", "upstreams[0].targets[0]: invalid target"),
             (
