@@ -451,6 +451,61 @@ pub fn scan_json(value: &serde_json::Value) -> Option<ThreatKind> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checks::route::PathMatch;
+
+    /// Step 10 with the built-in screen on a route in `mode`, for a GET of `uri`.
+    fn check_in(mode: ThreatMode, uri: &str) -> (Result<(), Refusal>, Screening) {
+        let mut route = Route::public("api", PathMatch::Prefix("/".into()), 0);
+        route.threat_protection = mode;
+        let head = RequestHeader::build("GET", uri.as_bytes(), None).unwrap();
+        let inputs = Inputs {
+            head: &head,
+            normalised_path: head.uri.path(),
+            body: None,
+            client_ip: "192.0.2.1".parse().unwrap(),
+            request_id: "rid",
+        };
+        let mut screening = Screening::default();
+        (check(&route, &inputs, &mut screening), screening)
+    }
+
+    #[test]
+    fn block_refuses_detect_forwards_and_remembers_off_ignores() {
+        let attack = "/search?q=%27%20OR%201%3D1--";
+        let (blocked, screening) = check_in(ThreatMode::Block, attack);
+        let refusal = blocked.unwrap_err();
+        assert_eq!((refusal.status, refusal.reason), (400, "threat_sqli"));
+        assert_eq!(
+            refusal.family,
+            Family::Threat {
+                kinds: vec!["sqli"]
+            }
+        );
+        assert!(screening.detected.is_none());
+
+        let (forwarded, screening) = check_in(ThreatMode::Detect, attack);
+        assert!(forwarded.is_ok());
+        let detected = screening
+            .detected
+            .expect("detect mode remembers the threat");
+        assert_eq!(detected.decision, "detected_sqli");
+        assert_eq!(detected.refusal.reason, "threat_sqli");
+        assert_eq!(
+            detected.refusal.family,
+            Family::Threat {
+                kinds: vec!["sqli"]
+            }
+        );
+
+        let (ignored, screening) = check_in(ThreatMode::Off, attack);
+        assert!(ignored.is_ok() && screening.detected.is_none());
+
+        for mode in [ThreatMode::Block, ThreatMode::Detect] {
+            let (clean, screening) = check_in(mode, "/search?q=Fatima+D%27Angelo");
+            assert!(clean.is_ok(), "{mode:?}");
+            assert!(screening.detected.is_none() && screening.findings.is_none());
+        }
+    }
 
     #[test]
     fn decoding() {
