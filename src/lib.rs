@@ -17,6 +17,7 @@ pub mod percent;
 pub mod problem;
 pub mod server;
 pub mod stream;
+pub mod text;
 pub mod tls;
 pub mod upstream;
 pub mod waf;

@@ -27,15 +27,40 @@ fn is_identity_header(name: &str) -> bool {
             || (lower.len() > 16 && lower[..16].eq_ignore_ascii_case(b"x-authenticated-")))
 }
 
+/// Which of the headers this step replaces or drops the client sent, found in one pass over
+/// the names: most requests carry none of them, and a removal of an absent header costs a
+/// parse and a lookup in each of Pingora's two header maps.
+#[derive(Default)]
+struct Present {
+    /// `X-Consumer-*` and `X-Authenticated-*` (lower case, as `http` keeps names).
+    forged: Vec<http::HeaderName>,
+    credentials: bool,
+    forwarding: bool,
+    proxy_only: bool,
+}
+
+impl Present {
+    fn scan(req: &RequestHeader) -> Self {
+        let mut p = Present::default();
+        for name in req.headers.keys() {
+            match name.as_str() {
+                "authorization" | "x-api-key" => p.credentials = true,
+                "x-forwarded-for" | "x-forwarded-proto" | "x-real-ip" => p.forwarding = true,
+                "x-forwarded-host" | "forwarded" => p.proxy_only = true,
+                other if is_identity_header(other) && !p.forged.contains(name) => {
+                    p.forged.push(name.clone())
+                }
+                _ => {}
+            }
+        }
+        p
+    }
+}
+
 pub fn prepare(req: &mut RequestHeader, route: &Route, f: &Forwarding) -> pingora_core::Result<()> {
-    let forged: Vec<http::HeaderName> = req
-        .headers
-        .keys()
-        .filter(|name| is_identity_header(name.as_str()))
-        .cloned()
-        .collect();
-    for name in forged {
-        req.remove_header(&name);
+    let present = Present::scan(req);
+    for name in &present.forged {
+        req.remove_header(name);
     }
     if let Some(consumer) = f.consumer {
         req.insert_header("X-Consumer-Id", consumer)?;
@@ -43,48 +68,51 @@ pub fn prepare(req: &mut RequestHeader, route: &Route, f: &Forwarding) -> pingor
         req.insert_header("X-Authenticated-Scopes", f.scopes.join(" "))?;
     }
     req.insert_header("X-Request-Id", f.request_id)?;
-    if !route.keep_credentials {
+    if present.credentials && !route.keep_credentials {
         req.remove_header("authorization");
         req.remove_header("x-api-key");
     }
 
     // Forwarding headers: believed (and extended) only from a trusted proxy.
-    let existing_xff = if f.peer_trusted {
-        let joined: Vec<String> = req
-            .headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok().map(str::to_string))
-            .collect();
-        (!joined.is_empty()).then(|| joined.join(", "))
-    } else {
-        None
-    };
-    let proto_from_proxy = if f.peer_trusted {
-        req.headers
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| *v == "http" || *v == "https")
-            .map(str::to_string)
-    } else {
-        None
-    };
-    for name in ["x-forwarded-for", "x-forwarded-proto", "x-real-ip"] {
-        req.remove_header(name);
+    let mut xff = String::new();
+    let mut proto = if f.tls { "https" } else { "http" };
+    if present.forwarding {
+        if f.peer_trusted {
+            for value in req.headers.get_all("x-forwarded-for") {
+                if let Ok(text) = value.to_str() {
+                    if !xff.is_empty() {
+                        xff.push_str(", ");
+                    }
+                    xff.push_str(text);
+                }
+            }
+            match req.headers.get("x-forwarded-proto").map(|v| v.as_bytes()) {
+                Some(b"http") => proto = "http",
+                Some(b"https") => proto = "https",
+                _ => {}
+            }
+        }
+        for name in ["x-forwarded-for", "x-forwarded-proto", "x-real-ip"] {
+            req.remove_header(name);
+        }
     }
-    if !f.peer_trusted {
+    if present.proxy_only && !f.peer_trusted {
         req.remove_header("x-forwarded-host");
         req.remove_header("forwarded");
     }
-    let xff = match existing_xff {
-        Some(chain) => format!("{chain}, {}", f.peer_ip),
-        None => f.peer_ip.to_string(),
+    if !xff.is_empty() {
+        xff.push_str(", ");
+    }
+    crate::text::push_ip(&mut xff, f.peer_ip);
+    // Without a trusted proxy the client is the peer: the address is formatted once.
+    let real_ip = if !f.peer_trusted && f.client_ip == f.peer_ip {
+        xff.clone()
+    } else {
+        crate::text::ip_string(f.client_ip)
     };
     req.insert_header("X-Forwarded-For", xff)?;
-    let proto =
-        proto_from_proxy.unwrap_or_else(|| if f.tls { "https" } else { "http" }.to_string());
-    req.insert_header("X-Forwarded-Proto", proto)?;
-    req.insert_header("X-Real-IP", f.client_ip.to_string())?;
+    req.insert_header("X-Forwarded-Proto", http::HeaderValue::from_static(proto))?;
+    req.insert_header("X-Real-IP", real_ip)?;
 
     // Absolute-form (`GET http://host/path`): the authority, which routing used, wins over any
     // Host header (RFC 9112 §3.2.2), so the upstream sees the host the gateway routed on.
@@ -168,5 +196,105 @@ mod tests {
         assert_eq!(r.headers["x-forwarded-for"], "6.6.6.6, 10.0.0.1");
         assert_eq!(r.headers["authorization"], "Bearer secret");
         assert!(r.headers.get("x-consumer-id").is_none());
+    }
+
+    #[test]
+    fn forwarding_headers_follow_trust() {
+        // (peer trusted, client's extra headers, expected X-Forwarded-For, -Proto, X-Real-IP,
+        // whether X-Forwarded-Host survives)
+        type Case<'a> = (
+            bool,
+            &'a [(&'a str, &'a str)],
+            &'a str,
+            &'a str,
+            &'a str,
+            bool,
+        );
+        let cases: &[Case] = &[
+            (false, &[], "10.0.0.1", "http", "192.0.2.7", false),
+            (
+                false,
+                &[
+                    ("X-Forwarded-Proto", "https"),
+                    ("X-Real-IP", "6.6.6.6"),
+                    ("X-Forwarded-Host", "evil"),
+                ],
+                "10.0.0.1",
+                "http",
+                "192.0.2.7",
+                false,
+            ),
+            (
+                true,
+                &[
+                    ("X-Forwarded-For", "1.1.1.1"),
+                    ("x-forwarded-for", "2.2.2.2, 3.3.3.3"),
+                    ("X-Forwarded-Proto", "https"),
+                    ("X-Forwarded-Host", "api.example"),
+                ],
+                "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.1",
+                "https",
+                "192.0.2.7",
+                true,
+            ),
+            (
+                true,
+                &[("X-Forwarded-Proto", "ftp")],
+                "10.0.0.1",
+                "http",
+                "192.0.2.7",
+                false,
+            ),
+        ];
+        for &(trusted, extra, xff, proto, real, host_kept) in cases {
+            let mut r = RequestHeader::build("GET", b"/a", None).unwrap();
+            for (k, v) in extra {
+                r.append_header(*k, *v).unwrap();
+            }
+            prepare(&mut r, &route(false), &forwarding(trusted)).unwrap();
+            let all = |name: &str| -> Vec<&str> {
+                r.headers
+                    .get_all(name)
+                    .iter()
+                    .map(|v| v.to_str().unwrap())
+                    .collect()
+            };
+            assert_eq!(all("x-forwarded-for"), [xff], "{extra:?}");
+            assert_eq!(all("x-forwarded-proto"), [proto], "{extra:?}");
+            assert_eq!(all("x-real-ip"), [real], "{extra:?}");
+            assert_eq!(r.headers.contains_key("x-forwarded-host"), host_kept);
+        }
+    }
+
+    #[test]
+    fn every_copy_of_a_forged_identity_header_goes() {
+        let mut r = RequestHeader::build("GET", b"/a", None).unwrap();
+        for (k, v) in [
+            ("X-Consumer-Id", "admin"),
+            ("x-consumer-id", "root"),
+            ("X-CONSUMER-GROUPS", "ops"),
+            ("X-Authenticated-Userid", "admin"),
+            ("X-Consumer", "not an identity header, kept"),
+        ] {
+            r.append_header(k, v).unwrap();
+        }
+        let mut f = forwarding(false);
+        f.consumer = Some("alice");
+        prepare(&mut r, &route(false), &f).unwrap();
+        let ids: Vec<_> = r.headers.get_all("x-consumer-id").iter().collect();
+        assert_eq!(ids, ["alice"]);
+        assert_eq!(r.headers["x-consumer-groups"], "");
+        assert!(r.headers.get("x-authenticated-userid").is_none());
+        assert_eq!(r.headers["x-consumer"], "not an identity header, kept");
+        // What goes on the wire has one line per header, in the case it was set in.
+        let mut wire = bytes::BytesMut::new();
+        r.header_to_h1_wire(&mut wire);
+        let wire = String::from_utf8(wire.to_vec()).unwrap();
+        assert_eq!(
+            wire.matches("X-Consumer-Id: alice\r\n").count(),
+            1,
+            "{wire}"
+        );
+        assert!(!wire.to_ascii_lowercase().contains("admin"), "{wire}");
     }
 }

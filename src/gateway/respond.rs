@@ -6,7 +6,7 @@
 use crate::checks::body::has_body;
 use crate::checks::{identity, ip};
 use crate::context::RequestCtx;
-use crate::observe::access_log::{self, redacted_path, AccessLog, AccessRecord};
+use crate::observe::access_log::{AccessLog, AccessRecord};
 use crate::observe::metrics::{method_label, Metrics};
 use crate::problem::{self, Refusal};
 use crate::stream::client::EarlyRefusals;
@@ -17,7 +17,7 @@ use pingora_proxy::{FailToProxy, Session};
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Sent on every response of a TLS listener: browsers keep to HTTPS for a year.
 const HSTS: &str = "max-age=31536000";
@@ -128,11 +128,13 @@ impl Respond {
             method_label(&req.method),
             elapsed,
             &AccessRecord {
-                ts: access_log::timestamp(),
+                ts: SystemTime::now(),
                 request_id: &ctx.request_id,
-                client_ip: ctx.client_ip.map(|ip| ip.to_string()),
+                client_ip: ctx.client_ip,
                 method: req.method.as_str(),
-                path: redacted_path(req.uri.path(), req.uri.query(), labels.redact_query_params),
+                path: req.uri.path(),
+                query: req.uri.query(),
+                redact: labels.redact_query_params,
                 status,
                 route: labels.route,
                 consumer: ctx.principal.as_ref().map(|p| p.consumer.as_str()),
@@ -142,10 +144,7 @@ impl Respond {
                 upstream_status: ctx.upstream_status,
                 bytes_sent: session.body_bytes_sent(),
                 duration_ms: (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0,
-                user_agent: req
-                    .headers
-                    .get("user-agent")
-                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+                user_agent: req.headers.get("user-agent").map(|v| v.as_bytes()),
                 waf_rules: findings.map(|w| w.rules.as_slice()),
                 anomaly_score: findings.map(|w| w.anomaly_score),
                 waf_body: findings.and_then(|w| w.body_prefix.then_some("prefix")),
@@ -155,10 +154,11 @@ impl Respond {
 
     /// `portcullis_requests_total`, the duration histogram and the access-log line.
     fn account(&self, method: &str, elapsed: Duration, record: &AccessRecord) {
-        let status = record.status.to_string();
+        let status = http::StatusCode::from_u16(record.status);
+        let status = status.as_ref().map_or("0", |s| s.as_str());
         self.metrics
             .requests_total
-            .with_label_values(&[record.route, method, status.as_str()])
+            .with_label_values(&[record.route, method, status])
             .inc();
         self.metrics
             .request_duration_seconds
@@ -197,11 +197,13 @@ impl EarlyRefusals for Respond {
             "OTHER",
             Duration::ZERO,
             &AccessRecord {
-                ts: access_log::timestamp(),
+                ts: SystemTime::now(),
                 request_id: &request_id,
-                client_ip: client.map(|ip| ip::canonical(ip).to_string()),
+                client_ip: client.map(ip::canonical),
                 method: "-",
-                path: "-".to_string(),
+                path: "-",
+                query: None,
+                redact: &HashSet::new(),
                 status,
                 route: UNMATCHED,
                 consumer: None,

@@ -2,18 +2,23 @@
 //! slow disk or pipe never blocks a request. Secrets never reach it: the query values of
 //! sensitive parameters are redacted and no header other than `User-Agent` is logged.
 
-use serde::Serialize;
 use std::collections::HashSet;
+use std::fmt::Write as _;
 use std::io::Write;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::SystemTime;
 
 /// Lines buffered before new ones are dropped (and counted). The queue takes memory only for
 /// the lines in it: a channel with its slots allocated up front would hold 2 MiB for this many
 /// from the start.
 const QUEUE_LINES: usize = 65_536;
+
+/// Room for a typical line, so that writing one allocates once.
+const LINE_CAPACITY: usize = 384;
 
 /// The sending side of the writer's queue, bounded by counting the lines in it.
 struct Queue {
@@ -59,11 +64,6 @@ const ALWAYS_REDACTED: &[&str] = &[
     "jwt",
 ];
 
-/// The `ts` field: now, RFC 3339 in UTC with milliseconds.
-pub fn timestamp() -> String {
-    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
-}
-
 /// Where access-log lines go (`[logging] access_log`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccessLogTarget {
@@ -72,13 +72,20 @@ pub enum AccessLogTarget {
     Off,
 }
 
-#[derive(Debug, Serialize)]
+/// One line of the access log. Everything is borrowed from the request: the line is written
+/// straight from these fields into one buffer, with no string made per field.
+#[derive(Debug)]
 pub struct AccessRecord<'a> {
-    pub ts: String,
+    /// Written as RFC 3339 in UTC with milliseconds.
+    pub ts: SystemTime,
     pub request_id: &'a str,
-    pub client_ip: Option<String>,
+    pub client_ip: Option<IpAddr>,
     pub method: &'a str,
-    pub path: String,
+    /// The path as received; with `query`, written with sensitive values redacted.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    /// Query parameters redacted besides the built-in ones (`logging.redact_query_params`).
+    pub redact: &'a HashSet<String>,
     pub status: u16,
     pub route: &'a str,
     pub consumer: Option<&'a str>,
@@ -88,15 +95,133 @@ pub struct AccessRecord<'a> {
     pub upstream_status: Option<u16>,
     pub bytes_sent: usize,
     pub duration_ms: f64,
-    pub user_agent: Option<String>,
+    /// The raw header value; bytes that are not UTF-8 are written as U+FFFD.
+    pub user_agent: Option<&'a [u8]>,
     /// The `[waf]` rules that fired (ids only, never what they matched).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub waf_rules: Option<&'a [u64]>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub anomaly_score: Option<i64>,
     /// `"prefix"` when only the first `waf.max_body_bytes` of the body were inspected.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub waf_body: Option<&'static str>,
+}
+
+impl AccessRecord<'_> {
+    /// The JSON object of SPEC §6, without a newline. The last three fields appear only when
+    /// the WAF ran; the others always (`null` when unknown).
+    pub fn write_json(&self, out: &mut String) {
+        out.push_str("{\"ts\":\"");
+        // Writing into a String cannot fail.
+        let _ = write!(out, "{}", humantime::format_rfc3339_millis(self.ts));
+        out.push_str("\",\"request_id\":");
+        push_json_str(out, self.request_id);
+        out.push_str(",\"client_ip\":");
+        match self.client_ip {
+            Some(ip) => {
+                out.push('"');
+                crate::text::push_ip(out, ip);
+                out.push('"');
+            }
+            None => out.push_str("null"),
+        }
+        out.push_str(",\"method\":");
+        push_json_str(out, self.method);
+        out.push_str(",\"path\":\"");
+        push_redacted_path(out, self.path, self.query, self.redact);
+        out.push_str("\",\"status\":");
+        push_int(out, self.status);
+        out.push_str(",\"route\":");
+        push_json_str(out, self.route);
+        out.push_str(",\"consumer\":");
+        push_opt_str(out, self.consumer);
+        out.push_str(",\"auth\":");
+        push_opt_str(out, self.auth);
+        out.push_str(",\"decision\":");
+        push_json_str(out, self.decision);
+        out.push_str(",\"upstream\":");
+        push_opt_str(out, self.upstream);
+        out.push_str(",\"upstream_status\":");
+        match self.upstream_status {
+            Some(s) => push_int(out, s),
+            None => out.push_str("null"),
+        }
+        out.push_str(",\"bytes_sent\":");
+        push_int(out, self.bytes_sent);
+        out.push_str(",\"duration_ms\":");
+        if self.duration_ms.is_finite() {
+            out.push_str(ryu::Buffer::new().format_finite(self.duration_ms));
+        } else {
+            out.push_str("null");
+        }
+        out.push_str(",\"user_agent\":");
+        match self.user_agent {
+            Some(ua) => push_json_str(out, &String::from_utf8_lossy(ua)),
+            None => out.push_str("null"),
+        }
+        if let Some(rules) = self.waf_rules {
+            out.push_str(",\"waf_rules\":[");
+            for (i, id) in rules.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_int(out, *id);
+            }
+            out.push(']');
+        }
+        if let Some(score) = self.anomaly_score {
+            out.push_str(",\"anomaly_score\":");
+            push_int(out, score);
+        }
+        if let Some(body) = self.waf_body {
+            out.push_str(",\"waf_body\":");
+            push_json_str(out, body);
+        }
+        out.push('}');
+    }
+}
+
+fn push_int(out: &mut String, n: impl itoa::Integer) {
+    out.push_str(itoa::Buffer::new().format(n));
+}
+
+fn push_opt_str(out: &mut String, s: Option<&str>) {
+    match s {
+        Some(s) => push_json_str(out, s),
+        None => out.push_str("null"),
+    }
+}
+
+/// `s` as a JSON string: quotes, backslashes and control characters escaped (as serde_json
+/// does), everything else as it is.
+fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    push_json_escaped(out, s);
+    out.push('"');
+}
+
+fn push_json_escaped(out: &mut String, s: &str) {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        // `i` is at an ASCII byte, so both slices end on character boundaries.
+        out.push_str(&s[start..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(escape);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
 }
 
 pub struct AccessLog {
@@ -153,13 +278,8 @@ impl AccessLog {
 
     pub fn record(&self, record: &AccessRecord) {
         let Some(queue) = self.queue() else { return };
-        let line = match serde_json::to_string(record) {
-            Ok(line) => line,
-            Err(e) => {
-                log::error!("cannot format an access log line: {e}");
-                return;
-            }
-        };
+        let mut line = String::with_capacity(LINE_CAPACITY);
+        record.write_json(&mut line);
         if !queue.push(line) {
             self.dropped.inc();
         }
@@ -190,13 +310,11 @@ fn write_lines(receiver: Receiver<String>, queued: &AtomicUsize, writer: Box<dyn
     }
 }
 
-/// The path and query for the log, with the values of sensitive parameters replaced.
-pub fn redacted_path(path: &str, query: Option<&str>, redact: &HashSet<String>) -> String {
-    let Some(query) = query else {
-        return path.to_string();
-    };
-    let mut out = String::with_capacity(path.len() + query.len() + 1);
-    out.push_str(path);
+/// The path and query for the log, JSON-escaped, with the values of sensitive parameters
+/// replaced.
+fn push_redacted_path(out: &mut String, path: &str, query: Option<&str>, redact: &HashSet<String>) {
+    push_json_escaped(out, path);
+    let Some(query) = query else { return };
     out.push('?');
     for (i, pair) in query.split('&').enumerate() {
         if i > 0 {
@@ -206,7 +324,7 @@ pub fn redacted_path(path: &str, query: Option<&str>, redact: &HashSet<String>) 
             Some((n, v)) => (n, Some(v)),
             None => (pair, None),
         };
-        out.push_str(name);
+        push_json_escaped(out, name);
         if let Some(value) = value {
             out.push('=');
             let decoded = percent_decoded_lower(name);
@@ -215,11 +333,10 @@ pub fn redacted_path(path: &str, query: Option<&str>, redact: &HashSet<String>) 
             if sensitive {
                 out.push_str("REDACTED");
             } else {
-                out.push_str(value);
+                push_json_escaped(out, value);
             }
         }
     }
-    out
 }
 
 /// A parameter name as the application will see it: `%6Bey` is `key`.
@@ -271,6 +388,12 @@ mod tests {
         assert_eq!(queued.load(Ordering::Relaxed), 0);
     }
 
+    fn redacted_path(path: &str, query: Option<&str>, redact: &HashSet<String>) -> String {
+        let mut out = String::new();
+        push_redacted_path(&mut out, path, query, redact);
+        out
+    }
+
     #[test]
     fn sensitive_values_are_redacted() {
         let mut redact = HashSet::new();
@@ -293,5 +416,90 @@ mod tests {
             redacted_path("/a", Some("é%=1&to%6Ben=x"), &redact),
             "/a?é%=1&to%6Ben=REDACTED"
         );
+    }
+
+    fn record<'a>(redact: &'a HashSet<String>) -> AccessRecord<'a> {
+        AccessRecord {
+            ts: std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_764_000_000_123),
+            request_id: "rid-1",
+            client_ip: Some(IpAddr::from([192, 0, 2, 7])),
+            method: "GET",
+            path: "/a",
+            query: None,
+            redact,
+            status: 200,
+            route: "r",
+            consumer: None,
+            auth: None,
+            decision: "allow",
+            upstream: Some("app"),
+            upstream_status: Some(204),
+            bytes_sent: 12,
+            duration_ms: 0.25,
+            user_agent: None,
+            waf_rules: None,
+            anomaly_score: None,
+            waf_body: None,
+        }
+    }
+
+    fn line(r: &AccessRecord) -> serde_json::Value {
+        let mut out = String::new();
+        r.write_json(&mut out);
+        assert!(!out.contains('\n'), "{out}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    }
+
+    #[test]
+    fn a_line_is_one_json_object_with_every_field() {
+        let redact = HashSet::new();
+        let v = line(&record(&redact));
+        let expected = serde_json::json!({
+            "ts": "2025-11-24T16:00:00.123Z", "request_id": "rid-1", "client_ip": "192.0.2.7",
+            "method": "GET", "path": "/a", "status": 200, "route": "r", "consumer": null,
+            "auth": null, "decision": "allow", "upstream": "app", "upstream_status": 204,
+            "bytes_sent": 12, "duration_ms": 0.25, "user_agent": null,
+        });
+        assert_eq!(v, expected);
+        let mut r = record(&redact);
+        r.client_ip = Some("2001:db8::7".parse().unwrap());
+        r.consumer = Some("alice");
+        r.auth = Some("jwt:main");
+        r.upstream_status = None;
+        r.duration_ms = 1.0;
+        r.waf_rules = Some(&[942100, 920350]);
+        r.anomaly_score = Some(10);
+        r.waf_body = Some("prefix");
+        let v = line(&r);
+        assert_eq!(v["client_ip"], "2001:db8::7");
+        assert_eq!(v["consumer"], "alice");
+        assert_eq!(v["auth"], "jwt:main");
+        assert_eq!(v["upstream_status"], serde_json::Value::Null);
+        assert_eq!(v["duration_ms"], 1.0);
+        assert_eq!(v["waf_rules"], serde_json::json!([942100, 920350]));
+        assert_eq!(v["anomaly_score"], 10);
+        assert_eq!(v["waf_body"], "prefix");
+        r.duration_ms = f64::NAN;
+        assert_eq!(line(&r)["duration_ms"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn hostile_text_stays_inside_its_string() {
+        let redact = HashSet::new();
+        let nasty = "a\"b\\c\nd\re\tf\u{0}\u{1f}\u{7f}g\u{8}\u{c}é🦀\"},\"status\":1";
+        let mut r = record(&redact);
+        r.request_id = nasty;
+        r.route = nasty;
+        r.decision = nasty;
+        r.user_agent = Some(b"ua \xff\xfe \"x\" \x01");
+        r.path = "/p\"q";
+        r.query = Some("x=\"1\\&token=\"secret");
+        let v = line(&r);
+        assert_eq!(v["request_id"], nasty);
+        assert_eq!(v["route"], nasty);
+        assert_eq!(v["decision"], nasty);
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["user_agent"], "ua \u{fffd}\u{fffd} \"x\" \u{1}");
+        assert_eq!(v["path"], "/p\"q?x=\"1\\&token=REDACTED");
     }
 }
