@@ -8,9 +8,12 @@
 //! body and a bearer token. Then the latency the full chain adds at half of its peak load, and
 //! the peak RSS with 1,000 open client connections. A fifth scenario, (e), is a bare Pingora
 //! proxy with default settings and no checks (this binary re-runs itself as one), the floor
-//! under any Pingora-based gateway on this machine.
+//! under any Pingora-based gateway on this machine; (k) is HAProxy (one thread,
+//! `http-reuse always`), the fastest proxy a user could pick instead. (a), (b), (d), (e) and
+//! (k) run a browser-like GET as well, in a second table, with portcullis's own CPU per
+//! request above bare Pingora, (b) − (e), under each table.
 //!
-//! Run: `bash benches/load.sh` (installs wrk and nginx if missing), or
+//! Run: `bash benches/load.sh` (installs wrk, nginx and HAProxy if missing), or
 //! `cargo bench --bench load -- [--duration S] [--connections N] [--threads N] [--no-pin]`.
 //! See BENCHMARKS.md.
 
@@ -407,6 +410,24 @@ impl Bench {
         Ok(p)
     }
 
+    /// HAProxy (one thread, `http-reuse always`) as a keep-alive reverse proxy to the upstream.
+    /// It logs nothing: HAProxy logs only to syslog, which this machine's benchmark lacks.
+    fn haproxy(&self, port: u16) -> Fallible<Proc> {
+        let conf = self.dir.join("haproxy.cfg");
+        let text = format!(
+            "global\n  nbthread 1\n  maxconn 4096\n\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n  http-reuse always\n\nfrontend proxy\n  bind 127.0.0.1:{port}\n  default_backend app\n\nbackend app\n  server up 127.0.0.1:{upstream}\n",
+            upstream = self.upstream_port
+        );
+        std::fs::write(&conf, text).map_err(|e| e.to_string())?;
+        Proc::start(
+            "HAProxy",
+            self.options.pin.then_some("1"),
+            "haproxy",
+            &["-db", "-f", &conf.display().to_string()],
+            &self.dir.join("haproxy.stderr"),
+        )
+    }
+
     /// This benchmark again, as a bare Pingora proxy (see `bare`).
     fn bare_pingora(&self, port: u16) -> Fallible<Proc> {
         let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
@@ -735,6 +756,22 @@ fn print_ratios(rows: &[Row], ratios: &[(&str, &str, &str, bool)]) {
     }
 }
 
+/// What portcullis itself adds to a request: its CPU per request above bare Pingora's.
+fn print_own_cost(rows: &[Row]) {
+    let cpu = |n: &str| {
+        rows.iter()
+            .find(|r| r.name.starts_with(n))
+            .and_then(|r| r.cpu_per_10k)
+    };
+    if let (Some(b), Some(e)) = (cpu("(b)"), cpu("(e)")) {
+        // Seconds per 10,000 requests to microseconds per request: times 100.
+        println!(
+            "(b)-(e) portcullis's own CPU per pass-through request above bare Pingora: {:.1} us [target <= 5 us]",
+            (b - e) * 100.0
+        );
+    }
+}
+
 fn ratio(rows: &[Row], a: &str, b: &str) -> Option<f64> {
     let find = |n: &str| rows.iter().find(|r| r.name.starts_with(n));
     Some(find(a)?.result.rps() / find(b)?.result.rps())
@@ -742,7 +779,7 @@ fn ratio(rows: &[Row], a: &str, b: &str) -> Option<f64> {
 
 fn run() -> Fallible<()> {
     let options = Options::parse()?;
-    for tool in ["wrk", "nginx", "taskset"] {
+    for tool in ["wrk", "nginx", "haproxy", "taskset"] {
         let found = Command::new("sh")
             .arg("-c")
             .arg(format!("command -v {tool}"))
@@ -751,7 +788,7 @@ fn run() -> Fallible<()> {
             .unwrap_or(false);
         if !found {
             return Err(format!(
-                "{tool} is not installed: run `bash benches/load.sh`, which installs wrk and nginx (apt-get install -y wrk nginx-light)"
+                "{tool} is not installed: run `bash benches/load.sh`, which installs wrk, nginx and HAProxy (apt-get install -y wrk nginx haproxy)"
             ));
         }
     }
@@ -774,14 +811,32 @@ fn run() -> Fallible<()> {
     )?;
     wait_ready(&mut upstream, bench.upstream_port, "/")?;
     let mut rows = Vec::new();
+    // The same proxies under a browser-like GET without a body, as in issue 16's comparison.
+    let mut gets = Vec::new();
+    let c = bench.options.connections;
+    let get = |name: &str, port: u16, path: &str, proxy: Option<&Proc>| {
+        bench.scenario_method(name, "GET", c, port, path, proxy)
+    };
 
     eprintln!("(a) upstream directly");
     rows.push(bench.scenario("(a) upstream direct", bench.upstream_port, "/direct", None)?);
+    gets.push(get(
+        "(a) upstream direct",
+        bench.upstream_port,
+        "/direct",
+        None,
+    )?);
 
     eprintln!("(b) portcullis, pass-through");
     let port = free_port()?;
     let gw = bench.portcullis(port)?;
     rows.push(bench.scenario(
+        "(b) portcullis pass-through",
+        port,
+        "/pass/orders",
+        Some(&gw),
+    )?);
+    gets.push(get(
         "(b) portcullis pass-through",
         port,
         "/pass/orders",
@@ -823,13 +878,33 @@ fn run() -> Fallible<()> {
     )?;
     wait_ready(&mut nginx, port, "/ready")?;
     rows.push(bench.scenario("(d) nginx reverse proxy", port, "/orders", Some(&nginx))?);
+    gets.push(get(
+        "(d) nginx reverse proxy",
+        port,
+        "/orders",
+        Some(&nginx),
+    )?);
     drop(nginx);
+
+    eprintln!("(k) HAProxy reverse proxy");
+    let port = free_port()?;
+    let mut haproxy = bench.haproxy(port)?;
+    wait_ready(&mut haproxy, port, "/ready")?;
+    rows.push(bench.scenario("(k) HAProxy reverse proxy", port, "/orders", Some(&haproxy))?);
+    gets.push(get(
+        "(k) HAProxy reverse proxy",
+        port,
+        "/orders",
+        Some(&haproxy),
+    )?);
+    drop(haproxy);
 
     eprintln!("(e) bare Pingora proxy");
     let port = free_port()?;
     let mut bare = bench.bare_pingora(port)?;
     wait_ready(&mut bare, port, "/ready")?;
     rows.push(bench.scenario("(e) bare Pingora proxy", port, "/orders", Some(&bare))?);
+    gets.push(get("(e) bare Pingora proxy", port, "/orders", Some(&bare))?);
     eprintln!("(e) with 1,000 client connections");
     let bare_thousand = bench.wrk(port, "/orders", 1000, secs.min(5), 0)?;
     check_clean("bare Pingora, 1,000 connections", &bare_thousand)?;
@@ -866,8 +941,11 @@ fn run() -> Fallible<()> {
             ),
             ("(e)/(d) bare Pingora vs nginx", "(e)", "(d)", false),
             ("(b)/(e) pass-through vs bare Pingora", "(b)", "(e)", false),
+            ("(b)/(k) pass-through vs HAProxy", "(b)", "(k)", false),
+            ("(d)/(k) nginx vs HAProxy", "(d)", "(k)", false),
         ],
     );
+    print_own_cost(&rows);
     println!(
         "half load ({:.0} req/s offered as {conns} connections with {pause_ms} ms pauses): pass-through p99 {} ms at {:.0} req/s, full chain p99 {} ms at {:.0} req/s; added p99 {} ms [target <= 1 ms]",
         half,
@@ -888,6 +966,35 @@ fn run() -> Fallible<()> {
         bare_thousand.rps(),
         rss_bare_thousand
     );
+    println!();
+    println!("The same proxies, a browser-like GET (8 headers, the bearer token, no body):");
+    print_table(
+        &bench,
+        &gets,
+        "browser-like GET, no body",
+        bench.options.connections,
+    );
+    println!();
+    print_ratios(
+        &gets,
+        &[
+            (
+                "(b)/(d) pass-through vs nginx, GET [target >= 80 %]",
+                "(b)",
+                "(d)",
+                false,
+            ),
+            ("(e)/(d) bare Pingora vs nginx, GET", "(e)", "(d)", false),
+            (
+                "(b)/(e) pass-through vs bare Pingora, GET",
+                "(b)",
+                "(e)",
+                false,
+            ),
+            ("(b)/(k) pass-through vs HAProxy, GET", "(b)", "(k)", false),
+        ],
+    );
+    print_own_cost(&gets);
     if bench.options.crs {
         // After the main table, so that its figures stand even if this part cannot run.
         let crs_rows = crs_scenarios(&bench)?;

@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# What one proxied request costs, counted rather than timed: user-space instructions per
+# keep-alive GET (valgrind's callgrind, the same count whatever else the machine does) and
+# syscalls per GET and per 1 KiB POST (strace -c -f), for nginx, HAProxy, a bare Pingora proxy
+# and portcullis on a pass-through route. One worker/thread each, an nginx upstream answering
+# `200 ok`. Prints two tables (BENCHMARKS.md, "Issue 16").
+#   bash benches/floor.sh [seconds per measurement, default 5]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-5}
+need=()
+for tool in valgrind strace wrk nginx haproxy curl; do
+    command -v "$tool" >/dev/null || need+=("$tool")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+cargo build --release --quiet
+cargo bench --bench load --no-run --quiet 2>/dev/null
+PORTCULLIS=target/release/portcullis
+# The load benchmark's binary serves as the bare Pingora proxy (--serve-bare-pingora).
+BARE=$(ls -t target/release/deps/load-* | grep -v '\.d$' | head -1)
+
+D=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    [ -f "$D/up/nginx.pid" ] && kill "$(cat "$D/up/nginx.pid")" 2>/dev/null || true
+    rm -rf "$D"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP=$(free_port)
+mkdir -p "$D/up" "$D/ngx"
+cat > "$D/up/nginx.conf" <<EOF
+worker_processes 1; user root; error_log $D/up/error.log warn; pid $D/up/nginx.pid;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
+  server { listen 127.0.0.1:$UP; location / { return 200 "ok\n"; } } }
+EOF
+nginx -p "$D/up" -c "$D/up/nginx.conf"
+
+# Each proxy as a command line on port $1 (it stays in the foreground).
+proxy_cmd() {
+    local name=$1 port=$2
+    case $name in
+    nginx)
+        cat > "$D/ngx/nginx.conf" <<EOF
+worker_processes 1; user root; error_log $D/ngx/error.log warn; pid $D/ngx/nginx.pid;
+events { worker_connections 4096; }
+http { access_log $D/ngx/access.log; keepalive_requests 10000000; keepalive_timeout 300s;
+  upstream app { server 127.0.0.1:$UP; keepalive 256; keepalive_requests 10000000; }
+  server { listen 127.0.0.1:$port;
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+EOF
+        echo "nginx -p $D/ngx -c $D/ngx/nginx.conf -g 'daemon off; master_process off;'" ;;
+    haproxy)
+        printf 'global\n  nbthread 1\n  maxconn 4096\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n  http-reuse always\nfrontend proxy\n  bind 127.0.0.1:%s\n  default_backend app\nbackend app\n  server up 127.0.0.1:%s\n' \
+            "$port" "$UP" > "$D/haproxy.cfg"
+        echo "haproxy -db -f $D/haproxy.cfg" ;;
+    bare)
+        echo "$BARE --serve-bare-pingora $port $UP 1" ;;
+    portcullis)
+        cat > "$D/portcullis.toml" <<EOF
+[server]
+threads = 1
+pid_file = "$D/portcullis.pid"
+upgrade_sock = "$D/upgrade.sock"
+[[listeners]]
+address = "127.0.0.1:$port"
+[metrics]
+address = "127.0.0.1:$(free_port)"
+[logging]
+access_log = "$D/access.log"
+[[upstreams]]
+name = "app"
+targets = ["127.0.0.1:$UP"]
+[[routes]]
+name = "pass"
+path_prefix = "/pass"
+upstream = "app"
+public = true
+threat_protection = "off"
+EOF
+        echo "$PORTCULLIS run -c $D/portcullis.toml" ;;
+    esac
+}
+
+wait_up() {
+    for _ in $(seq 100); do
+        curl -s -o /dev/null "http://127.0.0.1:$1/pass/x" && return 0
+        sleep 0.2
+    done
+    echo "the proxy on port $1 did not start" >&2
+    return 1
+}
+
+requests() { grep -o '[0-9]* requests in' "$1" | cut -d' ' -f1; }
+
+printf 'wrk.method = "POST"\nwrk.body = string.rep("x", 1024)\nwrk.headers["Content-Type"] = "application/json"\n' > "$D/post.lua"
+PROXIES=(nginx haproxy bare portcullis)
+
+echo "| proxy | instructions per GET |"
+echo "|---|---:|"
+for name in "${PROXIES[@]}"; do
+    port=$(free_port)
+    cmd=$(proxy_cmd "$name" "$port")
+    eval "exec valgrind --tool=callgrind --callgrind-out-file=$D/cg.$name.%p $cmd" > "$D/$name.cg.log" 2>&1 &
+    vg=$!
+    pids+=("$vg")
+    wait_up "$port"
+    wrk -t1 -c8 -d3s "http://127.0.0.1:$port/pass/x" > /dev/null
+    callgrind_control -z "$vg" > /dev/null
+    wrk -t1 -c8 -d"${SECS}s" "http://127.0.0.1:$port/pass/x" > "$D/$name.cg.wrk"
+    callgrind_control -d "$vg" > /dev/null
+    kill -INT "$vg"; wait "$vg" 2>/dev/null || true
+    total=0
+    for f in "$D"/cg."$name".*.1; do
+        total=$((total + $(grep '^summary' "$f" | cut -d' ' -f2)))
+    done
+    echo "| $name | $((total / $(requests "$D/$name.cg.wrk"))) |"
+done
+
+echo
+echo "| proxy | request | writes (sockets and logs) | reads | all syscalls | the most frequent, per request |"
+echo "|---|---|---:|---:|---:|---|"
+for name in "${PROXIES[@]}"; do
+    port=$(free_port)
+    cmd=$(proxy_cmd "$name" "$port")
+    eval "exec $cmd" > "$D/$name.log" 2>&1 &
+    p=$!
+    pids+=("$p")
+    wait_up "$port"
+    for method in GET POST; do
+        script=()
+        [ "$method" = POST ] && script=(-s "$D/post.lua")
+        wrk -t1 -c8 -d2s "${script[@]}" "http://127.0.0.1:$port/pass/x" > /dev/null
+        strace -f -c -o "$D/$name.$method.strace" -p "$p" 2>/dev/null &
+        st=$!
+        sleep 1
+        wrk -t1 -c8 -d3s "${script[@]}" "http://127.0.0.1:$port/pass/x" > "$D/$name.$method.wrk"
+        sleep 0.5
+        kill -INT "$st"; wait "$st" 2>/dev/null || true
+        n=$(requests "$D/$name.$method.wrk")
+        python3 - "$D/$name.$method.strace" "$n" "$name" "$method" <<'EOF'
+import sys
+path, n, name, method = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+calls = {}
+for line in open(path):
+    f = line.split()
+    if len(f) >= 5 and f[3].isdigit():
+        calls[f[-1]] = int(f[3])
+total = calls.pop("total", sum(calls.values()))
+sends = sum(v for k, v in calls.items() if k in ("sendto", "sendmsg", "writev", "write"))
+recvs = sum(v for k, v in calls.items() if k in ("recvfrom", "recvmsg", "read", "readv"))
+top = ", ".join(f"{k} {v / n:.2f}" for k, v in sorted(calls.items(), key=lambda kv: -kv[1])[:4])
+print(f"| {name} | {method} | {sends / n:.2f} | {recvs / n:.2f} | {total / n:.2f} | {top} |")
+EOF
+    done
+    kill -INT "$p"; wait "$p" 2>/dev/null || true
+done
