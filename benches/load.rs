@@ -217,18 +217,83 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 /// Peak resident set (VmHWM) of the process and its children, in MiB.
 fn peak_rss_mib(pid: u32) -> f64 {
+    memory_mib(pid, "VmHWM:")
+}
+
+/// Resident set now (VmRSS) of the process and its children, in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    memory_mib(pid, "VmRSS:")
+}
+
+fn memory_mib(pid: u32, field: &str) -> f64 {
     family(pid)
         .iter()
         .map(|p| {
             let status = std::fs::read_to_string(format!("/proc/{p}/status")).unwrap_or_default();
             status
                 .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .find_map(|l| l.strip_prefix(field))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
                 .unwrap_or(0.0)
                 / 1024.0
         })
         .sum()
+}
+
+/// Memory of a proxy holding idle keep-alive client connections.
+struct Idle {
+    name: String,
+    before_mib: f64,
+    with_idle_mib: f64,
+    connections: usize,
+}
+
+/// Open `n` client connections to the proxy on `port`, send one GET on each and read its
+/// answer, then leave them open and idle: the proxy's resident memory before and while it
+/// holds them.
+fn idle_connections(name: &str, proxy: &Proc, port: u16, path: &str, n: usize) -> Fallible<Idle> {
+    let before_mib = rss_mib(proxy.pid());
+    let mut held = Vec::with_capacity(n);
+    let mut buf = [0u8; 4096];
+    for i in 0..n {
+        let mut s = TcpStream::connect(("127.0.0.1", port))
+            .map_err(|e| format!("{name}: idle connection {i}: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(|e| e.to_string())?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n").map_err(|e| e.to_string())?;
+        let got = s
+            .read(&mut buf)
+            .map_err(|e| format!("{name}: idle connection {i}: {e}"))?;
+        if !buf[..got].starts_with(b"HTTP/1.1 200") {
+            return Err(format!("{name}: idle connection {i} was not answered 200"));
+        }
+        held.push(s);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let with_idle_mib = rss_mib(proxy.pid());
+    drop(held);
+    Ok(Idle {
+        name: name.to_string(),
+        before_mib,
+        with_idle_mib,
+        connections: n,
+    })
+}
+
+fn print_idle(rows: &[Idle]) {
+    println!(
+        "| proxy | RSS before MiB | RSS with idle connections MiB | per idle connection KiB |"
+    );
+    println!("|---|---:|---:|---:|");
+    for r in rows {
+        println!(
+            "| {} | {:.1} | {:.1} | {:.1} |",
+            r.name,
+            r.before_mib,
+            r.with_idle_mib,
+            (r.with_idle_mib - r.before_mib) * 1024.0 / r.connections.max(1) as f64
+        );
+    }
 }
 
 /// nginx stub_status of the upstream: (connections accepted, requests served).
@@ -777,8 +842,26 @@ fn ratio(rows: &[Row], a: &str, b: &str) -> Option<f64> {
     Some(find(a)?.result.rps() / find(b)?.result.rps())
 }
 
+/// Raise this process's descriptor limit to its hard limit: the idle-connection measurement
+/// holds 1,000 sockets.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
 fn run() -> Fallible<()> {
     let options = Options::parse()?;
+    raise_fd_limit();
     for tool in ["wrk", "nginx", "haproxy", "taskset"] {
         let found = Command::new("sh")
             .arg("-c")
@@ -813,6 +896,9 @@ fn run() -> Fallible<()> {
     let mut rows = Vec::new();
     // The same proxies under a browser-like GET without a body, as in issue 16's comparison.
     let mut gets = Vec::new();
+    // Memory with 1,000 idle keep-alive client connections, after each proxy's loads.
+    const IDLE: usize = 1000;
+    let mut idle = Vec::new();
     let c = bench.options.connections;
     let get = |name: &str, port: u16, path: &str, proxy: Option<&Proc>| {
         bench.scenario_method(name, "GET", c, port, path, proxy)
@@ -841,6 +927,13 @@ fn run() -> Fallible<()> {
         port,
         "/pass/orders",
         Some(&gw),
+    )?);
+    idle.push(idle_connections(
+        "(b) portcullis pass-through",
+        &gw,
+        port,
+        "/pass/orders",
+        IDLE,
     )?);
     drop(gw);
 
@@ -884,6 +977,13 @@ fn run() -> Fallible<()> {
         "/orders",
         Some(&nginx),
     )?);
+    idle.push(idle_connections(
+        "(d) nginx reverse proxy",
+        &nginx,
+        port,
+        "/orders",
+        IDLE,
+    )?);
     drop(nginx);
 
     eprintln!("(k) HAProxy reverse proxy");
@@ -897,6 +997,13 @@ fn run() -> Fallible<()> {
         "/orders",
         Some(&haproxy),
     )?);
+    idle.push(idle_connections(
+        "(k) HAProxy reverse proxy",
+        &haproxy,
+        port,
+        "/orders",
+        IDLE,
+    )?);
     drop(haproxy);
 
     eprintln!("(e) bare Pingora proxy");
@@ -905,6 +1012,13 @@ fn run() -> Fallible<()> {
     wait_ready(&mut bare, port, "/ready")?;
     rows.push(bench.scenario("(e) bare Pingora proxy", port, "/orders", Some(&bare))?);
     gets.push(get("(e) bare Pingora proxy", port, "/orders", Some(&bare))?);
+    idle.push(idle_connections(
+        "(e) bare Pingora proxy",
+        &bare,
+        port,
+        "/orders",
+        IDLE,
+    )?);
     eprintln!("(e) with 1,000 client connections");
     let bare_thousand = bench.wrk(port, "/orders", 1000, secs.min(5), 0)?;
     check_clean("bare Pingora, 1,000 connections", &bare_thousand)?;
@@ -995,6 +1109,11 @@ fn run() -> Fallible<()> {
         ],
     );
     print_own_cost(&gets);
+    println!();
+    println!(
+        "Resident memory after the loads above, then while holding {IDLE} idle keep-alive client connections (each answered once) [target: portcullis <= 48 MiB]:"
+    );
+    print_idle(&idle);
     if bench.options.crs {
         // After the main table, so that its figures stand even if this part cannot run.
         let crs_rows = crs_scenarios(&bench)?;

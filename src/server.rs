@@ -22,8 +22,9 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Read buffer of each client connection (Pingora's default is 64 KiB).
-const LISTENER_READ_BUFFER: usize = 4 * 1024;
+/// Read buffer of each TLS client connection (Pingora's default is 64 KiB): OpenSSL reads each
+/// record's 5-byte header and then its body, two syscalls a record without a buffer under it.
+const TLS_READ_BUFFER: usize = 4 * 1024;
 
 pub struct RunOptions {
     /// Take over the listening sockets of a running instance (`-u`).
@@ -182,11 +183,17 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
         },
     );
     // Pingora gives every client connection a 64 KiB read buffer, zero-filled when allocated:
-    // with 1,000 clients that is most of the process's memory. 4 KiB holds a typical request
-    // head; a larger head takes more reads, and reads larger than the buffer (TLS records,
-    // bodies) bypass it.
-    let buffers = L4BufferSettings::default().read(LISTENER_READ_BUFFER);
+    // with 1,000 clients that is most of the process's memory. A plain connection needs none:
+    // Pingora reads the request head into its own buffer and bodies in large reads, so a buffer
+    // under them only copies (and holds 4 KiB per idle keep-alive client). TLS keeps 4 KiB for
+    // OpenSSL's small reads; reads larger than it bypass it.
     for (i, listener) in config.listeners.iter().enumerate() {
+        let read = if listener.tls.is_some() {
+            TLS_READ_BUFFER
+        } else {
+            0
+        };
+        let buffers = L4BufferSettings::default().read(read);
         let endpoint = ListenerConfig::tcp(&listener.address).l4_buffer(buffers);
         let endpoint = match &listener.tls {
             None => endpoint,
