@@ -1,7 +1,7 @@
 //! Property-based fuzzing (proptest) of everything that parses untrusted input: the config
 //! loader, JWT headers and claims, the JSON depth scanner and body checks, the threat
-//! detector, the API-key header parser, `X-Forwarded-For`, path normalisation, and the SecLang
-//! rule parser.
+//! detector, the API-key header parser, `X-Forwarded-For`, path normalisation, the SecLang
+//! rule parser, and the access-log line writer (which must keep any text inside its string).
 //!
 //! Each target runs 256 generated cases under `cargo test` (bounded: a few seconds in all).
 //! Longer runs: `PROPTEST_CASES=200000 cargo test --release --test fuzz`. A failing case is
@@ -16,6 +16,7 @@ use portcullis::checks::ip::{canonical, client_ip, CidrSet};
 use portcullis::checks::path::normalise;
 use portcullis::checks::threat::{scan, scan_json, scan_path, scan_query, Field};
 use portcullis::config::load_str;
+use portcullis::observe::access_log::AccessRecord;
 use portcullis::waf::seclang::parse;
 use proptest::prelude::*;
 use std::net::IpAddr;
@@ -364,5 +365,52 @@ proptest! {
                 prop_assert!(e.to_string().starts_with("fuzz.conf:"));
             }
         }
+    }
+
+    #[test]
+    fn access_log_lines_hold_any_text(
+        id in text(60),
+        route in text(40),
+        path in text(60),
+        query in prop::option::of(text(60)),
+        ua in prop::option::of(hostile_bytes(60)),
+    ) {
+        let redact = std::collections::HashSet::new();
+        let record = AccessRecord {
+            ts: std::time::SystemTime::now(),
+            request_id: &id,
+            client_ip: Some(IpAddr::from([192, 0, 2, 1])),
+            method: "GET",
+            path: &path,
+            query: query.as_deref(),
+            redact: &redact,
+            status: 200,
+            route: &route,
+            consumer: Some(&id),
+            auth: None,
+            decision: "allow",
+            upstream: None,
+            upstream_status: None,
+            bytes_sent: 0,
+            duration_ms: 0.5,
+            user_agent: ua.as_deref(),
+            waf_rules: None,
+            anomaly_score: None,
+            waf_body: None,
+        };
+        let mut line = String::new();
+        record.write_json(&mut line);
+        // One line, one object, every string back exactly as it was given.
+        prop_assert!(!line.contains('\n') && !line.contains('\r'), "{line}");
+        let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| TestCaseError::fail(format!("{e}: {line}")))?;
+        prop_assert_eq!(v["request_id"].as_str(), Some(id.as_str()));
+        prop_assert_eq!(v["consumer"].as_str(), Some(id.as_str()));
+        prop_assert_eq!(v["route"].as_str(), Some(route.as_str()));
+        prop_assert_eq!(v["status"].as_u64(), Some(200));
+        let ua_text = ua.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
+        prop_assert_eq!(v["user_agent"].as_str(), ua_text.as_deref());
+        let logged = v["path"].as_str().unwrap_or_default();
+        prop_assert!(logged.starts_with(path.as_str()), "{logged:?}");
+        prop_assert_eq!(logged.len() == path.len(), query.is_none());
     }
 }
