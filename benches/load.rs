@@ -280,6 +280,39 @@ fn idle_connections(name: &str, proxy: &Proc, port: u16, path: &str, n: usize) -
     })
 }
 
+/// The three measurements every proxy gets: the main table's POST, the GET table, and the
+/// memory with idle clients (not for the upstream itself, which has no `Proc`).
+#[derive(Default)]
+struct Tables {
+    posts: Vec<Row>,
+    gets: Vec<Row>,
+    idle: Vec<Idle>,
+}
+
+/// Idle keep-alive client connections each proxy is measured with.
+const IDLE: usize = 1000;
+
+impl Tables {
+    fn measure(
+        &mut self,
+        bench: &Bench,
+        name: &str,
+        port: u16,
+        path: &str,
+        proxy: Option<&Proc>,
+    ) -> Fallible<()> {
+        let c = bench.options.connections;
+        self.posts.push(bench.scenario(name, port, path, proxy)?);
+        self.gets
+            .push(bench.scenario_method(name, "GET", c, port, path, proxy)?);
+        if let Some(proxy) = proxy {
+            self.idle
+                .push(idle_connections(name, proxy, port, path, IDLE)?);
+        }
+        Ok(())
+    }
+}
+
 fn print_idle(rows: &[Idle]) {
     println!(
         "| proxy | RSS before MiB | RSS with idle connections MiB | per idle connection KiB |"
@@ -893,48 +926,29 @@ fn run() -> Fallible<()> {
         pin.then_some("0"),
     )?;
     wait_ready(&mut upstream, bench.upstream_port, "/")?;
-    let mut rows = Vec::new();
-    // The same proxies under a browser-like GET without a body, as in issue 16's comparison.
-    let mut gets = Vec::new();
-    // Memory with 1,000 idle keep-alive client connections, after each proxy's loads.
-    const IDLE: usize = 1000;
-    let mut idle = Vec::new();
-    let c = bench.options.connections;
-    let get = |name: &str, port: u16, path: &str, proxy: Option<&Proc>| {
-        bench.scenario_method(name, "GET", c, port, path, proxy)
-    };
+    // Each proxy under the POST, under a browser-like GET without a body (as in issue 16's
+    // comparison), and holding idle keep-alive clients after those loads.
+    let mut t = Tables::default();
 
     eprintln!("(a) upstream directly");
-    rows.push(bench.scenario("(a) upstream direct", bench.upstream_port, "/direct", None)?);
-    gets.push(get(
+    t.measure(
+        &bench,
         "(a) upstream direct",
         bench.upstream_port,
         "/direct",
         None,
-    )?);
+    )?;
 
     eprintln!("(b) portcullis, pass-through");
     let port = free_port()?;
     let gw = bench.portcullis(port)?;
-    rows.push(bench.scenario(
+    t.measure(
+        &bench,
         "(b) portcullis pass-through",
         port,
         "/pass/orders",
         Some(&gw),
-    )?);
-    gets.push(get(
-        "(b) portcullis pass-through",
-        port,
-        "/pass/orders",
-        Some(&gw),
-    )?);
-    idle.push(idle_connections(
-        "(b) portcullis pass-through",
-        &gw,
-        port,
-        "/pass/orders",
-        IDLE,
-    )?);
+    )?;
     drop(gw);
 
     eprintln!("(c) portcullis, full chain");
@@ -942,7 +956,7 @@ fn run() -> Fallible<()> {
     let gw = bench.portcullis(port)?;
     let full = bench.scenario("(c) portcullis full chain", port, "/full/orders", Some(&gw))?;
     let peak = full.result.rps();
-    rows.push(full);
+    t.posts.push(full);
 
     // Half of the full chain's peak, the same offered load on both routes: wrk waits a fixed
     // pause between requests on each connection.
@@ -970,70 +984,55 @@ fn run() -> Fallible<()> {
         pin.then_some("1"),
     )?;
     wait_ready(&mut nginx, port, "/ready")?;
-    rows.push(bench.scenario("(d) nginx reverse proxy", port, "/orders", Some(&nginx))?);
-    gets.push(get(
+    t.measure(
+        &bench,
         "(d) nginx reverse proxy",
         port,
         "/orders",
         Some(&nginx),
-    )?);
-    idle.push(idle_connections(
-        "(d) nginx reverse proxy",
-        &nginx,
-        port,
-        "/orders",
-        IDLE,
-    )?);
+    )?;
     drop(nginx);
 
     eprintln!("(k) HAProxy reverse proxy");
     let port = free_port()?;
     let mut haproxy = bench.haproxy(port)?;
     wait_ready(&mut haproxy, port, "/ready")?;
-    rows.push(bench.scenario("(k) HAProxy reverse proxy", port, "/orders", Some(&haproxy))?);
-    gets.push(get(
+    t.measure(
+        &bench,
         "(k) HAProxy reverse proxy",
         port,
         "/orders",
         Some(&haproxy),
-    )?);
-    idle.push(idle_connections(
-        "(k) HAProxy reverse proxy",
-        &haproxy,
-        port,
-        "/orders",
-        IDLE,
-    )?);
+    )?;
     drop(haproxy);
 
     eprintln!("(e) bare Pingora proxy");
     let port = free_port()?;
     let mut bare = bench.bare_pingora(port)?;
     wait_ready(&mut bare, port, "/ready")?;
-    rows.push(bench.scenario("(e) bare Pingora proxy", port, "/orders", Some(&bare))?);
-    gets.push(get("(e) bare Pingora proxy", port, "/orders", Some(&bare))?);
-    idle.push(idle_connections(
+    t.measure(
+        &bench,
         "(e) bare Pingora proxy",
-        &bare,
         port,
         "/orders",
-        IDLE,
-    )?);
+        Some(&bare),
+    )?;
     eprintln!("(e) with 1,000 client connections");
     let bare_thousand = bench.wrk(port, "/orders", 1000, secs.min(5), 0)?;
     check_clean("bare Pingora, 1,000 connections", &bare_thousand)?;
     let rss_bare_thousand = peak_rss_mib(bare.pid());
     drop(bare);
 
+    let Tables { posts, gets, idle } = t;
     print_table(
         &bench,
-        &rows,
+        &posts,
         "POST, 1 KiB JSON body, bearer token",
         bench.options.connections,
     );
     println!();
     print_ratios(
-        &rows,
+        &posts,
         &[
             (
                 "(b)/(a) pass-through vs upstream direct",
@@ -1059,7 +1058,7 @@ fn run() -> Fallible<()> {
             ("(d)/(k) nginx vs HAProxy", "(d)", "(k)", false),
         ],
     );
-    print_own_cost(&rows);
+    print_own_cost(&posts);
     println!(
         "half load ({:.0} req/s offered as {conns} connections with {pause_ms} ms pauses): pass-through p99 {} ms at {:.0} req/s, full chain p99 {} ms at {:.0} req/s; added p99 {} ms [target <= 1 ms]",
         half,
