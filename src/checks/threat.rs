@@ -10,7 +10,7 @@ use super::route::Route;
 use super::waf::{self, Findings};
 use crate::percent::hex_value as hex;
 use crate::problem::{Family, Refusal};
-use crate::waf::operator::is_plain;
+use crate::waf::operator::{is_plain, is_word_path};
 use pingora_http::RequestHeader;
 use regex::Regex;
 use std::borrow::Cow;
@@ -264,6 +264,10 @@ fn percent_decode(input: &[u8], plus_is_space: bool) -> Option<Vec<u8>> {
 /// Fold overlong UTF-8 encodings of ASCII (`C0 AE` is `.`) and look-alike separators
 /// (fullwidth `．／＼`, `∕`, `∖`) to plain ASCII. `None` if nothing changed.
 fn fold_lookalikes(input: &[u8]) -> Option<Vec<u8>> {
+    // Overlong forms start with 0xC0, 0xC1 or 0xE0; the look-alikes are not ASCII either.
+    if input.is_ascii() {
+        return None;
+    }
     let text = String::from_utf8_lossy(input);
     let has_overlong = input
         .windows(2)
@@ -356,9 +360,15 @@ fn classify(value: &[u8], field: Field) -> Option<ThreatKind> {
     if has_any(value, b";&|\n$`") && (COMMAND.is_match(&text) || SUBSHELL.is_match(&text)) {
         return Some(ThreatKind::CommandInjection);
     }
-    if (has_any(value, b"<:") && SCRIPT.is_match(&text))
-        || libinjectionrs::detect_xss(value).is_injection()
-    {
+    if has_any(value, b"<:") && SCRIPT.is_match(&text) {
+        return Some(ThreatKind::Xss);
+    }
+    // libinjection finds nothing in words and numbers joined by `-` or `/` (`is_word_path`),
+    // which are most non-plain values of an API (SKUs, dates, paths).
+    if is_word_path(value) {
+        return None;
+    }
+    if libinjectionrs::detect_xss(value).is_injection() {
         return Some(ThreatKind::Xss);
     }
     // `detect_sqli` fingerprints the input a second time after deciding, for a result field
@@ -643,6 +653,108 @@ mod tests {
             );
             assert!(!is_plain(flagged.as_bytes()), "{flagged}");
         }
+    }
+
+    /// The shortcut of `is_word_path` holds against both libinjection detectors: every
+    /// sequence of up to eight numbers and words joined by `-` or `/`, with and without a
+    /// separator at either end, and 20,000 random ones of up to 14 parts. Keywords, `--`,
+    /// `.` and digits followed by letters are outside the shape, and found.
+    #[test]
+    fn word_paths_are_clean_for_libinjection() {
+        let detectors = |v: &[u8]| {
+            libinjectionrs::detect_xss(v).is_injection()
+                || libinjectionrs::SqliState::new(v, libinjectionrs::SqliFlags::FLAG_NONE).detect()
+        };
+        let words = ["SKU", "M", "x_1", "BLUE", "a1", "_", "Z9_z", "v1", "orders"];
+        let numbers = ["0", "00042", "7", "123456789"];
+        let mut checked = 0;
+        for len in 1..=8usize {
+            for kinds in 0..1u32 << len {
+                for seps in 0..1u32 << (len + 1) {
+                    // Which of the two ends get a separator, turn by turn.
+                    let ends = (kinds ^ seps) % 4;
+                    let sep = |i: usize| if seps >> i & 1 == 1 { '/' } else { '-' };
+                    let mut value = String::new();
+                    if ends & 1 == 1 {
+                        value.push(sep(0));
+                    }
+                    for i in 0..len {
+                        if i > 0 {
+                            value.push(sep(i));
+                        }
+                        let pick = (kinds ^ seps) as usize + i;
+                        value.push_str(if kinds >> i & 1 == 1 {
+                            numbers[pick % numbers.len()]
+                        } else {
+                            words[pick % words.len()]
+                        });
+                    }
+                    if ends & 2 == 2 {
+                        value.push(sep(len));
+                    }
+                    assert!(is_word_path(value.as_bytes()), "{value:?}");
+                    assert!(!detectors(value.as_bytes()), "{value:?}");
+                    checked += 1;
+                }
+            }
+        }
+        // Random parts: digit runs, and words from letters, digits and `_`.
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let word_start = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_";
+        let word_rest = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_";
+        let mut random = 0;
+        while random < 20_000 {
+            let mut value = Vec::new();
+            if next(4) == 0 {
+                value.push(b"-/"[next(2)]);
+            }
+            for i in 0..1 + next(14) {
+                if i > 0 {
+                    value.push(b"-/"[next(2)]);
+                }
+                let digits = next(2) == 0;
+                for j in 0..1 + next(7) {
+                    value.push(match (digits, j) {
+                        (true, _) => b'0' + next(10) as u8,
+                        (false, 0) => word_start[next(word_start.len())],
+                        (false, _) => word_rest[next(word_rest.len())],
+                    });
+                }
+            }
+            if next(4) == 0 {
+                value.push(b"-/"[next(2)]);
+            }
+            if is_word_path(&value) {
+                assert!(!detectors(&value), "{:?}", String::from_utf8_lossy(&value));
+                random += 1;
+            }
+        }
+        assert!(checked > 100_000, "{checked} values checked");
+        // Outside the shape, and what libinjection makes of them.
+        for flagged in ["1-1union", "select-1", "1.eor.2", "-1--"] {
+            assert!(!is_word_path(flagged.as_bytes()), "{flagged}");
+        }
+        assert_eq!(classify(b"1-1union", Field::Query), Some(ThreatKind::Sqli));
+        assert_eq!(
+            classify(b"87.eOr.6670-4", Field::Body),
+            Some(ThreatKind::Sqli)
+        );
+        for outside in [
+            "", "-", "--", "a--b", "a//b", "1a", "a.b", "SKU-42B", "a b", "a'b",
+        ] {
+            assert!(!is_word_path(outside.as_bytes()), "{outside:?}");
+        }
+        // The other rules still see a word path.
+        assert_eq!(
+            scan(b"/etc/passwd", Field::Query),
+            Some(ThreatKind::PathTraversal)
+        );
     }
 
     /// Runs `scan` on a thread and gives up after a deadline far above its real cost (a hang

@@ -303,10 +303,16 @@ impl Operator {
                 regex_test(re.as_ref().as_ref()?, value, capture)
             }
             Operator::Pm(ac, _) => yes(ac.is_match(value)),
-            // A value of letters, digits, `_` and `.` alone is never flagged by libinjection
-            // (checks::threat's `plain_values_are_clean_for_every_rule` runs both detectors on
-            // ~250,000 such values); most values are such, and the detectors are costly.
-            Operator::DetectSqli | Operator::DetectXss if is_plain(value) => None,
+            // A value of letters, digits, `_` and `.` alone, or words and numbers joined by
+            // `-` or `/`, is never flagged by libinjection (checks::threat's
+            // `plain_values_are_clean_for_every_rule` and `word_paths_are_clean_for_libinjection`
+            // run both detectors on such values); most values are such, and the detectors are
+            // costly.
+            Operator::DetectSqli | Operator::DetectXss
+                if is_plain(value) || is_word_path(value) =>
+            {
+                None
+            }
             Operator::DetectSqli => yes(libinjectionrs::SqliState::new(
                 value,
                 libinjectionrs::SqliFlags::FLAG_NONE,
@@ -691,6 +697,72 @@ pub fn is_plain(value: &[u8]) -> bool {
         .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.'))
         && !value.windows(2).any(|w| w == b"..")
 }
+
+/// The next most common values are words and numbers joined by `-` or `/`: SKUs
+/// (`SKU-00042-BLUE-M`), dates (`2026-12-03`), slugs, paths (`/v1/orders/4711`). libinjection
+/// flags none of them when every part is a run of digits or a word of letters, digits and `_`
+/// that starts with a letter or `_` and is none of its SQL keywords, with one optional `-` or
+/// `/` at either end and no empty part. Not in the shape, and left to the detectors: `--` and
+/// `//` (comments), `.` (`1.eor` reads as the number `1.e` and the keyword `or`), digits
+/// followed by letters (`1union`), keywords (`1-1union`, `select-1`). The test
+/// `word_paths_are_clean_for_libinjection` in `checks::threat` holds this against both
+/// detectors; it says nothing about the other rules (`/etc/passwd` is such a value).
+pub fn is_word_path(value: &[u8]) -> bool {
+    let mut rest = value;
+    if let [b'-' | b'/', tail @ ..] = rest {
+        rest = tail;
+    }
+    if let [head @ .., b'-' | b'/'] = rest {
+        rest = head;
+    }
+    !rest.is_empty() && rest.split(|&b| b == b'-' || b == b'/').all(is_inert_part)
+}
+
+fn is_inert_part(part: &[u8]) -> bool {
+    match part.first() {
+        None => false,
+        Some(b) if b.is_ascii_digit() => part.iter().all(u8::is_ascii_digit),
+        Some(_) => {
+            part.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_')
+                && !SQL_WORDS.contains(part)
+        }
+    }
+}
+
+/// libinjection's own keyword table (every word it gives a token type, of the version we
+/// link), upper case, for the words that can be a part of a word path.
+struct SqlWords {
+    words: std::collections::HashSet<Box<[u8]>>,
+    longest: usize,
+}
+
+impl SqlWords {
+    fn contains(&self, word: &[u8]) -> bool {
+        if word.len() > self.longest {
+            return false;
+        }
+        let mut upper = [0u8; 64];
+        if word.len() > upper.len() {
+            // Longer than any keyword of today's table; were there one, the detectors decide.
+            return true;
+        }
+        let upper = &mut upper[..word.len()];
+        upper.copy_from_slice(word);
+        upper.make_ascii_uppercase();
+        self.words.contains(&*upper)
+    }
+}
+
+static SQL_WORDS: std::sync::LazyLock<SqlWords> = std::sync::LazyLock::new(|| {
+    let words: std::collections::HashSet<Box<[u8]>> = libinjectionrs::sqli::sqli_data::SQL_KEYWORDS
+        .iter()
+        .map(|k| k.word.as_bytes())
+        .filter(|w| w.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_'))
+        .map(|w| w.to_ascii_uppercase().into_boxed_slice())
+        .collect();
+    let longest = words.iter().map(|w| w.len()).max().unwrap_or(0);
+    SqlWords { words, longest }
+});
 
 #[cfg(test)]
 mod tests {
