@@ -385,6 +385,13 @@ pub fn scan(value: &[u8], field: Field) -> Option<ThreatKind> {
     if is_plain(value) {
         return None;
     }
+    // Words and numbers joined by `-` or `/` hold nothing to decode or fold, and of the rules
+    // only traversal can match one (`/etc/passwd`): libinjection flags none (`is_word_path`).
+    if is_word_path(value) {
+        let traversal = value.contains(&b'/')
+            && std::str::from_utf8(value).is_ok_and(|text| TRAVERSAL.is_match(text));
+        return traversal.then_some(ThreatKind::PathTraversal);
+    }
     let plus = field == Field::Query;
     if let Some(kind) = classify(value, field) {
         return Some(kind);
@@ -694,6 +701,12 @@ mod tests {
                     }
                     assert!(is_word_path(value.as_bytes()), "{value:?}");
                     assert!(!detectors(value.as_bytes()), "{value:?}");
+                    // `scan`'s shortcut for them gives what the regex rules give.
+                    assert_eq!(
+                        scan(value.as_bytes(), Field::Query),
+                        classify(value.as_bytes(), Field::Query),
+                        "{value:?}"
+                    );
                     checked += 1;
                 }
             }
@@ -751,10 +764,13 @@ mod tests {
             assert!(!is_word_path(outside.as_bytes()), "{outside:?}");
         }
         // The other rules still see a word path.
-        assert_eq!(
-            scan(b"/etc/passwd", Field::Query),
-            Some(ThreatKind::PathTraversal)
-        );
+        for traversal in ["/etc/passwd", "x-1/etc/shadow/", "/proc/self/environ"] {
+            assert!(is_word_path(traversal.as_bytes()), "{traversal}");
+            assert_eq!(
+                scan(traversal.as_bytes(), Field::Query),
+                Some(ThreatKind::PathTraversal)
+            );
+        }
     }
 
     /// Runs `scan` on a thread and gives up after a deadline far above its real cost (a hang

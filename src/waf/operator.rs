@@ -715,53 +715,79 @@ pub fn is_word_path(value: &[u8]) -> bool {
     if let [head @ .., b'-' | b'/'] = rest {
         rest = head;
     }
-    !rest.is_empty() && rest.split(|&b| b == b'-' || b == b'/').all(is_inert_part)
-}
-
-fn is_inert_part(part: &[u8]) -> bool {
-    match part.first() {
-        None => false,
-        Some(b) if b.is_ascii_digit() => part.iter().all(u8::is_ascii_digit),
-        Some(_) => {
-            part.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_')
-                && !SQL_WORDS.contains(part)
+    if rest.is_empty() {
+        return false;
+    }
+    let words = &*SQL_WORDS;
+    let mut part_start = 0;
+    for (i, &b) in rest.iter().enumerate() {
+        if b == b'-' || b == b'/' {
+            if !words.is_inert(&rest[part_start..i]) {
+                return false;
+            }
+            part_start = i + 1;
         }
     }
+    words.is_inert(&rest[part_start..])
+}
+
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
 }
 
 /// libinjection's own keyword table (every word it gives a token type, of the version we
-/// link), upper case, for the words that can be a part of a word path.
+/// link), upper case, for the words that can be a part of a word path: those of up to eight
+/// bytes packed into a `u64` (a word byte is never 0, so the packing is one to one), the longer
+/// ones as they are. Both sets hash with foldhash, seeded per process (hashbrown's default).
 struct SqlWords {
-    words: std::collections::HashSet<Box<[u8]>>,
-    longest: usize,
+    short: hashbrown::HashSet<u64>,
+    long: hashbrown::HashSet<Box<[u8]>>,
 }
 
 impl SqlWords {
-    fn contains(&self, word: &[u8]) -> bool {
-        if word.len() > self.longest {
-            return false;
+    /// A part of a word path that libinjection reads as a number or a bareword: digits only,
+    /// or a word that does not start with a digit and is no keyword.
+    fn is_inert(&self, part: &[u8]) -> bool {
+        match part {
+            [] => false,
+            [first, ..] if first.is_ascii_digit() => part.iter().all(u8::is_ascii_digit),
+            _ if part.len() <= 8 => {
+                let mut key = 0u64;
+                for &b in part {
+                    if !is_word_byte(b) {
+                        return false;
+                    }
+                    key = key << 8 | u64::from(b.to_ascii_uppercase());
+                }
+                !self.short.contains(&key)
+            }
+            _ => {
+                part.iter().all(|&b| is_word_byte(b))
+                    && !self.long.contains(&*part.to_ascii_uppercase())
+            }
         }
-        let mut upper = [0u8; 64];
-        if word.len() > upper.len() {
-            // Longer than any keyword of today's table; were there one, the detectors decide.
-            return true;
-        }
-        let upper = &mut upper[..word.len()];
-        upper.copy_from_slice(word);
-        upper.make_ascii_uppercase();
-        self.words.contains(&*upper)
     }
 }
 
 static SQL_WORDS: std::sync::LazyLock<SqlWords> = std::sync::LazyLock::new(|| {
-    let words: std::collections::HashSet<Box<[u8]>> = libinjectionrs::sqli::sqli_data::SQL_KEYWORDS
-        .iter()
-        .map(|k| k.word.as_bytes())
-        .filter(|w| w.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_'))
-        .map(|w| w.to_ascii_uppercase().into_boxed_slice())
-        .collect();
-    let longest = words.iter().map(|w| w.len()).max().unwrap_or(0);
-    SqlWords { words, longest }
+    let mut words = SqlWords {
+        short: hashbrown::HashSet::new(),
+        long: hashbrown::HashSet::new(),
+    };
+    for keyword in libinjectionrs::sqli::sqli_data::SQL_KEYWORDS {
+        let word = keyword.word.as_bytes().to_ascii_uppercase();
+        if word.is_empty() || !word.iter().all(|&b| is_word_byte(b)) {
+            continue;
+        }
+        if word.len() <= 8 {
+            words
+                .short
+                .insert(word.iter().fold(0u64, |key, &b| key << 8 | u64::from(b)));
+        } else {
+            words.long.insert(word.into_boxed_slice());
+        }
+    }
+    words
 });
 
 #[cfg(test)]
@@ -969,5 +995,49 @@ mod tests {
         }
         assert!(failures.is_empty(), "{}", failures.join("\n"));
         assert!(compiled > 1_000, "{compiled}");
+    }
+
+    /// Every word of libinjection's keyword table, in any case and wherever it stands, takes
+    /// a value out of the word-path shape; the packing into `u64` keeps words apart.
+    #[test]
+    fn no_keyword_is_an_inert_part() {
+        let mut words = 0;
+        for keyword in libinjectionrs::sqli::sqli_data::SQL_KEYWORDS {
+            let word = keyword.word;
+            if word.is_empty() || !word.bytes().all(is_word_byte) {
+                continue;
+            }
+            words += 1;
+            for value in [
+                word.to_string(),
+                word.to_ascii_lowercase(),
+                format!("SKU-{}", word.to_ascii_lowercase()),
+                format!("/v1/{word}/7"),
+            ] {
+                assert!(!is_word_path(value.as_bytes()), "{value}");
+            }
+        }
+        assert!(words > 1_000, "{words} keywords");
+        // Barewords next to keywords: a prefix or an extension of one is not one.
+        for inert in [
+            "SKU-00042-BLUE-M",
+            "2026-12-03",
+            "/v1/orders/4711",
+            "selects",
+            "unio",
+        ] {
+            assert!(is_word_path(inert.as_bytes()), "{inert}");
+        }
+        for outside in [
+            "SeLeCt",
+            "a-UNION",
+            "x/current_timestamp",
+            "-",
+            "a--b",
+            "1a",
+            "a.b",
+        ] {
+            assert!(!is_word_path(outside.as_bytes()), "{outside}");
+        }
     }
 }
