@@ -2,10 +2,11 @@
 //! forwarded byte for byte. Pingora forwards a consumed body only from its retry buffer, which
 //! holds 64 KiB; a larger validated body would otherwise never reach the upstream.
 //!
-//! HTTP/1: the downstream session is rebuilt on the same connection, wrapped so that it first
-//! reads the request head again (now framed by `Content-Length`) and the body, which Pingora
-//! parses exactly as if the client had sent them; then the connection continues as before.
-//! HTTP/2: the retry buffer is used, so bodies are limited to 64 KiB there.
+//! A body of up to 64 KiB is forwarded from the retry buffer, over HTTP/1 and HTTP/2 alike.
+//! A larger HTTP/1 body: the downstream session is rebuilt on the same connection, wrapped so
+//! that it first reads the request head again (now framed by `Content-Length`) and the body,
+//! which Pingora parses exactly as if the client had sent them; then the connection continues
+//! as before. HTTP/2 has only the retry buffer, so bodies are limited to 64 KiB there.
 //!
 //! This retires once Pingora can forward a body read before `upstream_peer` itself: the
 //! opt-in early body buffering of cloudflare/pingora pull request #816 (issue #780), not
@@ -24,11 +25,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// The largest body that can be replayed over HTTP/2 (Pingora's retry buffer).
 pub const H2_REPLAY_LIMIT: usize = 64 * 1024;
 
-/// Prepare a session whose body is about to be read in `request_filter`.
+/// Prepare a session whose body is about to be read in `request_filter`: Pingora keeps what
+/// is read, up to 64 KiB, in its retry buffer.
 pub fn before_reading(session: &mut Session) {
-    if session.as_downstream().is_http2() {
-        session.as_downstream_mut().enable_retry_buffering();
-    }
+    session.as_downstream_mut().enable_retry_buffering();
 }
 
 /// Whether an HTTP/2 body went past what can be replayed.
@@ -153,9 +153,21 @@ super::pass_through_io!(ReplayStream);
 /// before the connection is touched, so a failure leaves the session as it was and the
 /// refusal still reaches the client.
 pub async fn replay(session: &mut Session, body: Bytes) -> Result<()> {
+    // A body of up to 64 KiB is whole in the retry buffer, which Pingora forwards first (over
+    // HTTP/1 its framing header stays as the client sent it; the bytes are the same).
+    let buffered = |session: &Session| {
+        session
+            .as_downstream()
+            .get_retry_buffer()
+            .is_some_and(|buffer| buffer == body)
+    };
     let replayed = match &*session.downstream_session {
-        // Pingora forwards the retry buffer, which holds exactly what was read.
         HttpSession::H2(_) => return Ok(()),
+        HttpSession::H1(_) if buffered(session) => {
+            // The body is here already: the upstream must not wait to be told to send it.
+            session.req_header_mut().remove_header("expect");
+            return Ok(());
+        }
         HttpSession::H1(current) => {
             let head = request_head(current, body.len())?;
             if !parses(head.clone().freeze()).await {
