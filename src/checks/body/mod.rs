@@ -149,21 +149,27 @@ pub fn check_content_type(rules: &BodyRules, header: Option<&[u8]>) -> Result<St
 /// recursion, so no input can exhaust the stack. Runs before the parser sees the text.
 pub fn json_too_deep(bytes: &[u8], max: usize) -> bool {
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in bytes {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        i += 1;
         match b {
-            b'"' => in_string = true,
+            b'"' => {
+                // To the quote that ends the string, past escaped characters, in long strides.
+                loop {
+                    let Some(rest) = bytes.get(i..) else {
+                        return false;
+                    };
+                    match memchr::memchr2(b'"', b'\\', rest) {
+                        // An unterminated string: nothing after it counts.
+                        None => return false,
+                        Some(k) if rest[k] == b'\\' => i += k + 2,
+                        Some(k) => {
+                            i += k + 1;
+                            break;
+                        }
+                    }
+                }
+            }
             b'[' | b'{' => {
                 depth += 1;
                 if depth > max {
@@ -227,10 +233,14 @@ impl<'de> Visitor<'de> for StrictVisitor {
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
             let StrictValue(value) = map.next_value()?;
-            if out.contains_key(&key) {
-                return Err(de::Error::custom("duplicate key"));
+            match out.entry(key) {
+                serde_json::map::Entry::Vacant(slot) => {
+                    slot.insert(value);
+                }
+                serde_json::map::Entry::Occupied(_) => {
+                    return Err(de::Error::custom("duplicate key"))
+                }
             }
-            out.insert(key, value);
         }
         Ok(Value::Object(out))
     }
@@ -348,6 +358,13 @@ mod tests {
         assert!(!json_too_deep(br#"{"a":"\"[[[[[[[["}"#, 4));
         let deep = "[".repeat(100_000);
         assert!(json_too_deep(deep.as_bytes(), 32));
+        // An escaped backslash ends before the quote; what follows the string counts.
+        assert!(json_too_deep(br#"["a\\",[[[[1]]]]]"#, 4));
+        assert!(!json_too_deep(br#"["a\\",[[[1]]]]"#, 4));
+        // An escape or a string cut off at the end of the input.
+        assert!(!json_too_deep(br#"[[[["\"#, 4));
+        assert!(!json_too_deep(br#"[[[["ab"#, 4));
+        assert!(json_too_deep(br#"[[[[["\"#, 4));
     }
 
     #[test]
