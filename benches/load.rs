@@ -1041,7 +1041,7 @@ fn run() -> Fallible<()> {
                 false,
             ),
             (
-                "(c)/(b) full chain vs pass-through [target >= 90 %]",
+                "(c)/(b) full chain vs pass-through [target >= 50 %]",
                 "(c)",
                 "(b)",
                 false,
