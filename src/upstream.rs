@@ -1,5 +1,5 @@
 //! Upstreams: round robin over healthy targets, active HTTP health checks run as Pingora
-//! background services, peers carrying the configured timeouts (so Pingora's connection pool
+//! background services (whose health flips set the flags the round robin reads), peers carrying the configured timeouts (so Pingora's connection pool
 //! reuses them), and the mapping of upstream failures to 502 / 503 / 504.
 
 use crate::checks::rate_limit::ConcurrencyCap;
@@ -16,13 +16,18 @@ use pingora_load_balancing::health_check::{
 use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::{Backend, LoadBalancer};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+/// Pingora's balancer, kept for what it runs: the health checks. Targets are chosen by `Pool`.
 pub type Balancer = LoadBalancer<RoundRobin>;
 
 struct Pool {
     config: Upstream,
-    balancer: Arc<Balancer>,
+    /// One flag per target of `config.targets`: healthy until a health check says otherwise.
+    healthy: Arc<[AtomicBool]>,
+    /// The round robin's counter.
+    next: AtomicUsize,
     cap: Option<ConcurrencyCap>,
 }
 
@@ -31,15 +36,27 @@ pub struct Upstreams {
     pools: Vec<Pool>,
 }
 
-/// Sets `portcullis_upstream_target_healthy` when a health check flips a target.
+/// When a health check flips a target: its flag for the round robin, the gauge
+/// `portcullis_upstream_target_healthy` and a log line.
 struct HealthGauge {
     metrics: Arc<Metrics>,
     upstream: String,
+    targets: Vec<SocketAddr>,
+    healthy: Arc<[AtomicBool]>,
 }
 
 #[async_trait]
 impl HealthObserve for HealthGauge {
     async fn observe(&self, target: &Backend, healthy: bool) {
+        if let Some(i) = target
+            .addr
+            .as_inet()
+            .and_then(|addr| self.targets.iter().position(|t| t == addr))
+        {
+            if let Some(flag) = self.healthy.get(i) {
+                flag.store(healthy, Ordering::Relaxed);
+            }
+        }
         let addr = target.addr.to_string();
         if healthy {
             log::info!("upstream {} target {addr} is healthy again", self.upstream);
@@ -117,6 +134,7 @@ fn health_checks(
     upstream: &Upstream,
     hc: &HealthCheck,
     metrics: &Arc<Metrics>,
+    healthy: &Arc<[AtomicBool]>,
 ) -> Result<TargetHealthChecks, String> {
     let mut checks = Vec::with_capacity(upstream.targets.len());
     for target in &upstream.targets {
@@ -147,6 +165,8 @@ fn health_checks(
         gauge: HealthGauge {
             metrics: metrics.clone(),
             upstream: upstream.name.clone(),
+            targets: upstream.targets.clone(),
+            healthy: healthy.clone(),
         },
     })
 }
@@ -168,22 +188,25 @@ impl Upstreams {
                     .with_label_values(&[upstream.name.as_str(), target.to_string().as_str()])
                     .set(1);
             }
-            let balancer = match &upstream.health_check {
-                Some(hc) => {
-                    balancer.set_health_check(Box::new(health_checks(upstream, hc, metrics)?));
-                    balancer.health_check_frequency = Some(hc.interval);
-                    balancer.parallel_health_check = true;
-                    let service =
-                        background_service(&format!("health check {}", upstream.name), balancer);
-                    let task = service.task();
-                    services.push(service);
-                    task
-                }
-                None => Arc::new(balancer),
-            };
+            let healthy: Arc<[AtomicBool]> = upstream
+                .targets
+                .iter()
+                .map(|_| AtomicBool::new(true))
+                .collect();
+            if let Some(hc) = &upstream.health_check {
+                balancer
+                    .set_health_check(Box::new(health_checks(upstream, hc, metrics, &healthy)?));
+                balancer.health_check_frequency = Some(hc.interval);
+                balancer.parallel_health_check = true;
+                services.push(background_service(
+                    &format!("health check {}", upstream.name),
+                    balancer,
+                ));
+            }
             pools.push(Pool {
                 config: upstream.clone(),
-                balancer,
+                healthy,
+                next: AtomicUsize::new(0),
                 cap: upstream.max_inflight.map(ConcurrencyCap::new),
             });
         }
@@ -206,16 +229,17 @@ impl Upstreams {
     /// The next healthy target in round-robin order that this request has not tried yet.
     pub fn select(&self, index: usize, tried: &[SocketAddr]) -> Option<SocketAddr> {
         let pool = &self.pools[index];
-        let max = pool.config.targets.len().max(1) * 2;
-        pool.balancer
-            .select_with(b"", max, |backend, healthy| {
-                healthy
-                    && backend
-                        .addr
-                        .as_inet()
-                        .is_some_and(|addr| !tried.contains(addr))
+        let targets = &pool.config.targets;
+        let start = pool.next.fetch_add(1, Ordering::Relaxed);
+        (0..targets.len())
+            .map(|k| start.wrapping_add(k) % targets.len())
+            .find(|&i| {
+                pool.healthy
+                    .get(i)
+                    .is_some_and(|flag| flag.load(Ordering::Relaxed))
+                    && !tried.contains(&targets[i])
             })
-            .and_then(|backend| backend.addr.as_inet().copied())
+            .map(|i| targets[i])
     }
 
     /// The peer for a target, with the upstream's timeouts and TLS settings.

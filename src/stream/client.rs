@@ -193,21 +193,13 @@ impl ClientStream {
             self.deadline = Instant::now() + self.limit;
             self.seen.store(false, Ordering::Relaxed);
         }
-        let Phase::Head { mut newline } = self.phase else {
+        let Phase::Head { newline } = self.phase else {
             return;
         };
-        for &b in bytes {
-            match b {
-                b'\n' if newline => {
-                    self.phase = Phase::Body;
-                    return;
-                }
-                b'\n' => newline = true,
-                b'\r' => {}
-                _ => newline = false,
-            }
-        }
-        self.phase = Phase::Head { newline };
+        self.phase = match head_end(newline, bytes) {
+            HeadScan::Ended => Phase::Body,
+            HeadScan::Open { newline } => Phase::Head { newline },
+        };
     }
 
     /// Follow a write: the first bytes of a final response end the exchange.
@@ -215,6 +207,32 @@ impl ClientStream {
         if self.phase == Phase::Body && !self.preface_only && !is_informational(bytes) {
             self.phase = Phase::Answered;
         }
+    }
+}
+
+/// Where a head stands after `bytes`, given whether the bytes before them ended a line.
+#[derive(Debug, PartialEq, Eq)]
+enum HeadScan {
+    /// An empty line (`\n` or `\r\n`, any `\r` allowed before the `\n`) ended the head.
+    Ended,
+    /// Not yet; `newline`: the bytes so far end with a line break and nothing but `\r` after it.
+    Open { newline: bool },
+}
+
+/// The head ends at a `\n` whose line holds nothing but `\r`: found line by line with `memchr`
+/// (a head is mostly header text, which a byte-at-a-time state machine walked one by one).
+fn head_end(mut newline: bool, bytes: &[u8]) -> HeadScan {
+    let only_cr = |line: &[u8]| line.iter().all(|&b| b == b'\r');
+    let mut from = 0;
+    for at in memchr::memchr_iter(b'\n', bytes) {
+        if newline && bytes.get(from..at).is_some_and(only_cr) {
+            return HeadScan::Ended;
+        }
+        newline = true;
+        from = at + 1;
+    }
+    HeadScan::Open {
+        newline: newline && bytes.get(from..).is_some_and(only_cr),
     }
 }
 
@@ -325,6 +343,66 @@ super::pass_through_io!(ClientStream);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rule as a byte-at-a-time state machine: a `\n` ends the head when the line before
+    /// it held nothing but `\r`.
+    fn head_end_bytewise(mut newline: bool, bytes: &[u8]) -> HeadScan {
+        for &b in bytes {
+            match b {
+                b'\n' if newline => return HeadScan::Ended,
+                b'\n' => newline = true,
+                b'\r' => {}
+                _ => newline = false,
+            }
+        }
+        HeadScan::Open { newline }
+    }
+
+    proptest::proptest! {
+        /// Fed in any pieces, the line-by-line scan ends the head where the byte-by-byte rule
+        /// does.
+        #[test]
+        fn head_end_agrees_with_the_bytewise_rule(
+            bytes in proptest::collection::vec(proptest::sample::select(vec![b'\r', b'\n', b'a', b':', b' ']), 0..64),
+            cuts in proptest::collection::vec(0usize..64, 0..4),
+        ) {
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+            cuts.sort_unstable();
+            let (mut fast, mut slow) = (HeadScan::Open { newline: false }, HeadScan::Open { newline: false });
+            let mut start = 0;
+            for end in cuts.into_iter().chain([bytes.len()]) {
+                let piece = &bytes[start..end];
+                start = end;
+                if let HeadScan::Open { newline } = fast {
+                    fast = head_end(newline, piece);
+                }
+                if let HeadScan::Open { newline } = slow {
+                    slow = head_end_bytewise(newline, piece);
+                }
+                proptest::prop_assert_eq!(&fast, &slow, "{:?}", String::from_utf8_lossy(&bytes));
+            }
+        }
+    }
+
+    #[test]
+    fn a_head_ends_at_its_empty_line() {
+        assert_eq!(
+            head_end(false, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+            HeadScan::Ended
+        );
+        assert_eq!(
+            head_end(false, b"GET / HTTP/1.1\nHost: x\n\n"),
+            HeadScan::Ended
+        );
+        assert_eq!(
+            head_end(false, b"GET / HTTP/1.1\r\nHost: x\r\n"),
+            HeadScan::Open { newline: true }
+        );
+        assert_eq!(head_end(true, b"\r\n"), HeadScan::Ended);
+        assert_eq!(head_end(true, b"\r"), HeadScan::Open { newline: true });
+        assert_eq!(head_end(true, b"x\n"), HeadScan::Open { newline: true });
+        assert_eq!(head_end(true, b"x"), HeadScan::Open { newline: false });
+    }
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A wrapped in-memory connection and the client end of it.
