@@ -17,7 +17,13 @@ fn well_formed_request_id(value: &[u8]) -> bool {
 }
 
 pub fn new_request_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+    // Written straight into a buffer: `to_string` goes through `core::fmt`, several times the
+    // cost of the hex encoding itself.
+    let mut buffer = [0u8; uuid::fmt::Simple::LENGTH];
+    uuid::Uuid::new_v4()
+        .simple()
+        .encode_lower(&mut buffer)
+        .to_owned()
 }
 
 /// Who sent the request, and the id it is known by.
@@ -93,6 +99,17 @@ mod tests {
                 .len(),
             32
         );
+    }
+
+    #[test]
+    fn new_request_ids_are_32_lower_hex_digits_and_differ() {
+        let (a, b) = (new_request_id(), new_request_id());
+        assert_eq!(a.len(), 32);
+        assert!(
+            a.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')),
+            "{a}"
+        );
+        assert_ne!(a, b);
     }
 
     #[test]

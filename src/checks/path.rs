@@ -43,6 +43,26 @@ const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 /// percent-encoded unreserved characters are decoded, other escapes are kept (in upper case),
 /// `.` and `..` segments are resolved, and repeated slashes are merged. A trailing slash is kept.
 pub fn normalise(raw: &str) -> Result<String, PathError> {
+    if is_normal(raw.as_bytes()) {
+        return Ok(raw.to_string());
+    }
+    normalise_fully(raw)
+}
+
+/// Most paths are normal already: visible ASCII without `%` or `\`, no empty segment and no
+/// segment that starts with a dot (which takes in `.` and `..`, and some that are not).
+/// `normalise_fully` gives such a path back unchanged (unit-tested).
+fn is_normal(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&b'/')
+        && bytes
+            .iter()
+            .all(|&b| (0x21..0x7f).contains(&b) && b != b'%' && b != b'\\')
+        && !bytes
+            .windows(2)
+            .any(|w| w[0] == b'/' && (w[1] == b'/' || w[1] == b'.'))
+}
+
+fn normalise_fully(raw: &str) -> Result<String, PathError> {
     let bytes = raw.as_bytes();
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
@@ -128,6 +148,23 @@ pub fn normalise(raw: &str) -> Result<String, PathError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The shortcut for paths that are normal already changes no answer.
+        #[test]
+        fn normal_paths_come_back_as_they_are(
+            path in proptest::collection::vec(
+                proptest::sample::select(vec!["/", ".", "..", "a", "%2e", "%41", "%2F", "\\", "~", " ", "\u{7f}", "é", "-"]),
+                0..12,
+            )
+        ) {
+            let raw: String = path.concat();
+            proptest::prop_assert_eq!(normalise(&raw), normalise_fully(&raw), "{:?}", raw);
+            if is_normal(raw.as_bytes()) {
+                proptest::prop_assert_eq!(normalise_fully(&raw), Ok(raw.clone()));
+            }
+        }
+    }
 
     fn ok(raw: &str) -> String {
         normalise(raw).unwrap_or_else(|e| panic!("{raw}: {e:?}"))
