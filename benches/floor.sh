@@ -31,6 +31,21 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Stop a process we started and wait for it, bounded: SIGINT (valgrind writes its last dump,
+# strace its summary, Pingora stops at once), 2 s later SIGTERM (a background job of this
+# script starts with SIGINT ignored, and HAProxy keeps that), 10 s later KILL.
+stop() {
+    local pid=$1 sig tries i
+    for sig in INT:10 TERM:50 KILL:50; do
+        kill -"${sig%%:*}" "$pid" 2>/dev/null || return 0
+        tries=${sig##*:}
+        for i in $(seq "$tries"); do
+            kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+            sleep 0.2
+        done
+    done
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(free_port)
 mkdir -p "$D/up" "$D/ngx"
@@ -115,7 +130,7 @@ for name in "${PROXIES[@]}"; do
     callgrind_control -z "$vg" > /dev/null
     wrk -t1 -c8 -d"${SECS}s" "http://127.0.0.1:$port/pass/x" > "$D/$name.cg.wrk"
     callgrind_control -d "$vg" > /dev/null
-    kill -INT "$vg"; wait "$vg" 2>/dev/null || true
+    stop "$vg"
     total=0
     for f in "$D"/cg."$name".*.1; do
         total=$((total + $(grep '^summary' "$f" | cut -d' ' -f2)))
@@ -142,7 +157,7 @@ for name in "${PROXIES[@]}"; do
         sleep 1
         wrk -t1 -c8 -d3s "${script[@]}" "http://127.0.0.1:$port/pass/x" > "$D/$name.$method.wrk"
         sleep 0.5
-        kill -INT "$st"; wait "$st" 2>/dev/null || true
+        stop "$st"
         n=$(requests "$D/$name.$method.wrk")
         python3 - "$D/$name.$method.strace" "$n" "$name" "$method" <<'EOF'
 import sys
@@ -159,5 +174,5 @@ top = ", ".join(f"{k} {v / n:.2f}" for k, v in sorted(calls.items(), key=lambda 
 print(f"| {name} | {method} | {sends / n:.2f} | {recvs / n:.2f} | {total / n:.2f} | {top} |")
 EOF
     done
-    kill -INT "$p"; wait "$p" 2>/dev/null || true
+    stop "$p"
 done
