@@ -279,7 +279,12 @@ fn valid_tokens_of_every_algorithm_family_pass_with_identity_headers() {
         200
     );
     assert_eq!(up.requests()[0].header("x-consumer-id"), Some("carol"));
-    assert_eq!(up.requests()[0].header("x-consumer-groups"), Some(""));
+    // No groups: the header is left out, not sent empty.
+    assert!(up.requests()[0].header("x-consumer-groups").is_none());
+    assert_eq!(
+        up.requests()[0].header("x-authenticated-scopes"),
+        Some("orders:read orders:list extra")
+    );
 }
 
 #[test]
@@ -494,6 +499,8 @@ fn api_keys_valid_rotated_unknown_revoked_and_near_misses() {
         let seen = &up.requests()[0];
         assert_eq!(seen.header("x-consumer-id"), Some("mobile-app"));
         assert_eq!(seen.header("x-consumer-groups"), Some("partners"));
+        // An API key carries no scopes: the header is left out, not sent empty.
+        assert!(seen.header("x-authenticated-scopes").is_none());
         assert!(seen.header("x-api-key").is_none());
     }
     up.clear();

@@ -64,8 +64,14 @@ pub fn prepare(req: &mut RequestHeader, route: &Route, f: &Forwarding) -> pingor
     }
     if let Some(consumer) = f.consumer {
         req.insert_header("X-Consumer-Id", consumer)?;
-        req.insert_header("X-Consumer-Groups", f.groups.join(","))?;
-        req.insert_header("X-Authenticated-Scopes", f.scopes.join(" "))?;
+        // No groups or no scopes: the header is left out, not sent empty (an empty value is
+        // one that some upstreams misread); any copy the client sent is already gone.
+        if !f.groups.is_empty() {
+            req.insert_header("X-Consumer-Groups", f.groups.join(","))?;
+        }
+        if !f.scopes.is_empty() {
+            req.insert_header("X-Authenticated-Scopes", f.scopes.join(" "))?;
+        }
     }
     req.insert_header("X-Request-Id", f.request_id)?;
     if present.credentials && !route.keep_credentials {
@@ -190,6 +196,41 @@ mod tests {
     }
 
     #[test]
+    fn identity_headers_without_groups_or_scopes_are_left_out() {
+        let groups = ["staff".to_string(), "ops".to_string()];
+        let scopes = ["orders:read".to_string()];
+        for (groups, scopes, want_groups, want_scopes) in [
+            (
+                &groups[..],
+                &scopes[..],
+                Some("staff,ops"),
+                Some("orders:read"),
+            ),
+            (&groups[..], &[][..], Some("staff,ops"), None),
+            (&[][..], &scopes[..], None, Some("orders:read")),
+            (&[][..], &[][..], None, None),
+        ] {
+            let mut r = req();
+            let f = Forwarding {
+                consumer: Some("alice"),
+                groups,
+                scopes,
+                ..forwarding(false)
+            };
+            prepare(&mut r, &route(false), &f).unwrap();
+            assert_eq!(r.headers["x-consumer-id"], "alice");
+            // The client's forged copies are gone in every case.
+            let value = |name: &str| {
+                let all: Vec<_> = r.headers.get_all(name).iter().collect();
+                assert!(all.len() <= 1, "{name}: {all:?}");
+                all.first().map(|v| v.to_str().unwrap().to_string())
+            };
+            assert_eq!(value("x-consumer-groups").as_deref(), want_groups);
+            assert_eq!(value("x-authenticated-scopes").as_deref(), want_scopes);
+        }
+    }
+
+    #[test]
     fn trusted_peer_chain_extended_and_credentials_kept_on_request() {
         let mut r = req();
         prepare(&mut r, &route(true), &forwarding(true)).unwrap();
@@ -283,7 +324,8 @@ mod tests {
         prepare(&mut r, &route(false), &f).unwrap();
         let ids: Vec<_> = r.headers.get_all("x-consumer-id").iter().collect();
         assert_eq!(ids, ["alice"]);
-        assert_eq!(r.headers["x-consumer-groups"], "");
+        // The forged groups are gone, and alice has none: no header at all.
+        assert!(r.headers.get("x-consumer-groups").is_none());
         assert!(r.headers.get("x-authenticated-userid").is_none());
         assert_eq!(r.headers["x-consumer"], "not an identity header, kept");
         // What goes on the wire has one line per header, in the case it was set in.
