@@ -37,6 +37,18 @@ pub struct Refusal {
     /// Extra response headers, e.g. `Allow` on a 405.
     pub headers: Vec<(&'static str, String)>,
     pub family: Family,
+    /// The problem's `errors` member, for a program to read (empty: no member).
+    pub errors: Vec<ProblemError>,
+}
+
+/// One entry of a problem's `errors` member (the extension RFC 9457 §3 shows): where in the
+/// request (`pointer`, a JSON Pointer as a URI fragment: `#/items/0/qty`), which rule
+/// (`keyword`) and what it asks (`detail`). Never a value the client sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProblemError {
+    pub pointer: String,
+    pub keyword: String,
+    pub detail: String,
 }
 
 impl Refusal {
@@ -48,7 +60,13 @@ impl Refusal {
             detail: detail.into(),
             headers: Vec::new(),
             family: Family::Unclassified,
+            errors: Vec::new(),
         }
+    }
+
+    pub fn with_errors(mut self, errors: Vec<ProblemError>) -> Self {
+        self.errors = errors;
+        self
     }
 
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
@@ -106,14 +124,23 @@ pub fn title(status: u16) -> &'static str {
 }
 
 /// The problem+json body. Built with serde_json so that every string is escaped.
-pub fn body(status: u16, detail: &str, request_id: &str) -> Bytes {
-    let value = serde_json::json!({
+pub fn body(status: u16, detail: &str, request_id: &str, errors: &[ProblemError]) -> Bytes {
+    let mut value = serde_json::json!({
         "type": "about:blank",
         "title": title(status),
         "status": status,
         "detail": detail,
         "request_id": request_id,
     });
+    if let (false, Some(members)) = (errors.is_empty(), value.as_object_mut()) {
+        let errors = errors
+            .iter()
+            .map(|e| {
+                serde_json::json!({"pointer": e.pointer, "keyword": e.keyword, "detail": e.detail})
+            })
+            .collect();
+        members.insert("errors".into(), serde_json::Value::Array(errors));
+    }
     Bytes::from(value.to_string())
 }
 
@@ -144,7 +171,7 @@ mod tests {
 
     #[test]
     fn body_is_escaped_json() {
-        let b = body(400, "bad \"quote\" </script>", "id-1");
+        let b = body(400, "bad \"quote\" </script>", "id-1", &[]);
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
         assert_eq!(v["title"], "Bad Request");
         assert_eq!(v["status"], 400);
@@ -157,5 +184,22 @@ mod tests {
     fn titles() {
         assert_eq!(title(431), "Request Header Fields Too Large");
         assert_eq!(title(599), "Error");
+    }
+
+    #[test]
+    fn errors_member_only_when_there_are_errors() {
+        let plain: serde_json::Value = serde_json::from_slice(&body(422, "d", "id", &[])).unwrap();
+        assert!(plain.get("errors").is_none());
+        let one = ProblemError {
+            pointer: "#/a".into(),
+            keyword: "type".into(),
+            detail: "must be of type integer".into(),
+        };
+        let v: serde_json::Value = serde_json::from_slice(&body(422, "d", "id", &[one])).unwrap();
+        assert_eq!(
+            v["errors"],
+            serde_json::json!([{"pointer": "#/a", "keyword": "type", "detail": "must be of type integer"}])
+        );
+        assert_eq!(v["detail"], "d");
     }
 }

@@ -274,6 +274,34 @@ fn schema_violations_are_422_with_json_pointers() {
         .unwrap()
         .to_string();
     assert_eq!(detail.matches("/items/").count(), 10, "{detail}");
+    // For programs: an `errors` array (RFC 9457 §3), at most ten entries, each with a JSON
+    // pointer, the keyword and what the rule asks, naming an unexpected member but never
+    // echoing a value the client sent.
+    let body =
+        r#"{"id":"sk_live_S3CRET","email":"a@b.co","items":[],"admin":"<script>x</script>"}"#;
+    let r = raw_request(
+        gw.port,
+        &post("/orders", "application/json", body.as_bytes(), false),
+    );
+    let v = r.assert_problem(422);
+    let errors = v["errors"].as_array().expect("an errors array");
+    assert!(!errors.is_empty() && errors.len() <= 10, "{errors:?}");
+    let entry = |pointer: &str, keyword: &str| {
+        errors
+            .iter()
+            .find(|e| e["pointer"] == pointer && e["keyword"] == keyword)
+            .unwrap_or_else(|| panic!("no {pointer} {keyword} in {errors:?}"))["detail"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(entry("#/id", "type"), "must be of type integer");
+    assert!(entry("#", "additionalProperties").contains("\"admin\""));
+    let text = r.text();
+    assert!(
+        !text.contains("S3CRET") && !text.contains("<script>"),
+        "{text}"
+    );
     assert!(up.requests().is_empty());
 }
 

@@ -229,7 +229,7 @@ fn problem_response(
     request_id: &str,
     tls: bool,
 ) -> Result<(ResponseHeader, Bytes)> {
-    let body = problem::body(refusal.status, &refusal.detail, request_id);
+    let body = problem::body(refusal.status, &refusal.detail, request_id, &refusal.errors);
     let mut header = problem::header(refusal.status, body.len(), request_id, &refusal.headers)?;
     tls_headers(&mut header, tls)?;
     Ok((header, body))

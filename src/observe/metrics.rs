@@ -301,8 +301,12 @@ impl ServeHttp for MetricsApp {
         {
             (200, "text/plain; version=0.0.4", self.metrics.render())
         } else {
-            let body =
-                crate::problem::body(404, "the metrics listener serves GET /metrics only", "");
+            let body = crate::problem::body(
+                404,
+                "the metrics listener serves GET /metrics only",
+                "",
+                &[],
+            );
             (404, "application/problem+json", body.to_vec())
         };
         Response::builder()

@@ -65,7 +65,8 @@ pub struct Principal {
 /// throttle (a credential was presented and was wrong).
 #[derive(Debug)]
 pub struct AuthFailure {
-    pub refusal: Refusal,
+    /// Boxed: a failure is the rare path, and it keeps the `Result` of `authenticate` small.
+    pub refusal: Box<Refusal>,
     pub counted: bool,
     /// The JWT provider whose key was unknown, so that its key set may be refetched.
     pub unknown_kid_provider: Option<usize>,
@@ -186,7 +187,7 @@ pub async fn check(
         if let (true, Some(throttle)) = (failure.counted, c.throttle) {
             throttle.record_failure(&c.client_ip);
         }
-        failure.refusal
+        *failure.refusal
     })
 }
 
@@ -201,7 +202,7 @@ pub fn authenticate(
         return Ok(None);
     }
     let fail = |refusal: Refusal, counted: bool| AuthFailure {
-        refusal,
+        refusal: Box::new(refusal),
         counted,
         unknown_kid_provider: None,
     };
@@ -262,7 +263,7 @@ pub fn authenticate(
                         )))
                     }
                     Err(f) => remember(AuthFailure {
-                        refusal: unauthorized(route, f.reason(), f.detail(), Some(f)),
+                        refusal: Box::new(unauthorized(route, f.reason(), f.detail(), Some(f))),
                         counted: true,
                         unknown_kid_provider: (f == JwtFailure::UnknownKey).then_some(*index),
                     }),

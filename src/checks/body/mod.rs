@@ -11,8 +11,9 @@ pub use read::has_body;
 use super::limits;
 use super::route::Route;
 use super::waf::{self, OverLimit};
-use crate::problem::Refusal;
+use crate::problem::{ProblemError, Refusal};
 use bytes::Bytes;
+use jsonschema::error::{TypeKind, ValidationErrorKind};
 use pingora_proxy::Session;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
@@ -286,31 +287,94 @@ pub fn check_json(rules: &BodyRules, body: &[u8]) -> Result<Value, Refusal> {
     };
     // `is_valid` stops at the first failure and builds no error: the common case costs less.
     if let Some(schema) = rules.schema.as_ref().filter(|s| !s.is_valid(&value)) {
-        let violations: Vec<String> = schema
+        let errors: Vec<ProblemError> = schema
             .iter_errors(&value)
             .take(MAX_REPORTED_VIOLATIONS)
-            .map(|e| {
-                let pointer = e.instance_path().to_string();
-                let at = if pointer.is_empty() {
-                    "/".to_string()
-                } else {
-                    pointer
-                };
-                format!("{at}: {}", e.kind().keyword())
-            })
+            .map(|e| schema_error(e.instance_path().to_string(), e.kind()))
             .collect();
-        if !violations.is_empty() {
+        if !errors.is_empty() {
+            let listed: Vec<String> = errors
+                .iter()
+                .map(|e| {
+                    let at = e.pointer.trim_start_matches('#');
+                    format!("{}: {}", if at.is_empty() { "/" } else { at }, e.keyword)
+                })
+                .collect();
             return Err(Refusal::invalid(
                 422,
                 "schema_violation",
-                format!(
-                    "the body does not match the schema: {}",
-                    violations.join("; ")
-                ),
-            ));
+                format!("the body does not match the schema: {}", listed.join("; ")),
+            )
+            .with_errors(errors));
         }
     }
     Ok(value)
+}
+
+/// Member names echoed in an error are cut to this many characters (they are the client's).
+const MAX_NAME_CHARS: usize = 64;
+
+/// One schema violation as a problem's `errors` entry: the location, the keyword and what the
+/// rule asks, built from the rule alone. jsonschema's own message quotes the offending value,
+/// which may be a secret or a script, so it is never used; only the names of unexpected
+/// members (what the client must remove) come from the request.
+fn schema_error(instance_path: String, kind: &ValidationErrorKind) -> ProblemError {
+    use ValidationErrorKind as K;
+    let names = |unexpected: &[String]| {
+        let mut names: Vec<String> = unexpected
+            .iter()
+            .take(5)
+            .map(|n| {
+                let cut: String = n.chars().take(MAX_NAME_CHARS).collect();
+                format!("\"{cut}\"")
+            })
+            .collect();
+        if unexpected.len() > 5 {
+            names.push(format!("and {} more", unexpected.len() - 5));
+        }
+        names.join(", ")
+    };
+    let detail = match kind {
+        K::AdditionalProperties { unexpected } | K::UnevaluatedProperties { unexpected } => {
+            format!("members not allowed here: {}", names(unexpected))
+        }
+        K::Required { property } => match property.as_str() {
+            Some(name) => format!("the member \"{name}\" is required"),
+            None => "a required member is missing".into(),
+        },
+        K::Type { kind } => match kind {
+            TypeKind::Single(t) => format!("must be of type {t}"),
+            TypeKind::Multiple(set) => {
+                let types: Vec<String> = set.iter().map(|t| t.to_string()).collect();
+                format!("must be of type {}", types.join(" or "))
+            }
+        },
+        K::Minimum { limit } => format!("must be at least {limit}"),
+        K::Maximum { limit } => format!("must be at most {limit}"),
+        K::ExclusiveMinimum { limit } => format!("must be greater than {limit}"),
+        K::ExclusiveMaximum { limit } => format!("must be less than {limit}"),
+        K::MinLength { limit } => format!("must be at least {limit} characters long"),
+        K::MaxLength { limit } => format!("must be at most {limit} characters long"),
+        K::MinItems { limit } => format!("must have at least {limit} items"),
+        K::MaxItems { limit } => format!("must have at most {limit} items"),
+        K::MinProperties { limit } => format!("must have at least {limit} members"),
+        K::MaxProperties { limit } => format!("must have at most {limit} members"),
+        K::Format { format } => format!("must be a valid {format}"),
+        K::Pattern { .. } => "must match the pattern the schema gives".into(),
+        K::Enum { .. } => "must be one of the values the schema allows".into(),
+        K::Constant { .. } => "must be the value the schema requires".into(),
+        K::UniqueItems => "the items must all differ".into(),
+        K::AdditionalItems { limit } => format!("must have at most {limit} items"),
+        K::UnevaluatedItems { .. } => "has items the schema does not allow".into(),
+        K::MultipleOf { .. } => "must be a multiple of the number the schema gives".into(),
+        K::FalseSchema => "no value is allowed here".into(),
+        other => format!("does not satisfy \"{}\"", other.keyword()),
+    };
+    ProblemError {
+        pointer: format!("#{instance_path}"),
+        keyword: kind.keyword().to_string(),
+        detail,
+    }
 }
 
 #[cfg(test)]
@@ -415,5 +479,55 @@ mod tests {
         assert!(e.detail.contains("additionalProperties"), "{}", e.detail);
         let e = check_json(&r, br#"{}"#).unwrap_err();
         assert!(e.detail.contains("/: required"), "{}", e.detail);
+    }
+
+    /// Each violation is an `errors` entry naming where, which rule and what it asks; the
+    /// values sent never appear, the names of unexpected members do (cut to 64 characters).
+    #[test]
+    fn schema_violations_are_listed_for_programs_without_the_values() {
+        let schema = serde_json::json!({
+            "type": "object",
+            "required": ["id", "email"],
+            "additionalProperties": false,
+            "properties": {
+                "id": {"type": "integer", "minimum": 1},
+                "email": {"type": "string", "format": "email"},
+                "tags": {"type": "array", "maxItems": 1}
+            }
+        });
+        let r = rules(Some(schema));
+        let long_name = "n".repeat(100);
+        let body = format!(
+            r#"{{"id": "s3cr3t-value", "tags": ["<script>", "x"], "password": "hunter2", "{long_name}": 1}}"#
+        );
+        let e = check_json(&r, body.as_bytes()).unwrap_err();
+        let find = |pointer: &str, keyword: &str| {
+            e.errors
+                .iter()
+                .find(|x| x.pointer == pointer && x.keyword == keyword)
+                .unwrap_or_else(|| panic!("no {pointer} {keyword} in {:?}", e.errors))
+                .detail
+                .clone()
+        };
+        assert_eq!(find("#/id", "type"), "must be of type integer");
+        assert_eq!(find("#", "required"), "the member \"email\" is required");
+        assert_eq!(find("#/tags", "maxItems"), "must have at most 1 items");
+        let extra = find("#", "additionalProperties");
+        assert!(extra.contains("\"password\""), "{extra}");
+        assert!(
+            extra.contains(&format!("\"{}\"", "n".repeat(64))),
+            "{extra}"
+        );
+        assert!(!extra.contains(&"n".repeat(65)), "{extra}");
+        let all = format!("{:?} {}", e.errors, e.detail);
+        for secret in ["s3cr3t", "hunter2", "<script>"] {
+            assert!(!all.contains(secret), "{secret} echoed: {all}");
+        }
+        // At most ten entries, however many violations.
+        let many: Vec<String> = (0..30).map(|i| format!(r#""x{i}": 1"#)).collect();
+        let body = format!(r#"{{"id": 1, "email": "a@b.co", {}}}"#, many.join(", "));
+        let e = check_json(&r, body.as_bytes()).unwrap_err();
+        assert!(e.errors.len() <= MAX_REPORTED_VIOLATIONS);
+        assert!(e.errors[0].detail.contains("and 25 more"), "{:?}", e.errors);
     }
 }
