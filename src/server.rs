@@ -18,9 +18,10 @@ use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
-use std::net::TcpListener;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::net::TcpSocket;
 
 /// Read buffer of each TLS client connection (Pingora's default is 64 KiB): OpenSSL reads each
 /// record's 5-byte header and then its body, two syscalls a record without a buffer under it.
@@ -85,9 +86,13 @@ fn addresses(config: &Config) -> Vec<(String, &str)> {
 }
 
 /// Fail with a clear message, before Pingora starts, when an address cannot be bound.
+///
+/// The probe binds without listening (and with `SO_REUSEADDR`, as Pingora binds): a listening
+/// probe would accept connections into its backlog for a moment and reset them when dropped,
+/// which a load balancer or a client that connects during start-up sees as a failed request.
 fn probe_addresses(config: &Config) -> Result<(), String> {
     for (key, address) in addresses(config) {
-        if let Err(e) = TcpListener::bind(address) {
+        if let Err(e) = probe(address) {
             return Err(format!(
                 "{}: {key}: cannot listen on {address}: {e}; stop whatever uses it or pick another address (use `run -u` to take over from a running portcullis)",
                 config.source.display()
@@ -95,6 +100,24 @@ fn probe_addresses(config: &Config) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Bind `address` (its first resolution, the one Pingora binds) without listening; the caller
+/// drops the socket.
+fn probe(address: &str) -> std::io::Result<TcpSocket> {
+    let Some(addr) = address.to_socket_addrs()?.next() else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the address resolves to nothing",
+        ));
+    };
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    Ok(socket)
 }
 
 /// Build every service and serve until told to stop. Returns only on a start-up error.
@@ -251,4 +274,29 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
             .join(", ")
     );
     server.run_forever()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_address_probe_binds_but_accepts_nothing() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        let address = format!("127.0.0.1:{port}");
+        let held = probe(&address).unwrap();
+        // A client connecting while the probe holds the port is refused, not accepted into a
+        // backlog that is reset a moment later.
+        let err = std::net::TcpStream::connect(&address).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+        drop(held);
+        // An address in use is found.
+        let taken = std::net::TcpListener::bind(&address).unwrap();
+        assert!(probe(&address).is_err());
+        drop(taken);
+        assert!(probe("127.0.0.1:notaport").is_err());
+    }
 }
