@@ -114,6 +114,17 @@ wait_up() {
 
 requests() { grep -o '[0-9]* requests in' "$1" | cut -d' ' -f1; }
 
+# Start proxy $1 on port $2, its output to $3, under the command prefix $4 (e.g. valgrind) if
+# given; waits until it answers. Its pid is left in $started.
+start_proxy() {
+    local cmd
+    cmd=$(proxy_cmd "$1" "$2")
+    eval "exec ${4:-} $cmd" > "$3" 2>&1 &
+    started=$!
+    pids+=("$started")
+    wait_up "$2"
+}
+
 printf 'wrk.method = "POST"\nwrk.body = string.rep("x", 1024)\nwrk.headers["Content-Type"] = "application/json"\n' > "$D/post.lua"
 PROXIES=(nginx haproxy bare portcullis)
 
@@ -121,11 +132,8 @@ echo "| proxy | instructions per GET |"
 echo "|---|---:|"
 for name in "${PROXIES[@]}"; do
     port=$(free_port)
-    cmd=$(proxy_cmd "$name" "$port")
-    eval "exec valgrind --tool=callgrind --callgrind-out-file=$D/cg.$name.%p $cmd" > "$D/$name.cg.log" 2>&1 &
-    vg=$!
-    pids+=("$vg")
-    wait_up "$port"
+    start_proxy "$name" "$port" "$D/$name.cg.log" "valgrind --tool=callgrind --callgrind-out-file=$D/cg.$name.%p"
+    vg=$started
     wrk -t1 -c8 -d3s "http://127.0.0.1:$port/pass/x" > /dev/null
     callgrind_control -z "$vg" > /dev/null
     wrk -t1 -c8 -d"${SECS}s" "http://127.0.0.1:$port/pass/x" > "$D/$name.cg.wrk"
@@ -143,11 +151,8 @@ echo "| proxy | request | writes (sockets and logs) | reads | all syscalls | the
 echo "|---|---|---:|---:|---:|---|"
 for name in "${PROXIES[@]}"; do
     port=$(free_port)
-    cmd=$(proxy_cmd "$name" "$port")
-    eval "exec $cmd" > "$D/$name.log" 2>&1 &
-    p=$!
-    pids+=("$p")
-    wait_up "$port"
+    start_proxy "$name" "$port" "$D/$name.log"
+    p=$started
     for method in GET POST; do
         script=()
         [ "$method" = POST ] && script=(-s "$D/post.lua")

@@ -13,7 +13,7 @@ pub fn push_ip(out: &mut String, ip: IpAddr) {
                 if i > 0 {
                     out.push('.');
                 }
-                push_u8(out, octet);
+                out.push_str(itoa::Buffer::new().format(octet));
             }
         }
         IpAddr::V6(v6) => {
@@ -29,16 +29,6 @@ pub fn ip_string(ip: IpAddr) -> String {
     let mut out = String::with_capacity(if ip.is_ipv4() { 15 } else { 39 });
     push_ip(&mut out, ip);
     out
-}
-
-fn push_u8(out: &mut String, n: u8) {
-    if n >= 100 {
-        out.push(char::from(b'0' + n / 100));
-    }
-    if n >= 10 {
-        out.push(char::from(b'0' + n / 10 % 10));
-    }
-    out.push(char::from(b'0' + n % 10));
 }
 
 #[cfg(test)]

@@ -139,10 +139,7 @@ impl AccessRecord<'_> {
         out.push_str(",\"upstream\":");
         push_opt_str(out, self.upstream);
         out.push_str(",\"upstream_status\":");
-        match self.upstream_status {
-            Some(s) => push_int(out, s),
-            None => out.push_str("null"),
-        }
+        push_opt_int(out, self.upstream_status);
         out.push_str(",\"bytes_sent\":");
         push_int(out, self.bytes_sent);
         out.push_str(",\"duration_ms\":");
@@ -180,6 +177,13 @@ impl AccessRecord<'_> {
 
 fn push_int(out: &mut String, n: impl itoa::Integer) {
     out.push_str(itoa::Buffer::new().format(n));
+}
+
+fn push_opt_int(out: &mut String, n: Option<impl itoa::Integer>) {
+    match n {
+        Some(n) => push_int(out, n),
+        None => out.push_str("null"),
+    }
 }
 
 fn push_opt_str(out: &mut String, s: Option<&str>) {
