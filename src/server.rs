@@ -10,6 +10,7 @@ use crate::gateway::respond::Respond;
 use crate::gateway::Gateway;
 use crate::jwks::JwksRefresher;
 use crate::observe::access_log::AccessLog;
+use crate::observe::health::{DrainWatch, Readiness};
 use crate::observe::metrics::{Metrics, MetricsApp};
 use crate::upstream::Upstreams;
 use pingora_core::apps::HttpServerOptions;
@@ -141,6 +142,10 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
     }
     let file = config.source.display().to_string();
     let metrics = Arc::new(Metrics::new().map_err(|e| format!("cannot register metrics: {e}"))?);
+    metrics
+        .config_info
+        .with_label_values(&[config.sha256.as_str()])
+        .set(1);
     let access_log = Arc::new(
         AccessLog::open(
             &config.logging.access_log,
@@ -183,10 +188,31 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
         metrics: metrics.clone(),
         access_log,
     });
+    let upstreams = Arc::new(upstreams);
+    let readiness = Arc::new(Readiness::new(
+        config.sha256.clone(),
+        config
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (format!("listeners[{i}]"), l.address.clone()))
+            .collect(),
+        upstreams.clone(),
+        config
+            .identities
+            .jwt_providers
+            .iter()
+            .map(|p| (p.name.clone(), p.keys.clone()))
+            .collect(),
+    ));
+    server.add_service(background_service(
+        "drain watch",
+        DrainWatch(readiness.clone()),
+    ));
     let gateway = Gateway {
         shared_limits,
         config: config.clone(),
-        upstreams: Arc::new(upstreams),
+        upstreams,
         metrics: metrics.clone(),
         respond: respond.clone(),
         throttle: config
@@ -252,6 +278,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
             "portcullis metrics".to_string(),
             MetricsApp {
                 metrics: metrics.clone(),
+                readiness,
             },
         );
         service.add_tcp(&m.address);

@@ -222,6 +222,24 @@ impl Upstreams {
         self.pools[index].cap.as_ref()
     }
 
+    /// How many upstreams there are.
+    pub fn len(&self) -> usize {
+        self.pools.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pools.is_empty()
+    }
+
+    /// How many of the upstream's targets the health checks count as healthy now.
+    pub fn healthy_count(&self, index: usize) -> usize {
+        self.pools[index]
+            .healthy
+            .iter()
+            .filter(|flag| flag.load(Ordering::Relaxed))
+            .count()
+    }
+
     pub fn target_count(&self, index: usize) -> usize {
         self.pools[index].config.targets.len()
     }

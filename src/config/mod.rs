@@ -11,6 +11,7 @@ pub mod secret;
 pub mod units;
 pub mod waf;
 
+use sha2::Digest;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -79,7 +80,8 @@ pub fn load(path: &Path) -> Result<Loaded, Vec<ConfigError>> {
 /// Parse and compile configuration text; `path` names it in messages and anchors relative paths.
 pub fn load_str(text: &str, path: &Path) -> Result<Loaded, Vec<ConfigError>> {
     let raw = parse(text, path).map_err(|e| vec![e])?;
-    let (config, mut warnings) = compile::compile(raw, path)?;
+    let (mut config, mut warnings) = compile::compile(raw, path)?;
+    config.sha256 = hex::encode(sha2::Sha256::digest(text.as_bytes()));
     warnings.extend(lint::warnings(&config));
     Ok(Loaded { config, warnings })
 }

@@ -21,6 +21,9 @@ use std::time::Duration;
 pub struct Config {
     /// The file this was loaded from, for messages.
     pub source: PathBuf,
+    /// SHA-256 of the file's text (hex): `portcullis_config_info{sha256}` and `/readyz` name
+    /// the running configuration with it.
+    pub sha256: String,
     pub server: ServerSettings,
     pub listeners: Vec<Listener>,
     pub metrics: Option<MetricsSettings>,

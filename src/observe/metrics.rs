@@ -1,6 +1,7 @@
 //! Prometheus metrics of SPEC §5, registered once in the gateway's own registry (with process
 //! metrics), and the small HTTP app that serves them on the metrics listener.
 
+use crate::observe::health::Readiness;
 use crate::problem::{Family, Refusal};
 use async_trait::async_trait;
 use http::Response;
@@ -26,6 +27,7 @@ pub struct Metrics {
     pub upstream_target_healthy: IntGaugeVec,
     pub inflight_requests: IntGauge,
     pub build_info: IntGaugeVec,
+    pub config_info: IntGaugeVec,
     pub refusals_total: IntCounterVec,
     pub access_log_dropped_total: prometheus::IntCounter,
     pub rate_limit_store_errors_total: prometheus::IntCounter,
@@ -129,6 +131,17 @@ impl Metrics {
                 registry.register(Box::new(g.clone()))?;
                 g
             },
+            config_info: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "portcullis_config_info",
+                        "The running configuration (SHA-256 of its file); always 1.",
+                    ),
+                    &["sha256"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
             jwks_refresh_failures_total: counter(
                 "portcullis_jwks_refresh_failures_total",
                 "Failed fetches of a JWKS document.",
@@ -217,6 +230,7 @@ impl Metrics {
             &self.upstream_target_healthy,
             &self.inflight_requests,
             &self.build_info,
+            &self.config_info,
             &self.refusals_total,
             &self.access_log_dropped_total,
             &self.rate_limit_store_errors_total,
@@ -290,30 +304,43 @@ pub fn method_label(method: &http::Method) -> &'static str {
 /// `GET /metrics` in the Prometheus text format; anything else is 404.
 pub struct MetricsApp {
     pub metrics: Arc<Metrics>,
+    pub readiness: Arc<Readiness>,
 }
 
 #[async_trait]
 impl ServeHttp for MetricsApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
-        let (status, content_type, body) = if req.uri.path() == "/metrics"
-            && (req.method == http::Method::GET || req.method == http::Method::HEAD)
-        {
-            (200, "text/plain; version=0.0.4", self.metrics.render())
-        } else {
-            let body = crate::problem::body(
-                404,
-                "the metrics listener serves GET /metrics only",
-                "",
-                &[],
-            );
-            (404, "application/problem+json", body.to_vec())
+        let readable = req.method == http::Method::GET || req.method == http::Method::HEAD;
+        let path = req.uri.path();
+        let known = matches!(path, "/metrics" | "/healthz" | "/readyz");
+        let (status, content_type, body) = match path {
+            _ if !known => {
+                let detail = "the metrics listener serves /metrics, /healthz and /readyz";
+                let body = crate::problem::body(404, detail, "", &[]);
+                (404, "application/problem+json", body.to_vec())
+            }
+            _ if !readable => {
+                let body = crate::problem::body(405, "use GET or HEAD", "", &[]);
+                (405, "application/problem+json", body.to_vec())
+            }
+            "/metrics" => (200, "text/plain; version=0.0.4", self.metrics.render()),
+            "/healthz" => (200, "application/json", crate::observe::health::alive()),
+            _ => {
+                let (status, body) = self.readiness.answer();
+                (status, "application/json", body)
+            }
         };
-        Response::builder()
+        let mut response = Response::builder()
             .status(status)
             .header("Content-Type", content_type)
             .header("Content-Length", body.len())
             .header("X-Content-Type-Options", "nosniff")
+            .header("Cache-Control", "no-store");
+        if status == 405 {
+            response = response.header("Allow", "GET, HEAD");
+        }
+        response
             .body(body)
             .unwrap_or_else(|_| Response::new(Vec::new()))
     }

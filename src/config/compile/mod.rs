@@ -255,6 +255,7 @@ pub fn compile(raw: RawConfig, file: &Path) -> Result<(Config, Vec<Warning>), Ve
         Ok((
             Config {
                 source: file.to_path_buf(),
+                sha256: String::new(),
                 server,
                 listeners,
                 metrics,
