@@ -315,6 +315,7 @@ fn access_log(c: &mut Criterion) {
                 bytes_sent: 1234,
                 duration_ms: 0.731,
                 user_agent: Some(b"bench/1.0"),
+                trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736"),
                 waf_rules: None,
                 anomaly_score: None,
                 waf_body: None,

@@ -6,6 +6,7 @@ use crate::checks::identity::Identity;
 use crate::checks::rate_limit::Admission;
 use crate::checks::route::Matched;
 use crate::checks::threat::Screening;
+use crate::checks::trace::TraceContext;
 use prometheus::IntGauge;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -55,6 +56,8 @@ pub struct RequestCtx {
     pub upstream_status: Option<u16>,
     /// What threat protection found (for the access log and the metrics).
     pub screening: Screening,
+    /// The W3C trace context passed to the upstream (step 1).
+    pub trace: Option<TraceContext>,
 }
 
 impl RequestCtx {
@@ -94,6 +97,7 @@ impl RequestCtx {
             upstream_started: None,
             upstream_status: None,
             screening: Screening::default(),
+            trace: None,
         }
     }
 }

@@ -394,6 +394,7 @@ proptest! {
             bytes_sent: 0,
             duration_ms: 0.5,
             user_agent: ua.as_deref(),
+            trace_id: None,
             waf_rules: None,
             anomaly_score: None,
             waf_body: None,

@@ -469,6 +469,7 @@ fn access_log_lines_have_every_field_and_no_secrets() {
         "bytes_sent",
         "duration_ms",
         "user_agent",
+        "trace_id",
     ] {
         assert!(first.get(field).is_some(), "missing {field} in {first}");
     }
@@ -657,4 +658,89 @@ ip_deny = ["198.51.100.66"]
     // The rightmost untrusted hop counts: a client cannot prepend an allowed address.
     assert_eq!(with_xff("/v4/a", "198.51.100.9, 203.0.113.7"), 403);
     assert_eq!(up.requests().len(), 3);
+}
+
+/// The access line of the request with this id.
+fn line_of(gw: &Gateway, request_id: &str) -> serde_json::Value {
+    let mut found = None;
+    wait_until(std::time::Duration::from_secs(5), || {
+        found = gw
+            .access_log()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["request_id"] == request_id);
+        found.is_some()
+    });
+    found.unwrap_or_else(|| panic!("no access line for {request_id}: {}", gw.access_log()))
+}
+
+#[test]
+fn trace_context_is_kept_when_valid_and_started_when_not() {
+    let up = Upstream::start();
+    let gw = Gateway::start(&routes(&up));
+    let valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let get = |headers: &str| {
+        gw.raw(&format!(
+            "GET /public/t HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n"
+        ))
+    };
+
+    // Kept: the upstream gets the client's trace, tracestate alongside; the log names it.
+    let r = get(&format!(
+        "traceparent: {valid}\r\ntracestate: vendor=abc\r\ntracestate: other=1\r\n"
+    ));
+    assert_eq!(r.status, 200);
+    let seen = up.requests().pop().expect("forwarded");
+    assert_eq!(seen.header_count("traceparent"), 1);
+    assert_eq!(seen.header("traceparent"), Some(valid));
+    assert_eq!(seen.header("tracestate"), Some("vendor=abc,other=1"));
+    let id = r.header("x-request-id").unwrap().to_string();
+    assert_eq!(
+        line_of(&gw, &id)["trace_id"],
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+
+    // Malformed (upper-case hex, a script, two headers, an all-zero id): replaced by a new
+    // trace whose id is the request id; the bad value and its tracestate are not passed on.
+    for bad in [
+        "traceparent: 00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01\r\n".to_string(),
+        "traceparent: <script>alert(1)</script>\r\n".to_string(),
+        format!("traceparent: {valid}\r\ntraceparent: {valid}\r\n"),
+        "traceparent: 00-00000000000000000000000000000000-00f067aa0ba902b7-01\r\n".to_string(),
+    ] {
+        up.clear();
+        let r = get(&format!("{bad}tracestate: vendor=abc\r\n"));
+        assert_eq!(r.status, 200, "{bad}");
+        let seen = up.requests().pop().expect("forwarded");
+        assert_eq!(seen.header_count("traceparent"), 1, "{bad}");
+        let sent = seen.header("traceparent").unwrap();
+        let id = r.header("x-request-id").unwrap();
+        assert!(
+            sent.starts_with(&format!("00-{id}-")) && sent.ends_with("-01") && sent.len() == 55,
+            "{bad} became {sent}"
+        );
+        assert_ne!(sent, valid);
+        assert_eq!(seen.header("tracestate"), None, "{bad}");
+        assert_eq!(line_of(&gw, id)["trace_id"], id);
+    }
+
+    // None sent: one is started all the same.
+    up.clear();
+    let r = get("");
+    let seen = up.requests().pop().expect("forwarded");
+    let id = r.header("x-request-id").unwrap();
+    assert_eq!(seen.header("traceparent").map(|t| &t[3..35]), Some(id));
+
+    // A refused request is logged with its trace id too; the upstream saw nothing.
+    up.clear();
+    let r = gw.raw(&format!(
+        "GET /admin/x HTTP/1.1\r\nHost: x\r\ntraceparent: {valid}\r\nConnection: close\r\n\r\n"
+    ));
+    r.assert_problem(401);
+    assert!(up.requests().is_empty());
+    let id = r.header("x-request-id").unwrap();
+    assert_eq!(
+        line_of(&gw, id)["trace_id"],
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
 }

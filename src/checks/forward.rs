@@ -3,6 +3,7 @@
 //! forwarding headers are rebuilt, and the path is the normalised one.
 
 use super::route::Route;
+use super::trace::TraceContext;
 use pingora_http::RequestHeader;
 use std::net::IpAddr;
 
@@ -18,6 +19,8 @@ pub struct Forwarding<'a> {
     pub consumer: Option<&'a str>,
     pub groups: &'a [String],
     pub scopes: &'a [String],
+    /// Step 1's trace context (`None` only in tests of other headers).
+    pub trace: Option<&'a TraceContext>,
 }
 
 fn is_identity_header(name: &str) -> bool {
@@ -37,6 +40,8 @@ struct Present {
     credentials: bool,
     forwarding: bool,
     proxy_only: bool,
+    /// `traceparent` or `tracestate`.
+    trace: bool,
 }
 
 impl Present {
@@ -47,6 +52,7 @@ impl Present {
                 "authorization" | "x-api-key" => p.credentials = true,
                 "x-forwarded-for" | "x-forwarded-proto" | "x-real-ip" => p.forwarding = true,
                 "x-forwarded-host" | "forwarded" => p.proxy_only = true,
+                "traceparent" | "tracestate" => p.trace = true,
                 other if is_identity_header(other) && !p.forged.contains(name) => {
                     p.forged.push(name.clone())
                 }
@@ -74,6 +80,18 @@ pub fn prepare(req: &mut RequestHeader, route: &Route, f: &Forwarding) -> pingor
         }
     }
     req.insert_header("X-Request-Id", f.request_id)?;
+    // The client's trace headers are replaced by the checked ones (trace.rs), never passed
+    // on as they came.
+    if present.trace {
+        req.remove_header("traceparent");
+        req.remove_header("tracestate");
+    }
+    if let Some(trace) = f.trace {
+        req.insert_header("traceparent", trace.traceparent.as_str())?;
+        if let Some(state) = &trace.tracestate {
+            req.insert_header("tracestate", state.as_str())?;
+        }
+    }
     if present.credentials && !route.keep_credentials {
         req.remove_header("authorization");
         req.remove_header("x-api-key");
@@ -158,6 +176,7 @@ mod tests {
             consumer: None,
             groups: &[],
             scopes: &[],
+            trace: None,
         }
     }
 

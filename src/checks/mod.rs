@@ -16,6 +16,7 @@ pub mod rate_limit;
 pub mod route;
 pub mod threat;
 pub mod throttle;
+pub mod trace;
 pub mod waf;
 
 /// A request head for unit tests of the checks.

@@ -178,6 +178,7 @@ impl ProxyHttp for Gateway {
                 consumer: ctx.principal.as_ref().map(|p| p.consumer.as_str()),
                 groups: ctx.principal.as_ref().map_or(&[], |p| p.groups.as_slice()),
                 scopes: ctx.principal.as_ref().map_or(&[], |p| p.scopes.as_slice()),
+                trace: ctx.trace.as_ref(),
             },
         )
     }

@@ -6,7 +6,7 @@ use crate::checks::auth::mtls::PeerCert;
 use crate::checks::auth::{self, Credentials};
 use crate::checks::rate_limit::{self, Subject};
 use crate::checks::throttle::FailureThrottle;
-use crate::checks::{acl, body, identity, ip, limits, route, threat};
+use crate::checks::{acl, body, identity, ip, limits, route, threat, trace};
 use crate::context::RequestCtx;
 use crate::problem::Refusal;
 use crate::stream::replay;
@@ -23,10 +23,11 @@ impl Gateway {
         let cfg = &*self.config;
         let peer = ctx.peer_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
 
-        // 1. Request id and client IP.
+        // 1. Request id, client IP and trace context.
         let who = identity::identify(session.req_header(), peer, &cfg.server.trusted_proxies);
         let client_ip = who.client_ip;
         ctx.identified(who);
+        ctx.trace = Some(trace::check(session.req_header(), &ctx.request_id));
         // 2. Size limits and unambiguous framing.
         let declared_body = limits::check(session, &cfg.limits)?;
         // 3. Route, on the normalised path; then the declared body against its limit.

@@ -97,6 +97,9 @@ pub struct AccessRecord<'a> {
     pub duration_ms: f64,
     /// The raw header value; bytes that are not UTF-8 are written as U+FFFD.
     pub user_agent: Option<&'a [u8]>,
+    /// The W3C trace id (32 hex digits) the upstream got, `None` for a request refused before
+    /// its head was read.
+    pub trace_id: Option<&'a str>,
     /// The `[waf]` rules that fired (ids only, never what they matched).
     pub waf_rules: Option<&'a [u64]>,
     pub anomaly_score: Option<i64>,
@@ -153,6 +156,8 @@ impl AccessRecord<'_> {
             Some(ua) => push_json_str(out, &String::from_utf8_lossy(ua)),
             None => out.push_str("null"),
         }
+        out.push_str(",\"trace_id\":");
+        push_opt_str(out, self.trace_id);
         if let Some(rules) = self.waf_rules {
             out.push_str(",\"waf_rules\":[");
             for (i, id) in rules.iter().enumerate() {
@@ -441,6 +446,7 @@ mod tests {
             bytes_sent: 12,
             duration_ms: 0.25,
             user_agent: None,
+            trace_id: None,
             waf_rules: None,
             anomaly_score: None,
             waf_body: None,
@@ -462,7 +468,7 @@ mod tests {
             "ts": "2025-11-24T16:00:00.123Z", "request_id": "rid-1", "client_ip": "192.0.2.7",
             "method": "GET", "path": "/a", "status": 200, "route": "r", "consumer": null,
             "auth": null, "decision": "allow", "upstream": "app", "upstream_status": 204,
-            "bytes_sent": 12, "duration_ms": 0.25, "user_agent": null,
+            "bytes_sent": 12, "duration_ms": 0.25, "user_agent": null, "trace_id": null,
         });
         assert_eq!(v, expected);
         let mut r = record(&redact);
