@@ -158,6 +158,10 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
             )
         })?,
     );
+    // SIGUSR1 reopens the access log (after logrotate moved it). Without a handler the
+    // signal's default action would end the process.
+    signal_hook::flag::register(signal_hook::consts::SIGUSR1, access_log.reopen_flag())
+        .map_err(|e| format!("cannot handle SIGUSR1 (access log reopening): {e}"))?;
     let (upstreams, health_checks) = Upstreams::build(&config.upstreams, &metrics)
         .map_err(|e| format!("{file}: upstreams: {e}"))?;
 

@@ -361,8 +361,8 @@ fn the_systemd_unit_verifies_and_is_sandboxed() {
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         assert!(
             line.contains("is not executable: No such file or directory")
-                && (line.contains("/usr/local/bin/portcullis")
-                    || line.contains("/usr/local/lib/portcullis/portcullis-reload")),
+                && (line.contains("/usr/bin/portcullis")
+                    || line.contains("/usr/lib/portcullis/portcullis-reload")),
             "systemd-analyze verify: {line}"
         );
     }
@@ -385,4 +385,195 @@ fn the_systemd_unit_verifies_and_is_sandboxed() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no exposure level in: {report}"));
     assert!(level <= 2.0, "exposure {level}: {report}");
+}
+
+#[test]
+fn sigusr1_reopens_the_access_log_after_rotation() {
+    let up = Upstream::start();
+    let mut gw = Gateway::start_logging(&body(&up, true), "", &[], "info");
+    let log = gw.path().join("access.log");
+    let rotated = gw.path().join("access.log.1");
+    let lines_with = |path: &std::path::Path, needle: &str| {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
+    };
+    assert_eq!(gw.get("/v/before").status, 200);
+    assert!(wait_until(Duration::from_secs(5), || lines_with(
+        &log,
+        "/v/before"
+    ) == 1));
+    // logrotate's default: move the file away, then signal.
+    std::fs::rename(&log, &rotated).unwrap();
+    assert_eq!(gw.get("/v/moved").status, 200);
+    assert!(wait_until(Duration::from_secs(5), || lines_with(
+        &rotated, "/v/moved"
+    ) == 1));
+    gw.signal("USR1");
+    // The signal no longer ends the process (its default action), and the path is reopened.
+    assert!(wait_until(Duration::from_secs(5), || log.exists()));
+    assert!(gw.is_running(), "{}", gw.stderr());
+    assert_eq!(gw.get("/v/after").status, 200);
+    assert!(wait_until(Duration::from_secs(5), || lines_with(
+        &log, "/v/after"
+    ) == 1));
+    assert_eq!(lines_with(&rotated, "/v/after"), 0);
+    assert_eq!(lines_with(&log, "/v/before"), 0);
+    assert!(
+        gw.stderr().contains("reopened the access log"),
+        "{}",
+        gw.stderr()
+    );
+    // Again: every rotation is followed.
+    std::fs::rename(&log, gw.path().join("access.log.2")).unwrap();
+    gw.signal("USR1");
+    assert!(wait_until(Duration::from_secs(5), || log.exists()));
+    assert_eq!(gw.get("/v/third").status, 200);
+    assert!(wait_until(Duration::from_secs(5), || lines_with(
+        &log, "/v/third"
+    ) == 1));
+    assert_eq!(up.requests().len(), 4);
+}
+
+/// The directories a unit with `ProtectSystem=strict` may write: its own runtime, state,
+/// cache and logs directories, `ReadWritePaths=`, and a private /tmp.
+fn writable_under(unit: &str) -> Vec<String> {
+    let mut dirs = Vec::new();
+    let mut strict = false;
+    for line in unit.lines().map(str::trim) {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let under = |root: &'static str| {
+            value
+                .split_whitespace()
+                .map(move |d| format!("{root}/{d}"))
+                .collect::<Vec<_>>()
+        };
+        match key {
+            "ProtectSystem" => strict = value == "strict",
+            "RuntimeDirectory" => dirs.extend(under("/run")),
+            "StateDirectory" => dirs.extend(under("/var/lib")),
+            "CacheDirectory" => dirs.extend(under("/var/cache")),
+            "LogsDirectory" => dirs.extend(under("/var/log")),
+            "ReadWritePaths" => dirs.extend(
+                value
+                    .split_whitespace()
+                    .map(|d| d.trim_start_matches(['-', '+']).to_string()),
+            ),
+            "PrivateTmp" if value == "yes" => dirs.push("/tmp".into()),
+            _ => {}
+        }
+    }
+    assert!(strict, "the unit is expected to set ProtectSystem=strict");
+    dirs
+}
+
+#[test]
+fn the_shipped_config_writes_only_where_the_unit_lets_it() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let unit = std::fs::read_to_string(format!("{root}/systemd/portcullis.service")).unwrap();
+    let conf_path = format!("{root}/conf/production.toml");
+    // The production config passes the strictest check as shipped.
+    let (code, out, err) = cli(&["check", "--strict", "-c", &conf_path], None);
+    assert_eq!(code, 0, "{out}{err}");
+    let conf: toml::Value = toml::from_str(&std::fs::read_to_string(&conf_path).unwrap()).unwrap();
+    let writable = writable_under(&unit);
+    let inside = |path: &str| {
+        writable
+            .iter()
+            .any(|d| std::path::Path::new(path).starts_with(d))
+    };
+    for (section, key) in [
+        ("logging", "access_log"),
+        ("server", "pid_file"),
+        ("server", "upgrade_sock"),
+    ] {
+        let path = conf[section][key].as_str().unwrap();
+        assert!(
+            path.starts_with('/') && inside(path),
+            "{section}.{key} = {path} is not writable under the unit's sandbox ({writable:?})"
+        );
+    }
+    // The unit's pid file is the config's, and the unit runs the config the package installs.
+    let pid_file = conf["server"]["pid_file"].as_str().unwrap();
+    assert!(unit.contains(&format!("PIDFile={pid_file}")), "{unit}");
+    assert!(unit.contains("run -d -c /etc/portcullis/portcullis.toml"));
+    // logrotate rotates that log and signals that pid file.
+    let rotate = std::fs::read_to_string(format!("{root}/systemd/portcullis.logrotate")).unwrap();
+    let log_dir = std::path::Path::new(conf["logging"]["access_log"].as_str().unwrap())
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
+    assert!(rotate.contains(&format!("{log_dir}/*.log")), "{rotate}");
+    assert!(
+        rotate.contains(pid_file) && rotate.contains("kill -USR1"),
+        "{rotate}"
+    );
+}
+
+#[test]
+fn logrotate_with_the_shipped_snippet_rotates_a_running_gateway() {
+    let up = Upstream::start();
+    let mut gw = Gateway::start(&body(&up, true));
+    let dir = gw.path();
+    assert_eq!(gw.get("/v/one").status, 200);
+    let log = dir.join("access.log");
+    assert!(wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("/v/one"))
+    }));
+    // The shipped snippet, pointed at this gateway: its log directory and pid file; `su` and
+    // the owner of the new file are the service user's, which a test machine does not have.
+    let snippet = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/portcullis.logrotate"
+    ))
+    .unwrap();
+    let id = |flag: &str| {
+        let out = std::process::Command::new("id").arg(flag).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let owner = format!("{} {}", id("-un"), id("-gn"));
+    let adapted: String = snippet
+        .replace("/var/log/portcullis", &dir.display().to_string())
+        .replace(
+            "/run/portcullis/portcullis.pid",
+            &dir.join("portcullis.pid").display().to_string(),
+        )
+        .replace("portcullis portcullis", &owner)
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("su "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let conf = dir.join("logrotate.conf");
+    std::fs::write(&conf, adapted).unwrap();
+    // Pingora writes the pid file only as a daemon: write it as the daemon would.
+    std::fs::write(dir.join("portcullis.pid"), gw.pid().to_string()).unwrap();
+    let out = std::process::Command::new("logrotate")
+        .args(["-f", "-s"])
+        .arg(dir.join("logrotate.state"))
+        .arg(&conf)
+        .output()
+        .expect("logrotate (Debian package logrotate; .ci/deps installs it)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rotated = dir.join("access.log.1");
+    assert!(std::fs::read_to_string(&rotated)
+        .unwrap()
+        .contains("/v/one"));
+    assert_eq!(gw.get("/v/two").status, 200);
+    assert!(wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("/v/two"))
+    }));
+    assert!(!std::fs::read_to_string(&rotated)
+        .unwrap()
+        .contains("/v/two"));
+    assert!(gw.is_running(), "{}", gw.stderr());
 }

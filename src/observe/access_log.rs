@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
@@ -239,6 +239,27 @@ pub struct AccessLog {
     writer: Mutex<Option<Box<dyn Write + Send>>>,
     queue: OnceLock<Option<Queue>>,
     dropped: prometheus::IntCounter,
+    reopen: Reopen,
+}
+
+/// Reopening the file after log rotation: `SIGUSR1` (the nginx convention, which logrotate's
+/// `postrotate` uses) sets the flag; the writer thread sees it within `REOPEN_CHECK`, flushes
+/// what it holds into the old file and opens the path again (creating it when rotation moved it
+/// away). If the path cannot be opened, it keeps writing to the file it has and says so.
+#[derive(Clone)]
+struct Reopen {
+    asked: Arc<AtomicBool>,
+    path: Option<PathBuf>,
+}
+
+/// How often an idle writer looks at the reopen flag.
+const REOPEN_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
+
+fn open_append(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
 }
 
 impl AccessLog {
@@ -250,18 +271,26 @@ impl AccessLog {
         let writer: Option<Box<dyn Write + Send>> = match target {
             AccessLogTarget::Off => None,
             AccessLogTarget::Stdout => Some(Box::new(std::io::stdout())),
-            AccessLogTarget::File(path) => Some(Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?,
-            )),
+            AccessLogTarget::File(path) => Some(Box::new(open_append(path)?)),
+        };
+        let path = match target {
+            AccessLogTarget::File(path) => Some(path.clone()),
+            _ => None,
         };
         Ok(AccessLog {
             writer: Mutex::new(writer),
             queue: OnceLock::new(),
             dropped,
+            reopen: Reopen {
+                asked: Arc::new(AtomicBool::new(false)),
+                path,
+            },
         })
+    }
+
+    /// The flag that asks for the file to be reopened (set from a signal handler).
+    pub fn reopen_flag(&self) -> Arc<AtomicBool> {
+        self.reopen.asked.clone()
     }
 
     fn queue(&self) -> Option<&Queue> {
@@ -271,9 +300,10 @@ impl AccessLog {
                 let (sender, receiver) = channel();
                 let queued = Arc::new(AtomicUsize::new(0));
                 let counter = queued.clone();
+                let reopen = self.reopen.clone();
                 match std::thread::Builder::new()
                     .name("access-log".into())
-                    .spawn(move || write_lines(receiver, &counter, writer))
+                    .spawn(move || write_lines(receiver, &counter, writer, &reopen))
                 {
                     Ok(_) => Some(Queue { sender, queued }),
                     Err(e) => {
@@ -300,9 +330,24 @@ impl AccessLog {
 /// wake it (a futex call and a context switch per line, the largest cost of logging).
 const BATCH_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
 
-fn write_lines(receiver: Receiver<String>, queued: &AtomicUsize, writer: Box<dyn Write + Send>) {
+fn write_lines(
+    receiver: Receiver<String>,
+    queued: &AtomicUsize,
+    writer: Box<dyn Write + Send>,
+    reopen: &Reopen,
+) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, writer);
-    while let Ok(line) = receiver.recv() {
+    loop {
+        let first = match receiver.recv_timeout(REOPEN_CHECK) {
+            Ok(line) => Some(line),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        // Before writing: a line that arrives after the signal goes to the new file.
+        if reopen.asked.swap(false, Ordering::Relaxed) {
+            reopen_into(&mut out, reopen.path.as_deref());
+        }
+        let Some(line) = first else { continue };
         queued.fetch_sub(1, Ordering::Relaxed);
         let mut result = writeln!(out, "{line}");
         // Drain what is queued, then flush once: lines reach the file promptly in bursts.
@@ -316,6 +361,30 @@ fn write_lines(receiver: Receiver<String>, queued: &AtomicUsize, writer: Box<dyn
             log::error!("cannot write the access log: {e}");
         }
         std::thread::sleep(BATCH_PAUSE);
+    }
+}
+
+/// Flush into the old file, then write to `path` opened anew.
+fn reopen_into(
+    out: &mut std::io::BufWriter<Box<dyn Write + Send>>,
+    path: Option<&std::path::Path>,
+) {
+    let Some(path) = path else {
+        log::info!("SIGUSR1: the access log is not a file; nothing to reopen");
+        return;
+    };
+    if let Err(e) = out.flush() {
+        log::error!("cannot write the access log: {e}");
+    }
+    match open_append(path) {
+        Ok(file) => {
+            *out = std::io::BufWriter::with_capacity(64 * 1024, Box::new(file));
+            log::info!("SIGUSR1: reopened the access log {}", path.display());
+        }
+        Err(e) => log::error!(
+            "SIGUSR1: cannot reopen the access log {}: {e}; still writing to the file opened before (check the directory's permissions)",
+            path.display()
+        ),
     }
 }
 
@@ -370,6 +439,31 @@ fn percent_decoded_lower(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_reopen_follows_the_path_and_survives_a_path_it_cannot_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = dir.path().join("a.log");
+        let second = dir.path().join("b.log");
+        let file = open_append(&first).unwrap();
+        let mut out: std::io::BufWriter<Box<dyn Write + Send>> =
+            std::io::BufWriter::new(Box::new(file));
+        writeln!(out, "one").unwrap();
+        // A path that cannot be opened: what is buffered is kept, writing goes on as before.
+        reopen_into(&mut out, Some(&dir.path().join("missing/dir.log")));
+        writeln!(out, "two").unwrap();
+        reopen_into(&mut out, Some(&second));
+        writeln!(out, "three").unwrap();
+        out.flush().unwrap();
+        assert_eq!(std::fs::read_to_string(&first).unwrap(), "one\ntwo\n");
+        assert_eq!(std::fs::read_to_string(&second).unwrap(), "three\n");
+        // Not a file (stdout or off): nothing changes.
+        reopen_into(&mut out, None);
+        writeln!(out, "four").unwrap();
+        out.flush().unwrap();
+        assert_eq!(std::fs::read_to_string(&second).unwrap(), "three\nfour\n");
+    }
+
     use super::*;
 
     #[test]

@@ -306,6 +306,11 @@ impl Gateway {
         self.retired.push(old);
     }
 
+    /// The current process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Send a signal by name (TERM, QUIT, …) to the current process.
     pub fn signal(&self, name: &str) {
         signal(self.child.id(), name);

@@ -158,12 +158,12 @@ pub(super) fn compile_demo_echo(
 pub(super) fn compile_logging(e: &mut Errors, raw: &RawLogging, file: &Path) -> LoggingSettings {
     LoggingSettings {
         access_log: match raw.access_log.as_deref() {
-            None | Some("stdout") => AccessLogTarget::Stdout,
+            None | Some("stdout") | Some("-") => AccessLogTarget::Stdout,
             Some("off") => AccessLogTarget::Off,
             Some("") => {
                 e.add(
                     "logging.access_log",
-                    "empty; write \"stdout\", \"off\" or a file path",
+                    "empty; write \"stdout\" (or \"-\"), \"off\" or a file path",
                 );
                 AccessLogTarget::Stdout
             }
