@@ -112,3 +112,106 @@ fn every_metric_the_assets_use_is_exported() {
         .as_array()
         .is_some_and(|p| p.len() >= 10));
 }
+
+fn run_promtool(args: &[&str]) {
+    let out = Command::new(promtool()).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool {args:?}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn alert_rules_pass_their_unit_tests() {
+    run_promtool(&[
+        "test",
+        "rules",
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/monitoring/portcullis-alerts.test.yml"
+        ),
+    ]);
+}
+
+#[test]
+fn every_alert_is_tested_firing_and_quiet() {
+    use yaml_rust2::YamlLoader;
+    let rules = &YamlLoader::load_from_str(&asset("portcullis-alerts.yml")).unwrap()[0];
+    let alerts: Vec<String> = rules["groups"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_vec().unwrap().iter())
+        .filter_map(|r| r["alert"].as_str().map(str::to_string))
+        .collect();
+    assert!(alerts.len() >= 10, "{alerts:?}");
+    let tests = &YamlLoader::load_from_str(&asset("portcullis-alerts.test.yml")).unwrap()[0];
+    let cases: Vec<(String, bool)> = tests["tests"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["alert_rule_test"].as_vec().unwrap().iter())
+        .map(|c| {
+            let fires = c["exp_alerts"].as_vec().is_some_and(|a| !a.is_empty());
+            (c["alertname"].as_str().unwrap().to_string(), fires)
+        })
+        .collect();
+    for alert in &alerts {
+        for fires in [true, false] {
+            assert!(
+                cases.iter().any(|(a, f)| a == alert && *f == fires),
+                "{alert} has no case where it is expected {}",
+                if fires { "to fire" } else { "quiet" }
+            );
+        }
+    }
+    // Every case names a rule that exists (a renamed alert would otherwise test nothing).
+    for (name, _) in &cases {
+        assert!(alerts.contains(name), "test case for unknown alert {name}");
+    }
+}
+
+#[test]
+fn every_dashboard_query_parses() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&asset("grafana-dashboard.json")).unwrap();
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            if let Some(expr) = target["expr"].as_str() {
+                exprs.push(expr.to_string());
+            }
+        }
+    }
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    // Grafana's interval variables stand for a duration; any other variable for a label value.
+    let intervals = regex::Regex::new(r"\$(__rate_interval|__interval|__range)\b").unwrap();
+    let variables = regex::Regex::new(r"\$\{?[A-Za-z_][A-Za-z0-9_]*\}?").unwrap();
+    // Each query as a recording rule: `promtool check rules` parses every expression.
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, expr) in exprs.iter().enumerate() {
+        let expr = intervals.replace_all(expr, "5m");
+        let expr = variables.replace_all(&expr, ".*");
+        let quoted = serde_json::to_string(&expr).unwrap();
+        rules.push_str(&format!(
+            "      - record: dashboard:panel_{i}\n        expr: {quoted}\n"
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dashboard-queries.yml");
+    std::fs::write(&path, &rules).unwrap();
+    run_promtool(&["check", "rules", path.to_str().unwrap()]);
+    // And the check is real: a broken query fails it.
+    let broken = rules.replace(
+        "dashboard:panel_0\n        expr: \"",
+        "dashboard:panel_0\n        expr: \"sum by (",
+    );
+    std::fs::write(&path, broken).unwrap();
+    let out = Command::new(promtool())
+        .args(["check", "rules", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a broken query passed promtool");
+}
