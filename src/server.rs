@@ -211,7 +211,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
     ));
     server.add_service(background_service(
         "drain watch",
-        DrainWatch(readiness.clone()),
+        DrainWatch::new(readiness.clone(), server.watch_execution_phase()),
     ));
     let gateway = Gateway {
         shared_limits,

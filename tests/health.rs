@@ -172,3 +172,46 @@ jwks_url = "http://{jwks}/jwks.json"
     assert_eq!(r.status, 404, "{}", r.text());
     assert!(up.requests().is_empty(), "{:?}", up.requests());
 }
+
+#[test]
+fn on_a_graceful_upgrade_the_old_process_drains_and_the_new_one_is_ready() {
+    let up = Upstream::start();
+    let config = app(&up);
+    let mut gw = Gateway::start_with(&config, "grace_period = \"3s\"");
+    // The load balancer's kept-alive connection is to the old process.
+    let mut lb = TcpStream::connect(("127.0.0.1", gw.metrics_port)).unwrap();
+    lb.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let ask = b"GET /readyz HTTP/1.1\r\nHost: lb\r\n\r\n";
+    lb.write_all(ask).unwrap();
+    assert_eq!(read_response(&mut lb).map(|r| r.status), Some(200));
+    gw.upgrade(&config);
+    // The old process answers its own connection: draining once it has handed its sockets
+    // over (until then it is still the one serving, and ready).
+    let mut old = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        lb.write_all(ask).unwrap();
+        let r = read_response(&mut lb).expect("the old process answers");
+        if r.status != 200 {
+            old = Some(r);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let old = old.expect("the old process never said it was draining");
+    assert_eq!(old.status, 503, "{}", old.text());
+    assert_eq!(old.json()["status"], "draining");
+    // New connections reach the new process, which inherited the metrics socket: ready. (For
+    // Pingora's 5 s close timeout both processes accept on the shared socket, so a fresh
+    // connection may still meet the old one and hear "draining".)
+    let mut last = String::new();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let r = get(gw.metrics_port, "/readyz");
+            last = r.text();
+            r.status == 200 && r.json()["status"] == "ready"
+        }),
+        "{last}"
+    );
+    assert_eq!(gw.get("/public/after").status, 200);
+}

@@ -14,12 +14,13 @@
 use crate::checks::auth::jwt::KeyStore;
 use crate::upstream::Upstreams;
 use async_trait::async_trait;
-use pingora_core::server::ShutdownWatch;
+use pingora_core::server::{ExecutionPhase, ShutdownWatch};
 use pingora_core::services::background::BackgroundService;
 use serde_json::json;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
 
 /// A proxy listener's address, and whether it was found bound (once bound, it stays bound
 /// until the process drains, which `/readyz` reports on its own).
@@ -218,19 +219,65 @@ fn kernel_hex(ip: IpAddr) -> String {
         .collect()
 }
 
-/// Turns readiness off when Pingora signals a graceful upgrade or shutdown.
-pub struct DrainWatch(pub Arc<Readiness>);
+/// Turns readiness off as soon as Pingora starts a graceful upgrade or shutdown: on `SIGQUIT`
+/// Pingora first hands the listening sockets over and keeps serving for a few seconds before it
+/// broadcasts the shutdown, so the execution phase is watched, not only the shutdown signal.
+pub struct DrainWatch {
+    readiness: Arc<Readiness>,
+    phases: Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
+}
+
+impl DrainWatch {
+    pub fn new(readiness: Arc<Readiness>, phases: broadcast::Receiver<ExecutionPhase>) -> Self {
+        DrainWatch {
+            readiness,
+            phases: Mutex::new(Some(phases)),
+        }
+    }
+}
+
+/// Whether a phase means this process is on its way out.
+fn leaving(phase: &ExecutionPhase) -> bool {
+    !matches!(
+        phase,
+        ExecutionPhase::Setup
+            | ExecutionPhase::Bootstrap
+            | ExecutionPhase::BootstrapComplete
+            | ExecutionPhase::Running
+    )
+}
 
 #[async_trait]
 impl BackgroundService for DrainWatch {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        while !*shutdown.borrow() {
-            if shutdown.changed().await.is_err() {
-                break;
+        let phases = self.phases.lock().ok().and_then(|mut p| p.take());
+        let phase_says_leaving = async move {
+            let Some(mut phases) = phases else {
+                return std::future::pending().await;
+            };
+            loop {
+                match phases.recv().await {
+                    Ok(phase) if leaving(&phase) => return,
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => {
+                        return std::future::pending().await;
+                    }
+                }
             }
+        };
+        let shutdown_says_leaving = async move {
+            while !*shutdown.borrow() {
+                if shutdown.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+        };
+        tokio::select! {
+            _ = phase_says_leaving => {}
+            _ = shutdown_says_leaving => {}
         }
         log::info!("draining: /readyz answers 503 from now on");
-        self.0.start_draining();
+        self.readiness.start_draining();
     }
 }
 
