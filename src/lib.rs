@@ -10,6 +10,7 @@ pub mod context;
 pub mod drain;
 pub mod echo;
 pub mod gateway;
+pub mod health;
 pub mod jwks;
 pub mod keys;
 pub mod observe;

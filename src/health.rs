@@ -1,4 +1,5 @@
-//! Health endpoints for load balancers, served on the metrics listener.
+//! Health endpoints for load balancers, served by the metrics listener's app
+//! (`observe::metrics`), which asks this module through the `Ready` trait.
 //!
 //! - `/healthz`: the process is alive and answering (200 whenever it can answer at all).
 //! - `/readyz`: 200 when this process should get traffic: the configuration is loaded (it is
@@ -12,6 +13,7 @@
 //! names what is missing.
 
 use crate::checks::auth::jwt::KeyStore;
+use crate::observe::metrics::Ready;
 use crate::upstream::Upstreams;
 use async_trait::async_trait;
 use pingora_core::server::{ExecutionPhase, ShutdownWatch};
@@ -142,9 +144,11 @@ impl Readiness {
         });
         out
     }
+}
 
+impl Ready for Readiness {
     /// The `/readyz` answer: status code and JSON body.
-    pub fn answer(&self) -> (u16, Vec<u8>) {
+    fn answer(&self) -> (u16, Vec<u8>) {
         let checks = self.checks();
         let ready = checks.iter().all(|c| c.ok);
         let status = if ready {
@@ -163,11 +167,6 @@ impl Readiness {
         });
         (if ready { 200 } else { 503 }, body.to_string().into_bytes())
     }
-}
-
-/// The `/healthz` answer.
-pub fn alive() -> Vec<u8> {
-    br#"{"status":"alive"}"#.to_vec()
 }
 
 /// Whether a socket is listening on `address`, from the kernel's socket table (no connection
