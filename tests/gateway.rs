@@ -744,3 +744,19 @@ fn trace_context_is_kept_when_valid_and_started_when_not() {
         "4bf92f3577b34da6a3ce929d0e0e4736"
     );
 }
+
+/// The harness waits for a gateway by the ownership of its listening sockets: a port another
+/// process took between the harness's choice and the gateway's bind is not mistaken for ours.
+#[test]
+fn the_harness_tells_whose_listener_a_port_is() {
+    let up = Upstream::start();
+    let gw = Gateway::start(&routes(&up));
+    let mine = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = mine.local_addr().unwrap().port();
+    assert!(owns_listener(std::process::id(), port));
+    assert!(!owns_listener(gw.pid(), port));
+    assert!(owns_listener(gw.pid(), gw.port));
+    assert!(owns_listener(gw.pid(), gw.metrics_port));
+    drop(mine);
+    assert!(!owns_listener(std::process::id(), port));
+}

@@ -30,6 +30,43 @@ pub fn free_port() -> u16 {
         .expect("an ephemeral port")
 }
 
+/// How a start ended.
+enum Ready {
+    Yes,
+    /// Another process took a port between its choice and the gateway's bind.
+    PortTaken,
+}
+
+/// Whether process `pid` holds a socket listening on loopback `port` (IPv4 or IPv6).
+pub fn owns_listener(pid: u32, port: u16) -> bool {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let local_port = f
+                .get(1)
+                .and_then(|l| l.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if f.get(3) == Some(&"0A") && local_port == Some(port) {
+                if let Some(inode) = f.get(9) {
+                    inodes.push(format!("socket:[{inode}]"));
+                }
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return false;
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+    })
+}
+
 /// A request as the upstream received it.
 #[derive(Debug, Clone)]
 pub struct Seen {
@@ -232,7 +269,7 @@ impl Gateway {
         files: &[(&str, &[u8])],
         rust_log: &str,
     ) -> Gateway {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let mut dir = tempfile::tempdir().expect("tempdir");
         for (name, content) in files {
             let path = dir.path().join(name);
             std::fs::write(&path, content).expect("write fixture");
@@ -242,34 +279,44 @@ impl Gateway {
                 std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).ok();
             }
         }
-        let port = free_port();
-        // The kernel may hand out the same ephemeral port twice in a row.
-        let metrics_port = (0..100)
-            .map(|_| free_port())
-            .find(|p| *p != port)
-            .expect("a second ephemeral port");
-        let config = harness_config(server_extra, port, metrics_port, body);
-        let path = dir.path().join("portcullis.toml");
-        std::fs::write(&path, config).expect("write config");
-        let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(["run", "-c"])
-            .arg(&path)
-            .env("RUST_LOG", rust_log)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("stderr.log")).expect("stderr file"))
-            .spawn()
-            .expect("start portcullis");
-        let mut gateway = Gateway {
-            port,
-            metrics_port,
-            dir,
-            child,
-            retired: Vec::new(),
-            server_extra: server_extra.to_string(),
-            generation: 0,
-        };
-        gateway.wait_ready();
-        gateway
+        // Ports are picked free and bound a moment later by the gateway: another test may take
+        // one in between. Such a start is retried on fresh ports.
+        for _attempt in 0..5 {
+            let port = free_port();
+            // The kernel may hand out the same ephemeral port twice in a row.
+            let metrics_port = (0..100)
+                .map(|_| free_port())
+                .find(|p| *p != port)
+                .expect("a second ephemeral port");
+            let config = harness_config(server_extra, port, metrics_port, body);
+            let path = dir.path().join("portcullis.toml");
+            std::fs::write(&path, config).expect("write config");
+            let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+                .args(["run", "-c"])
+                .arg(&path)
+                .env("RUST_LOG", rust_log)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.path().join("stderr.log")).expect("stderr file"))
+                .spawn()
+                .expect("start portcullis");
+            let mut gateway = Gateway {
+                port,
+                metrics_port,
+                dir,
+                child,
+                retired: Vec::new(),
+                server_extra: server_extra.to_string(),
+                generation: 0,
+            };
+            match gateway.wait_ready() {
+                Ready::Yes => return gateway,
+                Ready::PortTaken => {
+                    dir =
+                        std::mem::replace(&mut gateway.dir, tempfile::tempdir().expect("tempdir"));
+                }
+            }
+        }
+        panic!("portcullis could not get free ports in 5 attempts");
     }
 
     /// Pingora's graceful upgrade: start a new process with `-u` on a new config, then SIGQUIT
@@ -328,16 +375,22 @@ impl Gateway {
         None
     }
 
-    fn wait_ready(&mut self) {
+    /// Wait until this process listens on both its ports. Listening is checked by ownership
+    /// (the listening socket's inode among the process's descriptors), not by a connection,
+    /// which another process that took the port would accept as well.
+    fn wait_ready(&mut self) -> Ready {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("portcullis exited early ({status}): {}", self.stderr());
+                let stderr = self.stderr();
+                if stderr.contains("cannot listen") || stderr.contains("in use") {
+                    return Ready::PortTaken;
+                }
+                panic!("portcullis exited early ({status}): {stderr}");
             }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-                && TcpStream::connect(("127.0.0.1", self.metrics_port)).is_ok()
-            {
-                return;
+            let pid = self.child.id();
+            if owns_listener(pid, self.port) && owns_listener(pid, self.metrics_port) {
+                return Ready::Yes;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
