@@ -185,6 +185,25 @@ fn acl(c: &mut Criterion) {
     });
 }
 
+/// Step 1's trace context: a client's traceparent kept, or a trace started.
+fn trace_context(c: &mut Criterion) {
+    use portcullis::checks::trace;
+    let mut g = c.benchmark_group("trace");
+    let id = "0af7651916cd43dd8448eb211c80319c";
+    let mut kept = pingora_http::RequestHeader::build("GET", b"/v1/orders", None).unwrap();
+    kept.append_header(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    )
+    .unwrap();
+    kept.append_header("tracestate", "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7")
+        .unwrap();
+    let none = pingora_http::RequestHeader::build("GET", b"/v1/orders", None).unwrap();
+    g.bench_function("kept", |b| b.iter(|| trace::check(black_box(&kept), id)));
+    g.bench_function("started", |b| b.iter(|| trace::check(black_box(&none), id)));
+    g.finish();
+}
+
 fn rate_limits(c: &mut Criterion) {
     let limits = RateLimits::new(vec![
         Policy::new(
@@ -412,6 +431,7 @@ criterion_group!(
     jwts,
     api_keys,
     acl,
+    trace_context,
     rate_limits,
     bodies,
     threat_parts,
