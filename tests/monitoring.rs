@@ -29,23 +29,14 @@ fn asset(name: &str) -> String {
 
 #[test]
 fn alert_rules_pass_promtool() {
-    let out = Command::new(promtool())
-        .args([
-            "check",
-            "rules",
-            concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/monitoring/portcullis-alerts.yml"
-            ),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_promtool(&[
+        "check",
+        "rules",
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/monitoring/portcullis-alerts.yml"
+        ),
+    ]);
 }
 
 #[test]
@@ -71,13 +62,7 @@ fn a_live_scrape_passes_promtool_check_metrics() {
         .unwrap()
         .write_all(scrape.as_bytes())
         .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&child.wait_with_output().unwrap(), "promtool check metrics");
 }
 
 #[test]
@@ -113,14 +98,18 @@ fn every_metric_the_assets_use_is_exported() {
         .is_some_and(|p| p.len() >= 10));
 }
 
-fn run_promtool(args: &[&str]) {
-    let out = Command::new(promtool()).args(args).output().unwrap();
+fn assert_success(out: &std::process::Output, what: &str) {
     assert!(
         out.status.success(),
-        "promtool {args:?}:\n{}{}",
+        "{what}:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+fn run_promtool(args: &[&str]) {
+    let out = Command::new(promtool()).args(args).output().unwrap();
+    assert_success(&out, &format!("promtool {args:?}"));
 }
 
 #[test]
