@@ -199,8 +199,12 @@ fn trace_context(c: &mut Criterion) {
     kept.append_header("tracestate", "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7")
         .unwrap();
     let none = pingora_http::RequestHeader::build("GET", b"/v1/orders", None).unwrap();
-    g.bench_function("kept", |b| b.iter(|| trace::check(black_box(&kept), id)));
-    g.bench_function("started", |b| b.iter(|| trace::check(black_box(&none), id)));
+    g.bench_function("kept", |b| {
+        b.iter(|| trace::check(black_box(&kept), id, true))
+    });
+    g.bench_function("started", |b| {
+        b.iter(|| trace::check(black_box(&none), id, true))
+    });
     g.finish();
 }
 

@@ -760,3 +760,35 @@ fn the_harness_tells_whose_listener_a_port_is() {
     drop(mine);
     assert!(!owns_listener(std::process::id(), port));
 }
+
+#[test]
+fn trace_context_from_trusted_proxies_only_when_configured() {
+    let valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let ask = format!(
+        "GET /public/t HTTP/1.1\r\nHost: x\r\ntraceparent: {valid}\r\ntracestate: v=1\r\nConnection: close\r\n\r\n"
+    );
+    // The client (127.0.0.1) is not a trusted proxy: its trace is not joined.
+    let up = Upstream::start();
+    let gw = Gateway::start_with(
+        &routes(&up),
+        "trace_context = \"trusted_proxies\"\ntrusted_proxies = [\"192.0.2.0/24\"]",
+    );
+    let r = gw.raw(&ask);
+    assert_eq!(r.status, 200);
+    let seen = up.requests().pop().expect("forwarded");
+    let id = r.header("x-request-id").unwrap();
+    let sent = seen.header("traceparent").unwrap();
+    assert!(sent.starts_with(&format!("00-{id}-")), "{sent}");
+    assert_eq!(seen.header("tracestate"), None);
+    assert_eq!(line_of(&gw, id)["trace_id"], id);
+    // The same request from a trusted proxy keeps its trace.
+    let up = Upstream::start();
+    let gw = Gateway::start_with(
+        &routes(&up),
+        "trace_context = \"trusted_proxies\"\ntrusted_proxies = [\"127.0.0.1/32\"]",
+    );
+    assert_eq!(gw.raw(&ask).status, 200);
+    let seen = up.requests().pop().expect("forwarded");
+    assert_eq!(seen.header("traceparent"), Some(valid));
+    assert_eq!(seen.header("tracestate"), Some("v=1"));
+}

@@ -28,17 +28,28 @@ impl TraceContext {
     }
 }
 
+/// Whose trace context is kept (`server.trace_context`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TraceTrust {
+    /// Any client's (`"accept"`, the default).
+    Anyone,
+    /// Only that of a peer in `server.trusted_proxies`; anyone else's is replaced, so that a
+    /// public client cannot join an internal trace or set the sampled flag on every request.
+    TrustedProxies,
+}
+
 /// Longest `tracestate` passed on: the specification's 32 members of up to 256 characters
 /// each would allow 8 KiB; it asks vendors to pass at least 512 characters.
 const TRACESTATE_MAX: usize = 512;
 const TRACESTATE_MEMBERS_MAX: usize = 32;
 
 /// Read the client's trace context, or start one. `request_id` is used as the new trace id
-/// when it has the shape of one (the gateway's own ids do), so that the two match.
-pub fn check(req: &RequestHeader, request_id: &str) -> TraceContext {
+/// when it has the shape of one (the gateway's own ids do), so that the two match. `believed`:
+/// whether this peer's trace context may be kept at all (`TraceTrust`).
+pub fn check(req: &RequestHeader, request_id: &str, believed: bool) -> TraceContext {
     let mut values = req.headers.get_all("traceparent").iter();
-    let kept = match (values.next(), values.next()) {
-        (Some(v), None) => parse_traceparent(v.as_bytes()),
+    let kept = match (believed, values.next(), values.next()) {
+        (true, Some(v), None) => parse_traceparent(v.as_bytes()),
         _ => None,
     };
     match kept {
@@ -194,6 +205,7 @@ mod tests {
         check(
             &test_request("GET", "/", headers),
             "0af7651916cd43dd8448eb211c80319c",
+            true,
         )
     }
 
@@ -251,8 +263,8 @@ mod tests {
 
     #[test]
     fn started_traces_are_well_formed_and_differ() {
-        let a = check(&test_request("GET", "/", &[]), "from-a-proxy");
-        let b = check(&test_request("GET", "/", &[]), "from-a-proxy");
+        let a = check(&test_request("GET", "/", &[]), "from-a-proxy", true);
+        let b = check(&test_request("GET", "/", &[]), "from-a-proxy", true);
         for t in [&a, &b] {
             assert_eq!(t.traceparent.len(), 55);
             assert_eq!(
@@ -263,6 +275,15 @@ mod tests {
         }
         assert_ne!(a.trace_id(), b.trace_id());
         assert_ne!(a.traceparent[36..52], b.traceparent[36..52]);
+    }
+
+    #[test]
+    fn a_peer_not_believed_starts_a_trace_even_with_a_valid_one() {
+        let req = test_request("GET", "/", &[("traceparent", VALID), ("tracestate", "a=b")]);
+        let t = check(&req, "0af7651916cd43dd8448eb211c80319c", false);
+        assert!(!t.continued);
+        assert_eq!(t.trace_id(), "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(t.tracestate, None);
     }
 
     #[test]

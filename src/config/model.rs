@@ -8,6 +8,7 @@ use crate::checks::ip::CidrSet;
 use crate::checks::limits::Limits;
 use crate::checks::rate_limit::shared::StoreSettings;
 use crate::checks::route::RouteTable;
+use crate::checks::trace::TraceTrust;
 use crate::observe::access_log::AccessLogTarget;
 use pingora_core::protocols::tls::CaType;
 use pingora_core::utils::tls::CertKey;
@@ -55,6 +56,8 @@ pub struct ServerSettings {
     pub grace_period: Duration,
     pub graceful_shutdown_timeout: Duration,
     pub trusted_proxies: CidrSet,
+    /// Whose `traceparent` is kept (`server.trace_context`).
+    pub trace_from: TraceTrust,
 }
 
 #[derive(Debug)]

@@ -87,6 +87,7 @@ pub struct RawServer {
     pub graceful_shutdown_timeout: Option<String>,
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    pub trace_context: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

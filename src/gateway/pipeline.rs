@@ -6,6 +6,7 @@ use crate::checks::auth::mtls::PeerCert;
 use crate::checks::auth::{self, Credentials};
 use crate::checks::rate_limit::{self, Subject};
 use crate::checks::throttle::FailureThrottle;
+use crate::checks::trace::TraceTrust;
 use crate::checks::{acl, body, identity, ip, limits, route, threat, trace};
 use crate::context::RequestCtx;
 use crate::problem::Refusal;
@@ -27,7 +28,15 @@ impl Gateway {
         let who = identity::identify(session.req_header(), peer, &cfg.server.trusted_proxies);
         let client_ip = who.client_ip;
         ctx.identified(who);
-        ctx.trace = Some(trace::check(session.req_header(), &ctx.request_id));
+        let believed = match cfg.server.trace_from {
+            TraceTrust::Anyone => true,
+            TraceTrust::TrustedProxies => ctx.peer_trusted,
+        };
+        ctx.trace = Some(trace::check(
+            session.req_header(),
+            &ctx.request_id,
+            believed,
+        ));
         // 2. Size limits and unambiguous framing.
         let declared_body = limits::check(session, &cfg.limits)?;
         // 3. Route, on the normalised path; then the declared body against its limit.

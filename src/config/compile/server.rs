@@ -2,6 +2,7 @@
 //! the process binds, logs and throttles.
 
 use super::{existing_file, relative_to, socket_addr, Errors};
+use crate::checks::trace::TraceTrust;
 use crate::config::model::*;
 use crate::config::raw::*;
 use crate::observe::access_log::AccessLogTarget;
@@ -52,6 +53,19 @@ pub(super) fn compile_server(e: &mut Errors, s: &RawServer, file: &Path) -> Serv
             "requests still running then are cut",
         ),
         trusted_proxies: e.cidrs("server.trusted_proxies", &s.trusted_proxies),
+        trace_from: match s.trace_context.as_deref() {
+            None | Some("accept") => TraceTrust::Anyone,
+            Some("trusted_proxies") => TraceTrust::TrustedProxies,
+            Some(other) => {
+                e.add(
+                    "server.trace_context",
+                    format!(
+                        "{other:?} is not a choice; write \"accept\" (keep any client's traceparent) or \"trusted_proxies\" (only from server.trusted_proxies; others start a trace)"
+                    ),
+                );
+                TraceTrust::Anyone
+            }
+        },
     }
 }
 
@@ -296,6 +310,10 @@ mod tests {
             ("[server]\ngrace_period = \"1500ms\"", "server.grace_period: "),
             ("[server]\nthreads = 0", "server.threads: 0 is out of range"),
             ("[server]\ntrusted_proxies = [\"10.0.0.0/33\"]", "server.trusted_proxies"),
+            (
+                "[server]\ntrace_context = \"everyone\"",
+                "server.trace_context: \"everyone\" is not a choice",
+            ),
             (
                 "[security]\nauth_failure_limit = { failures = 0, per = \"1m\" }",
                 "security.auth_failure_limit.failures: 0 is out of range",
