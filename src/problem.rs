@@ -44,7 +44,7 @@ pub struct Refusal {
 /// One entry of a problem's `errors` member (the extension RFC 9457 §3 shows): where in the
 /// request (`pointer`, a JSON Pointer as a URI fragment: `#/items/0/qty`), which rule
 /// (`keyword`) and what it asks (`detail`). Never a value the client sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ProblemError {
     pub pointer: String,
     pub keyword: String,
@@ -133,13 +133,7 @@ pub fn body(status: u16, detail: &str, request_id: &str, errors: &[ProblemError]
         "request_id": request_id,
     });
     if let (false, Some(members)) = (errors.is_empty(), value.as_object_mut()) {
-        let errors = errors
-            .iter()
-            .map(|e| {
-                serde_json::json!({"pointer": e.pointer, "keyword": e.keyword, "detail": e.detail})
-            })
-            .collect();
-        members.insert("errors".into(), serde_json::Value::Array(errors));
+        members.insert("errors".into(), serde_json::json!(errors));
     }
     Bytes::from(value.to_string())
 }

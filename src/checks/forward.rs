@@ -81,16 +81,25 @@ pub fn prepare(req: &mut RequestHeader, route: &Route, f: &Forwarding) -> pingor
     }
     req.insert_header("X-Request-Id", f.request_id)?;
     // The client's trace headers are replaced by the checked ones (trace.rs), never passed
-    // on as they came.
-    if present.trace {
-        req.remove_header("traceparent");
-        req.remove_header("tracestate");
-    }
-    if let Some(trace) = f.trace {
-        req.insert_header("traceparent", trace.traceparent.as_str())?;
-        if let Some(state) = &trace.tracestate {
-            req.insert_header("tracestate", state.as_str())?;
+    // on as they came (an insert replaces every copy; a tracestate not kept is removed).
+    match f.trace {
+        Some(trace) => {
+            req.insert_header("traceparent", trace.traceparent.as_str())?;
+            match &trace.tracestate {
+                Some(state) => {
+                    req.insert_header("tracestate", state.as_str())?;
+                }
+                None if present.trace => {
+                    req.remove_header("tracestate");
+                }
+                None => {}
+            }
         }
+        None if present.trace => {
+            req.remove_header("traceparent");
+            req.remove_header("tracestate");
+        }
+        None => {}
     }
     if present.credentials && !route.keep_credentials {
         req.remove_header("authorization");

@@ -185,11 +185,7 @@ fn start(request_id: &str) -> String {
     if parent == [0; 8] {
         parent[7] = 1;
     }
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for b in parent {
-        out.push(HEX[usize::from(b >> 4)] as char);
-        out.push(HEX[usize::from(b & 15)] as char);
-    }
+    out.push_str(&hex::encode(parent));
     out.push_str("-01");
     out
 }
