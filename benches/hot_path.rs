@@ -18,7 +18,7 @@ use portcullis::checks::body::{check_json, BodyRules};
 use portcullis::checks::path::normalise;
 use portcullis::checks::rate_limit::{LimitKey, Policy, RateLimits, Subject};
 use portcullis::checks::route::{PathMatch, Route, RouteTable};
-use portcullis::checks::threat;
+use portcullis::checks::threat::builtin as threat;
 use portcullis::observe::access_log::AccessRecord;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -187,7 +187,7 @@ fn acl(c: &mut Criterion) {
 
 /// Step 1's trace context: a client's traceparent kept, or a trace started.
 fn trace_context(c: &mut Criterion) {
-    use portcullis::checks::trace;
+    use portcullis::request::trace;
     let mut g = c.benchmark_group("trace");
     let id = "0af7651916cd43dd8448eb211c80319c";
     let mut kept = pingora_http::RequestHeader::build("GET", b"/v1/orders", None).unwrap();

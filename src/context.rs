@@ -2,11 +2,11 @@
 //! metrics and the access log.
 
 use crate::checks::auth::Principal;
-use crate::checks::identity::Identity;
 use crate::checks::rate_limit::Admission;
 use crate::checks::route::Matched;
-use crate::checks::threat::Screening;
-use crate::checks::trace::TraceContext;
+use crate::checks::threat::ThreatReport;
+use crate::request::identity::Identity;
+use crate::request::trace::TraceContext;
 use prometheus::IntGauge;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -55,7 +55,7 @@ pub struct RequestCtx {
     pub upstream_started: Option<Instant>,
     pub upstream_status: Option<u16>,
     /// What threat protection found (for the access log and the metrics).
-    pub screening: Screening,
+    pub threats: ThreatReport,
     /// The W3C trace context passed to the upstream (step 1).
     pub trace: Option<TraceContext>,
 }
@@ -96,7 +96,7 @@ impl RequestCtx {
             tried: Vec::new(),
             upstream_started: None,
             upstream_status: None,
-            screening: Screening::default(),
+            threats: ThreatReport::default(),
             trace: None,
         }
     }

@@ -16,6 +16,7 @@ pub mod keys;
 pub mod observe;
 pub mod percent;
 pub mod problem;
+pub mod request;
 pub mod server;
 pub mod stream;
 pub mod text;

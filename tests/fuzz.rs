@@ -14,7 +14,7 @@ use portcullis::checks::auth::api_key::{presented, PresentedKey};
 use portcullis::checks::body::json_too_deep;
 use portcullis::checks::ip::{canonical, client_ip, CidrSet};
 use portcullis::checks::path::normalise;
-use portcullis::checks::threat::{scan, scan_json, scan_path, scan_query, Field};
+use portcullis::checks::threat::builtin::{scan, scan_json, scan_path, scan_query, Field};
 use portcullis::config::load_str;
 use portcullis::observe::access_log::AccessRecord;
 use portcullis::waf::seclang::parse;

@@ -2,7 +2,7 @@
 //! `tests/data/threats/`: attack payloads as a client would send them in a query parameter,
 //! benign API values both as JSON strings and percent-encoded in a query. Prints both rates.
 
-use portcullis::checks::threat::{scan, scan_query, Field};
+use portcullis::checks::threat::builtin::{scan, scan_query, Field};
 
 fn lines(name: &str) -> Vec<String> {
     let path = format!("{}/tests/data/threats/{name}", env!("CARGO_MANIFEST_DIR"));

@@ -100,9 +100,16 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
     None
 }
 
+/// A route's `ip_allow` and `ip_deny`.
+#[derive(Debug, Clone, Default)]
+pub struct IpRules {
+    pub allow: CidrSet,
+    pub deny: CidrSet,
+}
+
 /// Step 4: the route's IP rules admit the client, or it gets a 403.
-pub fn check(client: IpAddr, allow: &CidrSet, deny: &CidrSet) -> Result<(), Refusal> {
-    if admitted(client, allow, deny) {
+pub fn check(client: IpAddr, rules: &IpRules) -> Result<(), Refusal> {
+    if admitted(client, &rules.allow, &rules.deny) {
         return Ok(());
     }
     Err(Refusal::forbidden(
@@ -133,12 +140,16 @@ mod tests {
 
     #[test]
     fn a_denied_client_gets_a_403_counted_as_an_authorization_denial() {
-        let refusal = check(ip("10.1.2.3"), &set(&[]), &set(&["10.0.0.0/8"])).unwrap_err();
+        let rules = |allow: &[&str], deny: &[&str]| IpRules {
+            allow: set(allow),
+            deny: set(deny),
+        };
+        let refusal = check(ip("10.1.2.3"), &rules(&[], &["10.0.0.0/8"])).unwrap_err();
         assert_eq!(refusal.status, 403);
         assert_eq!(refusal.reason, "ip_denied");
         assert_eq!(refusal.family, crate::problem::Family::Authorization);
-        assert!(check(ip("192.0.2.1"), &set(&[]), &set(&["10.0.0.0/8"])).is_ok());
-        assert!(check(ip("192.0.2.1"), &set(&["10.0.0.0/8"]), &set(&[])).is_err());
+        assert!(check(ip("192.0.2.1"), &rules(&[], &["10.0.0.0/8"])).is_ok());
+        assert!(check(ip("192.0.2.1"), &rules(&["10.0.0.0/8"], &[])).is_err());
     }
 
     #[test]

@@ -7,8 +7,6 @@
 pub mod acl;
 pub mod auth;
 pub mod body;
-pub mod forward;
-pub mod identity;
 pub mod ip;
 pub mod limits;
 pub mod path;
@@ -16,8 +14,6 @@ pub mod rate_limit;
 pub mod route;
 pub mod threat;
 pub mod throttle;
-pub mod trace;
-pub mod waf;
 
 /// A request head for unit tests of the checks.
 #[cfg(test)]

@@ -4,19 +4,17 @@
 //! for any host; a route that matches the path but not the method gives 405 with `Allow`.
 
 use super::acl::Allow;
-use super::auth::AuthMethod;
-use super::body::BodyRules;
-use super::ip::CidrSet;
+use super::auth::AuthPolicy;
+use super::body::BodyPolicy;
+use super::ip::IpRules;
 use super::limits::Limits;
 use super::path;
-use super::rate_limit::{ConcurrencyCap, RateLimits};
-use super::threat::ThreatMode;
-use super::waf::WafPolicy;
+use super::rate_limit::RouteLimits;
+use super::threat::ThreatPolicy;
 use crate::problem::Refusal;
 use http::Method;
 use pingora_http::RequestHeader;
 use std::collections::HashMap;
-use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathMatch {
@@ -24,6 +22,8 @@ pub enum PathMatch {
     Prefix(String),
 }
 
+/// A route: how it is matched (this module), where it forwards, and each later check's own
+/// compiled policy, which the pipeline hands to that check alone.
 #[derive(Debug, Clone)]
 pub struct Route {
     pub name: String,
@@ -35,24 +35,20 @@ pub struct Route {
     /// Index into `Config::upstreams`.
     pub upstream: usize,
     pub strip_prefix: bool,
-    pub public: bool,
-    /// Accepted methods, any one suffices; empty on a public route.
-    pub auth: Vec<AuthMethod>,
+    /// Step 4.
+    pub ip: IpRules,
+    /// Steps 5 and 6: a public route is neither throttled nor authenticated.
+    pub auth: AuthPolicy,
+    /// Step 7.
     pub allow: Option<Allow>,
+    /// Step 8.
+    pub limits: RouteLimits,
+    /// Step 9 (and the declared length in step 3).
+    pub body: BodyPolicy,
+    /// Step 10.
+    pub threat: ThreatPolicy,
+    /// Step 11: the client's credential goes on to the upstream.
     pub keep_credentials: bool,
-    pub ip_allow: CidrSet,
-    pub ip_deny: CidrSet,
-    pub max_body_bytes: u64,
-    pub threat_protection: ThreatMode,
-    /// The rules of `[waf]` as this route runs them; `None` without `[waf]` or when
-    /// `threat_protection = "off"`.
-    pub waf: Option<Arc<WafPolicy>>,
-    /// `rate_limit` policies; all must allow a request.
-    pub rate_limits: Arc<RateLimits>,
-    /// `max_inflight`: concurrent requests on this route.
-    pub max_inflight: Option<Arc<ConcurrencyCap>>,
-    /// `validate`: the body is read, checked and replayed before the upstream is chosen.
-    pub body: Option<BodyRules>,
 }
 
 impl Route {
@@ -65,18 +61,13 @@ impl Route {
             methods: None,
             upstream,
             strip_prefix: false,
-            public: true,
-            auth: Vec::new(),
+            ip: IpRules::default(),
+            auth: AuthPolicy::Public,
             allow: None,
+            limits: RouteLimits::default(),
+            body: BodyPolicy::streamed(Limits::default().max_body_bytes),
+            threat: ThreatPolicy::default(),
             keep_credentials: false,
-            ip_allow: CidrSet::default(),
-            ip_deny: CidrSet::default(),
-            max_body_bytes: Limits::default().max_body_bytes,
-            body: None,
-            threat_protection: ThreatMode::Block,
-            waf: None,
-            rate_limits: Arc::new(RateLimits::default()),
-            max_inflight: None,
         }
     }
 }

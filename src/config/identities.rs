@@ -10,7 +10,7 @@ use crate::checks::auth::api_key::parse_hash;
 use crate::checks::auth::jwt::{self, JwtKey, JwtProvider, KeySet, KeyStore};
 use crate::checks::auth::mtls::parse_subject;
 use crate::checks::auth::token_cache::TokenCache;
-use crate::checks::auth::{AuthMethod, Consumer, Identities};
+use crate::checks::auth::{AuthMethod, AuthPolicy, Consumer, Identities};
 use jsonwebtoken::DecodingKey;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -253,7 +253,7 @@ pub(super) fn route_access(
     r: &RawRoute,
     ids: &Identities,
     mtls_listener: bool,
-) -> (Vec<AuthMethod>, Option<Allow>) {
+) -> (AuthPolicy, Option<Allow>) {
     let providers: HashMap<&str, usize> = ids
         .jwt_providers
         .iter()
@@ -350,5 +350,9 @@ pub(super) fn route_access(
             Some(_) => {}
         }
     }
-    (methods, allow)
+    let policy = match r.public {
+        true => AuthPolicy::Public,
+        false => AuthPolicy::AnyOf(methods),
+    };
+    (policy, allow)
 }

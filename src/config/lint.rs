@@ -6,6 +6,7 @@
 
 use super::model::Config;
 use super::Warning;
+use crate::checks::auth::AuthPolicy;
 use std::net::SocketAddr;
 
 fn is_loopback(address: &str) -> bool {
@@ -57,7 +58,7 @@ pub fn warnings(config: &Config) -> Vec<Warning> {
         }
     }
     for (i, route) in config.routes.routes().iter().enumerate() {
-        if !route.public && route.auth.is_empty() {
+        if matches!(&route.auth, AuthPolicy::AnyOf(methods) if methods.is_empty()) {
             warn(
                 format!("routes[{i}]"),
                 "route is not public and has no auth: every request to it is refused with 401; add auth or public = true",

@@ -6,7 +6,7 @@
 use super::compile::{relative_to, Errors};
 use super::raw::{RawRouteWaf, RawRuleIds, RawTargetExclusion, RawWaf};
 use super::ConfigError;
-use crate::checks::waf::{initial_settings, pinned_settings, OverLimit, WafPolicy};
+use crate::checks::threat::rules::{initial_settings, pinned_settings, OverLimit, WafPolicy};
 use crate::waf::eval::Settings;
 use crate::waf::{ruleset, seclang};
 use std::path::{Path, PathBuf};

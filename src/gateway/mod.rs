@@ -1,17 +1,17 @@
 //! The Pingora `ProxyHttp` implementation. Each phase delegates: the checks of SPEC §3 to
 //! `pipeline` (one line a step), every response portcullis makes itself and every access-log
-//! line to `respond`, step 11 to `checks::forward`.
+//! line to `respond`, step 11 to `request::forward`.
 
 mod pipeline;
 pub mod respond;
 
-use crate::checks::forward::{self, Forwarding};
 use crate::checks::ip;
 use crate::checks::rate_limit::shared::SharedLimiter;
 use crate::checks::throttle::FailureThrottle;
 use crate::config::Config;
 use crate::context::{InflightGuard, RequestCtx};
 use crate::observe::metrics::Metrics;
+use crate::request::forward::{self, Forwarding};
 use crate::stream::client;
 use crate::upstream::{connect_retryable, Upstreams};
 use async_trait::async_trait;
@@ -167,8 +167,8 @@ impl ProxyHttp for Gateway {
         // 11. What the upstream sees.
         forward::prepare(
             upstream_request,
-            route,
             &Forwarding {
+                keep_credentials: route.keep_credentials,
                 request_id: &ctx.request_id,
                 client_ip: ctx.client_ip.unwrap_or(unknown),
                 peer_ip: ctx.peer_ip.unwrap_or(unknown),

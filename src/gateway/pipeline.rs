@@ -6,10 +6,11 @@ use crate::checks::auth::mtls::PeerCert;
 use crate::checks::auth::{self, Credentials};
 use crate::checks::rate_limit::{self, Subject};
 use crate::checks::throttle::FailureThrottle;
-use crate::checks::trace::TraceTrust;
-use crate::checks::{acl, body, identity, ip, limits, route, threat, trace};
+use crate::checks::{acl, body, ip, limits, route, threat};
 use crate::context::RequestCtx;
 use crate::problem::Refusal;
+use crate::request::trace::TraceTrust;
+use crate::request::{identity, trace};
 use crate::stream::replay;
 use pingora_proxy::Session;
 use std::net::{IpAddr, Ipv4Addr};
@@ -42,12 +43,13 @@ impl Gateway {
         // 3. Route, on the normalised path; then the declared body against its limit.
         let matched = route::check(session.req_header(), &cfg.routes)?;
         let route = cfg.routes.get(matched.index);
-        ctx.routed(matched, route.max_body_bytes);
-        declared_body.within(route.max_body_bytes)?;
+        ctx.routed(matched, route.body.max_bytes);
+        declared_body.within(route.body.max_bytes)?;
         // 4. IP rules.
-        ip::check(client_ip, &route.ip_allow, &route.ip_deny)?;
+        ip::check(client_ip, &route.ip)?;
         // 5. Brute-force throttle, before any credential is looked at.
-        FailureThrottle::check_route(self.throttle.as_ref(), route.public, &client_ip)?;
+        let public = route.auth.is_public();
+        FailureThrottle::check_route(self.throttle.as_ref(), public, &client_ip)?;
         // 6. Authentication.
         let credentials = Credentials {
             req: session.req_header(),
@@ -55,7 +57,7 @@ impl Gateway {
             client_ip,
             throttle: self.throttle.as_ref(),
         };
-        ctx.principal = auth::check(route, &cfg.identities, &credentials).await?;
+        ctx.principal = auth::check(&route.auth, &cfg.identities, &credentials).await?;
         // 7. Authorization: deny by default.
         acl::check(route.allow.as_ref(), ctx.principal.as_ref())?;
         // 8. Rate limits and concurrency caps.
@@ -66,9 +68,9 @@ impl Gateway {
         };
         let shared = self.shared_limits.as_deref();
         let upstream_cap = self.upstreams.cap(route.upstream);
-        ctx.admission = rate_limit::check(route, &subject, shared, upstream_cap).await?;
+        ctx.admission = rate_limit::check(&route.limits, &subject, shared, upstream_cap).await?;
         // 9. Body.
-        let body = body::check(session, route, cfg.limits.body_read_timeout).await?;
+        let body = body::check(session, &route.body, cfg.limits.body_read_timeout).await?;
         // 10. Threat protection.
         let inputs = threat::Inputs {
             head: session.req_header(),
@@ -76,8 +78,9 @@ impl Gateway {
             body: body.as_ref(),
             client_ip,
             request_id: &ctx.request_id,
+            route: &route.name,
         };
-        threat::check(route, &inputs, &mut ctx.screening)?;
+        threat::check(&route.threat, &inputs, &mut ctx.threats)?;
 
         // A body read whole in step 9 goes on to the upstream as it came.
         if let Some(body) = body {

@@ -4,11 +4,12 @@
 //! every request, answered by us or by an upstream, gets its metrics and access-log line here.
 
 use crate::checks::body::has_body;
-use crate::checks::{identity, ip};
+use crate::checks::ip;
 use crate::context::RequestCtx;
 use crate::observe::access_log::{AccessLog, AccessRecord};
 use crate::observe::metrics::{method_label, Metrics};
 use crate::problem::{self, Refusal};
+use crate::request::identity;
 use crate::stream::client::EarlyRefusals;
 use bytes::{Bytes, BytesMut};
 use pingora_core::{Error, Result};
@@ -115,14 +116,14 @@ impl Respond {
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
         let mut decision = ctx.decision;
-        if let Some(detected) = &ctx.screening.detected {
+        if let Some(detected) = &ctx.threats.detected {
             self.metrics.count_detected(labels.route, &detected.refusal);
             // Forwarded: the decision says what was let through, unless the proxying failed.
             if decision == "allow" {
                 decision = detected.decision;
             }
         }
-        let findings = ctx.screening.findings.as_ref();
+        let findings = ctx.threats.findings.as_ref();
         let elapsed = ctx.started.elapsed();
         self.account(
             method_label(&req.method),

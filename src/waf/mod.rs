@@ -1,7 +1,7 @@
 //! The rule engine of threat protection: SecLang rules — the OWASP Core
 //! Rule Set and an operator's own — read (`seclang`), their value transformations (`transform`)
 //! and operators (`operator`), compiled once into one rule set (`ruleset`) and run on a request
-//! (`eval`). `checks::waf` runs it as step 10 of a request when the config has `[waf]`.
+//! (`eval`). `checks::threat::rules` runs it as step 10 of a request when the config has `[waf]`.
 
 pub mod eval;
 pub mod operator;

@@ -7,7 +7,6 @@ pub mod jwt;
 pub mod mtls;
 pub mod token_cache;
 
-use super::route::Route;
 use super::throttle::FailureThrottle;
 use crate::problem::Refusal;
 use api_key::ApiKeyIndex;
@@ -49,6 +48,30 @@ pub enum AuthMethod {
     Jwt(usize),
     ApiKey,
     Mtls,
+}
+
+/// What step 6 asks of a route's requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthPolicy {
+    /// `public = true`: no credential is looked at and no principal results.
+    Public,
+    /// Any one of these methods suffices; with none, every request is refused
+    /// (`no_auth_configured`: deny by default).
+    AnyOf(Vec<AuthMethod>),
+}
+
+impl AuthPolicy {
+    pub fn is_public(&self) -> bool {
+        matches!(self, AuthPolicy::Public)
+    }
+
+    /// The accepted methods (none on a public route).
+    pub fn methods(&self) -> &[AuthMethod] {
+        match self {
+            AuthPolicy::Public => &[],
+            AuthPolicy::AnyOf(methods) => methods,
+        }
+    }
 }
 
 /// An authenticated caller.
@@ -107,9 +130,9 @@ fn bearer(req: &RequestHeader) -> Result<Option<&str>, ()> {
 }
 
 /// The `WWW-Authenticate` challenges of a route, with the RFC 6750 error when a token failed.
-fn challenge(route: &Route, jwt_failure: Option<JwtFailure>) -> String {
+fn challenge(methods: &[AuthMethod], jwt_failure: Option<JwtFailure>) -> String {
     let mut parts = Vec::new();
-    if route.auth.iter().any(|m| matches!(m, AuthMethod::Jwt(_))) {
+    if methods.iter().any(|m| matches!(m, AuthMethod::Jwt(_))) {
         match jwt_failure {
             Some(f) => parts.push(format!(
                 "Bearer realm=\"portcullis\", error=\"{}\", error_description=\"{}\"",
@@ -119,7 +142,7 @@ fn challenge(route: &Route, jwt_failure: Option<JwtFailure>) -> String {
             None => parts.push("Bearer realm=\"portcullis\"".to_string()),
         }
     }
-    if route.auth.contains(&AuthMethod::ApiKey) {
+    if methods.contains(&AuthMethod::ApiKey) {
         parts.push("ApiKey realm=\"portcullis\"".to_string());
     }
     if parts.is_empty() {
@@ -130,13 +153,13 @@ fn challenge(route: &Route, jwt_failure: Option<JwtFailure>) -> String {
 }
 
 fn unauthorized(
-    route: &Route,
+    methods: &[AuthMethod],
     reason: &'static str,
     detail: &'static str,
     jwt_failure: Option<JwtFailure>,
 ) -> Refusal {
     Refusal::unauthorized(reason, detail)
-        .with_header("WWW-Authenticate", challenge(route, jwt_failure))
+        .with_header("WWW-Authenticate", challenge(methods, jwt_failure))
 }
 
 fn principal(ids: &Identities, consumer: String, scopes: Vec<String>, method: &str) -> Principal {
@@ -155,7 +178,7 @@ fn principal(ids: &Identities, consumer: String, scopes: Vec<String>, method: &s
 /// How long a request waits for a JWKS refetch that its unknown `kid` triggered.
 const JWKS_REFETCH_WAIT: Duration = Duration::from_secs(3);
 
-/// What step 6 needs besides the route: the request, the TLS client certificate, the
+/// What step 6 needs besides the route's policy: the request, the TLS client certificate, the
 /// identities, and the brute-force throttle (step 5) that a wrong credential counts toward.
 pub struct Credentials<'a> {
     pub req: &'a RequestHeader,
@@ -168,11 +191,11 @@ pub struct Credentials<'a> {
 /// limited) and is tried once more when the new set arrives; no lock is held meanwhile. A
 /// wrong credential counts toward the client's throttle.
 pub async fn check(
-    route: &Route,
+    policy: &AuthPolicy,
     ids: &Identities,
     c: &Credentials<'_>,
 ) -> Result<Option<Principal>, Refusal> {
-    let mut outcome = authenticate(route, c.req, c.cert, ids);
+    let mut outcome = authenticate(policy, c.req, c.cert, ids);
     if let Err(AuthFailure {
         unknown_kid_provider: Some(index),
         ..
@@ -180,7 +203,7 @@ pub async fn check(
     {
         if let Some(mut refetched) = ids.jwt_providers[*index].keys.request_refetch() {
             let _ = tokio::time::timeout(JWKS_REFETCH_WAIT, refetched.changed()).await;
-            outcome = authenticate(route, c.req, c.cert, ids);
+            outcome = authenticate(policy, c.req, c.cert, ids);
         }
     }
     outcome.map_err(|failure| {
@@ -193,23 +216,24 @@ pub async fn check(
 
 /// Authenticate a request for a route. Public routes need nothing and yield no principal.
 pub fn authenticate(
-    route: &Route,
+    policy: &AuthPolicy,
     req: &RequestHeader,
     cert: Option<&PeerCert>,
     ids: &Identities,
 ) -> Result<Option<Principal>, AuthFailure> {
-    if route.public {
-        return Ok(None);
-    }
+    let methods = match policy {
+        AuthPolicy::Public => return Ok(None),
+        AuthPolicy::AnyOf(methods) => methods.as_slice(),
+    };
     let fail = |refusal: Refusal, counted: bool| AuthFailure {
         refusal: Box::new(refusal),
         counted,
         unknown_kid_provider: None,
     };
-    if route.auth.is_empty() {
+    if methods.is_empty() {
         return Err(fail(
             unauthorized(
-                route,
+                methods,
                 "no_auth_configured",
                 "authentication is required",
                 None,
@@ -220,7 +244,7 @@ pub fn authenticate(
     if credential_in_query(req.uri.query()) {
         return Err(fail(
             unauthorized(
-                route,
+                methods,
                 "credential_in_query",
                 "credentials are not accepted in the query string",
                 None,
@@ -231,7 +255,7 @@ pub fn authenticate(
     let token = bearer(req).map_err(|()| {
         fail(
             unauthorized(
-                route,
+                methods,
                 "malformed_credentials",
                 "the Authorization header is malformed",
                 None,
@@ -248,7 +272,7 @@ pub fn authenticate(
             failure = Some(f);
         }
     };
-    for method in &route.auth {
+    for method in methods {
         match method {
             AuthMethod::Jwt(index) => {
                 let Some(token) = token else { continue };
@@ -263,7 +287,7 @@ pub fn authenticate(
                         )))
                     }
                     Err(f) => remember(AuthFailure {
-                        refusal: Box::new(unauthorized(route, f.reason(), f.detail(), Some(f))),
+                        refusal: Box::new(unauthorized(methods, f.reason(), f.detail(), Some(f))),
                         counted: true,
                         unknown_kid_provider: (f == JwtFailure::UnknownKey).then_some(*index),
                     }),
@@ -272,7 +296,12 @@ pub fn authenticate(
             AuthMethod::ApiKey => match key {
                 PresentedKey::Absent => {}
                 PresentedKey::Malformed => remember(fail(
-                    unauthorized(route, "malformed_api_key", "the API key is malformed", None),
+                    unauthorized(
+                        methods,
+                        "malformed_api_key",
+                        "the API key is malformed",
+                        None,
+                    ),
                     true,
                 )),
                 PresentedKey::Key(k) => match ids.api_keys.find(k) {
@@ -281,7 +310,7 @@ pub fn authenticate(
                         return Ok(Some(principal(ids, consumer, Vec::new(), "api_key")));
                     }
                     None => remember(fail(
-                        unauthorized(route, "unknown_api_key", "the API key is not valid", None),
+                        unauthorized(methods, "unknown_api_key", "the API key is not valid", None),
                         true,
                     )),
                 },
@@ -295,7 +324,7 @@ pub fn authenticate(
                     }
                     None => remember(fail(
                         unauthorized(
-                            route,
+                            methods,
                             "unknown_certificate",
                             "the client certificate is not mapped to a consumer",
                             None,
@@ -309,7 +338,7 @@ pub fn authenticate(
     Err(failure.unwrap_or_else(|| {
         fail(
             unauthorized(
-                route,
+                methods,
                 "no_credentials",
                 "no accepted credentials were presented",
                 None,
@@ -322,7 +351,6 @@ pub fn authenticate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checks::route::PathMatch;
     use sha2::{Digest, Sha256};
 
     /// One consumer, `app` (group `partners`), with the API key `k-right` and the mTLS
@@ -341,11 +369,8 @@ mod tests {
         ids
     }
 
-    fn route(auth: Vec<AuthMethod>) -> Route {
-        let mut r = Route::public("r", PathMatch::Prefix("/".into()), 0);
-        r.public = false;
-        r.auth = auth;
-        r
+    fn route(auth: Vec<AuthMethod>) -> AuthPolicy {
+        AuthPolicy::AnyOf(auth)
     }
 
     fn cert(cn: &str) -> PeerCert {
@@ -358,7 +383,7 @@ mod tests {
     /// What `authenticate` says: the consumer and method, or the reason and whether the
     /// failure counts toward the throttle.
     fn outcome(
-        route: &Route,
+        route: &AuthPolicy,
         target: &str,
         headers: &[(&str, &str)],
         c: Option<&PeerCert>,
@@ -439,9 +464,7 @@ mod tests {
             outcome(&route(Vec::new()), "/", &[("X-API-Key", "k-right")], None),
             "401 no_auth_configured counted=false"
         );
-        let mut public = route(Vec::new());
-        public.public = true;
-        assert_eq!(outcome(&public, "/", &[], None), "public");
+        assert_eq!(outcome(&AuthPolicy::Public, "/", &[], None), "public");
     }
 
     #[test]

@@ -9,8 +9,6 @@ mod read;
 pub use read::has_body;
 
 use super::limits;
-use super::route::Route;
-use super::waf::{self, OverLimit};
 use crate::problem::{ProblemError, Refusal};
 use bytes::Bytes;
 use jsonschema::error::{TypeKind, ValidationErrorKind};
@@ -43,6 +41,37 @@ impl fmt::Debug for BodyRules {
     }
 }
 
+/// What step 9 does on a route: its body limit, its `validate` table, and whether step 10's
+/// `[waf]` rules need the body read whole.
+#[derive(Debug, Clone)]
+pub struct BodyPolicy {
+    /// The route's `max_body_bytes`.
+    pub max_bytes: u64,
+    pub validate: Option<BodyRules>,
+    /// `Some` when the `[waf]` rules inspect this route's bodies.
+    pub inspected: Option<Inspected>,
+}
+
+/// The body the `[waf]` rules inspect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inspected {
+    /// With `waf.body_over_limit = "refuse"`, the most the rules see (`waf.max_body_bytes`):
+    /// a larger body is refused with 413 as soon as it crosses this. `None`: the rules see a
+    /// prefix of a larger body.
+    pub refuse_above: Option<u64>,
+}
+
+impl BodyPolicy {
+    /// The route limit alone: bodies stream to the upstream, held to `max_bytes`.
+    pub fn streamed(max_bytes: u64) -> Self {
+        BodyPolicy {
+            max_bytes,
+            validate: None,
+            inspected: None,
+        }
+    }
+}
+
 /// A body read and validated in step 9, kept for step 10 and then handed back for forwarding.
 pub struct ValidatedBody {
     pub bytes: Bytes,
@@ -54,7 +83,7 @@ pub struct ValidatedBody {
 /// byte for byte; other bodies stream, held to the limit as they pass.
 pub async fn check(
     session: &mut Session,
-    route: &Route,
+    policy: &BodyPolicy,
     read_timeout: Duration,
 ) -> Result<Option<ValidatedBody>, Refusal> {
     // A body that stalls is given up after `body_read_timeout`, streamed or read here
@@ -62,7 +91,8 @@ pub async fn check(
     session
         .as_downstream_mut()
         .set_read_timeout(Some(read_timeout));
-    if (route.body.is_none() && route.waf.is_none()) || !has_body(session.req_header()) {
+    if (policy.validate.is_none() && policy.inspected.is_none()) || !has_body(session.req_header())
+    {
         return Ok(None);
     }
     let content_type = session
@@ -70,32 +100,35 @@ pub async fn check(
         .headers
         .get("content-type")
         .map(|v| v.as_bytes());
-    let media = match &route.body {
+    let media = match &policy.validate {
         Some(rules) => Some(check_content_type(rules, content_type)?),
         None => None,
     };
     // Past what the rules inspect, `refuse` stops reading at once.
-    let waf_limit = match &route.waf {
-        Some(w) if w.over_limit == OverLimit::Refuse => Some((w.max_body_bytes as u64, w)),
-        _ => None,
-    };
-    let bytes = match waf_limit {
-        Some((limit, policy)) if limit < route.max_body_bytes => {
-            read::whole(session, limit, read_timeout, || {
-                waf::body_over_limit(policy)
-            })
-            .await?
+    let rules_limit = policy.inspected.and_then(|i| i.refuse_above);
+    let bytes = match rules_limit {
+        Some(limit) if limit < policy.max_bytes => {
+            read::whole(session, limit, read_timeout, || over_rules_limit(limit)).await?
         }
         _ => {
-            let max = route.max_body_bytes;
+            let max = policy.max_bytes;
             read::whole(session, max, read_timeout, || limits::body_too_large(max)).await?
         }
     };
-    let json = match (&route.body, media) {
+    let json = match (&policy.validate, media) {
         (Some(rules), Some(media)) if is_json(&media) => Some(check_json(rules, &bytes)?),
         _ => None,
     };
     Ok(Some(ValidatedBody { bytes, json }))
+}
+
+/// A body larger than the `[waf]` rules may see, with `body_over_limit = "refuse"`.
+fn over_rules_limit(limit: u64) -> Refusal {
+    Refusal::invalid(
+        413,
+        "body_too_large",
+        format!("threat protection inspects request bodies of at most {limit} bytes"),
+    )
 }
 
 /// The media type of a `Content-Type` value: parameters removed, lower case.

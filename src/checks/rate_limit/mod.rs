@@ -11,13 +11,13 @@
 
 pub mod shared;
 
-use super::route::Route;
 use crate::problem::{Family, Refusal};
 use pingora_limits::inflight::{Guard, Inflight};
 use shared::{OnStoreError, SharedLimiter, Take};
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -375,20 +375,28 @@ pub struct Admission {
     pub slots: Vec<Guard>,
 }
 
+/// What step 8 holds a route's requests to: its `rate_limit` policies (all must allow a
+/// request) and its `max_inflight` cap.
+#[derive(Debug, Clone, Default)]
+pub struct RouteLimits {
+    pub rates: Arc<RateLimits>,
+    pub max_inflight: Option<Arc<ConcurrencyCap>>,
+}
+
 /// Step 8: every policy of the route, in this instance and then (with `[rate_limit_store]`)
 /// across instances, then the route's and the upstream's concurrency caps.
 pub async fn check(
-    route: &Route,
+    limits: &RouteLimits,
     subject: &Subject<'_>,
     shared: Option<&SharedLimiter>,
     upstream_cap: Option<&ConcurrencyCap>,
 ) -> Result<Admission, Refusal> {
-    let fields = route.rate_limits.check(subject)?;
+    let fields = limits.rates.check(subject)?;
     if let Some(shared) = shared {
-        take_shared_quota(&route.rate_limits, subject, shared).await?;
+        take_shared_quota(&limits.rates, subject, shared).await?;
     }
     let mut slots = Vec::new();
-    if let Some(cap) = &route.max_inflight {
+    if let Some(cap) = &limits.max_inflight {
         slots.push(cap.enter("route_busy")?);
     }
     if let Some(cap) = upstream_cap {
@@ -585,14 +593,15 @@ mod tests {
     /// the admission and freed with it.
     #[tokio::test]
     async fn the_step_spends_policies_then_caps() {
-        let mut route = Route::public("r", crate::checks::route::PathMatch::Prefix("/".into()), 0);
-        route.rate_limits = std::sync::Arc::new(RateLimits::new(vec![Policy::new(
-            "r-0".into(),
-            3,
-            Duration::from_secs(60),
-            LimitKey::Route,
-        )]));
-        route.max_inflight = Some(std::sync::Arc::new(ConcurrencyCap::new(1)));
+        let route = RouteLimits {
+            rates: Arc::new(RateLimits::new(vec![Policy::new(
+                "r-0".into(),
+                3,
+                Duration::from_secs(60),
+                LimitKey::Route,
+            )])),
+            max_inflight: Some(Arc::new(ConcurrencyCap::new(1))),
+        };
         let upstream = ConcurrencyCap::new(1);
         let req = crate::checks::test_request("GET", "/", &[]);
         let first = check(&route, &subject(&req), None, Some(&upstream))

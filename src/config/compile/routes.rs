@@ -4,17 +4,20 @@
 
 use super::{relative_to, Errors};
 use crate::checks::auth::Identities;
-use crate::checks::body::{self, BodyRules};
+use crate::checks::body::{self, BodyPolicy, BodyRules, Inspected};
+use crate::checks::ip::IpRules;
 use crate::checks::limits::Limits;
 use crate::checks::path::normalise;
-use crate::checks::rate_limit::{ConcurrencyCap, LimitKey, Policy, RateLimits};
+use crate::checks::rate_limit::{ConcurrencyCap, LimitKey, Policy, RateLimits, RouteLimits};
 use crate::checks::route::{PathMatch, Route};
-use crate::checks::threat::ThreatMode;
+use crate::checks::threat::rules::OverLimit;
+use crate::checks::threat::{ThreatMode, ThreatPolicy};
 use crate::config::model::*;
 use crate::config::raw::*;
 use crate::config::{identities, lint, waf};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use std::time::Duration;
 
@@ -166,7 +169,7 @@ pub(super) fn compile_routes(
         let rate_limits = compile_rate_limits(e, &key, r);
         let max_inflight = r.max_inflight.map(|n| {
             let max = e.count(&format!("{key}.max_inflight"), Some(n), 1, 1_000_000) as u32;
-            std::sync::Arc::new(ConcurrencyCap::new(max))
+            Arc::new(ConcurrencyCap::new(max))
         });
         let threat_protection = match r.threat_protection.as_deref() {
             None | Some("block") => ThreatMode::Block,
@@ -180,7 +183,7 @@ pub(super) fn compile_routes(
                 ThreatMode::Block
             }
         };
-        let waf = waf::route_policy(
+        let rules = waf::route_policy(
             e,
             &key,
             waf,
@@ -207,10 +210,14 @@ pub(super) fn compile_routes(
                 limits.max_body_bytes,
             ),
         };
-        let body = r
+        let validate = r
             .validate
             .as_ref()
             .and_then(|v| compile_validate(e, &format!("{key}.validate"), v, limits, file));
+        // The rules see the body whole: step 9 reads it for them.
+        let inspected = rules.as_ref().map(|w| Inspected {
+            refuse_above: (w.over_limit == OverLimit::Refuse).then_some(w.max_body_bytes as u64),
+        });
         let mut hosts: Vec<String> = r
             .hosts
             .iter()
@@ -226,18 +233,26 @@ pub(super) fn compile_routes(
             methods,
             upstream,
             strip_prefix: r.strip_prefix,
-            public: r.public,
+            ip: IpRules {
+                allow: e.cidrs(&format!("{key}.ip_allow"), &r.ip_allow),
+                deny: e.cidrs(&format!("{key}.ip_deny"), &r.ip_deny),
+            },
             auth,
             allow,
+            limits: RouteLimits {
+                rates: Arc::new(RateLimits::new(rate_limits)),
+                max_inflight,
+            },
+            body: BodyPolicy {
+                max_bytes: max_body_bytes,
+                validate,
+                inspected,
+            },
+            threat: ThreatPolicy {
+                mode: threat_protection,
+                rules,
+            },
             keep_credentials: r.keep_credentials.unwrap_or(false),
-            ip_allow: e.cidrs(&format!("{key}.ip_allow"), &r.ip_allow),
-            ip_deny: e.cidrs(&format!("{key}.ip_deny"), &r.ip_deny),
-            max_body_bytes,
-            body,
-            threat_protection,
-            waf,
-            rate_limits: std::sync::Arc::new(RateLimits::new(rate_limits)),
-            max_inflight,
         };
         if let Some(j) = out.iter().position(|other| shadows(other, &route)) {
             e.add(
@@ -465,11 +480,11 @@ mod tests {
             Some(&[http::Method::GET, http::Method::POST][..])
         );
         assert_eq!(r.hosts, vec!["api.example.com".to_string()]);
-        assert_eq!(r.max_body_bytes, 4096);
-        assert_eq!(r.rate_limits.policies.len(), 1);
-        assert!(r.max_inflight.is_some());
-        assert!(r.ip_deny.contains("10.1.2.3".parse().unwrap()));
-        assert!(r.body.as_ref().is_some_and(|b| b.schema.is_some()));
+        assert_eq!(r.body.max_bytes, 4096);
+        assert_eq!(r.limits.rates.policies.len(), 1);
+        assert!(r.limits.max_inflight.is_some());
+        assert!(r.ip.deny.contains("10.1.2.3".parse().unwrap()));
+        assert!(r.body.validate.as_ref().is_some_and(|b| b.schema.is_some()));
     }
 
     #[test]

@@ -2,10 +2,10 @@
 //! the process binds, logs and throttles.
 
 use super::{existing_file, relative_to, socket_addr, Errors};
-use crate::checks::trace::TraceTrust;
 use crate::config::model::*;
 use crate::config::raw::*;
 use crate::observe::access_log::AccessLogTarget;
+use crate::request::trace::TraceTrust;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;

@@ -2,13 +2,14 @@
 //! removed, the gateway's own are set, the credential is removed unless the route keeps it,
 //! forwarding headers are rebuilt, and the path is the normalised one.
 
-use super::route::Route;
 use super::trace::TraceContext;
 use pingora_http::RequestHeader;
 use std::net::IpAddr;
 
-/// What the earlier checks established about the request.
+/// What the earlier checks established about the request, and what the route asks.
 pub struct Forwarding<'a> {
+    /// `keep_credentials` of the route: the client's credential goes on to the upstream.
+    pub keep_credentials: bool,
     pub request_id: &'a str,
     pub client_ip: IpAddr,
     pub peer_ip: IpAddr,
@@ -63,7 +64,7 @@ impl Present {
     }
 }
 
-pub fn prepare(req: &mut RequestHeader, route: &Route, f: &Forwarding) -> pingora_core::Result<()> {
+pub fn prepare(req: &mut RequestHeader, f: &Forwarding) -> pingora_core::Result<()> {
     let present = Present::scan(req);
     for name in &present.forged {
         req.remove_header(name);
@@ -101,7 +102,7 @@ pub fn prepare(req: &mut RequestHeader, route: &Route, f: &Forwarding) -> pingor
         }
         None => {}
     }
-    if present.credentials && !route.keep_credentials {
+    if present.credentials && !f.keep_credentials {
         req.remove_header("authorization");
         req.remove_header("x-api-key");
     }
@@ -166,16 +167,10 @@ pub fn prepare(req: &mut RequestHeader, route: &Route, f: &Forwarding) -> pingor
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checks::route::PathMatch;
-
-    fn route(keep: bool) -> Route {
-        let mut r = Route::public("r", PathMatch::Prefix("/".into()), 0);
-        r.keep_credentials = keep;
-        r
-    }
 
     fn forwarding(trusted: bool) -> Forwarding<'static> {
         Forwarding {
+            keep_credentials: false,
             request_id: "rid",
             client_ip: "192.0.2.7".parse().unwrap(),
             peer_ip: "10.0.0.1".parse().unwrap(),
@@ -209,7 +204,7 @@ mod tests {
     #[test]
     fn untrusted_peer_gets_clean_headers() {
         let mut r = req();
-        prepare(&mut r, &route(false), &forwarding(false)).unwrap();
+        prepare(&mut r, &forwarding(false)).unwrap();
         assert!(r.headers.get("x-consumer-id").is_none());
         assert!(r.headers.get("x-consumer-groups").is_none());
         assert!(r.headers.get("x-authenticated-scopes").is_none());
@@ -245,7 +240,7 @@ mod tests {
                 scopes,
                 ..forwarding(false)
             };
-            prepare(&mut r, &route(false), &f).unwrap();
+            prepare(&mut r, &f).unwrap();
             assert_eq!(r.headers["x-consumer-id"], "alice");
             // The client's forged copies are gone in every case.
             let value = |name: &str| {
@@ -261,7 +256,11 @@ mod tests {
     #[test]
     fn trusted_peer_chain_extended_and_credentials_kept_on_request() {
         let mut r = req();
-        prepare(&mut r, &route(true), &forwarding(true)).unwrap();
+        let f = Forwarding {
+            keep_credentials: true,
+            ..forwarding(true)
+        };
+        prepare(&mut r, &f).unwrap();
         assert_eq!(r.headers["x-forwarded-for"], "6.6.6.6, 10.0.0.1");
         assert_eq!(r.headers["authorization"], "Bearer secret");
         assert!(r.headers.get("x-consumer-id").is_none());
@@ -320,7 +319,7 @@ mod tests {
             for (k, v) in extra {
                 r.append_header(*k, *v).unwrap();
             }
-            prepare(&mut r, &route(false), &forwarding(trusted)).unwrap();
+            prepare(&mut r, &forwarding(trusted)).unwrap();
             let all = |name: &str| -> Vec<&str> {
                 r.headers
                     .get_all(name)
@@ -349,7 +348,7 @@ mod tests {
         }
         let mut f = forwarding(false);
         f.consumer = Some("alice");
-        prepare(&mut r, &route(false), &f).unwrap();
+        prepare(&mut r, &f).unwrap();
         let ids: Vec<_> = r.headers.get_all("x-consumer-id").iter().collect();
         assert_eq!(ids, ["alice"]);
         // The forged groups are gone, and alice has none: no header at all.

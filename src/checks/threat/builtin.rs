@@ -1,20 +1,15 @@
-//! SPEC §3 step 10: threat protection. Values from the path, query, selected headers and every
-//! string of a validated JSON body are scanned for SQL injection and XSS (libinjection, in pure
-//! Rust: `libinjectionrs`), OS command injection, path traversal and control bytes — each in
-//! its raw, percent-decoded, double-decoded and overlong-UTF-8-folded forms, so that encoding
-//! does not hide a payload. A route with `[waf]` rules is screened by them instead
-//! (`checks::waf`). `block` refuses; `detect` logs, counts and forwards.
+//! The built-in screen of step 10, for a gateway without `[waf]`: values from the path, query,
+//! selected headers and every string of a validated JSON body are scanned for SQL injection
+//! and XSS (libinjection, in pure Rust: `libinjectionrs`), OS command injection, path traversal
+//! and control bytes — each in its raw, percent-decoded, double-decoded and
+//! overlong-UTF-8-folded forms, so that encoding does not hide a payload.
 
-use super::body::ValidatedBody;
-use super::route::Route;
-use super::waf::{self, Findings};
+use super::Inputs;
 use crate::percent::hex_value as hex;
 use crate::problem::{Family, Refusal};
 use crate::waf::operator::{is_plain, is_word_path};
-use pingora_http::RequestHeader;
 use regex::Regex;
 use std::borrow::Cow;
-use std::net::IpAddr;
 use std::sync::LazyLock;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,114 +72,12 @@ impl ThreatKind {
     }
 }
 
-/// `threat_protection` of a route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ThreatMode {
-    Block,
-    Detect,
-    Off,
-}
-
 /// Header values scanned by the built-in screen: those an application is likely to store or
 /// show.
 const SCANNED_HEADERS: &[&str] = &["user-agent", "referer", "origin"];
 
-/// The request as step 10 sees it.
-pub struct Inputs<'a> {
-    pub head: &'a RequestHeader,
-    pub normalised_path: &'a str,
-    pub body: Option<&'a ValidatedBody>,
-    pub client_ip: IpAddr,
-    pub request_id: &'a str,
-}
-
-/// What step 10 leaves for the access log and the metrics, blocked or not.
-#[derive(Debug, Default)]
-pub struct Screening {
-    /// What the `[waf]` rules found, when anything.
-    pub findings: Option<Findings>,
-    /// In `detect` mode, what would have been refused.
-    pub detected: Option<Detected>,
-}
-
-/// A threat that `detect` mode let through: the access-log decision, and the refusal `block`
-/// mode would have answered (its family names the kinds counted in
-/// `portcullis_threats_total{action="detect"}`).
-#[derive(Debug)]
-pub struct Detected {
-    pub decision: &'static str,
-    pub refusal: Refusal,
-}
-
-/// Step 10 on a route with `threat_protection` on; the findings go to `screening` either way.
-/// The matched value is never logged: it is attacker-controlled and may hold secrets.
-pub fn check(route: &Route, inputs: &Inputs, screening: &mut Screening) -> Result<(), Refusal> {
-    let block = match route.threat_protection {
-        ThreatMode::Off => return Ok(()),
-        ThreatMode::Block => true,
-        ThreatMode::Detect => false,
-    };
-    let (refusal, decision) = match &route.waf {
-        Some(policy) => {
-            let findings = waf::inspect(
-                policy,
-                &waf::Inputs {
-                    head: inputs.head,
-                    body: inputs.body.map_or(&[], |b| &b.bytes),
-                    client_ip: &inputs.client_ip.to_string(),
-                    request_id: inputs.request_id,
-                },
-            );
-            let found = findings.refused.then(|| {
-                log::warn!(
-                    "request {} on route {}: {} (anomaly score {}) {}",
-                    inputs.request_id,
-                    route.name,
-                    findings.main_family(),
-                    findings.anomaly_score,
-                    if block {
-                        "blocked"
-                    } else {
-                        "detected, forwarded"
-                    }
-                );
-                (findings.refusal(), findings.detected_decision())
-            });
-            if findings.noteworthy() {
-                screening.findings = Some(findings);
-            }
-            match found {
-                Some(found) => found,
-                None => return Ok(()),
-            }
-        }
-        None => {
-            let Some(kind) = scan_request(inputs) else {
-                return Ok(());
-            };
-            log::warn!(
-                "request {} on route {}: {} {}",
-                inputs.request_id,
-                route.name,
-                kind.label(),
-                if block {
-                    "blocked"
-                } else {
-                    "detected, forwarded"
-                }
-            );
-            (kind.refusal(), kind.detected_decision())
-        }
-    };
-    if block {
-        return Err(refusal);
-    }
-    screening.detected = Some(Detected { decision, refusal });
-    Ok(())
-}
-
 /// The built-in screen: the path, the query, selected headers and a validated JSON body.
-fn scan_request(inputs: &Inputs) -> Option<ThreatKind> {
+pub(super) fn scan_request(inputs: &Inputs) -> Option<ThreatKind> {
     let req = inputs.head;
     scan_path(inputs.normalised_path)
         .or_else(|| req.uri.query().and_then(scan_query))
@@ -468,61 +361,6 @@ pub fn scan_json(value: &serde_json::Value) -> Option<ThreatKind> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checks::route::PathMatch;
-
-    /// Step 10 with the built-in screen on a route in `mode`, for a GET of `uri`.
-    fn check_in(mode: ThreatMode, uri: &str) -> (Result<(), Refusal>, Screening) {
-        let mut route = Route::public("api", PathMatch::Prefix("/".into()), 0);
-        route.threat_protection = mode;
-        let head = RequestHeader::build("GET", uri.as_bytes(), None).unwrap();
-        let inputs = Inputs {
-            head: &head,
-            normalised_path: head.uri.path(),
-            body: None,
-            client_ip: "192.0.2.1".parse().unwrap(),
-            request_id: "rid",
-        };
-        let mut screening = Screening::default();
-        (check(&route, &inputs, &mut screening), screening)
-    }
-
-    #[test]
-    fn block_refuses_detect_forwards_and_remembers_off_ignores() {
-        let attack = "/search?q=%27%20OR%201%3D1--";
-        let (blocked, screening) = check_in(ThreatMode::Block, attack);
-        let refusal = blocked.unwrap_err();
-        assert_eq!((refusal.status, refusal.reason), (400, "threat_sqli"));
-        assert_eq!(
-            refusal.family,
-            Family::Threat {
-                kinds: vec!["sqli"]
-            }
-        );
-        assert!(screening.detected.is_none());
-
-        let (forwarded, screening) = check_in(ThreatMode::Detect, attack);
-        assert!(forwarded.is_ok());
-        let detected = screening
-            .detected
-            .expect("detect mode remembers the threat");
-        assert_eq!(detected.decision, "detected_sqli");
-        assert_eq!(detected.refusal.reason, "threat_sqli");
-        assert_eq!(
-            detected.refusal.family,
-            Family::Threat {
-                kinds: vec!["sqli"]
-            }
-        );
-
-        let (ignored, screening) = check_in(ThreatMode::Off, attack);
-        assert!(ignored.is_ok() && screening.detected.is_none());
-
-        for mode in [ThreatMode::Block, ThreatMode::Detect] {
-            let (clean, screening) = check_in(mode, "/search?q=Fatima+D%27Angelo");
-            assert!(clean.is_ok(), "{mode:?}");
-            assert!(screening.detected.is_none() && screening.findings.is_none());
-        }
-    }
 
     #[test]
     fn decoding() {

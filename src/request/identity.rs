@@ -1,7 +1,7 @@
 //! SPEC §3 step 1: the request id and the client IP. An incoming `X-Request-Id` is kept only
 //! from a trusted proxy and only when well formed; otherwise portcullis makes one.
 
-use super::ip::{client_ip, CidrSet};
+use crate::checks::ip::{client_ip, CidrSet};
 use pingora_http::RequestHeader;
 use std::net::IpAddr;
 

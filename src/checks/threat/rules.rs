@@ -211,18 +211,6 @@ pub struct Inputs<'a> {
     pub request_id: &'a str,
 }
 
-/// Refused before the rules run: a body larger than the rules may see, with `refuse`.
-pub fn body_over_limit(policy: &WafPolicy) -> Refusal {
-    Refusal::invalid(
-        413,
-        "body_too_large",
-        format!(
-            "threat protection inspects request bodies of at most {} bytes",
-            policy.max_body_bytes
-        ),
-    )
-}
-
 /// Run the route's rules.
 pub fn inspect(policy: &WafPolicy, inputs: &Inputs) -> Findings {
     let head = inputs.head;

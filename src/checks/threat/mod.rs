@@ -1,0 +1,197 @@
+//! SPEC §3 step 10: threat protection. With `[waf]`, the route's SecLang rules (`rules`) decide;
+//! without it, the built-in screen (`builtin`). `block` refuses; `detect` logs, counts and
+//! forwards, keeping the refusal `block` would have sent for the log and the metrics.
+
+pub mod builtin;
+pub mod rules;
+
+use super::body::ValidatedBody;
+use crate::problem::Refusal;
+use builtin::scan_request;
+use pingora_http::RequestHeader;
+use rules::{Findings, WafPolicy};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// `threat_protection` of a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreatMode {
+    Block,
+    Detect,
+    Off,
+}
+
+/// The request as step 10 sees it.
+pub struct Inputs<'a> {
+    pub head: &'a RequestHeader,
+    pub normalised_path: &'a str,
+    pub body: Option<&'a ValidatedBody>,
+    pub client_ip: IpAddr,
+    pub request_id: &'a str,
+    /// The route's name, for the log line.
+    pub route: &'a str,
+}
+
+/// What step 10 runs on a route: its `threat_protection`, and the `[waf]` rules when the
+/// gateway has them (`None` without `[waf]` or with `threat_protection = "off"`).
+#[derive(Debug, Clone)]
+pub struct ThreatPolicy {
+    pub mode: ThreatMode,
+    pub rules: Option<Arc<WafPolicy>>,
+}
+
+impl Default for ThreatPolicy {
+    fn default() -> Self {
+        ThreatPolicy {
+            mode: ThreatMode::Block,
+            rules: None,
+        }
+    }
+}
+
+/// What step 10 leaves for the access log and the metrics, blocked or not.
+#[derive(Debug, Default)]
+pub struct ThreatReport {
+    /// What the `[waf]` rules found, when anything.
+    pub findings: Option<Findings>,
+    /// In `detect` mode, what would have been refused.
+    pub detected: Option<Detected>,
+}
+
+/// A threat that `detect` mode let through: the access-log decision, and the refusal `block`
+/// mode would have answered (its family names the kinds counted in
+/// `portcullis_threats_total{action="detect"}`).
+#[derive(Debug)]
+pub struct Detected {
+    pub decision: &'static str,
+    pub refusal: Refusal,
+}
+
+/// Step 10 on a route with `threat_protection` on; the findings go to `report` either way.
+/// The matched value is never logged: it is attacker-controlled and may hold secrets.
+pub fn check(
+    policy: &ThreatPolicy,
+    inputs: &Inputs,
+    report: &mut ThreatReport,
+) -> Result<(), Refusal> {
+    let block = match policy.mode {
+        ThreatMode::Off => return Ok(()),
+        ThreatMode::Block => true,
+        ThreatMode::Detect => false,
+    };
+    let (refusal, decision) = match &policy.rules {
+        Some(policy) => {
+            let findings = rules::inspect(
+                policy,
+                &rules::Inputs {
+                    head: inputs.head,
+                    body: inputs.body.map_or(&[], |b| &b.bytes),
+                    client_ip: &inputs.client_ip.to_string(),
+                    request_id: inputs.request_id,
+                },
+            );
+            let found = findings.refused.then(|| {
+                log::warn!(
+                    "request {} on route {}: {} (anomaly score {}) {}",
+                    inputs.request_id,
+                    inputs.route,
+                    findings.main_family(),
+                    findings.anomaly_score,
+                    if block {
+                        "blocked"
+                    } else {
+                        "detected, forwarded"
+                    }
+                );
+                (findings.refusal(), findings.detected_decision())
+            });
+            if findings.noteworthy() {
+                report.findings = Some(findings);
+            }
+            match found {
+                Some(found) => found,
+                None => return Ok(()),
+            }
+        }
+        None => {
+            let Some(kind) = scan_request(inputs) else {
+                return Ok(());
+            };
+            log::warn!(
+                "request {} on route {}: {} {}",
+                inputs.request_id,
+                inputs.route,
+                kind.label(),
+                if block {
+                    "blocked"
+                } else {
+                    "detected, forwarded"
+                }
+            );
+            (kind.refusal(), kind.detected_decision())
+        }
+    };
+    if block {
+        return Err(refusal);
+    }
+    report.detected = Some(Detected { decision, refusal });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::problem::Family;
+
+    /// Step 10 with the built-in screen on a route in `mode`, for a GET of `uri`.
+    fn check_in(mode: ThreatMode, uri: &str) -> (Result<(), Refusal>, ThreatReport) {
+        let policy = ThreatPolicy { mode, rules: None };
+        let head = RequestHeader::build("GET", uri.as_bytes(), None).unwrap();
+        let inputs = Inputs {
+            head: &head,
+            normalised_path: head.uri.path(),
+            body: None,
+            client_ip: "192.0.2.1".parse().unwrap(),
+            request_id: "rid",
+            route: "api",
+        };
+        let mut report = ThreatReport::default();
+        (check(&policy, &inputs, &mut report), report)
+    }
+
+    #[test]
+    fn block_refuses_detect_forwards_and_remembers_off_ignores() {
+        let attack = "/search?q=%27%20OR%201%3D1--";
+        let (blocked, report) = check_in(ThreatMode::Block, attack);
+        let refusal = blocked.unwrap_err();
+        assert_eq!((refusal.status, refusal.reason), (400, "threat_sqli"));
+        assert_eq!(
+            refusal.family,
+            Family::Threat {
+                kinds: vec!["sqli"]
+            }
+        );
+        assert!(report.detected.is_none());
+
+        let (forwarded, report) = check_in(ThreatMode::Detect, attack);
+        assert!(forwarded.is_ok());
+        let detected = report.detected.expect("detect mode remembers the threat");
+        assert_eq!(detected.decision, "detected_sqli");
+        assert_eq!(detected.refusal.reason, "threat_sqli");
+        assert_eq!(
+            detected.refusal.family,
+            Family::Threat {
+                kinds: vec!["sqli"]
+            }
+        );
+
+        let (ignored, report) = check_in(ThreatMode::Off, attack);
+        assert!(ignored.is_ok() && report.detected.is_none());
+
+        for mode in [ThreatMode::Block, ThreatMode::Detect] {
+            let (clean, report) = check_in(mode, "/search?q=Fatima+D%27Angelo");
+            assert!(clean.is_ok(), "{mode:?}");
+            assert!(report.detected.is_none() && report.findings.is_none());
+        }
+    }
+}
