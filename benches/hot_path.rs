@@ -200,10 +200,10 @@ fn trace_context(c: &mut Criterion) {
         .unwrap();
     let none = pingora_http::RequestHeader::build("GET", b"/v1/orders", None).unwrap();
     g.bench_function("kept", |b| {
-        b.iter(|| trace::check(black_box(&kept), id, true))
+        b.iter(|| trace::check(black_box(&kept), id, trace::TraceTrust::Anyone, false))
     });
     g.bench_function("started", |b| {
-        b.iter(|| trace::check(black_box(&none), id, true))
+        b.iter(|| trace::check(black_box(&none), id, trace::TraceTrust::Anyone, false))
     });
     g.finish();
 }

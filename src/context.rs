@@ -45,8 +45,8 @@ pub struct RequestCtx {
     pub principal: Option<Principal>,
     /// RateLimit fields for the answer, and the concurrency slots held until the request ends.
     pub admission: Admission,
-    /// `allow`, or the reason the request was refused or failed.
-    pub decision: &'static str,
+    /// The access log's `decision`, as far as it is known.
+    pub decision: Decision,
     /// Largest body this request may send, once its route is known.
     pub max_body_bytes: u64,
     pub body_bytes: u64,
@@ -58,6 +58,27 @@ pub struct RequestCtx {
     pub threats: ThreatReport,
     /// The W3C trace context passed to the upstream (step 1).
     pub trace: Option<TraceContext>,
+}
+
+/// What became of a request, for the access log's `decision`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Let through to the upstream (so far).
+    Allowed,
+    /// Refused by a check, or failed while proxying, for this reason (`Refusal::reason`).
+    Refused(&'static str),
+    /// The client went away before an answer could be sent.
+    ClientGone,
+}
+
+impl Decision {
+    pub fn label(self) -> &'static str {
+        match self {
+            Decision::Allowed => "allow",
+            Decision::Refused(reason) => reason,
+            Decision::ClientGone => "client_gone",
+        }
+    }
 }
 
 impl RequestCtx {
@@ -90,7 +111,7 @@ impl RequestCtx {
             upstream_path: String::new(),
             principal: None,
             admission: Admission::default(),
-            decision: "allow",
+            decision: Decision::Allowed,
             max_body_bytes: u64::MAX,
             body_bytes: 0,
             tried: Vec::new(),

@@ -7,7 +7,6 @@
 pub mod checks;
 pub mod config;
 pub mod context;
-pub mod drain;
 pub mod echo;
 pub mod gateway;
 pub mod health;

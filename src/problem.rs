@@ -1,5 +1,5 @@
 //! Refusals and the RFC 9457 `application/problem+json` responses that portcullis itself makes.
-//! A check returns a `Refusal`; only the pipeline turns it into a response, a metric and a log.
+//! A check returns a `Refusal`; only `gateway::respond` turns it into a response, a metric and a log.
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -39,6 +39,16 @@ pub struct Refusal {
     pub family: Family,
     /// The problem's `errors` member, for a program to read (empty: no member).
     pub errors: Vec<ProblemError>,
+    pub connection: AfterRefusal,
+}
+
+/// What becomes of the client's connection once a refusal is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterRefusal {
+    /// Kept alive, unless the refused request has a body (never read, so not drained).
+    Reuse,
+    /// Closed: where the request ends cannot be trusted (ambiguous framing).
+    Close,
 }
 
 /// One entry of a problem's `errors` member (the extension RFC 9457 §3 shows): where in the
@@ -61,7 +71,14 @@ impl Refusal {
             headers: Vec::new(),
             family: Family::Unclassified,
             errors: Vec::new(),
+            connection: AfterRefusal::Reuse,
         }
+    }
+
+    /// The connection is closed after this refusal, body or not.
+    pub fn closing_connection(mut self) -> Self {
+        self.connection = AfterRefusal::Close;
+        self
     }
 
     pub fn with_errors(mut self, errors: Vec<ProblemError>) -> Self {

@@ -4,7 +4,6 @@
 use crate::checks::rate_limit::shared::{SharedLimiter, StoreConnector};
 use crate::checks::throttle::FailureThrottle;
 use crate::config::Config;
-use crate::drain::Draining;
 use crate::echo::EchoApp;
 use crate::gateway::respond::Respond;
 use crate::gateway::Gateway;
@@ -12,6 +11,7 @@ use crate::health::{DrainWatch, Readiness};
 use crate::jwks::JwksRefresher;
 use crate::observe::access_log::AccessLog;
 use crate::observe::metrics::{Metrics, MetricsApp};
+use crate::stream::app::ClientApp;
 use crate::upstream::Upstreams;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
@@ -223,12 +223,12 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
             .auth_failure_limit
             .map(|l| FailureThrottle::new(l.failures, l.per)),
     };
-    // Kept-alive connections are closed only halfway through the grace period (drain.rs).
+    // Kept-alive connections are closed only halfway through the grace period (stream/app.rs).
     let mut http = pingora_proxy::http_proxy(&server.configuration, gateway);
     http.server_options = Some(server_options());
     let mut proxy = Service::new(
         "portcullis gateway".to_string(),
-        Draining {
+        ClientApp {
             inner: Arc::new(http),
             hold: drain_hold(config.server.grace_period),
             head_deadline: config.limits.header_read_timeout,

@@ -159,8 +159,9 @@ fn raw_has_content_length(head: &[u8]) -> bool {
     })
 }
 
+/// Where this request ends is uncertain, so the bytes after it cannot be read as the next one.
 fn ambiguous(detail: &'static str) -> Refusal {
-    Refusal::bad_request("ambiguous_framing", detail)
+    Refusal::bad_request("ambiguous_framing", detail).closing_connection()
 }
 
 pub fn body_too_large(max_body_bytes: u64) -> Refusal {
@@ -211,7 +212,10 @@ mod tests {
     fn raw_head_reveals_dropped_content_length() {
         let te = req("/", &[("Transfer-Encoding", "chunked")]);
         let head = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\ncontent-LENGTH : 5\r\n\r\n";
-        assert!(declared_length(&te, Some(head)).is_err());
+        let refusal = declared_length(&te, Some(head)).unwrap_err();
+        assert_eq!(refusal.reason, "ambiguous_framing");
+        // Where this request ends is unknown: its connection must not carry another.
+        assert_eq!(refusal.connection, crate::problem::AfterRefusal::Close);
         let clean = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nX-Content-Length: 5\r\n\r\n";
         assert_eq!(declared_length(&te, Some(clean)).unwrap(), None);
     }
@@ -250,6 +254,7 @@ mod tests {
         let refusal = DeclaredBody(Some(11)).within(10).unwrap_err();
         assert_eq!((refusal.status, refusal.reason), (413, "body_too_large"));
         assert_eq!(refusal.family, crate::problem::Family::Validation);
+        assert_eq!(refusal.connection, crate::problem::AfterRefusal::Reuse);
         assert!(DeclaredBody(None).within(10).is_ok());
     }
 }

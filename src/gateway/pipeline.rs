@@ -9,7 +9,6 @@ use crate::checks::throttle::FailureThrottle;
 use crate::checks::{acl, body, ip, limits, route, threat};
 use crate::context::RequestCtx;
 use crate::problem::Refusal;
-use crate::request::trace::TraceTrust;
 use crate::request::{identity, trace};
 use crate::stream::replay;
 use pingora_proxy::Session;
@@ -29,14 +28,11 @@ impl Gateway {
         let who = identity::identify(session.req_header(), peer, &cfg.server.trusted_proxies);
         let client_ip = who.client_ip;
         ctx.identified(who);
-        let believed = match cfg.server.trace_from {
-            TraceTrust::Anyone => true,
-            TraceTrust::TrustedProxies => ctx.peer_trusted,
-        };
         ctx.trace = Some(trace::check(
             session.req_header(),
             &ctx.request_id,
-            believed,
+            cfg.server.trace_from,
+            ctx.peer_trusted,
         ));
         // 2. Size limits and unambiguous framing.
         let declared_body = limits::check(session, &cfg.limits)?;

@@ -5,10 +5,10 @@
 
 use crate::checks::body::has_body;
 use crate::checks::ip;
-use crate::context::RequestCtx;
+use crate::context::{Decision, RequestCtx};
 use crate::observe::access_log::{AccessLog, AccessRecord};
 use crate::observe::metrics::{method_label, Metrics};
-use crate::problem::{self, Refusal};
+use crate::problem::{self, AfterRefusal, Refusal};
 use crate::request::identity;
 use crate::stream::client::EarlyRefusals;
 use bytes::{Bytes, BytesMut};
@@ -57,13 +57,13 @@ impl Respond {
         route: &str,
         refusal: Refusal,
     ) -> Result<()> {
-        ctx.decision = refusal.reason;
+        ctx.decision = Decision::Refused(refusal.reason);
         self.metrics.count_refusal(route, &refusal);
         if ctx.request_id.is_empty() {
             ctx.request_id = identity::new_request_id();
         }
         // The body of a refused request is never read, so the connection cannot be reused.
-        if has_body(session.req_header()) || refusal.reason == "ambiguous_framing" {
+        if has_body(session.req_header()) || refusal.connection == AfterRefusal::Close {
             session.set_keepalive(None);
         }
         let (header, body) = problem_response(&refusal, &ctx.request_id, ctx.tls)?;
@@ -91,14 +91,14 @@ impl Respond {
             can_reuse_downstream: false,
         };
         let Some(refusal) = failure_refusal(status) else {
-            if ctx.decision == "allow" {
-                ctx.decision = "client_gone";
+            if ctx.decision == Decision::Allowed {
+                ctx.decision = Decision::ClientGone;
             }
             return gone;
         };
         if session.response_written().is_some() {
-            if ctx.decision == "allow" {
-                ctx.decision = refusal.reason;
+            if ctx.decision == Decision::Allowed {
+                ctx.decision = Decision::Refused(refusal.reason);
             }
             return gone;
         }
@@ -115,14 +115,15 @@ impl Respond {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
-        let mut decision = ctx.decision;
-        if let Some(detected) = &ctx.threats.detected {
+        let detected = ctx.threats.detected.as_ref();
+        if let Some(detected) = detected {
             self.metrics.count_detected(labels.route, &detected.refusal);
-            // Forwarded: the decision says what was let through, unless the proxying failed.
-            if decision == "allow" {
-                decision = detected.decision;
-            }
         }
+        // Forwarded: the decision says what was let through, unless the proxying failed.
+        let decision = match (ctx.decision, detected) {
+            (Decision::Allowed, Some(detected)) => detected.decision,
+            (decision, _) => decision.label(),
+        };
         let findings = ctx.threats.findings.as_ref();
         let elapsed = ctx.started.elapsed();
         self.account(

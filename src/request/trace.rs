@@ -44,9 +44,19 @@ const TRACESTATE_MAX: usize = 512;
 const TRACESTATE_MEMBERS_MAX: usize = 32;
 
 /// Read the client's trace context, or start one. `request_id` is used as the new trace id
-/// when it has the shape of one (the gateway's own ids do), so that the two match. `believed`:
-/// whether this peer's trace context may be kept at all (`TraceTrust`).
-pub fn check(req: &RequestHeader, request_id: &str, believed: bool) -> TraceContext {
+/// when it has the shape of one (the gateway's own ids do), so that the two match. `trust`
+/// (`server.trace_context`) says whose trace context may be kept at all; `peer_trusted`: the
+/// peer is one of `server.trusted_proxies`.
+pub fn check(
+    req: &RequestHeader,
+    request_id: &str,
+    trust: TraceTrust,
+    peer_trusted: bool,
+) -> TraceContext {
+    let believed = match trust {
+        TraceTrust::Anyone => true,
+        TraceTrust::TrustedProxies => peer_trusted,
+    };
     let mut values = req.headers.get_all("traceparent").iter();
     let kept = match (believed, values.next(), values.next()) {
         (true, Some(v), None) => parse_traceparent(v.as_bytes()),
@@ -201,7 +211,8 @@ mod tests {
         check(
             &test_request("GET", "/", headers),
             "0af7651916cd43dd8448eb211c80319c",
-            true,
+            TraceTrust::Anyone,
+            false,
         )
     }
 
@@ -259,8 +270,18 @@ mod tests {
 
     #[test]
     fn started_traces_are_well_formed_and_differ() {
-        let a = check(&test_request("GET", "/", &[]), "from-a-proxy", true);
-        let b = check(&test_request("GET", "/", &[]), "from-a-proxy", true);
+        let a = check(
+            &test_request("GET", "/", &[]),
+            "from-a-proxy",
+            TraceTrust::Anyone,
+            false,
+        );
+        let b = check(
+            &test_request("GET", "/", &[]),
+            "from-a-proxy",
+            TraceTrust::Anyone,
+            false,
+        );
         for t in [&a, &b] {
             assert_eq!(t.traceparent.len(), 55);
             assert_eq!(
@@ -276,10 +297,14 @@ mod tests {
     #[test]
     fn a_peer_not_believed_starts_a_trace_even_with_a_valid_one() {
         let req = test_request("GET", "/", &[("traceparent", VALID), ("tracestate", "a=b")]);
-        let t = check(&req, "0af7651916cd43dd8448eb211c80319c", false);
+        let id = "0af7651916cd43dd8448eb211c80319c";
+        let t = check(&req, id, TraceTrust::TrustedProxies, false);
         assert!(!t.continued);
-        assert_eq!(t.trace_id(), "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(t.trace_id(), id);
         assert_eq!(t.tracestate, None);
+        // A trusted proxy's is kept under the same setting, and anyone's under the default.
+        assert!(check(&req, id, TraceTrust::TrustedProxies, true).continued);
+        assert!(check(&req, id, TraceTrust::Anyone, false).continued);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! a `Stream` (a boxed `IO`); a wrapper sees every byte read and written and passes the rest
 //! of the `IO` contract (TLS, digests, ids) through to the stream it wraps.
 
+pub mod app;
 pub mod client;
 pub mod replay;
 

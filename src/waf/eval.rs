@@ -3,7 +3,7 @@
 //! may have chosen), then phase 2. A rule tests each value of each target after its
 //! transformations; every match runs the rule's `setvar`s (ModSecurity's "independent"
 //! actions), and once the whole chain has matched, its `ctl`s, disruptive action and
-//! `skipAfter` apply. Not yet read: XML and multipart bodies (their collections stay empty).
+//! `skipAfter` apply. Bodies are read as forms, JSON, XML or multipart, by the processor chosen.
 
 use super::operator::{Argument, Macros};
 use super::ruleset::{

@@ -1,5 +1,6 @@
-//! The gateway's app around Pingora's HTTP proxy: it times request heads and drains
-//! kept-alive connections.
+//! The app around Pingora's HTTP proxy that every client connection passes through
+//! (`ClientApp`): it wraps each connection in `client::ClientStream`, which times request heads,
+//! and holds back the abort of idle kept-alive connections when the process drains.
 //!
 //! Heads: every connection is wrapped in `stream::client` before the proxy sees it, so
 //! that an HTTP/1 head that trickles in (slowloris), or an HTTP/2 preface that never comes, is
@@ -13,7 +14,7 @@
 //! served with `Connection: close` (Pingora does that once shutdown has begun), and only
 //! connections still idle at the end are closed.
 
-use crate::stream::client::{ClientStream, EarlyRefusals};
+use super::client::{ClientStream, EarlyRefusals};
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::{Stream, ALPN};
@@ -22,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// An app whose connections get a head deadline and whose shutdown clean-up waits `hold`.
-pub struct Draining<A> {
+pub struct ClientApp<A> {
     pub inner: Arc<A>,
     pub hold: Duration,
     /// `limits.header_read_timeout`.
@@ -32,7 +33,7 @@ pub struct Draining<A> {
 }
 
 #[async_trait]
-impl<A> ServerApp for Draining<A>
+impl<A> ServerApp for ClientApp<A>
 where
     A: ServerApp + Send + Sync + 'static,
 {
