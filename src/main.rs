@@ -49,7 +49,7 @@ enum Command {
     GenKey,
 }
 
-fn print_errors(errors: &[config::ConfigError]) {
+fn print_errors(errors: &[config::diagnostics::ConfigError]) {
     for e in errors {
         eprintln!("error: {e}");
     }

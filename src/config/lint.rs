@@ -4,8 +4,8 @@
 //! file's permissions, a secret's length, a URL's password — facts the model no longer
 //! holds) are spotted while compiling, which reports them through the functions below.
 
+use super::diagnostics::Warning;
 use super::model::Config;
-use super::Warning;
 use crate::checks::auth::AuthPolicy;
 use std::net::SocketAddr;
 

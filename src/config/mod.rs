@@ -1,61 +1,21 @@
 //! Configuration: the TOML file is parsed into raw serde structs (`raw`), then compiled once
-//! into the immutable model (`model`) that the gateway runs on. Every error carries the file,
-//! the key path and what to do about it; `lint` adds the security warnings of `check`.
+//! (`compile`, a file per section) into the immutable model (`model`) that the gateway runs on.
+//! Every error carries the file, the key path and what to do about it (`diagnostics`); `lint`
+//! adds the security warnings of `check`. Dependencies point one way: `compile` reads `raw` and
+//! builds `model`; `model` knows no compiler; `diagnostics` imports nothing from here.
 
 pub mod compile;
-pub mod identities;
+pub mod diagnostics;
 pub mod lint;
 pub mod model;
 pub mod raw;
-pub mod secret;
 pub mod units;
-pub mod waf;
 
+use diagnostics::{ConfigError, Warning};
 use sha2::Digest;
-use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub use model::Config;
-
-/// One problem with the configuration, located by file and key path (and line when known).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub file: PathBuf,
-    /// e.g. `routes[2].upstream`, or empty for the whole file.
-    pub key: String,
-    pub line: Option<usize>,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-        }
-        if !self.key.is_empty() {
-            write!(f, ": {}", self.key)?;
-        }
-        write!(f, ": {}", self.message)
-    }
-}
-
-/// A security warning from `check`: the config works, but probably not as intended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Warning {
-    pub key: String,
-    pub message: String,
-}
-
-impl fmt::Display for Warning {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.key.is_empty() {
-            write!(f, "warning: {}", self.message)
-        } else {
-            write!(f, "warning: {}: {}", self.key, self.message)
-        }
-    }
-}
 
 /// A loaded configuration and its warnings.
 #[derive(Debug)]

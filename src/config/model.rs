@@ -8,8 +8,10 @@ use crate::checks::ip::CidrSet;
 use crate::checks::limits::Limits;
 use crate::checks::rate_limit::shared::StoreSettings;
 use crate::checks::route::RouteTable;
+use crate::checks::threat::rules::OverLimit;
 use crate::observe::access_log::AccessLogTarget;
 use crate::request::trace::TraceTrust;
+use crate::waf::ruleset::RuleSet;
 use pingora_core::protocols::tls::CaType;
 use pingora_core::utils::tls::CertKey;
 use std::collections::HashSet;
@@ -39,7 +41,7 @@ pub struct Config {
     /// `[rate_limit_store]`: limits shared by every instance through Redis.
     pub rate_limit_store: Option<StoreSettings>,
     /// `[waf]`: the rule set threat protection runs (`None`: the built-in detector).
-    pub waf: Option<super::waf::WafDefaults>,
+    pub waf: Option<WafDefaults>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,4 +135,17 @@ pub struct Upstream {
     pub health_check: Option<HealthCheck>,
     /// Concurrent requests to this upstream, over all routes.
     pub max_inflight: Option<u32>,
+}
+
+/// `[waf]` compiled: the shared rule set and the defaults of every route.
+#[derive(Debug, Clone)]
+pub struct WafDefaults {
+    pub rules: Arc<RuleSet>,
+    pub files: Vec<PathBuf>,
+    pub paranoia_level: u8,
+    pub anomaly_threshold: i64,
+    pub max_body_bytes: usize,
+    pub over_limit: OverLimit,
+    pub removed_ids: Vec<(u64, u64)>,
+    pub removed_targets: Vec<((u64, u64), String)>,
 }

@@ -204,7 +204,7 @@ pub struct JwtProvider {
     /// Seconds of clock skew allowed on `exp` and `nbf`.
     pub leeway: u64,
     /// Verified tokens (`token_cache` entries; `None` when set to 0).
-    pub cache: Option<TokenCache>,
+    pub cache: Option<TokenCache<TokenIdentity>>,
 }
 
 impl std::fmt::Debug for JwtProvider {

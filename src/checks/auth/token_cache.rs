@@ -10,8 +10,9 @@
 //! - every entry remembers the generation of the key set that verified it: when the keys are
 //!   replaced (a JWKS refresh that drops or rotates a key) every older entry stops counting;
 //! - it is bounded: a full shard first drops expired entries, then an arbitrary one.
+//!
+//! What is stored for a token (`T`) is the verifier's business: `jwt` keeps the identity.
 
-use super::jwt::TokenIdentity;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -19,16 +20,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 const SHARDS: usize = 16;
 
-struct Entry {
-    identity: TokenIdentity,
+struct Entry<T> {
+    identity: T,
     /// Unix seconds at which the token no longer passes `exp` (with leeway).
     valid_until: u64,
     /// The key-set generation that verified it.
     generation: u64,
 }
 
-pub struct TokenCache {
-    shards: Vec<Mutex<HashMap<[u8; 32], Entry>>>,
+pub struct TokenCache<T> {
+    shards: Vec<Mutex<HashMap<[u8; 32], Entry<T>>>>,
     per_shard: usize,
 }
 
@@ -46,9 +47,9 @@ pub fn digest(token: &str) -> TokenDigest {
     Sha256::digest(token.as_bytes()).into()
 }
 
-impl TokenCache {
+impl<T: Clone> TokenCache<T> {
     /// A cache of about `capacity` tokens; `None` for a capacity of 0 (caching off).
-    pub fn new(capacity: usize) -> Option<TokenCache> {
+    pub fn new(capacity: usize) -> Option<TokenCache<T>> {
         if capacity == 0 {
             return None;
         }
@@ -58,13 +59,13 @@ impl TokenCache {
         })
     }
 
-    fn shard(&self, key: &TokenDigest) -> Option<&Mutex<HashMap<TokenDigest, Entry>>> {
+    fn shard(&self, key: &TokenDigest) -> Option<&Mutex<HashMap<TokenDigest, Entry<T>>>> {
         self.shards.get(usize::from(key[0]) % SHARDS)
     }
 
     /// The identity of a token verified before, if its entry is still good at `now` for the
     /// key set of `generation`.
-    pub fn get(&self, key: &TokenDigest, generation: u64, now: u64) -> Option<TokenIdentity> {
+    pub fn get(&self, key: &TokenDigest, generation: u64, now: u64) -> Option<T> {
         let mut shard = self.shard(key)?.lock().ok()?;
         match shard.get(key) {
             Some(e) if e.generation == generation && now < e.valid_until => {
@@ -81,7 +82,7 @@ impl TokenCache {
     pub fn insert(
         &self,
         key: TokenDigest,
-        identity: TokenIdentity,
+        identity: T,
         generation: u64,
         valid_until: u64,
         now: u64,
@@ -126,11 +127,8 @@ impl TokenCache {
 mod tests {
     use super::*;
 
-    fn id(name: &str) -> TokenIdentity {
-        TokenIdentity {
-            consumer: name.into(),
-            scopes: vec![],
-        }
+    fn id(name: &str) -> String {
+        name.to_string()
     }
 
     #[test]
@@ -154,6 +152,6 @@ mod tests {
             c.insert(digest(&format!("t{i}")), id("x"), 1, 2000, 1000);
         }
         assert!(c.len() <= 64, "{} entries", c.len());
-        assert!(TokenCache::new(0).is_none());
+        assert!(TokenCache::<String>::new(0).is_none());
     }
 }

@@ -1,7 +1,7 @@
 //! `[limits]`: the sizes and timeouts of SPEC §3 step 2 and the body defaults of step 9.
 
-use super::Errors;
 use crate::checks::limits::Limits;
+use crate::config::diagnostics::Errors;
 use crate::config::raw::*;
 
 pub(super) fn compile_limits(e: &mut Errors, l: &RawLimits) -> Limits {

@@ -2,7 +2,7 @@
 //! rate limits, `validate` (schemas compiled now) and `[waf]` policies; a route that another
 //! hides is refused.
 
-use super::{relative_to, Errors};
+use super::{identities, waf};
 use crate::checks::auth::Identities;
 use crate::checks::body::{self, BodyPolicy, BodyRules, Inspected};
 use crate::checks::ip::IpRules;
@@ -12,9 +12,10 @@ use crate::checks::rate_limit::{ConcurrencyCap, LimitKey, Policy, RateLimits, Ro
 use crate::checks::route::{PathMatch, Route};
 use crate::checks::threat::rules::OverLimit;
 use crate::checks::threat::{ThreatMode, ThreatPolicy};
+use crate::config::diagnostics::{relative_to, Errors};
+use crate::config::lint;
 use crate::config::model::*;
 use crate::config::raw::*;
-use crate::config::{identities, lint, waf};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -71,7 +72,7 @@ pub(super) struct RouteDefaults<'a> {
     pub(super) limits: &'a Limits,
     pub(super) ids: &'a Identities,
     pub(super) mtls_listener: bool,
-    pub(super) waf: Option<&'a waf::WafDefaults>,
+    pub(super) waf: Option<&'a WafDefaults>,
 }
 
 pub(super) fn compile_routes(

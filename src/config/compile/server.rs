@@ -1,7 +1,8 @@
 //! `[server]`, `[[listeners]]`, `[metrics]`, `[demo_echo]`, `[logging]` and `[security]`: what
 //! the process binds, logs and throttles.
 
-use super::{existing_file, relative_to, socket_addr, Errors};
+use super::values::{existing_file, socket_addr};
+use crate::config::diagnostics::{relative_to, Errors};
 use crate::config::model::*;
 use crate::config::raw::*;
 use crate::observe::access_log::AccessLogTarget;

@@ -1,9 +1,11 @@
 //! `[rate_limit_store]`: the Redis URL, its password and CA, and what to do when it is down.
 
-use super::{pem_certificates, Errors};
+use super::secret;
+use super::values::pem_certificates;
 use crate::checks::rate_limit::shared::StoreSettings;
+use crate::config::diagnostics::Errors;
+use crate::config::lint;
 use crate::config::raw::*;
-use crate::config::{lint, secret};
 use std::path::Path;
 
 /// `[rate_limit_store]`. The URL is only ever shown with its userinfo hidden.

@@ -1,7 +1,8 @@
 //! `[[upstreams]]`: targets resolved, timeouts, health checks, and TLS towards each target
 //! (names verified, CA and client certificate read now).
 
-use super::{pem_certificates, relative_to, Errors};
+use super::values::pem_certificates;
+use crate::config::diagnostics::{relative_to, Errors};
 use crate::config::model::*;
 use crate::config::raw::*;
 use std::collections::HashSet;

@@ -1,7 +1,7 @@
 //! Secrets in the configuration: read from the environment or a file, never written in the
 //! config itself. (URLs are shown with their userinfo hidden by `observe::redact`.)
 
-use super::compile::{relative_to, Errors};
+use crate::config::diagnostics::{relative_to, Errors};
 use std::path::Path;
 
 /// Read a secret from `{key}.{env_key}` (an environment variable's name) or `{key}.{file_key}`
@@ -46,8 +46,8 @@ pub(super) fn read(
                 return None;
             }
             #[cfg(unix)]
-            if super::lint::readable_by_others(&path) {
-                e.warn(super::lint::secret_file_readable(
+            if crate::config::lint::readable_by_others(&path) {
+                e.warn(crate::config::lint::secret_file_readable(
                     format!("{key}.{file_key}"),
                     &path,
                 ));

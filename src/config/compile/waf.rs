@@ -3,10 +3,10 @@
 //! route gets its paranoia level, anomaly threshold and exclusions. A rule that cannot be
 //! read or would be mis-evaluated is an error naming its file and line.
 
-use super::compile::{relative_to, Errors};
-use super::raw::{RawRouteWaf, RawRuleIds, RawTargetExclusion, RawWaf};
-use super::ConfigError;
 use crate::checks::threat::rules::{initial_settings, pinned_settings, OverLimit, WafPolicy};
+use crate::config::diagnostics::{relative_to, Errors};
+use crate::config::model::WafDefaults;
+use crate::config::raw::{RawRouteWaf, RawRuleIds, RawTargetExclusion, RawWaf};
 use crate::waf::eval::Settings;
 use crate::waf::{ruleset, seclang};
 use std::path::{Path, PathBuf};
@@ -14,19 +14,6 @@ use std::sync::Arc;
 
 /// Bodies the rules inspect by default (ModSecurity's `SecRequestBodyNoFilesLimit` is 128 KiB).
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 128 * 1024;
-
-/// `[waf]` compiled: the shared rule set and the defaults of every route.
-#[derive(Debug, Clone)]
-pub struct WafDefaults {
-    pub rules: Arc<ruleset::RuleSet>,
-    pub files: Vec<PathBuf>,
-    pub paranoia_level: u8,
-    pub anomaly_threshold: i64,
-    pub max_body_bytes: usize,
-    pub over_limit: OverLimit,
-    pub removed_ids: Vec<(u64, u64)>,
-    pub removed_targets: Vec<((u64, u64), String)>,
-}
 
 /// The rule files of `rules`, each glob expanded in name order, in the order written.
 fn rule_files(e: &mut Errors, raw: &RawWaf, file: &Path) -> Vec<PathBuf> {
@@ -178,7 +165,7 @@ pub(super) fn compile(e: &mut Errors, raw: Option<&RawWaf>, file: &Path) -> Opti
     crate::waf::release_compile_memory();
     let mut shown = std::collections::HashSet::new();
     for w in rules.warnings.iter().filter(|w| shown.insert(*w)) {
-        e.warn(super::lint::waf_rules(w));
+        e.warn(crate::config::lint::waf_rules(w));
     }
     Some(WafDefaults {
         rules: Arc::new(rules),
@@ -245,16 +232,4 @@ pub(super) fn route_policy(
         max_body_bytes: d.max_body_bytes,
         over_limit: d.over_limit,
     }))
-}
-
-impl Errors<'_> {
-    /// An error inside a file the config points at (a rule file), by its own file and line.
-    pub(super) fn add_at(&mut self, file: &Path, line: usize, key: &str, message: String) {
-        self.push(ConfigError {
-            file: file.to_path_buf(),
-            key: key.to_string(),
-            line: Some(line),
-            message,
-        });
-    }
 }

@@ -2,15 +2,16 @@
 //! `[[consumers]]` (key hashes indexed, certificate subjects parsed), and each route's
 //! `auth` and `allow`. Secrets are read from the environment or a file, never the config.
 
-use super::compile::{relative_to, Errors};
-use super::lint;
-use super::raw::{RawConsumer, RawJwtProvider, RawRoute};
+use super::secret;
 use crate::checks::acl::Allow;
 use crate::checks::auth::api_key::parse_hash;
 use crate::checks::auth::jwt::{self, JwtKey, JwtProvider, KeySet, KeyStore};
 use crate::checks::auth::mtls::parse_subject;
 use crate::checks::auth::token_cache::TokenCache;
 use crate::checks::auth::{AuthMethod, AuthPolicy, Consumer, Identities};
+use crate::config::diagnostics::{relative_to, Errors};
+use crate::config::lint;
+use crate::config::raw::{RawConsumer, RawJwtProvider, RawRoute};
 use jsonwebtoken::DecodingKey;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -77,7 +78,7 @@ pub(super) fn compile(
 }
 
 fn read_secret(e: &mut Errors, key: &str, p: &RawJwtProvider, file: &Path) -> Option<Vec<u8>> {
-    super::secret::read(
+    secret::read(
         e,
         key,
         ("secret_env", p.secret_env.as_deref()),
@@ -355,4 +356,231 @@ pub(super) fn route_access(
         false => AuthPolicy::AnyOf(methods),
     };
     (policy, allow)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::compile::testing::section;
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    struct Providers {
+        jwt_providers: Vec<RawJwtProvider>,
+    }
+
+    /// A secret file of `len` bytes (mode 600), for `secret_file`.
+    fn secret_file(len: usize) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let path = std::env::temp_dir().join(format!(
+            "portcullis-identities-{}-{len}.secret",
+            std::process::id()
+        ));
+        std::fs::write(&path, "s".repeat(len)).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path.display().to_string()
+    }
+
+    /// One provider named `main` with `body` (audiences given unless `body` sets them), compiled:
+    /// the provider when it was made, and every error and warning as `key: message`.
+    fn provider(body: &str) -> (Option<JwtProvider>, Vec<String>, Vec<String>) {
+        let audiences = match body.contains("audiences") {
+            true => "",
+            false => "audiences = [\"orders\"]\n",
+        };
+        let toml = format!("[[jwt_providers]]\nname = \"main\"\n{audiences}{body}");
+        let (ids, errors, warnings) = section(&toml, |e, s: &Providers, file| {
+            compile(e, &s.jwt_providers, &[], file)
+        });
+        (ids.jwt_providers.into_iter().next(), errors, warnings)
+    }
+
+    const JWKS: &str = "jwks_file = \"jwt/jwks.json\"\n";
+
+    #[test]
+    fn a_provider_with_keys_and_an_allow_list_compiles() {
+        let (made, errors, warnings) = provider(&format!(
+            "{JWKS}algorithms = [\"RS256\", \"ES256\"]\nissuer = \"https://id.example.com\"\nleeway = \"10s\""
+        ));
+        assert_eq!((errors, warnings), (vec![], vec![]));
+        let made = made.expect("a provider");
+        assert_eq!(made.label, "jwt:main");
+        assert_eq!(
+            made.algorithms,
+            [
+                jsonwebtoken::Algorithm::RS256,
+                jsonwebtoken::Algorithm::ES256
+            ]
+        );
+        assert_eq!(made.leeway, 10);
+        assert!(made.cache.is_some(), "caching is on by default");
+    }
+
+    #[test]
+    fn the_algorithm_allow_list_is_explicit_and_never_none() {
+        let secret = format!("secret_file = {:?}\n", secret_file(32));
+        // The allow-list, the key source, and the error it gets (key: start of the message).
+        let cases: Vec<(&str, &str, &str)> = vec![
+            ("[]", JWKS, "jwt_providers[0].algorithms: empty;"),
+            (
+                "[\"none\"]",
+                JWKS,
+                "jwt_providers[0].algorithms[0]: \"none\" is never accepted",
+            ),
+            (
+                "[\"RS256\", \"NoNe\"]",
+                JWKS,
+                "jwt_providers[0].algorithms[1]: \"none\" is never accepted",
+            ),
+            (
+                "[\"RS256\", \"RS256\"]",
+                JWKS,
+                "jwt_providers[0].algorithms[1]: RS256 is listed twice",
+            ),
+            (
+                "[\"XS256\"]",
+                JWKS,
+                "jwt_providers[0].algorithms[0]: unknown algorithm \"XS256\"",
+            ),
+            (
+                "[\"rs256\"]",
+                JWKS,
+                "jwt_providers[0].algorithms[0]: unknown algorithm \"rs256\"",
+            ),
+            // Key confusion: a public-key algorithm checked with a shared secret, or an HS
+            // algorithm with keys anyone can fetch, is refused outright.
+            (
+                "[\"RS256\"]",
+                &secret,
+                "jwt_providers[0].algorithms: a shared secret can only verify HS256",
+            ),
+            (
+                "[\"HS256\"]",
+                "jwks_url = \"https://id.example.com/jwks\"\n",
+                "jwt_providers[0].algorithms: a remote JWKS is for public-key algorithms",
+            ),
+        ];
+        for (algorithms, source, expected) in cases {
+            let (_, errors, _) = provider(&format!("{source}algorithms = {algorithms}"));
+            assert_eq!(errors.len(), 1, "{algorithms} {source}: {errors:?}");
+            assert!(
+                errors[0].starts_with(expected),
+                "{algorithms} {source}: {errors:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn exactly_one_key_source_and_settings_that_fit_it() {
+        let cases: Vec<(String, &str)> = vec![
+            (
+                "algorithms = [\"RS256\"]".into(),
+                "jwt_providers[0]: needs exactly one key source",
+            ),
+            (
+                format!("{JWKS}jwks_url = \"https://id.example.com/jwks\"\nalgorithms = [\"RS256\"]"),
+                "jwt_providers[0]: needs exactly one key source",
+            ),
+            (
+                format!("{JWKS}jwks_refresh = \"5m\"\nalgorithms = [\"RS256\"]"),
+                "jwt_providers[0].jwks_refresh: only applies with jwks_url",
+            ),
+            (
+                "jwks_url = \"https://id.example.com/jwks\"\njwks_refresh = \"1s\"\nalgorithms = [\"RS256\"]".into(),
+                "jwt_providers[0].jwks_refresh: at least 10s",
+            ),
+            (
+                "jwks_url = \"ftp://id.example.com/jwks\"\nalgorithms = [\"RS256\"]".into(),
+                "jwt_providers[0].jwks_url: ",
+            ),
+            (
+                "jwks_file = \"jwt/missing.json\"\nalgorithms = [\"RS256\"]".into(),
+                "jwt_providers[0].jwks_file: cannot read ",
+            ),
+            (
+                "jwks_file = \"jwt/rsa.pem\"\nalgorithms = [\"RS256\"]".into(),
+                "jwt_providers[0].jwks_file: ",
+            ),
+        ];
+        for (body, expected) in cases {
+            let (made, errors, _) = provider(&body);
+            assert!(made.is_none() || !errors.is_empty(), "{body}");
+            assert_eq!(errors.len(), 1, "{body}: {errors:?}");
+            assert!(errors[0].starts_with(expected), "{body}: {errors:?}");
+        }
+    }
+
+    #[test]
+    fn risky_but_working_settings_are_warnings() {
+        let short = format!("secret_file = {:?}\n", secret_file(8));
+        let cases: Vec<(String, &str)> = vec![
+            (
+                format!("{short}algorithms = [\"HS256\"]"),
+                "jwt_providers[0].secret: the HS secret has 8 bytes",
+            ),
+            (
+                format!("{JWKS}algorithms = [\"RS256\", \"HS256\"]"),
+                "jwt_providers[0].algorithms: mixes HS",
+            ),
+            (
+                format!("{JWKS}algorithms = [\"RS256\"]\naudiences = []"),
+                "jwt_providers[0].audiences: no audiences",
+            ),
+            (
+                format!("{JWKS}algorithms = [\"RS256\"]\nleeway = \"10m\""),
+                "jwt_providers[0].leeway: more than 5 minutes",
+            ),
+            (
+                "jwks_url = \"http://id.example.com/jwks\"\nalgorithms = [\"RS256\"]".into(),
+                "jwt_providers[0].jwks_url: plain http",
+            ),
+        ];
+        for (body, expected) in cases {
+            let (_, errors, warnings) = provider(&body);
+            assert_eq!(errors, Vec::<String>::new(), "{body}");
+            assert_eq!(warnings.len(), 1, "{body}: {warnings:?}");
+            assert!(warnings[0].starts_with(expected), "{body}: {warnings:?}");
+        }
+        // A JWKS on this machine may be fetched over plain HTTP.
+        let (_, _, warnings) =
+            provider("jwks_url = \"http://127.0.0.1:9/jwks\"\nalgorithms = [\"RS256\"]");
+        assert_eq!(warnings, Vec::<String>::new());
+    }
+
+    #[test]
+    fn consumers_keys_and_subjects_are_checked() {
+        #[derive(Deserialize)]
+        struct Consumers {
+            consumers: Vec<RawConsumer>,
+        }
+        let hash = "sha256:".to_string() + &"ab".repeat(32);
+        let toml = format!(
+            "[[consumers]]\nid = \"app\"\ngroups = [\"partners\"]\napi_keys = [\"{hash}\"]\nmtls_subjects = [\"CN=client\"]\n\
+             [[consumers]]\nid = \"app\"\napi_keys = [\"{hash}\", \"md5:00\"]\nmtls_subjects = [\"OU=nothing\"]\ngroups = [\"a b\"]"
+        );
+        let (ids, errors, _) = section(&toml, |e, s: &Consumers, file| {
+            compile(e, &[], &s.consumers, file)
+        });
+        assert_eq!(ids.consumers[0].groups, ["partners"]);
+        assert_eq!(
+            ids.consumer_index("app"),
+            Some(1),
+            "the last of a duplicate"
+        );
+        let keys: Vec<&str> = errors
+            .iter()
+            .map(|x| x.split(':').next().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "consumers[1].id",
+                "consumers[1].groups[0]",
+                "consumers[1].api_keys[0]",
+                "consumers[1].api_keys[1]",
+                "consumers[1].mtls_subjects[0]",
+            ],
+            "{errors:?}"
+        );
+    }
 }
