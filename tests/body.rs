@@ -18,15 +18,7 @@ max_body_bytes = "2MiB"
 body_read_timeout = "1s"
 max_json_depth = 32
 
-[[upstreams]]
-name = "app"
-targets = ["{up}"]
-
-[[routes]]
-name = "orders"
-path_prefix = "/orders"
-upstream = "app"
-public = true
+{fixture}
 validate = {{ content_types = ["application/json"], json_schema = "{order}" }}
 
 [[routes]]
@@ -43,7 +35,7 @@ upstream = "app"
 public = true
 validate = {{ content_types = ["application/octet-stream"] }}
 "#,
-        up = up.addr,
+        fixture = public_route(up.addr, "orders", "/orders"),
         order = data("schemas/order.json"),
         draft7 = data("schemas/draft7.json"),
     ))

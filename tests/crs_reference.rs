@@ -164,19 +164,10 @@ max_body_bytes = "1MiB"
 rules = ["{setup}", "{rules}/*.conf"]
 paranoia_level = {level}
 
-[[upstreams]]
-name = "app"
-targets = ["{up}"]
-
-[[routes]]
-name = "all"
-path_prefix = "/"
-upstream = "app"
-public = true
-"#,
+{fixture}"#,
         setup = root.join("crs-setup.conf.example").display(),
         rules = root.join("rules").display(),
-        up = up.addr
+        fixture = public_route(up.addr, "all", "/")
     ))
 }
 

@@ -15,15 +15,7 @@ max_header_bytes = "4KiB"
 max_headers = 20
 max_body_bytes = 1000
 
-[[upstreams]]
-name = "app"
-targets = ["{addr}"]
-
-[[routes]]
-name = "public"
-path_prefix = "/public"
-upstream = "app"
-public = true
+{fixture}
 
 [[routes]]
 name = "items-read"
@@ -78,7 +70,7 @@ upstream = "app"
 public = true
 limits = {{ max_body_bytes = "4KiB" }}
 "#,
-        addr = up.addr
+        fixture = public_route(up.addr, "public", "/public")
     )
 }
 
@@ -519,7 +511,7 @@ fn metrics_listener_exports_the_core_metrics() {
             "portcullis_requests_total",
             &[("route", "public"), ("method", "GET"), ("status", "200")]
         ),
-        1.0
+        Some(1.0)
     );
     let other = raw_request(
         gw.metrics_port,
@@ -542,15 +534,7 @@ fn ip_rules_apply_to_ipv4_and_ipv6_clients() {
         &format!(
             r#"
 {v6_listener}
-[[upstreams]]
-name = "app"
-targets = ["{addr}"]
-
-[[routes]]
-name = "v6-only"
-path_prefix = "/v6"
-upstream = "app"
-public = true
+{fixture}
 ip_allow = ["2001:db8::/32", "::1"]
 ip_deny = ["2001:db8:bad::/48"]
 
@@ -561,7 +545,7 @@ upstream = "app"
 public = true
 ip_allow = ["198.51.100.0/24"]
 "#,
-            addr = up.addr
+            fixture = public_route(up.addr, "v6-only", "/v6")
         ),
         // Only the proxy at 127.0.0.2 is trusted: 127.0.0.1 (the test client) is not.
         "trusted_proxies = [\"127.0.0.2\"]",
@@ -610,15 +594,7 @@ fn ip_rules_use_the_client_address_vouched_for_by_a_trusted_proxy() {
     let gw = Gateway::start_with(
         &format!(
             r#"
-[[upstreams]]
-name = "app"
-targets = ["{addr}"]
-
-[[routes]]
-name = "v6-only"
-path_prefix = "/v6"
-upstream = "app"
-public = true
+{fixture}
 ip_allow = ["2001:db8::/32"]
 ip_deny = ["2001:db8:bad::/48"]
 
@@ -630,7 +606,7 @@ public = true
 ip_allow = ["198.51.100.0/24"]
 ip_deny = ["198.51.100.66"]
 "#,
-            addr = up.addr
+            fixture = public_route(up.addr, "v6-only", "/v6")
         ),
         "trusted_proxies = [\"127.0.0.1\"]",
     );

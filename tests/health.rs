@@ -72,7 +72,7 @@ fn a_ready_gateway_says_so_and_drains_on_sigterm() {
         .contains(&sha));
     assert_eq!(
         gw.metric("portcullis_config_info", &[("sha256", &sha)]),
-        1.0
+        Some(1.0)
     );
     assert_eq!(check(&v, "listeners[0]")["ok"], true);
     assert_eq!(

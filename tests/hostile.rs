@@ -14,20 +14,7 @@ fn send_and_drain(port: u16, payload: &[u8]) -> Vec<u8> {
 #[test]
 fn malformed_requests_never_crash_or_leak_through() {
     let up = Upstream::start();
-    let mut gw = Gateway::start(&format!(
-        r#"
-[[upstreams]]
-name = "app"
-targets = ["{}"]
-
-[[routes]]
-name = "public"
-path_prefix = "/public"
-upstream = "app"
-public = true
-"#,
-        up.addr
-    ));
+    let mut gw = Gateway::start(&public_route(up.addr, "public", "/public"));
     let long_header = format!(
         "GET /public HTTP/1.1\r\nHost: x\r\nX-Long: {}\r\n\r\n",
         "a".repeat(200_000)
@@ -176,20 +163,7 @@ fn the_default_config_runs_with_its_demo_upstream() {
 #[test]
 fn requests_pingora_refuses_itself_get_problem_json_and_are_logged() {
     let up = Upstream::start();
-    let gw = Gateway::start(&format!(
-        r#"
-[[upstreams]]
-name = "app"
-targets = ["{}"]
-
-[[routes]]
-name = "public"
-path_prefix = "/"
-upstream = "app"
-public = true
-"#,
-        up.addr
-    ));
+    let gw = Gateway::start(&public_route(up.addr, "public", "/"));
     let cases: [(&str, u16, &str); 4] = [
         (
             "GET /public HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n",
@@ -245,7 +219,7 @@ public = true
             "portcullis_refusals_total",
             &[("route", "unmatched"), ("reason", "malformed_request")]
         ),
-        3.0
+        Some(3.0)
     );
     assert!(up.seen().is_empty(), "{:?}", up.seen());
     // A well-formed request on the next connection is the gateway's again, untouched.
@@ -266,4 +240,56 @@ public = true
     let second = read_response(&mut stream).expect("an answer to the second request");
     second.assert_problem(400);
     assert_eq!(up.seen().len(), 2);
+}
+
+/// Only Pingora's own 400 and 405 are rewritten as problem+json: an upstream's 400 and 405 reach
+/// the client as the upstream sent them, on a fresh connection and on a kept-alive one.
+#[test]
+fn an_upstreams_own_400_and_405_pass_unchanged() {
+    let up = Upstream::start();
+    let gw = Gateway::start(&public_route(up.addr, "public", "/"));
+    let assert_upstreams = |r: &HttpResponse, code: u16| {
+        assert_eq!(r.status, code, "{}", r.text());
+        assert_eq!(r.text(), format!("the upstream's own {code}"));
+        assert_eq!(r.header("content-type"), Some("text/plain"));
+        assert_eq!(r.header("x-upstream"), Some("test"));
+        assert_eq!(r.header("allow"), Some("GET"));
+    };
+    for code in [400, 405] {
+        let r = gw.get(&format!("/a/status/{code}"));
+        assert_upstreams(&r, code);
+        let id = r.header("x-request-id").expect("a request id").to_string();
+        // Logged as forwarded, with the upstream's status.
+        let mut line = serde_json::Value::Null;
+        assert!(wait_until(Duration::from_secs(3), || {
+            line = gw
+                .access_log()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|l| l["request_id"] == id.as_str())
+                .unwrap_or_default();
+            !line.is_null()
+        }));
+        assert_eq!(line["decision"], "allow", "{line}");
+        assert_eq!(line["upstream_status"], code, "{line}");
+        assert_eq!(line["status"], code, "{line}");
+    }
+    assert_eq!(up.seen().len(), 2);
+    // Two in a row on one kept-alive connection, then an ordinary request on it.
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    for code in [405, 400] {
+        stream
+            .write_all(format!("GET /b/status/{code} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .unwrap();
+        let r = read_response(&mut stream).expect("an answer");
+        assert_upstreams(&r, code);
+    }
+    stream
+        .write_all(b"GET /b/after HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut stream).map(|r| r.status), Some(200));
+    assert_eq!(up.seen().len(), 5);
 }

@@ -204,3 +204,36 @@ fn every_dashboard_query_parses() {
         .unwrap();
     assert!(!out.status.success(), "a broken query passed promtool");
 }
+
+/// The harness's metric reader, on which every metric assertion rests: an absent series is
+/// `None`, never 0; labels match whole names and values; matching series add up.
+#[test]
+fn the_metric_reader_tells_absent_from_zero() {
+    let text = "# HELP portcullis_x_total x\n# TYPE portcullis_x_total counter\n\
+                portcullis_x_total{route=\"open\",reason=\"a\"} 2\n\
+                portcullis_x_total{route=\"opener\",reason=\"a\"} 5\n\
+                portcullis_x_total{xroute=\"open\",reason=\"b\"} 7\n\
+                portcullis_x_total_more{route=\"open\"} 11\n\
+                portcullis_zero{route=\"open\"} 0\n\
+                portcullis_plain 3\n";
+    assert_eq!(
+        metric_value(text, "portcullis_x_total", &[("route", "open")]),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric_value(text, "portcullis_x_total", &[("reason", "a")]),
+        Some(7.0)
+    );
+    assert_eq!(metric_value(text, "portcullis_x_total", &[]), Some(14.0));
+    assert_eq!(
+        metric_value(text, "portcullis_zero", &[("route", "open")]),
+        Some(0.0)
+    );
+    assert_eq!(metric_value(text, "portcullis_plain", &[]), Some(3.0));
+    assert_eq!(
+        metric_value(text, "portcullis_x_total", &[("route", "closed")]),
+        None
+    );
+    assert_eq!(metric_value(text, "portcullis_renamed_total", &[]), None);
+    assert_eq!(metric_value(text, "portcullis_x", &[]), None);
+}

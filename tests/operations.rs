@@ -13,19 +13,11 @@ use std::time::{Duration, Instant};
 fn body(up: &Upstream, strip: bool) -> String {
     format!(
         r#"
-[[upstreams]]
-name = "app"
-targets = ["{}"]
-
-[[routes]]
-name = "v"
-path_prefix = "/v"
-upstream = "app"
-public = true
+{fixture}
 strip_prefix = {strip}
 rate_limit = {{ requests = 1000000, per = "1s" }}
 "#,
-        up.addr
+        fixture = public_route(up.addr, "v", "/v")
     )
 }
 

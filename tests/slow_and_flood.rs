@@ -16,17 +16,8 @@ fn config(up: &Upstream, limits: &str) -> String {
 [limits]
 {limits}
 
-[[upstreams]]
-name = "app"
-targets = ["{}"]
-
-[[routes]]
-name = "public"
-path_prefix = "/public"
-upstream = "app"
-public = true
-"#,
-        up.addr
+{fixture}"#,
+        fixture = public_route(up.addr, "public", "/public")
     )
 }
 

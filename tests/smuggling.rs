@@ -10,15 +10,7 @@ use std::time::Duration;
 fn start(up: &Upstream) -> Gateway {
     Gateway::start(&format!(
         r#"
-[[upstreams]]
-name = "app"
-targets = ["{}"]
-
-[[routes]]
-name = "open"
-path_prefix = "/"
-upstream = "app"
-public = true
+{fixture}
 threat_protection = "off"
 rate_limit = {{ requests = 100000, per = "1s" }}
 
@@ -29,7 +21,7 @@ upstream = "app"
 auth = ["api_key"]
 allow = {{ consumers = ["*"] }}
 "#,
-        up.addr
+        fixture = public_route(up.addr, "open", "/")
     ))
 }
 

@@ -363,17 +363,8 @@ tls = {{ cert = "up.pem", key = "up.key" }}
 address = "{host}:{mtls_port}"
 tls = {{ cert = "up.pem", key = "up.key", client_ca = "ca.pem" }}
 
-[[upstreams]]
-name = "app"
-targets = ["{up}"]
-
-[[routes]]
-name = "all"
-path_prefix = "/"
-upstream = "app"
-public = true
-"#,
-            up = up.addr
+{fixture}"#,
+            fixture = public_route(up.addr, "all", "/")
         ),
         "",
         &[

@@ -16,20 +16,7 @@ fn closed_port_addr() -> String {
 #[test]
 fn keep_alive_requests_reuse_pooled_upstream_connections() {
     let up = Upstream::start();
-    let gw = Gateway::start(&format!(
-        r#"
-[[upstreams]]
-name = "app"
-targets = ["{}"]
-
-[[routes]]
-name = "all"
-path_prefix = "/"
-upstream = "app"
-public = true
-"#,
-        up.addr
-    ));
+    let gw = Gateway::start(&public_route(up.addr, "all", "/"));
     let mut stream = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -59,10 +46,12 @@ public = true
         &[("upstream", "app"), ("reused", "true")],
         (total - opened) as f64,
     );
-    let fresh = gw.metric(
-        "portcullis_upstream_connections_total",
-        &[("upstream", "app"), ("reused", "false")],
-    );
+    let fresh = gw
+        .metric(
+            "portcullis_upstream_connections_total",
+            &[("upstream", "app"), ("reused", "false")],
+        )
+        .expect("the first request opened a connection");
     assert_eq!(reused + fresh, total as f64);
     assert!(
         fresh * 1000.0 <= total as f64,
@@ -115,13 +104,13 @@ public = true
 
     // b fails its health checks: everything goes to a.
     b.failing_health.store(true, Ordering::SeqCst);
-    assert!(wait_until(Duration::from_secs(5), || healthy(&b) == 0.0));
-    assert_eq!(healthy(&a), 1.0);
+    assert!(wait_until(Duration::from_secs(5), || healthy(&b) == Some(0.0)));
+    assert_eq!(healthy(&a), Some(1.0));
     assert_eq!(spread(&gw, [&a, &b], "/pair/degraded", 10), [10, 0]);
 
     // b passes again: it is marked healthy and gets its share back.
     b.failing_health.store(false, Ordering::SeqCst);
-    assert!(wait_until(Duration::from_secs(5), || healthy(&b) == 1.0));
+    assert!(wait_until(Duration::from_secs(5), || healthy(&b) == Some(1.0)));
     assert_eq!(spread(&gw, [&a, &b], "/pair/recovered", 20), [10, 10]);
 }
 
@@ -168,7 +157,7 @@ public = true
         gw.metric(
             "portcullis_upstream_target_healthy",
             &[("upstream", "pair"), ("target", dead.as_str())],
-        ) == 0.0
+        ) == Some(0.0)
     }));
     for i in 0..20 {
         assert_eq!(gw.get(&format!("/pair/after/{i}")).status, 200);
@@ -179,14 +168,14 @@ public = true
             "portcullis_upstream_target_healthy",
             &[("upstream", "pair"), ("target", &up.addr.to_string())]
         ),
-        1.0
+        Some(1.0)
     );
 
     assert!(wait_until(Duration::from_secs(5), || {
         gw.metric(
             "portcullis_upstream_target_healthy",
             &[("upstream", "gone")],
-        ) == 0.0
+        ) == Some(0.0)
     }));
     let r = gw.get("/gone/x");
     let problem = r.assert_problem(503);

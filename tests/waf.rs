@@ -27,16 +27,7 @@ fn waf_section(extra: &str) -> String {
 fn start(up: &Upstream, waf_extra: &str) -> Gateway {
     Gateway::start(&format!(
         r#"{waf}
-[[upstreams]]
-name = "app"
-targets = ["{up}"]
-
-[[routes]]
-name = "blocked"
-path_prefix = "/b"
-upstream = "app"
-public = true
-
+{fixture}
 [[routes]]
 name = "validated"
 path_prefix = "/v"
@@ -73,7 +64,7 @@ public = true
 threat_protection = "off"
 "#,
         waf = waf_section(waf_extra),
-        up = up.addr
+        fixture = public_route(up.addr, "blocked", "/b")
     ))
 }
 
@@ -252,6 +243,7 @@ fn attacks_anywhere_in_the_request_are_refused_before_the_upstream() {
             "portcullis_threats_total",
             &[("route", "blocked"), ("kind", kind), ("action", "block")],
         )
+        .unwrap_or(0.0)
     };
     assert!(
         counted("sqli") >= 3.0 && counted("xss") >= 3.0,
@@ -309,7 +301,7 @@ fn detect_forwards_and_logs_what_block_would_refuse() {
             "portcullis_threats_total",
             &[("route", "watched"), ("kind", "xss"), ("action", "detect")]
         ),
-        1.0
+        Some(1.0)
     );
     // `off`: not even looked at.
     up.clear();

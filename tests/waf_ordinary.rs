@@ -56,19 +56,10 @@ fn ordinary_requests_pass_crs_at_paranoia_level_1() {
 [waf]
 rules = ["{setup}", "{crs}/rules/*.conf"]
 
-[[upstreams]]
-name = "app"
-targets = ["{up}"]
-
-[[routes]]
-name = "api"
-path_prefix = "/api"
-upstream = "app"
-public = true
-"#,
+{fixture}"#,
         setup = crs.join("crs-setup.conf.example").display(),
         crs = crs.display(),
-        up = up.addr
+        fixture = public_route(up.addr, "api", "/api")
     ));
     let values = values();
     assert!(values.len() >= 60, "{} values", values.len());
