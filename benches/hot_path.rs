@@ -372,7 +372,7 @@ fn crs(c: &mut Criterion) {
     let before = resident_kib();
     let started = std::time::Instant::now();
     let directives = portcullis::waf::seclang::parse_files(&files).expect("CRS parses");
-    let set = portcullis::waf::ruleset::compile(&directives).expect("CRS compiles");
+    let set = portcullis::waf::ruleset::compile::compile(&directives).expect("CRS compiles");
     drop(directives);
     // As the gateway does after loading its configuration.
     portcullis::waf::release_compile_memory();

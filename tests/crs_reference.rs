@@ -443,8 +443,8 @@ fn rule_levels() -> HashMap<u64, u8> {
     let root = crs::root();
     let mut files = vec![root.join("crs-setup.conf.example")];
     files.extend(seclang::rule_files(&root.join("rules")).expect("CRS rules"));
-    let set =
-        ruleset::compile(&seclang::parse_files(&files).expect("CRS parses")).expect("CRS compiles");
+    let set = ruleset::compile::compile(&seclang::parse_files(&files).expect("CRS parses"))
+        .expect("CRS compiles");
     set.phase1
         .iter()
         .chain(set.phase2.iter())

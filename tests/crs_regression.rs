@@ -9,7 +9,8 @@ mod harness;
 
 use harness::crs::{self, Stage};
 use portcullis::waf::eval::{evaluate, Request};
-use portcullis::waf::ruleset::{compile, RuleSet};
+use portcullis::waf::ruleset::compile::compile;
+use portcullis::waf::ruleset::RuleSet;
 use portcullis::waf::seclang::{parse, parse_file, parse_files, rule_files};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;

@@ -1,10 +1,12 @@
 //! The rule engine of threat protection: SecLang rules — the OWASP Core
 //! Rule Set and an operator's own — read (`seclang`), their value transformations (`transform`)
-//! and operators (`operator`), compiled once into one rule set (`ruleset`) and run on a request
-//! (`eval`). `checks::threat::rules` runs it as step 10 of a request when the config has `[waf]`.
+//! and operators (`operator`), compiled once into one rule set (`ruleset`) with a prefilter
+//! that stands for many rules in one scan (`prefilter`), and run on a request (`eval`).
+//! `README.md` beside this file describes the engine. `checks::threat::rules` runs it as step 10 of a request when the config has `[waf]`.
 
 pub mod eval;
 pub mod operator;
+pub mod prefilter;
 pub mod ruleset;
 mod scratch;
 pub mod seclang;

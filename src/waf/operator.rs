@@ -5,7 +5,6 @@
 //! them (garbage is 0). An argument may hold macros (`%{tx.allowed_methods}`), expanded per
 //! transaction; everything else is prepared here.
 
-use crate::waf::ruleset::Screening;
 use crate::waf::seclang;
 use aho_corasick::AhoCorasick;
 use ipnet::IpNet;
@@ -405,63 +404,6 @@ impl Regex {
                 .collect(),
         };
         Some(groups)
-    }
-}
-
-/// Many plain `@rx` patterns compiled into one automaton, with their flags, for one answer:
-/// does any of them match a value. It is the rule set's only multi-pattern copy of its
-/// regexes (a rule runs its own regex on the values it matches).
-#[derive(Debug)]
-pub struct Screen {
-    regex: regex_automata::meta::Regex,
-    /// The phrases of the screened `@pm` rules, case-insensitively.
-    phrases: Option<AhoCorasick>,
-}
-
-impl Screen {
-    pub fn new(patterns: &[String], phrases: &[String]) -> Result<Screen, String> {
-        use regex_automata::{meta, nfa::thompson::WhichCaptures, util::syntax};
-        let regex = meta::Builder::new()
-            .syntax(
-                syntax::Config::new()
-                    .dot_matches_new_line(true)
-                    .multi_line(true)
-                    .unicode(false)
-                    .utf8(false),
-            )
-            .configure(
-                meta::Config::new()
-                    // Only "whether" is asked: no capture states, no engines that exist
-                    // for captures.
-                    .which_captures(WhichCaptures::None)
-                    .backtrack(false)
-                    .onepass(false)
-                    .utf8_empty(false)
-                    .nfa_size_limit(Some(256 << 20))
-                    .hybrid_cache_capacity(16 << 20),
-            )
-            .build_many(patterns)
-            .map_err(|e| e.to_string())?;
-        let phrases = match phrases.is_empty() {
-            true => None,
-            false => Some(
-                AhoCorasick::builder()
-                    .ascii_case_insensitive(true)
-                    .build(phrases)
-                    .map_err(|e| e.to_string())?,
-            ),
-        };
-        Ok(Screen { regex, phrases })
-    }
-
-    /// Whether a value matches any screened regex (`Regex`) or holds any screened phrase
-    /// (`Phrases`); a value is never screened out for a rule that is not screened (`Off`).
-    pub fn is_match(&self, part: Screening, value: &[u8]) -> bool {
-        match part {
-            Screening::Off => true,
-            Screening::Regex => self.regex.is_match(value),
-            Screening::Phrases => self.phrases.as_ref().is_some_and(|p| p.is_match(value)),
-        }
     }
 }
 

@@ -4,10 +4,10 @@
 //! and control bytes — each in its raw, percent-decoded, double-decoded and
 //! overlong-UTF-8-folded forms, so that encoding does not hide a payload.
 
-use super::Inputs;
 use crate::percent::hex_value as hex;
 use crate::problem::{Family, Refusal};
 use crate::waf::operator::{is_plain, is_word_path};
+use pingora_http::RequestHeader;
 use regex::Regex;
 use std::borrow::Cow;
 use std::sync::LazyLock;
@@ -77,9 +77,13 @@ impl ThreatKind {
 const SCANNED_HEADERS: &[&str] = &["user-agent", "referer", "origin"];
 
 /// The built-in screen: the path, the query, selected headers and a validated JSON body.
-pub(super) fn scan_request(inputs: &Inputs) -> Option<ThreatKind> {
-    let req = inputs.head;
-    scan_path(inputs.normalised_path)
+/// `json`: the body, when step 9 read it as JSON.
+pub fn scan_request(
+    req: &RequestHeader,
+    normalised_path: &str,
+    json: Option<&serde_json::Value>,
+) -> Option<ThreatKind> {
+    scan_path(normalised_path)
         .or_else(|| req.uri.query().and_then(scan_query))
         .or_else(|| {
             SCANNED_HEADERS.iter().find_map(|name| {
@@ -89,12 +93,7 @@ pub(super) fn scan_request(inputs: &Inputs) -> Option<ThreatKind> {
                     .find_map(|v| scan(v.as_bytes(), Field::Header))
             })
         })
-        .or_else(|| {
-            inputs
-                .body
-                .and_then(|b| b.json.as_ref())
-                .and_then(scan_json)
-        })
+        .or_else(|| json.and_then(scan_json))
 }
 
 /// Where a value comes from: decides `+` decoding and whether line breaks are suspicious.

@@ -114,7 +114,8 @@ pub fn check(
             }
         }
         None => {
-            let Some(kind) = scan_request(inputs) else {
+            let json = inputs.body.and_then(|b| b.json.as_ref());
+            let Some(kind) = scan_request(inputs.head, inputs.normalised_path, json) else {
                 return Ok(());
             };
             log::warn!(

@@ -265,7 +265,7 @@ SecRule TX:BLOCKING_INBOUND_ANOMALY_SCORE "@ge %{tx.inbound_anomaly_score_thresh
 
     fn policy(level: u8, threshold: i64, exclusions: Settings) -> WafPolicy {
         let directives = seclang::parse(RULES, Path::new("t.conf")).expect("parses");
-        let rules = ruleset::compile(&directives).expect("compiles");
+        let rules = ruleset::compile::compile(&directives).expect("compiles");
         WafPolicy {
             rules: Arc::new(rules),
             settings: Settings {

@@ -152,7 +152,7 @@ pub(super) fn compile(e: &mut Errors, raw: Option<&RawWaf>, file: &Path) -> Opti
             return None;
         }
     };
-    let rules = match ruleset::compile(&directives) {
+    let rules = match ruleset::compile::compile(&directives) {
         Ok(r) => r,
         Err(errs) => {
             for err in errs {
