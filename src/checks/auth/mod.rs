@@ -317,7 +317,8 @@ pub fn authenticate(
             },
             AuthMethod::Mtls => {
                 let Some(cert) = cert else { continue };
-                match mtls::consumer_for_cert(ids, cert) {
+                let subjects = ids.consumers.iter().map(|c| c.mtls_subjects.as_slice());
+                match mtls::consumer_for_cert(subjects, cert) {
                     Some(i) => {
                         let consumer = ids.consumers[i].id.clone();
                         return Ok(Some(principal(ids, consumer, Vec::new(), "mtls")));

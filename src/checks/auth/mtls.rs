@@ -2,8 +2,6 @@
 //! during the handshake; here it is mapped to a consumer through `mtls_subjects` — the
 //! subject CN, a SAN, or the certificate's SHA-256 fingerprint.
 
-use super::Identities;
-
 /// What the TLS handshake learned about the client certificate.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PeerCert {
@@ -49,10 +47,13 @@ pub fn parse_subject(text: &str) -> Result<MtlsSubject, String> {
 
 /// The consumer a verified client certificate belongs to: the first whose `mtls_subjects`
 /// names it.
-pub fn consumer_for_cert(ids: &Identities, cert: &PeerCert) -> Option<usize> {
-    ids.consumers
-        .iter()
-        .position(|c| c.mtls_subjects.iter().any(|s| matches(s, cert)))
+pub fn consumer_for_cert<'a>(
+    consumers: impl IntoIterator<Item = &'a [MtlsSubject]>,
+    cert: &PeerCert,
+) -> Option<usize> {
+    consumers
+        .into_iter()
+        .position(|subjects| subjects.iter().any(|s| matches(s, cert)))
 }
 
 pub fn matches(subject: &MtlsSubject, cert: &PeerCert) -> bool {

@@ -13,7 +13,7 @@ pub mod shared;
 
 use crate::problem::{Family, Refusal};
 use pingora_limits::inflight::{Guard, Inflight};
-use shared::{OnStoreError, SharedLimiter, Take};
+use shared::{OnStoreError, Quota, SharedLimiter, Take};
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::net::IpAddr;
@@ -413,7 +413,12 @@ async fn take_shared_quota(
     shared: &SharedLimiter,
 ) -> Result<(), Refusal> {
     for policy in &limits.policies {
-        match shared.take(policy, key_id(&policy.key, subject)).await {
+        let quota = Quota {
+            name: &policy.name,
+            requests: policy.requests,
+            per: policy.per,
+        };
+        match shared.take(quota, key_id(&policy.key, subject)).await {
             Take::Granted => {}
             Take::Exhausted(retry_after) => return Err(limits.limited(policy, retry_after)),
             Take::StoreDown if shared.on_error == OnStoreError::Deny => {

@@ -6,7 +6,6 @@
 //! most `instances × batch`). When Redis cannot be reached, `on_store_error` decides: `local`
 //! keeps each instance's own limits, `deny` refuses. The client reconnects by itself.
 
-use super::Policy;
 use crate::problem::Refusal;
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
@@ -16,6 +15,15 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// What the store counts for one `rate_limit` policy: its name (part of the Redis key) and
+/// its limit.
+#[derive(Debug, Clone, Copy)]
+pub struct Quota<'a> {
+    pub name: &'a str,
+    pub requests: u32,
+    pub per: Duration,
+}
 
 /// Longest wait for Redis on the request path (only when a reservation runs out).
 const STORE_TIMEOUT: Duration = Duration::from_millis(100);
@@ -145,9 +153,9 @@ impl SharedLimiter {
     }
 
     /// Spend one unit of the shared quota of `policy` for `key`.
-    pub async fn take(&self, policy: &Policy, key: [u8; 16]) -> Take {
+    pub async fn take(&self, policy: Quota<'_>, key: [u8; 16]) -> Take {
         let (window, left) = window_of(policy.per);
-        let pool_key = (policy.name.clone(), key);
+        let pool_key = (policy.name.to_string(), key);
         {
             let Ok(mut pools) = self.pools.lock() else {
                 return Take::StoreDown;

@@ -2,7 +2,10 @@
 //! the prefilter answered for each, the matches of the rule being run, and the buffers a thread
 //! keeps between transactions (emptied, not freed) so that an ordinary request allocates little.
 
-use super::*;
+use crate::waf::prefilter::Answers;
+use crate::waf::ruleset::{Collection, RuleSet};
+use crate::waf::scratch::{Pairs, TxVars};
+use std::cell::{Cell, RefCell};
 
 /// The values one rule matched: each name (`ARGS:q`) and the value the operator saw, and the
 /// regex groups of those that captured (by index into `matched`).
@@ -198,4 +201,11 @@ pub(super) struct Known {
     pub(super) classes: u32,
     pub(super) screened: Answers,
     pub(super) transformed: Cell<u32>,
+}
+
+/// The members of a collection passing the screen after a chain, as last computed.
+#[derive(Clone, Copy, Default)]
+pub(super) struct Passing {
+    pub(super) generation: u64,
+    pub(super) members: Span,
 }

@@ -131,7 +131,7 @@ impl Transaction<'_> {
     pub(super) fn byte_classes(&self, key: Option<u64>, value: &[u8]) -> u32 {
         match key.and_then(|k| self.known(k)) {
             Some(known) => known.classes,
-            None => crate::waf::transform::byte_classes(value),
+            None => crate::waf::transform::class::byte_classes(value),
         }
     }
 
@@ -160,7 +160,7 @@ impl Transaction<'_> {
         };
         let added = values.as_slice().get(known.len()..).unwrap_or_default();
         known.extend(added.iter().map(|(_, v)| Known {
-            classes: crate::waf::transform::byte_classes(v),
+            classes: crate::waf::transform::class::byte_classes(v),
             screened: Answers::default(),
             transformed: Cell::new(NO_ENTRY),
         }));

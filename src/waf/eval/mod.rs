@@ -26,16 +26,11 @@ use super::ruleset::{
     Chain, Collection, Ctl, Disruptive, EngineMode, Gate, Rule, RuleSet, SetOp, Target,
     TargetSelector, TxArgument, TxTest,
 };
-use super::scratch::{Pairs, TxVars};
+use super::scratch::Pairs;
 use super::transform::Transformation;
 use arena::*;
-use body::*;
-use phases::*;
-use screened::*;
-use setvar::*;
 use std::borrow::Cow;
-use std::cell::{Cell, RefCell};
-use variables::*;
+use std::cell::Cell;
 
 /// What the rules see of a request.
 #[derive(Debug, Clone, Default)]

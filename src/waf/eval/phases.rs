@@ -2,6 +2,7 @@
 //! action that ends the transaction, the TX comparisons decided without the rule's own path,
 //! and the `ctl` actions that remove rules and targets for the rest of the request.
 
+use super::setvar::decimal;
 use super::*;
 
 /// What a `TxTest` decided.

@@ -4,13 +4,6 @@
 
 use super::*;
 
-/// The members of a collection passing the screen after a chain, as last computed.
-#[derive(Clone, Copy, Default)]
-pub(super) struct Passing {
-    pub(super) generation: u64,
-    pub(super) members: Span,
-}
-
 /// The slot of the members of collection `c` passing a part of the screen after effective
 /// chain `reduced` (two parts a chain: regexes, phrases).
 pub(super) fn passing_slot(reduced: u32, c: Collection, part: ScreenPart) -> usize {

@@ -2,6 +2,9 @@
 //! transformations, only over the values the prefilter lets through for a screened rule, with
 //! TX variables read by their number; and the matches it records.
 
+use super::phases::{carries, removes, selects};
+use super::setvar::{counted, decimal};
+use super::variables::collection_name;
 use super::*;
 
 impl Transaction<'_> {

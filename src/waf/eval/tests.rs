@@ -1,4 +1,5 @@
 //! Unit tests of the evaluator, over small rule sets and CRS v4.
+use super::body::read_json;
 use super::*;
 use crate::waf::ruleset::compile::compile;
 use crate::waf::seclang::parse;

@@ -1,6 +1,8 @@
 //! The variables of a request: its collections filled from the request line and headers, read
 //! member by member for a target, counted, and expanded in macros (`%{tx.score}`).
 
+use super::body::parse_query;
+use super::phases::selects;
 use super::*;
 
 impl Macros for Transaction<'_> {
@@ -80,7 +82,7 @@ impl Transaction<'_> {
             None => (uri, None),
         };
         // ModSecurity's REQUEST_FILENAME is the path with %XX decoded (`+` kept).
-        let filename = crate::waf::transform::url_decode(path.as_bytes(), false, false);
+        let filename = crate::waf::transform::decode::url_decode(path.as_bytes(), false, false);
         let basename = filename
             .iter()
             .rposition(|b| *b == b'/' || *b == b'\\')

@@ -1,7 +1,8 @@
 //! Effective chains against the transformations they stand for (property-based).
 use super::index::number_effective_chains;
 use super::*;
-use crate::waf::transform::{byte_classes, class, class_tests::ALL};
+use crate::waf::transform::class::{self, byte_classes};
+use crate::waf::transform::class_tests::ALL;
 use proptest::prelude::*;
 use std::borrow::Cow;
 

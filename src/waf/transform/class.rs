@@ -1,0 +1,67 @@
+//! Classes of bytes in a value, one bit each: a transformation can change a value only if it
+//! holds a byte of a class the transformation `touches`, so a chain none of whose
+//! transformations touches a value's classes leaves it as it is, without being run.
+
+pub const UPPER: u32 = 1;
+pub const LOWER: u32 = 1 << 1;
+pub const PERCENT: u32 = 1 << 2;
+pub const PLUS: u32 = 1 << 3;
+pub const AMP: u32 = 1 << 4;
+pub const BACKSLASH: u32 = 1 << 5;
+pub const NUL: u32 = 1 << 6;
+pub const SPACE: u32 = 1 << 7;
+/// `\t \n \r \x0b \x0c`
+pub const WS: u32 = 1 << 8;
+pub const HIGH: u32 = 1 << 9;
+pub const SLASH: u32 = 1 << 10;
+pub const DOT: u32 = 1 << 11;
+pub const STAR: u32 = 1 << 12;
+pub const DASH: u32 = 1 << 13;
+pub const HASH: u32 = 1 << 14;
+/// `"` and `'`
+pub const QUOTE: u32 = 1 << 15;
+pub const CARET: u32 = 1 << 16;
+pub const COMMA: u32 = 1 << 17;
+pub const SEMI: u32 = 1 << 18;
+/// Transformations that may change any value (decoders of whole values, digests).
+pub const ANY: u32 = u32::MAX;
+
+const fn class_of(b: u8) -> u32 {
+    match b {
+        b'A'..=b'Z' => UPPER,
+        b'a'..=b'z' => LOWER,
+        b'%' => PERCENT,
+        b'+' => PLUS,
+        b'&' => AMP,
+        b'\\' => BACKSLASH,
+        0 => NUL,
+        b' ' => SPACE,
+        b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => WS,
+        0x80..=0xff => HIGH,
+        b'/' => SLASH,
+        b'.' => DOT,
+        b'*' => STAR,
+        b'-' => DASH,
+        b'#' => HASH,
+        b'"' | b'\'' => QUOTE,
+        b'^' => CARET,
+        b',' => COMMA,
+        b';' => SEMI,
+        _ => 0,
+    }
+}
+
+static CLASSES: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = class_of(b as u8);
+        b += 1;
+    }
+    table
+};
+
+/// The classes of the bytes in `v`.
+pub fn byte_classes(v: &[u8]) -> u32 {
+    v.iter().fold(0, |acc, b| acc | CLASSES[*b as usize])
+}
