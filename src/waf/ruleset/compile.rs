@@ -38,23 +38,64 @@ struct Pending<'a> {
     actions: Vec<Action>,
 }
 
-/// Compile directives (in file order, all files concatenated) into a rule set.
-pub fn compile(directives: &[Located]) -> Result<RuleSet, Vec<RuleError>> {
-    let mut errors = Vec::new();
-    let mut warnings = Vec::new();
-    let mut defaults: HashMap<u8, Vec<Action>> = HashMap::new();
-    // Rules (by phase, as lists of chain links) and markers, in file order.
-    let mut items: Vec<Item> = Vec::new();
-    let mut removed: Vec<(u64, u64)> = Vec::new();
-    let mut target_updates: HashMap<u64, Vec<Variable>> = HashMap::new();
-    let mut action_updates: HashMap<u64, Vec<Action>> = HashMap::new();
-    let mut open_chain = false;
-    let err = |errors: &mut Vec<RuleError>, at: &Location, message: String| {
-        errors.push(RuleError {
+/// What the directives say, read in file order: rules (by phase, as lists of chain links) and
+/// markers, each phase's `SecDefaultAction`, and the removals and updates by id that apply to
+/// rules wherever they are.
+#[derive(Default)]
+struct Directives<'a> {
+    items: Vec<Item<'a>>,
+    defaults: HashMap<u8, Vec<Action>>,
+    removed: Vec<(u64, u64)>,
+    target_updates: HashMap<u64, Vec<Variable>>,
+    action_updates: HashMap<u64, Vec<Action>>,
+}
+
+/// Where the rules of each phase stand: the markers (phase, position in that phase's compiled
+/// list, name) and the `skipAfter`s (phase, index in phase, marker name, where) to resolve.
+#[derive(Default)]
+struct Positions {
+    markers: Vec<(u8, usize, String)>,
+    skips: Vec<(u8, usize, String, Location)>,
+}
+
+/// The errors and warnings of one compile.
+#[derive(Default)]
+struct Report {
+    errors: Vec<RuleError>,
+    warnings: Vec<String>,
+}
+
+impl Report {
+    fn error(&mut self, at: &Location, message: String) {
+        self.errors.push(RuleError {
             at: at.clone(),
             message,
-        })
-    };
+        });
+    }
+}
+
+/// Compile directives (in file order, all files concatenated) into a rule set: read them,
+/// compile and place each rule, resolve the skips to markers, then index the set for the
+/// evaluator.
+pub fn compile(directives: &[Located]) -> Result<RuleSet, Vec<RuleError>> {
+    let mut report = Report::default();
+    let read = read_directives(directives, &mut report);
+    let mut set = RuleSet::default();
+    let positions = place_rules(read, &mut set, &mut report);
+    resolve_skips(&mut set, positions, &mut report);
+    set.warnings = std::mem::take(&mut report.warnings);
+    index_chains(&mut set);
+    match report.errors.is_empty() {
+        true => Ok(set),
+        false => Err(report.errors),
+    }
+}
+
+/// Step 1: the directives in file order — chains gathered link by link, defaults, removals
+/// and updates recorded, `SecRuleRemoveByTag` applied to the rules read so far.
+fn read_directives<'a>(directives: &'a [Located], report: &mut Report) -> Directives<'a> {
+    let mut read = Directives::default();
+    let mut open_chain = false;
     for d in directives {
         match &d.directive {
             Directive::Rule {
@@ -68,25 +109,21 @@ pub fn compile(directives: &[Located]) -> Result<RuleSet, Vec<RuleError>> {
                     operator,
                     actions: actions.clone(),
                 };
-                match items.last_mut() {
+                match read.items.last_mut() {
                     Some(Item::Chain(_, links)) if open_chain => links.push(pending),
                     _ => {
-                        let phase = phase_of(actions, &mut errors, &d.at);
-                        items.push(Item::Chain(phase, vec![pending]));
+                        let phase = phase_of(actions, &mut report.errors, &d.at);
+                        read.items.push(Item::Chain(phase, vec![pending]));
                     }
                 }
                 open_chain = actions.iter().any(|a| a.name == "chain");
             }
             Directive::Action(actions) => {
                 if open_chain {
-                    err(
-                        &mut errors,
-                        &d.at,
-                        "SecAction cannot be a link of a chain".into(),
-                    );
+                    report.error(&d.at, "SecAction cannot be a link of a chain".into());
                 }
-                let phase = phase_of(actions, &mut errors, &d.at);
-                items.push(Item::Chain(
+                let phase = phase_of(actions, &mut report.errors, &d.at);
+                read.items.push(Item::Chain(
                     phase,
                     vec![Pending {
                         at: &d.at,
@@ -98,12 +135,12 @@ pub fn compile(directives: &[Located]) -> Result<RuleSet, Vec<RuleError>> {
                 open_chain = false;
             }
             Directive::Marker(name) => {
-                items.push(Item::Marker(name.clone()));
+                read.items.push(Item::Marker(name.clone()));
                 open_chain = false;
             }
             Directive::DefaultAction(actions) => {
-                let phase = phase_of(actions, &mut errors, &d.at);
-                defaults.insert(
+                let phase = phase_of(actions, &mut report.errors, &d.at);
+                read.defaults.insert(
                     phase,
                     actions
                         .iter()
@@ -113,25 +150,25 @@ pub fn compile(directives: &[Located]) -> Result<RuleSet, Vec<RuleError>> {
                 );
             }
             Directive::UpdateTargetById { id, variables } => {
-                target_updates
+                read.target_updates
                     .entry(*id)
                     .or_default()
                     .extend(variables.iter().cloned());
             }
             Directive::UpdateActionById { id, actions } => {
-                action_updates
+                read.action_updates
                     .entry(*id)
                     .or_default()
                     .extend(actions.iter().cloned());
             }
-            Directive::RemoveById(ranges) => removed.extend(ranges.iter().copied()),
+            Directive::RemoveById(ranges) => read.removed.extend(ranges.iter().copied()),
             Directive::RemoveByTag(tag) => {
-                warnings.push(format!(
+                report.warnings.push(format!(
                     "{}: SecRuleRemoveByTag {tag:?} is applied to the rules before it only",
                     d.at
                 ));
                 let tag = tag.clone();
-                items.retain(|item| match item {
+                read.items.retain(|item| match item {
                     Item::Chain(_, links) => !links[0]
                         .actions
                         .iter()
@@ -143,26 +180,26 @@ pub fn compile(directives: &[Located]) -> Result<RuleSet, Vec<RuleError>> {
         }
     }
     if open_chain {
-        if let Some(Item::Chain(_, links)) = items.last() {
-            err(
-                &mut errors,
+        if let Some(Item::Chain(_, links)) = read.items.last() {
+            report.error(
                 links[links.len() - 1].at,
                 "the last rule says chain, but no rule follows".into(),
             );
         }
     }
+    read
+}
 
-    let mut set = RuleSet::default();
+/// Step 2: each rule compiled with its id checked, removals and updates applied, and placed
+/// in its phase (response phases are left out); markers and skips are noted by position.
+fn place_rules(read: Directives, set: &mut RuleSet, report: &mut Report) -> Positions {
+    let mut positions = Positions::default();
     let mut seen_ids = HashSet::new();
-    // (phase, position in that phase's compiled list, name) of every marker.
-    let mut markers: Vec<(u8, usize, String)> = Vec::new();
-    // (phase, index in phase, marker name) of every skipAfter, resolved at the end.
-    let mut skips: Vec<(u8, usize, String, Location)> = Vec::new();
-    for item in items {
-        let (phase, links) = match item {
+    for item in read.items {
+        let (phase, mut links) = match item {
             Item::Marker(name) => {
-                markers.push((1, set.phase1.len(), name.clone()));
-                markers.push((2, set.phase2.len(), name));
+                positions.markers.push((1, set.phase1.len(), name.clone()));
+                positions.markers.push((2, set.phase2.len(), name));
                 continue;
             }
             Item::Chain(phase, links) => (phase, links),
@@ -175,74 +212,89 @@ pub fn compile(directives: &[Located]) -> Result<RuleSet, Vec<RuleError>> {
             .and_then(|a| a.value.as_deref())
             .and_then(|v| v.parse::<u64>().ok());
         let Some(id) = id else {
-            err(
-                &mut errors,
-                first.at,
-                "a rule without an id; add id:N".into(),
-            );
+            report.error(first.at, "a rule without an id; add id:N".into());
             continue;
         };
         if !seen_ids.insert(id) {
-            err(&mut errors, first.at, format!("duplicate rule id {id}"));
+            report.error(first.at, format!("duplicate rule id {id}"));
         }
-        if removed.iter().any(|(a, b)| (*a..=*b).contains(&id)) {
+        if read.removed.iter().any(|(a, b)| (*a..=*b).contains(&id)) {
             continue;
         }
         if !matches!(phase, 1 | 2) {
             // Response phases: portcullis inspects requests only.
             continue;
         }
-        let index = if phase == 1 {
-            set.phase1.len()
-        } else {
-            set.phase2.len()
-        };
-        let mut links = links;
-        if let Some(extra) = target_updates.get(&id) {
+        if let Some(extra) = read.target_updates.get(&id) {
             links[0].variables.extend(extra.iter().cloned());
         }
-        if let Some(extra) = action_updates.get(&id) {
+        if let Some(extra) = read.action_updates.get(&id) {
             links[0].actions.extend(extra.iter().cloned());
         }
-        let phase_defaults = defaults.get(&phase).map(Vec::as_slice).unwrap_or(&[]);
-        let mut compiled: Option<Rule> = None;
-        for (n, link) in links.iter().enumerate().rev() {
-            match compile_rule(id, link, phase_defaults, n == 0, &mut warnings) {
-                Ok((mut rule, skip)) => {
-                    if let Some(marker) = skip {
-                        skips.push((phase, index, marker, link.at.clone()));
-                    }
-                    rule.chain = compiled.take().map(Box::new);
-                    compiled = Some(rule);
-                }
-                Err(message) => {
-                    err(&mut errors, link.at, message);
-                    compiled = None;
-                    break;
-                }
-            }
+        let index = match phase {
+            1 => set.phase1.len(),
+            _ => set.phase2.len(),
+        };
+        let defaults = read.defaults.get(&phase).map(Vec::as_slice).unwrap_or(&[]);
+        let Some((rule, skips)) = compile_chain(id, &links, defaults, report) else {
+            continue;
+        };
+        for (marker, at) in skips {
+            positions.skips.push((phase, index, marker, at));
         }
-        if let Some(rule) = compiled {
-            match phase {
-                1 => set.phase1.push(rule),
-                _ => set.phase2.push(rule),
+        match phase {
+            1 => set.phase1.push(rule),
+            _ => set.phase2.push(rule),
+        }
+    }
+    positions
+}
+
+/// One chain's links compiled last to first, each holding the next: the first rule, and the
+/// `skipAfter` markers its links name. `None` when a link does not compile (its error
+/// recorded).
+fn compile_chain(
+    id: u64,
+    links: &[Pending],
+    defaults: &[Action],
+    report: &mut Report,
+) -> Option<(Rule, Vec<(String, Location)>)> {
+    let mut compiled: Option<Rule> = None;
+    let mut skips = Vec::new();
+    for (n, link) in links.iter().enumerate().rev() {
+        match compile_rule(id, link, defaults, n == 0, &mut report.warnings) {
+            Ok((mut rule, skip)) => {
+                if let Some(marker) = skip {
+                    skips.push((marker, link.at.clone()));
+                }
+                rule.chain = compiled.take().map(Box::new);
+                compiled = Some(rule);
+            }
+            Err(message) => {
+                report.error(link.at, message);
+                return None;
             }
         }
     }
-    for (phase, index, marker, at) in skips {
-        let rules = if phase == 1 {
-            &mut set.phase1
-        } else {
-            &mut set.phase2
+    compiled.map(|rule| (rule, skips))
+}
+
+/// Step 3: each `skipAfter` resolved to the position of the first marker of that name after
+/// its rule, in its phase.
+fn resolve_skips(set: &mut RuleSet, positions: Positions, report: &mut Report) {
+    for (phase, index, marker, at) in positions.skips {
+        let rules = match phase {
+            1 => &mut set.phase1,
+            _ => &mut set.phase2,
         };
-        let Some(target) = markers
+        let Some(target) = positions
+            .markers
             .iter()
             .filter(|(p, _, name)| *p == phase && *name == marker)
             .map(|(_, position, _)| *position)
             .find(|position| *position > index)
         else {
-            err(
-                &mut errors,
+            report.error(
                 &at,
                 format!("skipAfter:{marker} names no SecMarker after this rule"),
             );
@@ -251,13 +303,6 @@ pub fn compile(directives: &[Located]) -> Result<RuleSet, Vec<RuleError>> {
         if let Some(rule) = rules.get_mut(index) {
             rule.skip_after = Some(target);
         }
-    }
-    set.warnings = warnings;
-    index_chains(&mut set);
-    if errors.is_empty() {
-        Ok(set)
-    } else {
-        Err(errors)
     }
 }
 
