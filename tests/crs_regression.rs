@@ -148,7 +148,7 @@ fn crs_regression_corpus_in_process() {
         return;
     }
     assert!(total.attack_stages > 3_000, "the corpus was read");
-    // Floors at the figures measured when this test was written (see the README); raise them
+    // Floors at the figures measured when this test was written (see src/waf/README.md); raise them
     // as the engine improves, never lower them without saying why.
     assert!(
         total.attack_passed * 100 >= total.attack_stages * FLOOR_EXPECT_PERCENT,

@@ -70,6 +70,8 @@ fn the_debian_package_installs_a_sandboxed_service() {
         ("etc/portcullis/portcullis.toml", "-rw-r-----"),
         ("etc/logrotate.d/portcullis", "-rw-r--r--"),
         ("usr/share/doc/portcullis/README.md", "-rw-r--r--"),
+        ("usr/share/doc/portcullis/CONFIGURATION.md", "-rw-r--r--"),
+        ("usr/share/doc/portcullis/OPERATIONS.md", "-rw-r--r--"),
         (
             "usr/share/portcullis/monitoring/portcullis-alerts.yml",
             "-rw-r--r--",

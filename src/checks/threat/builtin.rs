@@ -625,7 +625,7 @@ mod tests {
         let attack = "1' OR '1'='1' --";
         let pad = "a".repeat(1_000_000);
         // Only the first MAX_SCANNED_BYTES are scanned: an attack at the start of a huge value
-        // is found, one past the cap is not (documented in the README's known limits).
+        // is found, one past the cap is not (documented in the known limits, docs/PIPELINE.md).
         assert_eq!(
             scan_within(format!("{attack}{pad}").into_bytes(), Field::Body),
             Some(ThreatKind::Sqli)
