@@ -6,7 +6,7 @@
 
 use crate::percent::hex_value as hex;
 use crate::problem::{Family, Refusal};
-use crate::waf::operator::{is_plain, is_word_path};
+use crate::waf::operator::words::{is_plain, is_word_path};
 use pingora_http::RequestHeader;
 use regex::Regex;
 use std::borrow::Cow;

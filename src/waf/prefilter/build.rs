@@ -2,7 +2,8 @@
 //! against ordinary values), the screens of all levels and of level 1, and each rule's gate.
 
 use super::{Screen, ScreenPart};
-use crate::waf::operator::{Operator, Regex};
+use crate::waf::operator::pcre::Regex;
+use crate::waf::operator::Operator;
 use crate::waf::ruleset::{Gate, Rule, RuleSet, Target};
 
 /// Ordinary values that calibrate the screen: a pattern that matches one of them (`^$`, `.`,

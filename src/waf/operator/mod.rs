@@ -5,12 +5,17 @@
 //! them (garbage is 0). An argument may hold macros (`%{tx.allowed_methods}`), expanded per
 //! transaction; everything else is prepared here.
 
+pub mod pcre;
+pub mod words;
+
 use crate::waf::seclang;
 use aho_corasick::AhoCorasick;
 use ipnet::IpNet;
+use pcre::{compile_regex, Regex};
 use std::borrow::Cow;
 use std::net::IpAddr;
 use std::path::Path;
+use words::{is_plain, is_word_path};
 
 /// A piece of an operator argument: text, or a macro `%{COLLECTION.key}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -366,186 +371,6 @@ fn regex_test(re: &Regex, value: &[u8], capture: bool) -> Option<Matched> {
     })
 }
 
-/// A compiled `@rx`: the `regex` crate (linear time) whenever the pattern allows it; the few
-/// patterns that need look-around, back-references or possessive quantifiers (CRS 3 has some)
-/// go to `fancy-regex` in its byte mode, which backtracks (bounded by a step limit).
-#[derive(Debug)]
-pub enum Regex {
-    Bytes(regex::bytes::Regex),
-    Backtracking(fancy_regex::Regex),
-}
-
-impl Regex {
-    fn is_match(&self, value: &[u8]) -> bool {
-        match self {
-            Regex::Bytes(re) => re.is_match(value),
-            Regex::Backtracking(re) => re.is_match(value).unwrap_or(false),
-        }
-    }
-
-    /// The whole match and up to nine groups (missing groups are empty).
-    fn captures(&self, value: &[u8]) -> Option<Vec<Vec<u8>>> {
-        let groups: Vec<Vec<u8>> = match self {
-            // Without groups, the whole match is all there is: found by the DFA, not by the
-            // slower engines that track groups (CRS's 920450 captures `^.*$` of each header name).
-            Regex::Bytes(re) if re.captures_len() == 1 => vec![re.find(value)?.as_bytes().to_vec()],
-            Regex::Bytes(re) => re
-                .captures(value)?
-                .iter()
-                .take(10)
-                .map(|g| g.map(|m| m.as_bytes().to_vec()).unwrap_or_default())
-                .collect(),
-            Regex::Backtracking(re) => re
-                .captures(value)
-                .ok()??
-                .iter()
-                .take(10)
-                .map(|g| g.map(|m| m.as_bytes().to_vec()).unwrap_or_default())
-                .collect(),
-        };
-        Some(groups)
-    }
-}
-
-/// A CRS regex as ModSecurity compiles it: dot matches newline, `^`/`$` at line breaks, and
-/// byte-wise (no UTF-8 requirement; `\w`, `\d`, `\s` are ASCII as in PCRE without UCP). The
-/// PCRE syntax is first rewritten where the `regex` crate reads it differently.
-pub fn compile_regex(pattern: &str) -> Result<Regex, String> {
-    let rewritten = pcre_to_rust(pattern);
-    let fast = regex::bytes::RegexBuilder::new(&rewritten)
-        .dot_matches_new_line(true)
-        .multi_line(true)
-        .unicode(false)
-        .size_limit(64 << 20)
-        .build();
-    match fast {
-        Ok(re) => Ok(Regex::Bytes(re)),
-        Err(fast_error) => fancy_regex::RegexBuilder::new(&format!("(?sm){rewritten}"))
-            .bytes_mode(fancy_regex::BytesMode::Ascii)
-            .backtrack_limit(100_000)
-            .build()
-            .map(Regex::Backtracking)
-            .map_err(|e| {
-                format!("@rx cannot be compiled: {fast_error}; nor with back-tracking: {e}")
-            }),
-    }
-}
-
-/// Rewrites what PCRE and the `regex` crate read differently:
-/// - a non-ASCII character is its UTF-8 bytes (PCRE without UTF reads bytes);
-/// - `\x{HH}` (a byte) becomes `\xHH`: in byte mode the crate reads braces as a code point;
-/// - a `{` that does not start a quantifier is a literal for PCRE, an error for the crate;
-/// - inside a character class, `[` is a literal for PCRE (not a nested class) and `&&`, `--`,
-///   `~~` are not set operations.
-pub fn pcre_to_rust(pattern: &str) -> String {
-    let chars: Vec<char> = pattern.chars().collect();
-    let mut out = String::with_capacity(pattern.len() + 8);
-    let mut i = 0;
-    // Inside a class: the index of the first character after `[` or `[^`.
-    let mut class_start: Option<usize> = None;
-    while i < chars.len() {
-        let c = chars[i];
-        if !c.is_ascii() {
-            // PCRE without UTF reads the pattern as bytes: a non-ASCII character is its UTF-8
-            // bytes, each one on its own (in a class, each byte is a member).
-            let mut buf = [0u8; 4];
-            for b in c.encode_utf8(&mut buf).bytes() {
-                out.push_str(&format!("\\x{b:02X}"));
-            }
-            i += 1;
-            continue;
-        }
-        if c == '\\' && i + 1 < chars.len() {
-            if chars[i + 1] == 'x' && chars.get(i + 2) == Some(&'{') {
-                if let Some(close) = chars[i + 3..].iter().position(|c| *c == '}') {
-                    let digits: String = chars[i + 3..i + 3 + close].iter().collect();
-                    if let Ok(value) = u32::from_str_radix(&digits, 16) {
-                        if value <= 0xff {
-                            out.push_str(&format!("\\x{value:02X}"));
-                            i += 4 + close;
-                            continue;
-                        }
-                    }
-                }
-            }
-            out.push(c);
-            out.push(chars[i + 1]);
-            i += 2;
-            continue;
-        }
-        match class_start {
-            Some(start) => match c {
-                ']' if i > start => {
-                    class_start = None;
-                    out.push(c);
-                }
-                '[' if chars.get(i + 1) == Some(&':') => {
-                    // A POSIX class such as [:alpha:], the same in both.
-                    let end = chars[i + 2..]
-                        .windows(2)
-                        .position(|w| w == [':', ']'])
-                        .map(|p| i + 2 + p + 2);
-                    match end {
-                        Some(end) => {
-                            out.extend(&chars[i..end]);
-                            i = end;
-                            continue;
-                        }
-                        None => out.push_str("\\["),
-                    }
-                }
-                '[' | '&' | '~' => {
-                    out.push('\\');
-                    out.push(c);
-                }
-                '-' if chars.get(i + 1) == Some(&'-') => out.push_str("\\-"),
-                _ => out.push(c),
-            },
-            None => match c {
-                '[' => {
-                    out.push(c);
-                    let mut start = i + 1;
-                    if chars.get(start) == Some(&'^') {
-                        out.push('^');
-                        start += 1;
-                    }
-                    // A `]` right after `[` or `[^` is a literal.
-                    if chars.get(start) == Some(&']') {
-                        out.push_str("\\]");
-                        start += 1;
-                    }
-                    class_start = Some(start);
-                    i = start;
-                    continue;
-                }
-                '{' => {
-                    let quantifier = chars[i + 1..]
-                        .iter()
-                        .position(|c| *c == '}')
-                        .map(|p| chars[i + 1..i + 1 + p].iter().collect::<String>())
-                        .is_some_and(|body| {
-                            let (a, b) = body.split_once(',').unwrap_or((&body, "0"));
-                            !a.is_empty()
-                                && a.chars().all(|c| c.is_ascii_digit())
-                                && b.chars().all(|c| c.is_ascii_digit())
-                        });
-                    if quantifier && !out.is_empty() {
-                        let close = chars[i..].iter().position(|c| *c == '}').unwrap_or(0);
-                        out.extend(&chars[i..=i + close]);
-                        i += close + 1;
-                        continue;
-                    }
-                    out.push_str("\\{");
-                }
-                '}' => out.push_str("\\}"),
-                _ => out.push(c),
-            },
-        }
-        i += 1;
-    }
-    out
-}
-
 fn phrases(list: Vec<String>) -> Result<Operator, String> {
     if list.is_empty() {
         return Err("@pm has no phrases".into());
@@ -626,114 +451,9 @@ fn bad_url_encoding(v: &[u8]) -> bool {
     false
 }
 
-/// Most values are plain words, numbers or identifiers. Made of letters, digits, `_` and `.`
-/// only, with no `..`, a value has no percent-encoding, look-alike or control byte to decode,
-/// and none of the characters an injection needs (quotes, `<`, `=`, `(`, `;`, `|`, `&`, `$`,
-/// spaces, slashes): libinjection and the built-in screen (`checks::threat`) flag no such
-/// value. `-` and `@` are not plain: libinjection flags `1-1union` and `1like@`. The test
-/// `plain_values_are_clean_for_every_rule` in `checks::threat` holds this against the full
-/// classifiers, so that the shortcut changes no verdict.
-pub fn is_plain(value: &[u8]) -> bool {
-    value
-        .iter()
-        .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.'))
-        && !value.windows(2).any(|w| w == b"..")
-}
-
-/// The next most common values are words and numbers joined by `-` or `/`: SKUs
-/// (`SKU-00042-BLUE-M`), dates (`2026-12-03`), slugs, paths (`/v1/orders/4711`). libinjection
-/// flags none of them when every part is a run of digits or a word of letters, digits and `_`
-/// that starts with a letter or `_` and is none of its SQL keywords, with one optional `-` or
-/// `/` at either end and no empty part. Not in the shape, and left to the detectors: `--` and
-/// `//` (comments), `.` (`1.eor` reads as the number `1.e` and the keyword `or`), digits
-/// followed by letters (`1union`), keywords (`1-1union`, `select-1`). The test
-/// `word_paths_are_clean_for_libinjection` in `checks::threat` holds this against both
-/// detectors; it says nothing about the other rules (`/etc/passwd` is such a value).
-pub fn is_word_path(value: &[u8]) -> bool {
-    let mut rest = value;
-    if let [b'-' | b'/', tail @ ..] = rest {
-        rest = tail;
-    }
-    if let [head @ .., b'-' | b'/'] = rest {
-        rest = head;
-    }
-    if rest.is_empty() {
-        return false;
-    }
-    let words = &*SQL_WORDS;
-    let mut part_start = 0;
-    for (i, &b) in rest.iter().enumerate() {
-        if b == b'-' || b == b'/' {
-            if !words.is_inert(&rest[part_start..i]) {
-                return false;
-            }
-            part_start = i + 1;
-        }
-    }
-    words.is_inert(&rest[part_start..])
-}
-
-fn is_word_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_'
-}
-
-/// libinjection's own keyword table (every word it gives a token type, of the version we
-/// link), upper case, for the words that can be a part of a word path: those of up to eight
-/// bytes packed into a `u64` (a word byte is never 0, so the packing is one to one), the longer
-/// ones as they are. Both sets hash with foldhash, seeded per process (hashbrown's default).
-struct SqlWords {
-    short: hashbrown::HashSet<u64>,
-    long: hashbrown::HashSet<Box<[u8]>>,
-}
-
-impl SqlWords {
-    /// A part of a word path that libinjection reads as a number or a bareword: digits only,
-    /// or a word that does not start with a digit and is no keyword.
-    fn is_inert(&self, part: &[u8]) -> bool {
-        match part {
-            [] => false,
-            [first, ..] if first.is_ascii_digit() => part.iter().all(u8::is_ascii_digit),
-            _ if part.len() <= 8 => {
-                let mut key = 0u64;
-                for &b in part {
-                    if !is_word_byte(b) {
-                        return false;
-                    }
-                    key = key << 8 | u64::from(b.to_ascii_uppercase());
-                }
-                !self.short.contains(&key)
-            }
-            _ => {
-                part.iter().all(|&b| is_word_byte(b))
-                    && !self.long.contains(&*part.to_ascii_uppercase())
-            }
-        }
-    }
-}
-
-static SQL_WORDS: std::sync::LazyLock<SqlWords> = std::sync::LazyLock::new(|| {
-    let mut words = SqlWords {
-        short: hashbrown::HashSet::new(),
-        long: hashbrown::HashSet::new(),
-    };
-    for keyword in libinjectionrs::sqli::sqli_data::SQL_KEYWORDS {
-        let word = keyword.word.as_bytes().to_ascii_uppercase();
-        if word.is_empty() || !word.iter().all(|&b| is_word_byte(b)) {
-            continue;
-        }
-        if word.len() <= 8 {
-            words
-                .short
-                .insert(word.iter().fold(0u64, |key, &b| key << 8 | u64::from(b)));
-        } else {
-            words.long.insert(word.into_boxed_slice());
-        }
-    }
-    words
-});
-
 #[cfg(test)]
 mod tests {
+    use super::words::is_word_byte;
     use super::*;
     use std::collections::HashMap;
 
