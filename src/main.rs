@@ -76,8 +76,15 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            for w in &loaded.warnings {
+            for w in loaded.warnings.iter().filter(|w| w.is_risk()) {
                 log::warn!("{}: {w}", path.display());
+            }
+            let notes = loaded.warnings.iter().filter(|w| !w.is_risk()).count();
+            if notes > 0 {
+                log::info!(
+                    "{}: {notes} part(s) of the [waf] rules are not run by this engine (persistent collections, @geoLookup, @rbl); `portcullis check` lists them",
+                    path.display()
+                );
             }
             match server::run(loaded.config, RunOptions { upgrade, daemon }) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -100,18 +107,22 @@ fn main() -> ExitCode {
                 for w in &loaded.warnings {
                     eprintln!("{}: {w}", path.display());
                 }
-                if strict && !loaded.warnings.is_empty() {
+                let risks = loaded.warnings.iter().filter(|w| w.is_risk()).count();
+                let notes = loaded.warnings.len() - risks;
+                if strict && risks > 0 {
                     eprintln!(
-                        "{}: {} warning(s); failing because of --strict",
-                        path.display(),
-                        loaded.warnings.len()
+                        "{}: {risks} warning(s); failing because of --strict",
+                        path.display()
                     );
                     ExitCode::FAILURE
                 } else {
                     println!(
-                        "{}: OK ({} warning(s))",
+                        "{}: OK ({risks} warning(s){})",
                         path.display(),
-                        loaded.warnings.len()
+                        match notes {
+                            0 => String::new(),
+                            n => format!(", {n} note(s) on what the rule engine leaves out"),
+                        }
                     );
                     ExitCode::SUCCESS
                 }

@@ -440,3 +440,55 @@ fn daemon_mode_with_an_unwritable_pid_file_location_is_a_clear_error() {
     assert!(err.contains("server.pid_file"), "{err}");
     assert_no_panic(&err);
 }
+
+/// What the rule engine leaves out of rules it was given (persistent collections, `@rbl`) is a
+/// note: printed, counted apart, never failing `--strict`; a rule file that does something the
+/// operator can fix (a `SecRuleRemoveByTag` that only reaches the rules before it) is a warning.
+#[test]
+fn engine_gaps_are_notes_and_rule_file_mistakes_are_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let gaps = dir.path().join("gaps.conf");
+    std::fs::write(
+        &gaps,
+        "SecAction \"id:1,phase:1,pass,nolog,initcol:ip=%{REMOTE_ADDR}\"\n\
+         SecRule IP:reputation \"@eq 1\" \"id:2,phase:1,deny\"\n\
+         SecRule REMOTE_ADDR \"@rbl sbl.example.org\" \"id:3,phase:1,deny\"\n",
+    )
+    .unwrap();
+    let with_rules =
+        |file: &std::path::Path| format!("[waf]\nrules = [\"{}\"]\n{BASE}", file.display());
+    let (code, out, err) = check(&with_rules(&gaps), true);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("note: waf.rules: ") && err.contains("gaps.conf:1: rule 1: initcol"),
+        "{err}"
+    );
+    assert!(err.contains("rule 2 reads IP"), "{err}");
+    assert!(err.contains("rule 3 uses @rbl"), "{err}");
+    assert!(!err.contains("warning:"), "{err}");
+    assert!(
+        out.contains("OK (0 warning(s), 3 note(s) on what the rule engine leaves out)"),
+        "{out}"
+    );
+
+    let late = dir.path().join("late.conf");
+    std::fs::write(
+        &late,
+        "SecRule ARGS \"@rx evil\" \"id:10,phase:2,deny,tag:'attack-sqli'\"\n\
+         SecRuleRemoveByTag \"attack-sqli\"\n\
+         SecRule ARGS \"@rx worse\" \"id:11,phase:2,deny,tag:'attack-sqli'\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = check(&with_rules(&late), false);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning: waf.rules: ") && err.contains("applied to the rules before it only"),
+        "{err}"
+    );
+    let (code, _, err) = check(&with_rules(&late), true);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("1 warning(s); failing because of --strict"),
+        "{err}"
+    );
+}

@@ -98,6 +98,8 @@ fn the_debian_package_installs_a_sandboxed_service() {
         depends.contains("libc6") && depends.contains("systemd"),
         "{depends}"
     );
+    // The Core Rule Set the shipped config runs comes with the package.
+    assert!(depends.contains("modsecurity-crs"), "{depends}");
     let control = scratch.path().join("control");
     run(Command::new("dpkg-deb").arg("-e").arg(&deb).arg(&control));
     let conffiles = std::fs::read_to_string(control.join("conffiles")).unwrap();
@@ -155,7 +157,8 @@ fn the_debian_package_installs_a_sandboxed_service() {
     let check = run(Command::new(root.join("usr/bin/portcullis"))
         .args(["check", "--strict", "-c"])
         .arg(root.join("etc/portcullis/portcullis.toml")));
-    assert!(check.contains("OK (0 warning(s))"), "{check}");
+    // Strict-clean; the notes name the parts of Debian's CRS 3.3.4 the engine does not run.
+    assert!(check.contains("OK (0 warning(s)"), "{check}");
     // The sysusers entry makes the unit's User= and Group=, with no login.
     let etc = root.join("etc");
     for file in ["passwd", "group", "shadow", "gshadow"] {

@@ -417,3 +417,93 @@ fn check_names_rule_files_and_lines_it_cannot_load() {
     assert_ne!(code, 0);
     assert!(text.contains("waf.exclude_targets[0].target"), "{text}");
 }
+
+/// The shipped production config (`conf/production.toml`, what the package installs) runs the
+/// Core Rule Set from Debian's modsecurity-crs: with its own [waf], upstream, provider and route
+/// — only the upstream and the JWKS address pointed at test servers, and the harness's own
+/// [server], listener, metrics and logging in place of the ones for the real machine — an
+/// authenticated attack is refused with nothing reaching the upstream, an ordinary request
+/// passes, and a request without a token never gets as far as the rules.
+#[test]
+fn the_production_config_refuses_a_crs_attack() {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    let up = Upstream::start();
+    let jwks = DocServer::start(&std::fs::read_to_string(data("jwt/jwks.json")).unwrap());
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/production.toml"))
+            .unwrap();
+    let mut conf: toml::Table = toml::from_str(&shipped).unwrap();
+    for machine_only in ["server", "listeners", "metrics", "logging"] {
+        conf.remove(machine_only);
+    }
+    assert!(conf.contains_key("waf"), "the shipped config runs CRS");
+    conf["upstreams"][0]["targets"] = toml::Value::Array(vec![up.addr.to_string().into()]);
+    conf["upstreams"][0]
+        .as_table_mut()
+        .unwrap()
+        .remove("health_check");
+    conf["jwt_providers"][0]["jwks_url"] = format!("http://{}/jwks.json", jwks.addr).into();
+    let gw = Gateway::start(&toml::to_string(&conf).unwrap());
+
+    let provider = &conf["jwt_providers"][0];
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("rsa".into());
+    let key = EncodingKey::from_rsa_pem(&std::fs::read(data("jwt/rsa.pem")).unwrap()).unwrap();
+    let claims = serde_json::json!({
+        "sub": "alice",
+        "iss": provider["issuer"].as_str().unwrap(),
+        "aud": provider["audiences"][0].as_str().unwrap(),
+        "exp": now + 600,
+    });
+    let token = encode(&header, &claims, &key).unwrap();
+    let get = |target: &str, token: Option<&str>| {
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        gw.raw(&format!(
+            "GET {target} HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: Mozilla/5.0\r\nAccept: */*\r\n{auth}Connection: close\r\n\r\n"
+        ))
+    };
+
+    // The key set is fetched in the background: an ordinary request passes once it is there.
+    assert!(
+        wait_until(Duration::from_secs(10), || get(
+            "/orders?status=shipped",
+            Some(&token)
+        )
+        .status
+            == 200),
+        "{}",
+        gw.stderr()
+    );
+    let seen = up.requests().len();
+    assert!(seen >= 1);
+    let attack = get(
+        "/search?q=%3Cscript%3Ealert(document.cookie)%3C%2Fscript%3E",
+        Some(&token),
+    );
+    let problem = attack.assert_problem(400);
+    assert_eq!(problem["status"], 400);
+    let attack_sqli = get(
+        "/search?id=1%27%20UNION%20SELECT%20password%20FROM%20users--",
+        Some(&token),
+    );
+    attack_sqli.assert_problem(400);
+    assert_eq!(up.requests().len(), seen, "no attack reached the upstream");
+    let line = log_line(&gw, &attack);
+    assert!(
+        line["decision"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("threat_")),
+        "{line}"
+    );
+    assert!(
+        line["waf_rules"].as_array().is_some_and(|r| !r.is_empty()),
+        "{line}"
+    );
+    // Without a token the route refuses first (step 6 before step 10).
+    get("/search?q=%3Cscript%3E", None).assert_problem(401);
+    assert_eq!(up.requests().len(), seen);
+}

@@ -29,19 +29,42 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// A security warning from `check`: the config works, but probably not as intended.
+/// What `check` says besides errors: a security warning (the config works, but probably not as
+/// intended), or a note on what the rule engine leaves out of the rules it was given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Warning {
     pub key: String,
     pub message: String,
+    pub kind: WarningKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WarningKind {
+    /// Something the operator can change; `check --strict` fails on it.
+    Risk,
+    /// A part of the `[waf]` rules this engine does not run (persistent collections,
+    /// `@geoLookup`, `@rbl`): a fact about the engine, listed in SECURITY.md. Printed as a
+    /// note; `--strict` does not fail on it.
+    EngineGap,
+}
+
+impl Warning {
+    /// Whether `check --strict` fails on it.
+    pub fn is_risk(&self) -> bool {
+        self.kind == WarningKind::Risk
+    }
 }
 
 impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let label = match self.kind {
+            WarningKind::Risk => "warning",
+            WarningKind::EngineGap => "note",
+        };
         if self.key.is_empty() {
-            write!(f, "warning: {}", self.message)
+            write!(f, "{label}: {}", self.message)
         } else {
-            write!(f, "warning: {}: {}", self.key, self.message)
+            write!(f, "{label}: {}: {}", self.key, self.message)
         }
     }
 }

@@ -4,7 +4,7 @@
 //! file's permissions, a secret's length, a URL's password — facts the model no longer
 //! holds) are spotted while compiling, which reports them through the functions below.
 
-use super::diagnostics::Warning;
+use super::diagnostics::{Warning, WarningKind};
 use super::model::Config;
 use crate::checks::auth::AuthPolicy;
 use std::net::SocketAddr;
@@ -18,12 +18,7 @@ fn is_loopback(address: &str) -> bool {
 
 pub fn warnings(config: &Config) -> Vec<Warning> {
     let mut out = Vec::new();
-    let mut warn = |key: String, message: &str| {
-        out.push(Warning {
-            key,
-            message: message.to_string(),
-        })
-    };
+    let mut warn = |key: String, message: &str| out.push(warning(key, message));
 
     for (i, listener) in config.listeners.iter().enumerate() {
         if listener.tls.is_none() && !is_loopback(&listener.address) {
@@ -73,6 +68,7 @@ fn warning(key: impl Into<String>, message: impl Into<String>) -> Warning {
     Warning {
         key: key.into(),
         message: message.into(),
+        kind: WarningKind::Risk,
     }
 }
 
@@ -155,9 +151,19 @@ pub fn public_without_rate_limit(key: String) -> Warning {
     )
 }
 
-/// What loading the `[waf]` rules noticed (a rule the engine cannot run as written, …).
+/// What loading the `[waf]` rules noticed in the operator's files (a `SecRuleRemoveByTag` that
+/// only reaches the rules before it).
 pub fn waf_rules(message: &str) -> Warning {
     warning("waf.rules", message)
+}
+
+/// A part of the `[waf]` rules the engine leaves out on purpose: a note, not a risk the
+/// operator can fix.
+pub fn waf_gap(message: &str) -> Warning {
+    Warning {
+        kind: WarningKind::EngineGap,
+        ..warning("waf.rules", message)
+    }
 }
 
 /// A secret file that others may read: group or world permission bits set.

@@ -167,6 +167,9 @@ pub(super) fn compile(e: &mut Errors, raw: Option<&RawWaf>, file: &Path) -> Opti
     for w in rules.warnings.iter().filter(|w| shown.insert(*w)) {
         e.warn(crate::config::lint::waf_rules(w));
     }
+    for gap in rules.gaps.iter().filter(|g| shown.insert(*g)) {
+        e.warn(crate::config::lint::waf_gap(gap));
+    }
     Some(WafDefaults {
         rules: Arc::new(rules),
         files,

@@ -58,11 +58,12 @@ struct Positions {
     skips: Vec<(u8, usize, String, Location)>,
 }
 
-/// The errors and warnings of one compile.
+/// The errors, warnings and engine gaps of one compile.
 #[derive(Default)]
 struct Report {
     errors: Vec<RuleError>,
     warnings: Vec<String>,
+    gaps: Vec<String>,
 }
 
 impl Report {
@@ -84,6 +85,7 @@ pub fn compile(directives: &[Located]) -> Result<RuleSet, Vec<RuleError>> {
     let positions = place_rules(read, &mut set, &mut report);
     resolve_skips(&mut set, positions, &mut report);
     set.warnings = std::mem::take(&mut report.warnings);
+    set.gaps = std::mem::take(&mut report.gaps);
     index_chains(&mut set);
     match report.errors.is_empty() {
         true => Ok(set),
@@ -262,7 +264,7 @@ fn compile_chain(
     let mut compiled: Option<Rule> = None;
     let mut skips = Vec::new();
     for (n, link) in links.iter().enumerate().rev() {
-        match compile_rule(id, link, defaults, n == 0, &mut report.warnings) {
+        match compile_rule(id, link, defaults, n == 0, &mut report.gaps) {
             Ok((mut rule, skip)) => {
                 if let Some(marker) = skip {
                     skips.push((marker, link.at.clone()));
@@ -470,14 +472,14 @@ fn compile_rule(
     link: &Pending,
     defaults: &[Action],
     first: bool,
-    warnings: &mut Vec<String>,
+    gaps: &mut Vec<String>,
 ) -> Result<(Rule, Option<String>), String> {
     let mut targets = smallvec::SmallVec::new();
     let mut exclusions = Vec::new();
     for v in &link.variables {
         let t = target(v)?;
         if t.collection == Collection::Unkept {
-            warnings.push(format!(
+            gaps.push(format!(
                 "{}: rule {id} reads {}, a collection portcullis does not keep: it is always empty",
                 link.at, v.collection
             ));
@@ -490,7 +492,7 @@ fn compile_rule(
     }
     let operator = Operator::compile(link.operator, &link.at.file)?;
     if let Operator::Unavailable(name) = &operator {
-        warnings.push(format!(
+        gaps.push(format!(
             "{}: rule {id} uses @{name}, which portcullis does not evaluate: it never matches",
             link.at
         ));
@@ -575,7 +577,7 @@ fn compile_rule(
             }
             "block" => rule.disruptive = default_disruptive,
             "skipAfter" => skip_after = Some(value.to_string()),
-            "initcol" | "expirevar" | "deprecatevar" => warnings.push(format!(
+            "initcol" | "expirevar" | "deprecatevar" => gaps.push(format!(
                 "{}: rule {id}: {} has no effect (portcullis keeps no persistent collections)",
                 link.at, a.name
             )),

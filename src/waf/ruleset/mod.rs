@@ -356,7 +356,13 @@ pub struct RuleSet {
     /// Beside each rule of `phase1` and `phase2`, its gate: a small array walked in order,
     /// so that a rule that cannot match is passed over without touching its (large) data.
     pub gates: [Vec<Gate>; 2],
+    /// What the operator's rule files do that probably is not meant (a `SecRuleRemoveByTag`
+    /// that can only reach the rules before it).
     pub warnings: Vec<String>,
+    /// What the rules use that this engine leaves out on purpose (persistent collections,
+    /// `@geoLookup`, `@rbl`): those parts never act. Facts about the engine, not about the
+    /// configuration.
+    pub gaps: Vec<String>,
     pub chains: Vec<Chain>,
     /// How many effective chains the chains reduce to (ids `0..effective_chains`).
     pub effective_chains: u32,
