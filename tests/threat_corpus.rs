@@ -95,6 +95,9 @@ mod built_in_rules {
         set
     }
 
+    /// Header lines of a test request.
+    type Headers<'a> = Vec<(&'a str, &'a [u8])>;
+
     const HEADERS: [(&str, &[u8]); 2] =
         [("Host", b"api.example.com"), ("User-Agent", b"Mozilla/5.0")];
 
@@ -179,7 +182,7 @@ mod built_in_rules {
             )
         };
         // Where, the headers, the body, and the rule expected to deny.
-        let cases: Vec<(&str, Vec<(&str, &[u8])>, Vec<u8>, u64)> = vec![
+        let cases: Vec<(&str, Headers, Vec<u8>, u64)> = vec![
             (
                 "cookie",
                 vec![("Cookie", b"session=1' UNION SELECT password FROM users--")],
@@ -262,7 +265,7 @@ mod built_in_rules {
             let json_body = serde_json::json!({ "note": value }).to_string();
             let form_body = format!("note={encoded}");
             let cookie = format!("pref={encoded}");
-            let tries: Vec<(&str, Vec<(&str, &[u8])>, &[u8], String)> = vec![
+            let tries: Vec<(&str, Headers, &[u8], String)> = vec![
                 ("query", vec![], b"", format!("/search?q={encoded}")),
                 (
                     "json",
