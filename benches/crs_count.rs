@@ -4,6 +4,9 @@
 //! machine does (BENCHMARKS.md, the issue 33 A/B).
 //!   cargo bench --bench crs_count --no-run
 //!   valgrind --tool=callgrind target/release/deps/crs_count-* 300 get   (or: post)
+#[path = "shared/requests.rs"]
+mod requests;
+
 use portcullis::waf::eval::{evaluate, Request};
 fn main() {
     // `cargo bench` passes `--bench`: then nothing is evaluated.
@@ -17,22 +20,7 @@ fn main() {
     files.extend(portcullis::waf::seclang::rule_files(&root.join("rules")).unwrap());
     let directives = portcullis::waf::seclang::parse_files(&files).unwrap();
     let set = portcullis::waf::ruleset::compile::compile(&directives).unwrap();
-    let headers: Vec<(&str, &[u8])> = vec![
-        ("Host", b"api.example.com"),
-        (
-            "User-Agent",
-            b"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
-        ),
-        ("Accept", b"application/json"),
-        ("Accept-Language", b"en-GB,en;q=0.8"),
-        ("Accept-Encoding", b"gzip, deflate, br"),
-        (
-            "Authorization",
-            b"Bearer eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl",
-        ),
-        ("X-Request-Id", b"6f1c1a52-7d4b-4e0a-9a7c-3c1e0b7f9d21"),
-        ("Cookie", b"session=8b2f0c7e4a; theme=dark; lang=en-GB"),
-    ];
+    let headers = requests::browser_headers();
     let body = br#"{"customer":{"name":"Ana Lopez","email":"ana@example.com","address":{"street":"12 High Street","city":"Leeds","postcode":"LS1 4AB"}},"items":[{"sku":"SKU-00042","qty":2,"price":19.99,"note":"gift wrap, please"},{"sku":"SKU-00043","qty":1,"price":5.5,"note":"fragile"}],"currency":"GBP","comment":"Please deliver after 5pm; ring twice.","coupon":"SPRING-2026","channel":"web","tags":["priority","repeat-customer"],"ref":"6f1c1a52-7d4b-4e0a-9a7c-3c1e0b7f9d21"}"#;
     let mut post_headers = headers.clone();
     post_headers.push(("Content-Type", b"application/json"));

@@ -6,6 +6,9 @@
 //!
 //! Run: `cargo bench --bench hot_path` (add a filter, e.g. `-- jwt`). See BENCHMARKS.md.
 
+#[path = "shared/requests.rs"]
+mod requests;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use jsonwebtoken::{encode, Algorithm, DecodingKey, EncodingKey, Header};
 use portcullis::checks::acl::authorize;
@@ -381,22 +384,7 @@ fn crs(c: &mut Criterion) {
         started.elapsed().as_secs_f64(),
         resident_kib().saturating_sub(before) as f64 / 1024.0
     );
-    let headers: Vec<(&str, &[u8])> = vec![
-        ("Host", b"api.example.com"),
-        (
-            "User-Agent",
-            b"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
-        ),
-        ("Accept", b"application/json"),
-        ("Accept-Language", b"en-GB,en;q=0.8"),
-        ("Accept-Encoding", b"gzip, deflate, br"),
-        (
-            "Authorization",
-            b"Bearer eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl",
-        ),
-        ("X-Request-Id", b"6f1c1a52-7d4b-4e0a-9a7c-3c1e0b7f9d21"),
-        ("Cookie", b"session=8b2f0c7e4a; theme=dark; lang=en-GB"),
-    ];
+    let headers = requests::browser_headers();
     let get = Request {
         method: "GET",
         uri: "/v1/orders?status=shipped&page=2",
