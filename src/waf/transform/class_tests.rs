@@ -3,37 +3,8 @@ use super::class::byte_classes;
 use super::*;
 use proptest::prelude::*;
 
-pub(crate) const ALL: [Transformation; 26] = {
-    use Transformation::*;
-    [
-        Base64Decode,
-        CmdLine,
-        CompressWhitespace,
-        CssDecode,
-        EscapeSeqDecode,
-        HexEncode,
-        HtmlEntityDecode,
-        JsDecode,
-        Length,
-        Lowercase,
-        NormalizePath,
-        NormalizePathWin,
-        RemoveComments,
-        RemoveCommentsChar,
-        RemoveNulls,
-        RemoveWhitespace,
-        ReplaceComments,
-        ReplaceNulls,
-        Sha1,
-        Trim,
-        TrimLeft,
-        TrimRight,
-        Uppercase,
-        UrlDecode,
-        UrlDecodeUni,
-        Utf8ToUnicode,
-    ]
-};
+/// Every transformation (for the property tests here and in `ruleset`).
+pub(crate) const ALL: &[Transformation] = Transformation::ALL;
 
 proptest! {
     /// The shortcut is exact: a transformation that does not touch any class of a value

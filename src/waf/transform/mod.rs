@@ -21,8 +21,23 @@ use decode::*;
 use normalise::*;
 use std::borrow::Cow;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Transformation {
+/// Defines `Transformation` and `Transformation::ALL` from one list, so that the list the
+/// property tests walk cannot drift from the enum.
+macro_rules! transformations {
+    ($($name:ident,)+) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Transformation {
+            $($name,)+
+        }
+
+        impl Transformation {
+            /// Every transformation.
+            pub const ALL: &'static [Transformation] = &[$(Transformation::$name,)+];
+        }
+    };
+}
+
+transformations! {
     Base64Decode,
     CmdLine,
     CompressWhitespace,
