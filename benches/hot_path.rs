@@ -1,8 +1,8 @@
 //! Criterion micro-benchmarks of each hot-path step, in SPEC order: path normalisation and
 //! route match (10 and 1,000 routes), JWT verification per algorithm family (and a cached
 //! token), API-key lookup, the ACL decision, the rate-limit check, JSON validation with a
-//! schema (1 KiB and 64 KiB bodies), the threat scan per KiB, one access-log line, and the
-//! SecLang engine running CRS v4 at PL1 on a benign GET and a 1 KiB JSON POST.
+//! schema (1 KiB and 64 KiB bodies), the built-in rules on a GET, a JSON order and a form, one
+//! access-log line, and the SecLang engine running CRS v4 at PL1 on a benign GET and a 1 KiB JSON POST.
 //!
 //! Run: `cargo bench --bench hot_path` (add a filter, e.g. `-- jwt`). See BENCHMARKS.md.
 
@@ -21,7 +21,6 @@ use portcullis::checks::body::{check_json, BodyRules};
 use portcullis::checks::path::normalise;
 use portcullis::checks::rate_limit::{LimitKey, Policy, RateLimits, Subject};
 use portcullis::checks::route::{PathMatch, Route, RouteTable};
-use portcullis::checks::threat::builtin as threat;
 use portcullis::observe::access_log::AccessRecord;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -277,27 +276,50 @@ fn bodies(c: &mut Criterion) {
         });
     }
     g.finish();
+}
 
-    let mut g = c.benchmark_group("threat_scan");
+/// The built-in rules (the threat protection of a config without `[waf]`) in the engine: a
+/// browser-like GET, a 1 KiB JSON order and 1 KiB of free text in a form.
+fn builtin_rules(c: &mut Criterion) {
+    use portcullis::waf::eval::{evaluate, Request};
+    let set = portcullis::waf::builtin::compile().expect("the built-in rules compile");
+    let request = |method, uri, content_type: Option<&'static [u8]>, body| {
+        let mut headers = requests::browser_headers();
+        headers.extend(content_type.map(|t| ("Content-Type", t)));
+        Request {
+            method,
+            uri,
+            protocol: "HTTP/1.1",
+            headers,
+            body,
+            remote_addr: "192.0.2.10",
+            unique_id: "bench",
+        }
+    };
+    let get = request("GET", "/v1/orders?status=shipped&page=2", None, b"");
     let body = order(1024);
-    let json: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
-    g.throughput(Throughput::Bytes(body.len() as u64));
-    g.bench_function("json body, 1 KiB", |b| {
-        b.iter(|| threat::scan_json(black_box(&json)))
-    });
-    let prose = "Please deliver after 6 pm, the side door is open; call Fatima D'Angelo (3rd floor) if nobody answers. ".repeat(20);
-    let prose = &prose[..1024];
-    g.throughput(Throughput::Bytes(1024));
-    g.bench_function("free text, 1 KiB", |b| {
-        b.iter(|| threat::scan(black_box(prose.as_bytes()), threat::Field::Body))
-    });
-    g.bench_function("path", |b| {
-        b.iter(|| threat::scan_path(black_box("/v1/orders/4711/items/SKU-00042")))
-    });
+    let post = request("POST", "/v1/orders", Some(b"application/json"), &body);
+    let prose = "note=Please+deliver+after+6+pm%2C+the+side+door+is+open%3B+call+Fatima+D%27Angelo+%283rd+floor%29+if+nobody+answers.+".repeat(10);
+    let form = request(
+        "POST",
+        "/v1/notes",
+        Some(b"application/x-www-form-urlencoded"),
+        &prose.as_bytes()[..1024],
+    );
+    let mut g = c.benchmark_group("builtin_rules");
+    for (name, r) in [
+        ("benign GET", &get),
+        ("1 KiB JSON POST", &post),
+        ("1 KiB form of prose", &form),
+    ] {
+        assert_eq!(evaluate(&set, r).denied_by, None, "{name} is benign");
+        g.bench_function(name, |b| b.iter(|| evaluate(&set, black_box(r))));
+    }
     g.finish();
 }
 
-/// The parts of the classifier, on a typical JSON value that is not "plain".
+/// libinjection's detectors (behind `@detectSQLi` and `@detectXSS`), on a typical JSON value
+/// that is not plain.
 fn threat_parts(c: &mut Criterion) {
     let mut g = c.benchmark_group("threat_parts");
     let value = b"SKU-00042-BLUE-M";
@@ -312,9 +334,6 @@ fn threat_parts(c: &mut Criterion) {
     });
     g.bench_function("detect_xss", |b| {
         b.iter(|| libinjectionrs::detect_xss(black_box(value)).is_injection())
-    });
-    g.bench_function("scan", |b| {
-        b.iter(|| threat::scan(black_box(value), threat::Field::Body))
     });
     g.finish();
 }
@@ -426,6 +445,7 @@ criterion_group!(
     trace_context,
     rate_limits,
     bodies,
+    builtin_rules,
     threat_parts,
     access_log
 );

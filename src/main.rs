@@ -47,6 +47,12 @@ enum Command {
     HashKey,
     /// Print a new random API key and its config string.
     GenKey,
+    /// List the built-in threat-protection rules (what runs without `[waf]` rule files).
+    Rules {
+        /// Print them whole, in SecLang: a starting point for rules of your own.
+        #[arg(long)]
+        print: bool,
+    },
 }
 
 fn print_errors(errors: &[config::diagnostics::ConfigError]) {
@@ -145,6 +151,30 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Rules { print: true } => {
+            print!("{}", portcullis::waf::builtin::SOURCE);
+            ExitCode::SUCCESS
+        }
+        Command::Rules { print: false } => match portcullis::waf::builtin::compile() {
+            Ok(rules) => {
+                for (id, msg) in portcullis::waf::builtin::summary(&rules) {
+                    let family = portcullis::checks::threat::rules::family(id);
+                    let msg = if msg.is_empty() {
+                        "(sets up, refuses nothing)"
+                    } else {
+                        &msg
+                    };
+                    println!("{id:>6}  {family:<18} {msg}");
+                }
+                println!("These run on every route with threat protection when the config has no [waf] rules.");
+                println!("`portcullis rules --print` shows them in SecLang; to replace them, save that, edit it and name it in [waf] rules.");
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("error: the built-in rules do not compile: {message}");
+                ExitCode::FAILURE
+            }
+        },
         Command::GenKey => match keys::generate() {
             Ok(key) => {
                 println!("api key: {key}");

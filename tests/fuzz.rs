@@ -1,6 +1,6 @@
 //! Property-based fuzzing (proptest) of everything that parses untrusted input: the config
-//! loader, JWT headers and claims, the JSON depth scanner and body checks, the threat
-//! detector, the API-key header parser, `X-Forwarded-For`, path normalisation, the SecLang
+//! loader, JWT headers and claims, the JSON depth scanner and body checks, the built-in
+//! threat rules (in every part of a request), the API-key header parser, `X-Forwarded-For`, path normalisation, the SecLang
 //! rule parser, and the access-log line writer (which must keep any text inside its string).
 //!
 //! Each target runs 256 generated cases under `cargo test` (bounded: a few seconds in all).
@@ -14,7 +14,6 @@ use portcullis::checks::auth::api_key::{presented, PresentedKey};
 use portcullis::checks::body::json_too_deep;
 use portcullis::checks::ip::{canonical, client_ip, CidrSet};
 use portcullis::checks::path::normalise;
-use portcullis::checks::threat::builtin::{scan, scan_json, scan_path, scan_query, Field};
 use portcullis::config::load_str;
 use portcullis::observe::access_log::AccessRecord;
 use portcullis::waf::seclang::parse;
@@ -118,6 +117,40 @@ auth = ["jwt:fuzz"]
 allow = { consumers = ["*"] }
 "#;
     load_str(text, &dir.join("portcullis.toml")).unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+/// The built-in rule that refuses a POST (GET without a body) of `uri` with `headers` and
+/// `body`, if any.
+fn builtin_verdict(uri: &str, headers: &[(&str, &[u8])], body: &[u8]) -> Option<u64> {
+    use portcullis::waf::eval::{evaluate, Request};
+    static RULES: std::sync::OnceLock<portcullis::waf::ruleset::RuleSet> =
+        std::sync::OnceLock::new();
+    let rules = RULES.get_or_init(|| portcullis::waf::builtin::compile().unwrap());
+    let mut all: Vec<(&str, &[u8])> = vec![("Host", b"api.example.com")];
+    all.extend_from_slice(headers);
+    let request = Request {
+        method: if body.is_empty() { "GET" } else { "POST" },
+        uri,
+        protocol: "HTTP/1.1",
+        headers: all,
+        body,
+        remote_addr: "192.0.2.1",
+        unique_id: "fuzz",
+    };
+    evaluate(rules, &request).denied_by
+}
+
+/// Every byte outside the unreserved set percent-encoded.
+fn percent_encode(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (*b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn now() -> i64 {
@@ -248,28 +281,37 @@ proptest! {
         prop_assert!(json_too_deep(&doc, 32) == (depth > 32));
     }
 
-    /// The threat detector on any value in any field: a verdict, never a panic.
+    /// The built-in rules on any bytes in any part of a request: a verdict, never a panic.
     #[test]
-    fn threat_detector_takes_any_value(bytes in hostile_bytes(200)) {
-        for field in [Field::Path, Field::Query, Field::Header, Field::Body] {
-            let _ = scan(&bytes, field);
-        }
+    fn builtin_rules_take_any_value(bytes in hostile_bytes(200)) {
         let text = String::from_utf8_lossy(&bytes);
-        let _ = scan_path(&text);
-        let _ = scan_query(&text);
+        let _ = builtin_verdict(&format!("/{text}?q={text}&{text}=1"), &[], b"");
+        let _ = builtin_verdict(&format!("/a?q={}", percent_encode(&bytes)), &[("Cookie", &bytes), ("Referer", &bytes)], b"");
+        for content_type in ["application/json", "application/xml", "application/x-www-form-urlencoded", "multipart/form-data; boundary=b", "text/plain"] {
+            let _ = builtin_verdict("/a", &[("Content-Type", content_type.as_bytes())], &bytes);
+        }
+        let _ = builtin_verdict("/a", &[], &bytes);
     }
 
     #[test]
-    fn threat_detector_takes_any_json(v in json_value()) {
-        let _ = scan_json(&v);
+    fn builtin_rules_take_any_json(v in json_value()) {
+        let body = serde_json::to_vec(&v).unwrap();
+        let _ = builtin_verdict("/a", &[("Content-Type", b"application/json")], &body);
     }
 
-    /// A classic payload stays detected however it is wrapped in plain text.
+    /// A classic payload stays refused however it is wrapped in plain text, in a query and in
+    /// a JSON body.
     #[test]
-    fn threat_detector_finds_payloads_in_any_padding(prefix in "[a-z ]{0,20}", suffix in "[a-z ]{0,20}") {
+    fn builtin_rules_find_payloads_in_any_padding(prefix in "[a-z ]{0,20}", suffix in "[a-z ]{0,20}") {
         for payload in ["' OR '1'='1' --", "<script>alert(1)</script>", "; cat /etc/passwd"] {
             let value = format!("{prefix}{payload}{suffix}");
-            prop_assert!(scan(value.as_bytes(), Field::Query).is_some(), "{value:?}");
+            let uri = format!("/a?q={}", percent_encode(value.as_bytes()));
+            prop_assert!(builtin_verdict(&uri, &[], b"").is_some(), "{value:?} in the query");
+            let body = serde_json::to_vec(&serde_json::json!({ "note": value })).unwrap();
+            prop_assert!(
+                builtin_verdict("/a", &[("Content-Type", b"application/json")], &body).is_some(),
+                "{value:?} in JSON"
+            );
         }
     }
 

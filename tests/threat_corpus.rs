@@ -1,9 +1,8 @@
-//! Detection and false-positive rates on the corpora in `tests/data/threats/` (attack payloads
-//! as a client would send them in a query parameter, benign API values both as JSON strings and
-//! percent-encoded in a query) of the built-in detector, and of the built-in rules written in
-//! SecLang that are to replace it (issue 34). Prints the rates.
-
-use portcullis::checks::threat::builtin::{scan, scan_query, Field};
+//! Detection and false-positive rates of the built-in rules (`src/waf/builtin.conf`, the threat
+//! protection of a config without `[waf]`), run in process by the rule engine, on the corpora
+//! in `tests/data/threats/`: attack payloads as a client sends them in a query parameter, and
+//! benign API values in a query, a JSON body and a form. Prints the rates. Also: every part of
+//! a request is inspected, and the ordinary-traffic values pass in each of them.
 
 fn lines(name: &str) -> Vec<String> {
     let path = format!("{}/tests/data/threats/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -28,71 +27,13 @@ fn encode_query_value(value: &str) -> String {
         .collect()
 }
 
-#[test]
-fn corpus_rates_meet_the_goals() {
-    let attacks = lines("attacks.txt");
-    let benign = lines("benign.txt");
-    let mut missed = Vec::new();
-    for line in &attacks {
-        let (kind, payload) = line.split_once('\t').expect("kind<TAB>payload");
-        if scan(payload.as_bytes(), Field::Query).is_none() {
-            missed.push(format!("{kind}: {payload}"));
-        }
-    }
-    let mut false_positives = Vec::new();
-    for value in &benign {
-        let as_body = scan(value.as_bytes(), Field::Body);
-        let as_query = scan_query(&format!("q={}", encode_query_value(value)));
-        if let Some(kind) = as_body.or(as_query) {
-            false_positives.push(format!("{}: {value}", kind.label()));
-        }
-    }
-    let detection = 100.0 * (attacks.len() - missed.len()) as f64 / attacks.len() as f64;
-    let fp_rate = 100.0 * false_positives.len() as f64 / benign.len() as f64;
-    println!(
-        "threat corpus: {} attacks, detected {detection:.1} %",
-        attacks.len()
-    );
-    println!(
-        "benign corpus: {} values, false positives {fp_rate:.2} %",
-        benign.len()
-    );
-    for m in &missed {
-        println!("  missed  {m}");
-    }
-    for f in &false_positives {
-        println!("  flagged {f}");
-    }
-    assert!(
-        attacks.len() >= 150 && benign.len() >= 1000,
-        "corpora too small"
-    );
-    assert!(detection >= 95.0, "detection {detection:.1} % < 95 %");
-    assert!(fp_rate <= 0.5, "false positives {fp_rate:.2} % > 0.5 %");
-}
-
-/// The built-in rules written in SecLang (`src/waf/builtin.conf`, issue 34), run in process by
-/// the rule engine: on the same corpora they keep the detector's results — every attack it
-/// finds, no benign value flagged — and they see every part of a request (cookies, forms,
-/// JSON, XML, multipart file names, headers), where the detector saw only some.
 mod built_in_rules {
     use super::{encode_query_value, lines};
-    use portcullis::checks::threat::builtin::{scan, scan_query, Field};
     use portcullis::waf::eval::{evaluate, Request};
     use portcullis::waf::ruleset::RuleSet;
 
     fn rules() -> RuleSet {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/waf/builtin.conf");
-        let text = std::fs::read_to_string(path).unwrap();
-        let directives = portcullis::waf::seclang::parse(&text, std::path::Path::new(path))
-            .unwrap_or_else(|e| panic!("{e}"));
-        let set = portcullis::waf::ruleset::compile::compile(&directives)
-            .unwrap_or_else(|e| panic!("{}", e[0]));
-        assert!(set.warnings.is_empty() && set.gaps.is_empty());
-        for rule in set.phase1.iter().chain(&set.phase2) {
-            assert!((10_000..10_100).contains(&rule.id), "rule {}", rule.id);
-        }
-        set
+        portcullis::waf::builtin::compile().unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Header lines of a test request.
@@ -129,43 +70,50 @@ mod built_in_rules {
         )
     }
 
+    /// The in-house corpora: at least 99 % of the attacks refused (the detector the rules
+    /// replaced found 160 of 161; the rules miss the same one, `admin' #`), and no benign value
+    /// refused in a query, a JSON body or a form.
     #[test]
-    fn they_find_every_attack_the_detector_finds_and_flag_no_benign_value() {
+    fn corpus_rates_meet_the_goals() {
         let set = rules();
         let attacks = lines("attacks.txt");
         let mut missed = Vec::new();
         for line in &attacks {
             let (kind, payload) = line.split_once('\t').expect("kind<TAB>payload");
-            let by_rules = denied(&set, &in_query(payload), &[], b"").is_some();
-            let by_detector = scan(payload.as_bytes(), Field::Query).is_some();
-            assert!(
-                by_rules || !by_detector,
-                "the detector finds {kind}: {payload}, the rules do not"
-            );
-            if !by_rules {
+            if denied(&set, &in_query(payload), &[], b"").is_none() {
                 missed.push(format!("{kind}: {payload}"));
             }
         }
         let json = [("Content-Type", &b"application/json"[..])];
+        let form = [("Content-Type", &b"application/x-www-form-urlencoded"[..])];
+        let benign = lines("benign.txt");
         let mut flagged = Vec::new();
-        for value in lines("benign.txt") {
+        for value in &benign {
+            let encoded = encode_query_value(value);
             let body = serde_json::json!({ "name": value, "comment": value }).to_string();
-            let query = format!("/search?q={}", encode_query_value(&value));
+            let form_body = format!("comment={encoded}");
+            let query = format!("/search?q={encoded}");
             if let Some(id) = denied(&set, "/orders", &json, body.as_bytes())
+                .or_else(|| denied(&set, "/orders", &form, form_body.as_bytes()))
                 .or_else(|| denied(&set, &query, &[], b""))
             {
                 flagged.push(format!("{id}: {value}"));
             }
-            // The detector agrees on every benign value.
-            assert!(scan_query(&format!("q={}", encode_query_value(&value))).is_none());
         }
         let detection = 100.0 * (attacks.len() - missed.len()) as f64 / attacks.len() as f64;
         println!(
             "built-in rules: {} attacks, detected {detection:.1} %; missed {missed:?}",
             attacks.len()
         );
-        println!("built-in rules: flagged {flagged:?}");
-        assert!(detection >= 95.0, "detection {detection:.1} % < 95 %");
+        println!(
+            "built-in rules: {} benign values, flagged {flagged:?}",
+            benign.len()
+        );
+        assert!(
+            attacks.len() >= 150 && benign.len() >= 1000,
+            "corpora too small"
+        );
+        assert!(detection >= 99.0, "detection {detection:.1} % < 99 %");
         assert!(flagged.is_empty(), "{flagged:?}");
     }
 
@@ -237,6 +185,18 @@ mod built_in_rules {
                 upload("../../etc/passwd").into_bytes(),
                 10010,
             ),
+            (
+                "body without a content type",
+                vec![],
+                b"q=1'+UNION+SELECT+password+FROM+users--".to_vec(),
+                10050,
+            ),
+            (
+                "json that does not parse",
+                json.to_vec(),
+                br#"{"a":"x"} ' OR 1=1--"#.to_vec(),
+                10003,
+            ),
             ("path", vec![], vec![], 10010),
         ];
         for (part, headers, body, rule) in cases {
@@ -287,8 +247,8 @@ mod built_in_rules {
                 ),
             ];
             for (part, headers, body, uri) in tries {
-                // A line break is a control byte outside a body, as for the detector.
-                if value.contains('\n') && matches!(part, "query" | "cookie") {
+                // A line break is a control byte outside an argument value.
+                if value.contains('\n') && part == "cookie" {
                     continue;
                 }
                 assert_eq!(

@@ -1,6 +1,7 @@
-//! Threat protection through the real gateway: each class in the path, the query, a header and
-//! a JSON body, plain and encoded, is refused in `block` mode before the upstream, forwarded and
-//! counted in `detect` mode, ignored when `off`; benign traffic passes.
+//! Threat protection through the real gateway with the built-in rules (no `[waf]`): each class
+//! in the path, the query, headers, cookies and every body type, plain and encoded, is refused
+//! in `block` mode before the upstream, forwarded and counted in `detect` mode, ignored when
+//! `off`; benign traffic passes, and bodies the rules cannot read stream through untouched.
 
 mod harness;
 
@@ -26,6 +27,13 @@ path_prefix = "/o"
 upstream = "app"
 public = true
 threat_protection = "off"
+
+[[routes]]
+name = "plain"
+path_prefix = "/p"
+upstream = "app"
+public = true
+limits = {{ max_body_bytes = "512KiB" }}
 "#,
         fixture = public_route(up.addr, "blocked", "/b")
     ))
@@ -101,6 +109,13 @@ fn block_mode_refuses_every_class_everywhere() {
         let r = with_header(&gw, "/b/x", "User-Agent", query);
         assert_eq!(r.status, 400, "{kind} in header {query}: {}", r.text());
     }
+    // A path parameter before the last segment.
+    assert_eq!(gw.get("/b/users/1%20OR%201=1/orders").status, 400);
+    assert_eq!(
+        gw.get("/b/users/1%20UNION%20SELECT%20password%20FROM%20users/x")
+            .status,
+        400
+    );
     // Path, header, JSON key.
     assert_eq!(gw.get("/b/%253Cscript%253E").status, 400);
     assert_eq!(gw.get("/b/..%252f..%252fetc%252fpasswd").status, 400);
@@ -220,4 +235,216 @@ fn off_mode_and_benign_traffic_pass() {
         "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
     );
     assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// A POST to the route without `validate` (any body type) with `headers`.
+fn post(gw: &Gateway, path: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpResponse {
+    browser_request(gw.port, "POST", path, headers, body)
+}
+
+/// Where the attack is, the headers, the body, and the kind it must be refused as.
+type Case<'a> = (&'a str, Vec<(&'a str, String)>, Vec<u8>, &'a str);
+
+#[test]
+fn builtin_rules_refuse_attacks_in_every_part_of_a_request() {
+    let up = Upstream::start();
+    let gw = start(&up);
+    let upload = |name: &str, content: &str| {
+        format!(
+            "--XyZ\r\nContent-Disposition: form-data; name=\"doc\"; filename=\"{name}\"\r\nContent-Type: text/plain\r\n\r\n{content}\r\n--XyZ\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n--XyZ--\r\n"
+        )
+    };
+    let multipart = "multipart/form-data; boundary=XyZ";
+    let form = "application/x-www-form-urlencoded";
+    let cases: Vec<Case> = vec![
+        (
+            "cookie",
+            vec![(
+                "Cookie",
+                "session=1' UNION SELECT password FROM users--".into(),
+            )],
+            vec![],
+            "sqli",
+        ),
+        (
+            "cookie name",
+            vec![("Cookie", "<script>alert(1)</script>=1".into())],
+            vec![],
+            "xss",
+        ),
+        (
+            "referer",
+            vec![("Referer", "http://x/?q=' OR 1=1--".into())],
+            vec![],
+            "sqli",
+        ),
+        (
+            "form",
+            vec![("Content-Type", form.into())],
+            b"comment=%3Cscript%3Ealert(1)%3C%2Fscript%3E".to_vec(),
+            "xss",
+        ),
+        (
+            "form name",
+            vec![("Content-Type", form.into())],
+            b"%24(id)=1".to_vec(),
+            "command_injection",
+        ),
+        (
+            "json command",
+            vec![("Content-Type", "application/json".into())],
+            br#"{"host":"example.com; whoami"}"#.to_vec(),
+            "command_injection",
+        ),
+        (
+            "json nested",
+            vec![("Content-Type", "application/json".into())],
+            br#"{"a":{"b":["x","1' OR '1'='1"]}}"#.to_vec(),
+            "sqli",
+        ),
+        (
+            "json, vendor type",
+            vec![("Content-Type", "application/vnd.api+json".into())],
+            br#"{"q":"<svg onload=alert(1)>"}"#.to_vec(),
+            "xss",
+        ),
+        (
+            "xml text",
+            vec![("Content-Type", "application/xml".into())],
+            b"<order><note>1' OR '1'='1</note></order>".to_vec(),
+            "sqli",
+        ),
+        (
+            "xml attribute",
+            vec![("Content-Type", "text/xml".into())],
+            b"<order note=\"&lt;script&gt;alert(1)&lt;/script&gt;\"/>".to_vec(),
+            "xss",
+        ),
+        (
+            "multipart file name",
+            vec![("Content-Type", multipart.into())],
+            upload("../../etc/passwd", "hello").into_bytes(),
+            "path_traversal",
+        ),
+        (
+            "multipart field",
+            vec![("Content-Type", multipart.into())],
+            upload("a.txt", "hello")
+                .replace("hello\r\n--XyZ--", "; cat /etc/shadow\r\n--XyZ--")
+                .into_bytes(),
+            "path_traversal",
+        ),
+        (
+            "header injection",
+            vec![("Content-Type", form.into())],
+            b"next=%2Fhome%0D%0ASet-Cookie%3A%20admin%3D1".to_vec(),
+            "protocol_attack",
+        ),
+        (
+            "no content type",
+            vec![],
+            b"q=1'+UNION+SELECT+password+FROM+users--".to_vec(),
+            "sqli",
+        ),
+        (
+            "json that does not parse",
+            vec![("Content-Type", "application/json".into())],
+            br#"{"a":"x"} ' OR 1=1--"#.to_vec(),
+            "protocol",
+        ),
+    ];
+    for (place, headers, body, kind) in &cases {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = if body.is_empty() {
+            browser_request(gw.port, "GET", "/p/items", &headers, b"")
+        } else {
+            post(&gw, "/p/items", &headers, body)
+        };
+        assert_eq!(r.status, 400, "{place}: {}", r.text());
+        let problem = r.assert_problem(400);
+        assert_eq!(problem["status"], 400, "{place}");
+        let log = gw.access_log();
+        let request_id = r.header("x-request-id").unwrap_or_default().to_string();
+        assert!(
+            wait_until(std::time::Duration::from_secs(5), || {
+                gw.access_log().lines().any(|l| l.contains(&request_id))
+            }),
+            "{place}: no log line for {request_id}: {log}"
+        );
+        let line = gw
+            .access_log()
+            .lines()
+            .find(|l| l.contains(&request_id))
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            line.contains(&format!("\"decision\":\"threat_{kind}\"")),
+            "{place}: {line}"
+        );
+        assert!(line.contains("\"waf_rules\":[100"), "{place}: {line}");
+    }
+    assert!(
+        up.requests().is_empty(),
+        "the upstream saw {:?}",
+        up.requests()
+    );
+    for kind in [
+        "sqli",
+        "xss",
+        "command_injection",
+        "path_traversal",
+        "protocol",
+    ] {
+        assert!(
+            gw.wait_metric(
+                "portcullis_threats_total",
+                &[("route", "plain"), ("kind", kind), ("action", "block")],
+                1.0
+            ) >= 1.0,
+            "{kind}"
+        );
+    }
+}
+
+#[test]
+fn bodies_the_rules_cannot_read_stream_and_readable_ones_arrive_whole() {
+    let up = Upstream::start();
+    let gw = start(&up);
+    // Binary data with NUL bytes and a quote: not a type the rules read, so it streams.
+    let mut binary: Vec<u8> = (0..=255u8).cycle().take(300 * 1024).collect();
+    binary.extend_from_slice(b"' OR 1=1--");
+    let r = post(
+        &gw,
+        "/p/blob",
+        &[("Content-Type", "application/octet-stream")],
+        &binary,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    // A JSON body larger than Pingora's 64 KiB replay buffer, read whole by the rules, arrives
+    // byte for byte.
+    let items: Vec<String> = (0..6000)
+        .map(|i| format!("{{\"sku\":\"SKU-{i:05}\",\"note\":\"Fatima D'Angelo's order\"}}"))
+        .collect();
+    let json = format!("[{}]", items.join(","));
+    assert!(json.len() > 200 * 1024);
+    let r = post(
+        &gw,
+        "/p/orders",
+        &[("Content-Type", "application/json")],
+        json.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Past the route's limit: 413, as for a streamed body.
+    let huge = vec![b'a'; 600 * 1024];
+    let r = post(
+        &gw,
+        "/p/orders",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        &huge,
+    );
+    r.assert_problem(413);
+    let seen = up.requests();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0].body, binary);
+    assert_eq!(seen[1].body, json.as_bytes());
 }

@@ -137,15 +137,25 @@ pub struct Upstream {
     pub max_inflight: Option<u32>,
 }
 
-/// `[waf]` compiled: the shared rule set and the defaults of every route.
+/// `[waf]` compiled, or the built-in rules without it: the shared rule set and the defaults of
+/// every route.
 #[derive(Debug, Clone)]
 pub struct WafDefaults {
     pub rules: Arc<RuleSet>,
-    pub files: Vec<PathBuf>,
+    pub source: RuleSource,
     pub paranoia_level: u8,
     pub anomaly_threshold: i64,
     pub max_body_bytes: usize,
     pub over_limit: OverLimit,
     pub removed_ids: Vec<(u64, u64)>,
     pub removed_targets: Vec<((u64, u64), String)>,
+}
+
+/// Where a gateway's threat-protection rules come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleSource {
+    /// No `[waf]`: the rules compiled into the binary (`portcullis rules --print`).
+    Builtin,
+    /// `[waf] rules`, each glob expanded, in order.
+    Files(Vec<PathBuf>),
 }

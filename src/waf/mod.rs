@@ -2,8 +2,10 @@
 //! Rule Set and an operator's own — read (`seclang`), their value transformations (`transform`)
 //! and operators (`operator`), compiled once into one rule set (`ruleset`) with a prefilter
 //! that stands for many rules in one scan (`prefilter`), and run on a request (`eval`).
-//! `README.md` beside this file describes the engine. `checks::threat::rules` runs it as step 10 of a request when the config has `[waf]`.
+//! `README.md` beside this file describes the engine. `checks::threat::rules` runs it as step 10 of a request: the rule files of `[waf]`, or
+//! the built-in rules (`builtin`) when there are none.
 
+pub mod builtin;
 pub mod eval;
 pub mod operator;
 pub mod prefilter;

@@ -59,6 +59,9 @@ pub struct Inspected {
     /// a larger body is refused with 413 as soon as it crosses this. `None`: the rules see a
     /// prefix of a larger body.
     pub refuse_above: Option<u64>,
+    /// Only bodies the rule engine can parse (JSON, XML, forms, multipart, or no
+    /// `Content-Type`) are read; others stream unread (the built-in rules).
+    pub parsed_only: bool,
 }
 
 impl BodyPolicy {
@@ -100,6 +103,11 @@ pub async fn check(
         .headers
         .get("content-type")
         .map(|v| v.as_bytes());
+    let unread_type =
+        content_type.is_some() && crate::waf::eval::body_processor(content_type).is_none();
+    if policy.validate.is_none() && policy.inspected.is_some_and(|i| i.parsed_only) && unread_type {
+        return Ok(None);
+    }
     let media = match &policy.validate {
         Some(rules) => Some(check_content_type(rules, content_type)?),
         None => None,

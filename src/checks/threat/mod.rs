@@ -1,13 +1,11 @@
-//! SPEC §3 step 10: threat protection. With `[waf]`, the route's SecLang rules (`rules`) decide;
-//! without it, the built-in screen (`builtin`). `block` refuses; `detect` logs, counts and
-//! forwards, keeping the refusal `block` would have sent for the log and the metrics.
+//! SPEC §3 step 10: threat protection. The route's SecLang rules decide (`rules`): those of
+//! `[waf]`, or the built-in ones. `block` refuses; `detect` logs, counts and forwards, keeping
+//! the refusal `block` would have sent for the log and the metrics.
 
-pub mod builtin;
 pub mod rules;
 
 use super::body::ValidatedBody;
 use crate::problem::Refusal;
-use builtin::scan_request;
 use pingora_http::RequestHeader;
 use rules::{Findings, WafPolicy};
 use std::net::IpAddr;
@@ -24,6 +22,7 @@ pub enum ThreatMode {
 /// The request as step 10 sees it.
 pub struct Inputs<'a> {
     pub head: &'a RequestHeader,
+    /// The path as normalised for routing and forwarding (SPEC §3 step 2).
     pub normalised_path: &'a str,
     pub body: Option<&'a ValidatedBody>,
     pub client_ip: IpAddr,
@@ -32,8 +31,8 @@ pub struct Inputs<'a> {
     pub route: &'a str,
 }
 
-/// What step 10 runs on a route: its `threat_protection`, and the `[waf]` rules when the
-/// gateway has them (`None` without `[waf]` or with `threat_protection = "off"`).
+/// What step 10 runs on a route: its `threat_protection`, and the rules (`None` with
+/// `threat_protection = "off"`).
 #[derive(Debug, Clone)]
 pub struct ThreatPolicy {
     pub mode: ThreatMode,
@@ -79,58 +78,39 @@ pub fn check(
         ThreatMode::Block => true,
         ThreatMode::Detect => false,
     };
-    let (refusal, decision) = match &policy.rules {
-        Some(policy) => {
-            let findings = rules::inspect(
-                policy,
-                &rules::Inputs {
-                    head: inputs.head,
-                    body: inputs.body.map_or(&[], |b| &b.bytes),
-                    client_ip: &inputs.client_ip.to_string(),
-                    request_id: inputs.request_id,
-                },
-            );
-            let found = findings.refused.then(|| {
-                log::warn!(
-                    "request {} on route {}: {} (anomaly score {}) {}",
-                    inputs.request_id,
-                    inputs.route,
-                    findings.main_family(),
-                    findings.anomaly_score,
-                    if block {
-                        "blocked"
-                    } else {
-                        "detected, forwarded"
-                    }
-                );
-                (findings.refusal(), findings.detected_decision())
-            });
-            if findings.noteworthy() {
-                report.findings = Some(findings);
+    let Some(rules) = &policy.rules else {
+        return Ok(());
+    };
+    let findings = rules::inspect(
+        rules,
+        &rules::Inputs {
+            head: inputs.head,
+            normalised_path: inputs.normalised_path,
+            body: inputs.body.map_or(&[], |b| &b.bytes),
+            client_ip: &inputs.client_ip.to_string(),
+            request_id: inputs.request_id,
+        },
+    );
+    let found = findings.refused.then(|| {
+        log::warn!(
+            "request {} on route {}: {} (anomaly score {}) {}",
+            inputs.request_id,
+            inputs.route,
+            findings.main_family(),
+            findings.anomaly_score,
+            if block {
+                "blocked"
+            } else {
+                "detected, forwarded"
             }
-            match found {
-                Some(found) => found,
-                None => return Ok(()),
-            }
-        }
-        None => {
-            let json = inputs.body.and_then(|b| b.json.as_ref());
-            let Some(kind) = scan_request(inputs.head, inputs.normalised_path, json) else {
-                return Ok(());
-            };
-            log::warn!(
-                "request {} on route {}: {} {}",
-                inputs.request_id,
-                inputs.route,
-                kind.label(),
-                if block {
-                    "blocked"
-                } else {
-                    "detected, forwarded"
-                }
-            );
-            (kind.refusal(), kind.detected_decision())
-        }
+        );
+        (findings.refusal(), findings.detected_decision())
+    });
+    if findings.noteworthy() {
+        report.findings = Some(findings);
+    }
+    let Some((refusal, decision)) = found else {
+        return Ok(());
     };
     if block {
         return Err(refusal);
@@ -144,9 +124,20 @@ mod tests {
     use super::*;
     use crate::problem::Family;
 
-    /// Step 10 with the built-in screen on a route in `mode`, for a GET of `uri`.
+    /// Step 10 with the built-in rules on a route in `mode`, for a GET of `uri`.
     fn check_in(mode: ThreatMode, uri: &str) -> (Result<(), Refusal>, ThreatReport) {
-        let policy = ThreatPolicy { mode, rules: None };
+        let rules = rules::WafPolicy {
+            rules: Arc::new(crate::waf::builtin::compile().unwrap()),
+            settings: Default::default(),
+            paranoia_level: 1,
+            max_body_bytes: usize::MAX,
+            over_limit: rules::OverLimit::Refuse,
+            builtin: true,
+        };
+        let policy = ThreatPolicy {
+            mode,
+            rules: Some(Arc::new(rules)),
+        };
         let head = RequestHeader::build("GET", uri.as_bytes(), None).unwrap();
         let inputs = Inputs {
             head: &head,

@@ -1,9 +1,9 @@
-//! SPEC §3 step 10 on a gateway with `[waf]`: the OWASP Core Rule Set (or any SecLang rules)
-//! run on the whole request — request line, every header and cookie, and the body the gateway
-//! buffered — at the route's paranoia level, with CRS's anomaly scoring deciding. `block`
-//! refuses with 400; `detect` forwards and logs what `block` would have refused. The log and
-//! the metrics get the ids of the rules that fired, their families and the anomaly score,
-//! never a matched value.
+//! SPEC §3 step 10: the `[waf]` rules (the OWASP Core Rule Set, or any SecLang rules) or,
+//! without them, the built-in rules (`waf::builtin`), run on the whole request: request line,
+//! every header and cookie, and the body the gateway buffered. CRS decides by anomaly score at
+//! the route's paranoia level; a built-in rule denies on its own. `block` refuses with 400;
+//! `detect` forwards and logs what `block` would have refused. The log and the metrics get the
+//! ids of the rules that fired, their families and the anomaly score, never a matched value.
 
 use crate::problem::{Family, Refusal};
 use crate::waf::eval::{self, Settings, Verdict};
@@ -31,6 +31,10 @@ pub struct WafPolicy {
     pub paranoia_level: u8,
     pub max_body_bytes: usize,
     pub over_limit: OverLimit,
+    /// The built-in rules: they inspect parsed values only, never a raw body, so bodies of a
+    /// type the engine has no reader for stream unread; and they see the path as it is
+    /// forwarded (normalised, SPEC §3 step 2). CRS sees the request as sent, as in ModSecurity.
+    pub builtin: bool,
 }
 
 /// The TX variables of CRS v4 and v3 that `paranoia_level` and `anomaly_threshold` set. They are
@@ -58,9 +62,22 @@ pub fn initial_settings() -> Vec<(String, Vec<u8>)> {
     vec![("enforce_bodyproc_urlencoded".to_string(), b"1".to_vec())]
 }
 
-/// The attack family of a rule, from the CRS numbering (`942100` → `sqli`). Bounded: these
-/// are the `kind` label values of `portcullis_threats_total`.
+/// The attack family of a rule, from the CRS numbering (`942100` → `sqli`) or the built-in
+/// rules' (`10050` → `sqli`). Bounded: these are the `kind` label values of
+/// `portcullis_threats_total`.
 pub fn family(rule: u64) -> &'static str {
+    if crate::waf::builtin::IDS.contains(&rule) {
+        return match rule {
+            10_000 | 10_003 => "protocol",
+            10_004 | 10_005 => "protocol_attack",
+            10_000..=10_009 => "control_bytes",
+            10_010..=10_019 => "path_traversal",
+            10_020..=10_029 => "command_injection",
+            10_030..=10_049 => "xss",
+            10_050..=10_059 => "sqli",
+            _ => "custom",
+        };
+    }
     match rule / 1000 {
         911 => "method",
         913 => "scanner",
@@ -88,6 +105,7 @@ fn blocked_reason(family: &str) -> &'static str {
         "protocol" => "threat_protocol",
         "protocol_attack" => "threat_protocol_attack",
         "multipart" => "threat_multipart",
+        "control_bytes" => "threat_control_bytes",
         "path_traversal" => "threat_path_traversal",
         "remote_file_inclusion" => "threat_remote_file_inclusion",
         "command_injection" => "threat_command_injection",
@@ -108,6 +126,7 @@ fn detected_decision(family: &str) -> &'static str {
         "protocol" => "detected_protocol",
         "protocol_attack" => "detected_protocol_attack",
         "multipart" => "detected_multipart",
+        "control_bytes" => "detected_control_bytes",
         "path_traversal" => "detected_path_traversal",
         "remote_file_inclusion" => "detected_remote_file_inclusion",
         "command_injection" => "detected_command_injection",
@@ -136,6 +155,7 @@ fn detail(family: &str) -> &'static str {
             "the request breaks the HTTP protocol rules of this API"
         }
         "scanner" => "the request comes from a security scanner",
+        "control_bytes" => "the request contains NUL or control characters",
         _ => "the request was refused by threat protection",
     }
 }
@@ -178,11 +198,11 @@ impl Findings {
     }
 
     /// The family that names the refusal: the first injection or file-access rule's (CRS
-    /// 930-944), else the first of any other family.
+    /// 930-944, or a built-in rule), else the first of any other family.
     pub fn main_family(&self) -> &'static str {
         self.rules
             .iter()
-            .find(|id| (930_000..945_000).contains(*id))
+            .find(|id| (930_000..945_000).contains(*id) || crate::waf::builtin::IDS.contains(id))
             .map(|id| family(*id))
             .or_else(|| self.families.first().copied())
             .unwrap_or("custom")
@@ -205,6 +225,8 @@ impl Findings {
 /// The request as the rules see it.
 pub struct Inputs<'a> {
     pub head: &'a RequestHeader,
+    /// The path as normalised for routing and forwarding.
+    pub normalised_path: &'a str,
     /// The body as buffered (possibly longer than the policy inspects).
     pub body: &'a [u8],
     pub client_ip: &'a str,
@@ -214,7 +236,15 @@ pub struct Inputs<'a> {
 /// Run the route's rules.
 pub fn inspect(policy: &WafPolicy, inputs: &Inputs) -> Findings {
     let head = inputs.head;
-    let uri = String::from_utf8_lossy(head.raw_path());
+    let raw = String::from_utf8_lossy(head.raw_path());
+    let uri = if policy.builtin {
+        match raw.split_once('?') {
+            Some((_, query)) => format!("{}?{query}", inputs.normalised_path).into(),
+            None => std::borrow::Cow::Borrowed(inputs.normalised_path),
+        }
+    } else {
+        raw
+    };
     let protocol = match head.version {
         http::Version::HTTP_09 => "HTTP/0.9",
         http::Version::HTTP_10 => "HTTP/1.0",
@@ -275,6 +305,7 @@ SecRule TX:BLOCKING_INBOUND_ANOMALY_SCORE "@ge %{tx.inbound_anomaly_score_thresh
             paranoia_level: level,
             max_body_bytes: 16,
             over_limit: OverLimit::Refuse,
+            builtin: false,
         }
     }
 
@@ -285,6 +316,7 @@ SecRule TX:BLOCKING_INBOUND_ANOMALY_SCORE "@ge %{tx.inbound_anomaly_score_thresh
             p,
             &Inputs {
                 head: &head,
+                normalised_path: path.split('?').next().unwrap_or(path),
                 body,
                 client_ip: "127.0.0.1",
                 request_id: "r1",
@@ -381,6 +413,14 @@ SecRule TX:BLOCKING_INBOUND_ANOMALY_SCORE "@ge %{tx.inbound_anomaly_score_thresh
         assert_eq!(family(930120), "path_traversal");
         assert_eq!(family(949110), "anomaly");
         assert_eq!(family(1), "custom");
+        assert_eq!(family(10_001), "control_bytes");
+        assert_eq!(family(10_003), "protocol");
+        assert_eq!(family(10_004), "protocol_attack");
+        assert_eq!(family(10_011), "path_traversal");
+        assert_eq!(family(10_020), "command_injection");
+        assert_eq!(family(10_040), "xss");
+        assert_eq!(family(10_050), "sqli");
+        assert_eq!(family(10_099), "custom");
         assert_eq!(
             Findings::default().refusal().reason,
             "threat_detected",

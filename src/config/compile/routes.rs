@@ -217,7 +217,10 @@ pub(super) fn compile_routes(
             .and_then(|v| compile_validate(e, &format!("{key}.validate"), v, limits, file));
         // The rules see the body whole: step 9 reads it for them.
         let inspected = rules.as_ref().map(|w| Inspected {
-            refuse_above: (w.over_limit == OverLimit::Refuse).then_some(w.max_body_bytes as u64),
+            refuse_above: (w.over_limit == OverLimit::Refuse
+                && (w.max_body_bytes as u64) < max_body_bytes)
+                .then_some(w.max_body_bytes as u64),
+            parsed_only: w.builtin,
         });
         let mut hosts: Vec<String> = r
             .hosts

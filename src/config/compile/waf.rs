@@ -1,11 +1,12 @@
 //! `[waf]` and each route's `waf = { … }`: the SecLang rule files are found (globs, in the
 //! order written), parsed and compiled once into one rule set that every route shares; each
 //! route gets its paranoia level, anomaly threshold and exclusions. A rule that cannot be
-//! read or would be mis-evaluated is an error naming its file and line.
+//! read or would be mis-evaluated is an error naming its file and line. Without `[waf]`, the
+//! built-in rules (`waf::builtin`) are the rule set, with the same route exclusions.
 
 use crate::checks::threat::rules::{initial_settings, pinned_settings, OverLimit, WafPolicy};
 use crate::config::diagnostics::{relative_to, Errors};
-use crate::config::model::WafDefaults;
+use crate::config::model::{RuleSource, WafDefaults};
 use crate::config::raw::{RawRouteWaf, RawRuleIds, RawTargetExclusion, RawWaf};
 use crate::waf::eval::Settings;
 use crate::waf::{ruleset, seclang};
@@ -117,9 +118,37 @@ fn level(e: &mut Errors, key: &str, raw: Option<i64>, default: u8) -> u8 {
     e.count(key, raw, default as usize, 4) as u8
 }
 
-/// `[waf]`: `None` when the section is absent (routes then use the built-in detector).
+/// The built-in rules, for a config without `[waf]`. They deny on a single match (paranoia
+/// level and threshold do not apply) and see each body whole, up to the route's limit.
+fn builtin(e: &mut Errors) -> Option<WafDefaults> {
+    let rules = match crate::waf::builtin::compile() {
+        Ok(rules) => rules,
+        Err(err) => {
+            // A defect of this binary, not of the config; the tests compile them on every build.
+            e.add(
+                "waf",
+                format!("the built-in rules do not compile ({err}); add [waf] rules = [...] and report this"),
+            );
+            return None;
+        }
+    };
+    Some(WafDefaults {
+        rules: Arc::new(rules),
+        source: RuleSource::Builtin,
+        paranoia_level: 1,
+        anomaly_threshold: 5,
+        max_body_bytes: usize::MAX,
+        over_limit: OverLimit::Refuse,
+        removed_ids: Vec::new(),
+        removed_targets: Vec::new(),
+    })
+}
+
+/// `[waf]`, or the built-in rules when the section is absent; `None` after an error.
 pub(super) fn compile(e: &mut Errors, raw: Option<&RawWaf>, file: &Path) -> Option<WafDefaults> {
-    let raw = raw?;
+    let Some(raw) = raw else {
+        return builtin(e);
+    };
     let files = rule_files(e, raw, file);
     let paranoia_level = level(e, "waf.paranoia_level", raw.paranoia_level, 1);
     let anomaly_threshold =
@@ -172,7 +201,7 @@ pub(super) fn compile(e: &mut Errors, raw: Option<&RawWaf>, file: &Path) -> Opti
     }
     Some(WafDefaults {
         rules: Arc::new(rules),
-        files,
+        source: RuleSource::Files(files),
         paranoia_level,
         anomaly_threshold,
         max_body_bytes,
@@ -182,8 +211,8 @@ pub(super) fn compile(e: &mut Errors, raw: Option<&RawWaf>, file: &Path) -> Opti
     })
 }
 
-/// A route's policy: `[waf]` with the route's overrides; `None` without `[waf]` or with
-/// threat protection off.
+/// A route's policy: the gateway's rules with the route's overrides; `None` with threat
+/// protection off (or after an error in `[waf]`).
 pub(super) fn route_policy(
     e: &mut Errors,
     key: &str,
@@ -191,17 +220,23 @@ pub(super) fn route_policy(
     raw: Option<&RawRouteWaf>,
     enabled: bool,
 ) -> Option<Arc<WafPolicy>> {
-    let Some(d) = defaults else {
-        if raw.is_some() {
-            e.add(
-                format!("{key}.waf"),
-                "there is no [waf] section to override; add [waf] rules = [...] or remove this key",
-            );
-        }
-        return None;
-    };
+    let d = defaults?;
     let empty = RawRouteWaf::default();
     let r = raw.unwrap_or(&empty);
+    let builtin = d.source == RuleSource::Builtin;
+    if builtin {
+        for (name, set) in [
+            ("paranoia_level", r.paranoia_level.is_some()),
+            ("anomaly_threshold", r.anomaly_threshold.is_some()),
+        ] {
+            if set {
+                e.add(
+                    format!("{key}.waf.{name}"),
+                    "has no effect on the built-in rules, which refuse on a single match; remove it, or add [waf] rules = [...] (e.g. the OWASP Core Rule Set)",
+                );
+            }
+        }
+    }
     let paranoia_level = level(
         e,
         &format!("{key}.waf.paranoia_level"),
@@ -234,5 +269,6 @@ pub(super) fn route_policy(
         paranoia_level,
         max_body_bytes: d.max_body_bytes,
         over_limit: d.over_limit,
+        builtin,
     }))
 }

@@ -20,6 +20,8 @@ mod setvar;
 mod targets;
 mod variables;
 
+pub use variables::body_processor;
+
 use super::operator::{Argument, Macros};
 use super::prefilter::{Answers, ScreenPart};
 use super::ruleset::{

@@ -96,6 +96,12 @@ impl Transaction<'_> {
         );
         self.one(RequestUri, "REQUEST_URI", uri);
         self.one(RequestUriRaw, "REQUEST_URI_RAW", r.uri);
+        self.fill(RequestPathSegments, |p| {
+            let segments = filename.split(|b| *b == b'/' || *b == b'\\');
+            for (i, segment) in segments.filter(|s| !s.is_empty()).enumerate() {
+                p.push(&(i + 1).to_string(), segment);
+            }
+        });
         self.one(RequestFilename, "REQUEST_FILENAME", filename);
         self.one(RequestBasename, "REQUEST_BASENAME", basename);
         self.one(QueryString, "QUERY_STRING", query.unwrap_or(""));
@@ -137,19 +143,8 @@ impl Transaction<'_> {
             .headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
-            .map(|(_, v)| String::from_utf8_lossy(v).to_ascii_lowercase())
-            .unwrap_or_default();
-        self.body_processor = if content_type.starts_with("application/x-www-form-urlencoded") {
-            Some("URLENCODED".into())
-        } else if content_type.starts_with("multipart/form-data") {
-            Some("MULTIPART".into())
-        } else if content_type.contains("xml") {
-            Some("XML".into())
-        } else if content_type.contains("json") {
-            Some("JSON".into())
-        } else {
-            None
-        };
+            .map(|(_, v)| *v);
+        self.body_processor = body_processor(content_type).map(str::to_string);
         self.one(
             ReqbodyProcessor,
             "REQBODY_PROCESSOR",
@@ -285,6 +280,7 @@ pub(super) fn collection_name(t: &Target) -> &'static str {
         RequestHeadersNames => "REQUEST_HEADERS_NAMES",
         RequestLine => "REQUEST_LINE",
         RequestMethod => "REQUEST_METHOD",
+        RequestPathSegments => "REQUEST_PATH_SEGMENTS",
         RequestProtocol => "REQUEST_PROTOCOL",
         RequestUri => "REQUEST_URI",
         RequestUriRaw => "REQUEST_URI_RAW",
@@ -292,5 +288,23 @@ pub(super) fn collection_name(t: &Target) -> &'static str {
         UniqueId => "UNIQUE_ID",
         Xml => "XML",
         Unkept => "IP",
+    }
+}
+
+/// The body processor a `Content-Type` selects before any rule runs, as ModSecurity's
+/// recommended configuration and CRS do: `URLENCODED`, `MULTIPART`, `XML` or `JSON`; `None` for
+/// a type the engine has no reader for (a rule may still choose one with a `ctl`).
+pub fn body_processor(content_type: Option<&[u8]>) -> Option<&'static str> {
+    let value = String::from_utf8_lossy(content_type?).to_ascii_lowercase();
+    if value.starts_with("application/x-www-form-urlencoded") {
+        Some("URLENCODED")
+    } else if value.starts_with("multipart/form-data") {
+        Some("MULTIPART")
+    } else if value.contains("xml") {
+        Some("XML")
+    } else if value.contains("json") {
+        Some("JSON")
+    } else {
+        None
     }
 }

@@ -66,6 +66,9 @@ collections! {
     RequestHeadersNames,
     RequestLine,
     RequestMethod,
+    /// A portcullis extension, not in ModSecurity: each segment of `REQUEST_FILENAME`, named
+    /// by its position from 1, so that a rule can test a path parameter on its own.
+    RequestPathSegments,
     RequestProtocol,
     RequestUri,
     RequestUriRaw,
@@ -120,6 +123,7 @@ impl Collection {
             "REQBODY_ERROR_MSG" => ReqbodyErrorMsg,
             "REQBODY_PROCESSOR" => ReqbodyProcessor,
             "REQUEST_BASENAME" => RequestBasename,
+            "REQUEST_PATH_SEGMENTS" => RequestPathSegments,
             "REQUEST_BODY" => RequestBody,
             "REQUEST_BODY_LENGTH" => RequestBodyLength,
             "REQUEST_COOKIES" => RequestCookies,
