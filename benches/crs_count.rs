@@ -4,6 +4,7 @@
 //! machine does (BENCHMARKS.md, the issue 33 A/B).
 //!   cargo bench --bench crs_count --no-run
 //!   valgrind --tool=callgrind target/release/deps/crs_count-* 300 get   (or: post)
+//! A third argument, `builtin`, evaluates the built-in rules instead of CRS.
 #[path = "shared/requests.rs"]
 mod requests;
 
@@ -15,11 +16,15 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(0);
     let post_mode = std::env::args().nth(2).as_deref() == Some("post");
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/crs");
-    let mut files = vec![root.join("crs-setup.conf.example")];
-    files.extend(portcullis::waf::seclang::rule_files(&root.join("rules")).unwrap());
-    let directives = portcullis::waf::seclang::parse_files(&files).unwrap();
-    let set = portcullis::waf::ruleset::compile::compile(&directives).unwrap();
+    let set = if std::env::args().nth(3).as_deref() == Some("builtin") {
+        portcullis::waf::builtin::compile().unwrap()
+    } else {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/crs");
+        let mut files = vec![root.join("crs-setup.conf.example")];
+        files.extend(portcullis::waf::seclang::rule_files(&root.join("rules")).unwrap());
+        let directives = portcullis::waf::seclang::parse_files(&files).unwrap();
+        portcullis::waf::ruleset::compile::compile(&directives).unwrap()
+    };
     let headers = requests::browser_headers();
     let body = br#"{"customer":{"name":"Ana Lopez","email":"ana@example.com","address":{"street":"12 High Street","city":"Leeds","postcode":"LS1 4AB"}},"items":[{"sku":"SKU-00042","qty":2,"price":19.99,"note":"gift wrap, please"},{"sku":"SKU-00043","qty":1,"price":5.5,"note":"fragile"}],"currency":"GBP","comment":"Please deliver after 5pm; ring twice.","coupon":"SPRING-2026","channel":"web","tags":["priority","repeat-customer"],"ref":"6f1c1a52-7d4b-4e0a-9a7c-3c1e0b7f9d21"}"#;
     let mut post_headers = headers.clone();

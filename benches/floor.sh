@@ -3,8 +3,11 @@
 # keep-alive GET (valgrind's callgrind, the same count whatever else the machine does) and
 # syscalls per GET and per 1 KiB POST (strace -c -f), for nginx, HAProxy, a bare Pingora proxy
 # and portcullis on a pass-through route. One worker/thread each, an nginx upstream answering
-# `200 ok`. Prints two tables (BENCHMARKS.md, "Issue 16").
+# `200 ok`. Prints two tables (BENCHMARKS.md, "Issue 16"). Also portcullis on a route with
+# threat protection on (the default; without [waf], the built-in rules): a browser-like GET
+# and a 1 KiB JSON POST (BENCHMARKS.md, "Issue 34").
 #   bash benches/floor.sh [seconds per measurement, default 5]
+#   FLOOR_PROXIES="portcullis" PORTCULLIS=path/to/binary bash benches/floor.sh   (a subset; another build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-5}
@@ -18,7 +21,7 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 cargo build --release --quiet
 cargo bench --bench load --no-run --quiet 2>/dev/null
-PORTCULLIS=target/release/portcullis
+PORTCULLIS=${PORTCULLIS:-target/release/portcullis}
 # The load benchmark's binary serves as the bare Pingora proxy (--serve-bare-pingora).
 BARE=$(ls -t target/release/deps/load-* | grep -v '\.d$' | head -1)
 
@@ -98,6 +101,11 @@ path_prefix = "/pass"
 upstream = "app"
 public = true
 threat_protection = "off"
+[[routes]]
+name = "guarded"
+path_prefix = "/guarded"
+upstream = "app"
+public = true
 EOF
         echo "$PORTCULLIS run -c $D/portcullis.toml" ;;
     esac
@@ -126,25 +134,54 @@ start_proxy() {
 }
 
 printf 'wrk.method = "POST"\nwrk.body = string.rep("x", 1024)\nwrk.headers["Content-Type"] = "application/json"\n' > "$D/post.lua"
-PROXIES=(nginx haproxy bare portcullis)
+read -r -a PROXIES <<< "${FLOOR_PROXIES:-nginx haproxy bare portcullis}"
 
-echo "| proxy | instructions per GET |"
-echo "|---|---:|"
-for name in "${PROXIES[@]}"; do
+# Instructions per request of proxy $1 under wrk arguments $2.. (PORT stands for its port),
+# after a 3 s warm-up.
+count_instructions() {
+    local name=$1 port vg total f
+    shift
     port=$(free_port)
     start_proxy "$name" "$port" "$D/$name.cg.log" "valgrind --tool=callgrind --callgrind-out-file=$D/cg.$name.%p"
     vg=$started
-    wrk -t1 -c8 -d3s "http://127.0.0.1:$port/pass/x" > /dev/null
+    wrk -t1 -c8 -d3s "${@/PORT/$port}" > /dev/null
     callgrind_control -z "$vg" > /dev/null
-    wrk -t1 -c8 -d"${SECS}s" "http://127.0.0.1:$port/pass/x" > "$D/$name.cg.wrk"
+    wrk -t1 -c8 -d"${SECS}s" "${@/PORT/$port}" > "$D/$name.cg.wrk"
     callgrind_control -d "$vg" > /dev/null
     stop "$vg"
     total=0
     for f in "$D"/cg."$name".*.1; do
         total=$((total + $(grep '^summary' "$f" | cut -d' ' -f2)))
     done
-    echo "| $name | $((total / $(requests "$D/$name.cg.wrk"))) |"
+    rm -f "$D"/cg."$name".*
+    echo $((total / $(requests "$D/$name.cg.wrk")))
+}
+
+echo "| proxy | instructions per GET |"
+echo "|---|---:|"
+for name in "${PROXIES[@]}"; do
+    echo "| $name | $(count_instructions "$name" "http://127.0.0.1:PORT/pass/x") |"
 done
+
+if [[ " ${PROXIES[*]} " == *" portcullis "* ]]; then
+    cat > "$D/order.lua" <<'EOF'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local items = {}
+for i = 1, 12 do
+  items[#items + 1] = string.format('{"sku":"SKU-%05d","qty":%d,"price":19.99,"note":"gift wrap, please"}', 42 + i, i % 3 + 1)
+end
+wrk.body = '{"customer":{"name":"Fatima Angelo","email":"fatima@example.com"},"items":[' .. table.concat(items, ",") .. '],"currency":"GBP","comment":"Please deliver after 5pm; ring twice."}'
+EOF
+    browser=(-H "User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+        -H "Accept: application/json" -H "Accept-Language: en-GB,en;q=0.8"
+        -H "Cookie: session=8b2f0c7e4a; theme=dark; lang=en-GB" -H "Referer: https://app.example.com/orders")
+    echo
+    echo "| portcullis, route with threat protection on | instructions per request |"
+    echo "|---|---:|"
+    echo "| browser-like GET with a query | $(count_instructions portcullis "${browser[@]}" "http://127.0.0.1:PORT/guarded/v1/orders?status=shipped&page=2") |"
+    echo "| 1 KiB JSON POST | $(count_instructions portcullis -s "$D/order.lua" "http://127.0.0.1:PORT/guarded/v1/orders") |"
+fi
 
 echo
 echo "| proxy | request | writes (sockets and logs) | reads | all syscalls | the most frequent, per request |"

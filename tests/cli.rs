@@ -492,3 +492,47 @@ fn engine_gaps_are_notes_and_rule_file_mistakes_are_warnings() {
         "{err}"
     );
 }
+
+/// `rules` lists the built-in rules and `rules --print` prints them as SecLang that, saved and
+/// named in `[waf] rules`, loads cleanly: an operator's starting point for rules of their own.
+/// Without `[waf]`, a route's exclusions apply to the built-in rules, and the CRS-only keys are
+/// refused with the fix.
+#[test]
+fn builtin_rules_can_be_listed_printed_and_replaced() {
+    let (code, out, err) = cli(&["rules"], None);
+    assert_eq!(code, 0, "{err}");
+    for line in [
+        "10050  sqli",
+        "10040  xss",
+        "10020  command_injection",
+        "10010  path_traversal",
+        "10001  control_bytes",
+    ] {
+        assert!(out.contains(line), "{line}: {out}");
+    }
+    let (code, printed, err) = cli(&["rules", "--print"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        printed.contains("@detectSQLi") && printed.contains("id:10050"),
+        "{printed}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let own = dir.path().join("own.conf");
+    std::fs::write(&own, &printed).unwrap();
+    let config = format!("[waf]\nrules = [\"{}\"]\n{BASE}", own.display());
+    let (code, out, err) = check(&config, true);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("OK (0 warning(s))"), "{out}{err}");
+
+    let excluded = format!("{BASE}waf = {{ exclude_rules = [10050], exclude_targets = [{{ rule = 10040, target = \"ARGS:comment\" }}] }}\n");
+    let (code, out, err) = check(&excluded, true);
+    assert_eq!(code, 0, "{out}{err}");
+    let crs_only = format!("{BASE}waf = {{ paranoia_level = 2 }}\n");
+    let (code, _, err) = check(&crs_only, false);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("routes[0].waf.paranoia_level")
+            && err.contains("no effect on the built-in rules"),
+        "{err}"
+    );
+}

@@ -34,6 +34,13 @@ path_prefix = "/p"
 upstream = "app"
 public = true
 limits = {{ max_body_bytes = "512KiB" }}
+
+[[routes]]
+name = "tuned"
+path_prefix = "/t"
+upstream = "app"
+public = true
+waf = {{ exclude_rules = [10050], exclude_targets = [{{ rule = "10030-10040", target = "ARGS:html" }}] }}
 "#,
         fixture = public_route(up.addr, "blocked", "/b")
     ))
@@ -447,4 +454,34 @@ fn bodies_the_rules_cannot_read_stream_and_readable_ones_arrive_whole() {
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert_eq!(seen[0].body, binary);
     assert_eq!(seen[1].body, json.as_bytes());
+}
+
+/// A route's exclusions apply to the built-in rules as to CRS: a removed rule and a removed
+/// target are not run there, and everything else still is.
+#[test]
+fn route_exclusions_apply_to_the_builtin_rules() {
+    let up = Upstream::start();
+    let gw = start(&up);
+    assert_eq!(gw.get("/t/items?q=%27%20OR%201%3D1--").status, 200);
+    assert_eq!(
+        gw.get("/t/items?html=%3Cscript%3Ealert(1)%3C%2Fscript%3E")
+            .status,
+        200
+    );
+    gw.get("/t/items?other=%3Cscript%3Ealert(1)%3C%2Fscript%3E")
+        .assert_problem(400);
+    gw.get("/t/items?q=..%2F..%2Fetc%2Fpasswd")
+        .assert_problem(400);
+    // The same requests on a route without exclusions.
+    gw.get("/p/items?q=%27%20OR%201%3D1--").assert_problem(400);
+    gw.get("/p/items?html=%3Cscript%3Ealert(1)%3C%2Fscript%3E")
+        .assert_problem(400);
+    let seen: Vec<String> = up.requests().into_iter().map(|r| r.uri).collect();
+    assert_eq!(
+        seen,
+        [
+            "/t/items?q=%27%20OR%201%3D1--",
+            "/t/items?html=%3Cscript%3Ealert(1)%3C%2Fscript%3E"
+        ]
+    );
 }

@@ -15,12 +15,13 @@ mod arena;
 mod body;
 mod cache;
 mod phases;
+mod processor;
 mod screened;
 mod setvar;
 mod targets;
 mod variables;
 
-pub use variables::body_processor;
+pub use processor::body_processor;
 
 use super::operator::{Argument, Macros};
 use super::prefilter::{Answers, ScreenPart};

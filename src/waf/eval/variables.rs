@@ -144,7 +144,7 @@ impl Transaction<'_> {
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
             .map(|(_, v)| *v);
-        self.body_processor = body_processor(content_type).map(str::to_string);
+        self.body_processor = super::processor::body_processor(content_type).map(str::to_string);
         self.one(
             ReqbodyProcessor,
             "REQBODY_PROCESSOR",
@@ -288,23 +288,5 @@ pub(super) fn collection_name(t: &Target) -> &'static str {
         UniqueId => "UNIQUE_ID",
         Xml => "XML",
         Unkept => "IP",
-    }
-}
-
-/// The body processor a `Content-Type` selects before any rule runs, as ModSecurity's
-/// recommended configuration and CRS do: `URLENCODED`, `MULTIPART`, `XML` or `JSON`; `None` for
-/// a type the engine has no reader for (a rule may still choose one with a `ctl`).
-pub fn body_processor(content_type: Option<&[u8]>) -> Option<&'static str> {
-    let value = String::from_utf8_lossy(content_type?).to_ascii_lowercase();
-    if value.starts_with("application/x-www-form-urlencoded") {
-        Some("URLENCODED")
-    } else if value.starts_with("multipart/form-data") {
-        Some("MULTIPART")
-    } else if value.contains("xml") {
-        Some("XML")
-    } else if value.contains("json") {
-        Some("JSON")
-    } else {
-        None
     }
 }
