@@ -138,6 +138,10 @@ fn the_debian_package_installs_a_sandboxed_service() {
         ("etc/portcullis/portcullis.toml", "conf/production.toml"),
         ("etc/logrotate.d/portcullis", "systemd/portcullis.logrotate"),
         (
+            "usr/share/portcullis/builtin-rules.conf",
+            "src/waf/builtin.conf",
+        ),
+        (
             "usr/lib/portcullis/portcullis-reload",
             "systemd/portcullis-reload",
         ),

@@ -259,4 +259,51 @@ mod built_in_rules {
             }
         }
     }
+
+    /// Evaluates on a thread and gives up after a deadline far above the real cost (a hang
+    /// guard, not a speed target: an evaluation that grew faster than its input would miss it).
+    fn denied_within(body: Vec<u8>, content_type: &'static [u8]) -> Option<u64> {
+        let (done, result) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let set = rules();
+            let headers: Vec<(&str, &[u8])> = vec![("Content-Type", content_type)];
+            done.send(denied(&set, "/orders", &headers, &body))
+        });
+        result
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the rules did not decide on a hostile body in time")
+    }
+
+    /// Whole values are inspected, however long: an attack after a megabyte of padding in one
+    /// value is found; a megabyte of quotes or of encoded percent signs is decided in bounded
+    /// time.
+    #[test]
+    fn hostile_sizes_are_inspected_whole_in_bounded_time() {
+        let pad = "a".repeat(1_000_000);
+        let json = |value: String| {
+            serde_json::json!({ "note": value })
+                .to_string()
+                .into_bytes()
+        };
+        let ct: &[u8] = b"application/json";
+        assert_eq!(
+            denied_within(json(format!("{pad} 1' OR '1'='1' --")), ct),
+            Some(10050)
+        );
+        assert_eq!(
+            denied_within(json(format!("1' OR '1'='1' --{pad}")), ct),
+            Some(10050)
+        );
+        let quotes = denied_within(json("'".repeat(1_000_000)), ct);
+        assert!(matches!(quotes, None | Some(10050)), "{quotes:?}");
+        let form: &[u8] = b"application/x-www-form-urlencoded";
+        assert_eq!(
+            denied_within(format!("q={}", "%25".repeat(300_000)).into_bytes(), form),
+            None
+        );
+        assert_eq!(
+            denied_within(b"q=x%2527%20OR%201%3D1--".to_vec(), form),
+            Some(10050)
+        );
+    }
 }

@@ -1,14 +1,13 @@
 //! Values that need no injection detector: plain values (letters, digits, `_`, `.`) and word
-//! paths (words and numbers joined by `-` or `/`, no SQL keyword). Shared by the built-in
-//! threat screen and `@detectSQLi`/`@detectXSS`.
+//! paths (words and numbers joined by `-` or `/`, no SQL keyword): `@detectSQLi` and
+//! `@detectXSS` pass them without running libinjection.
 
 /// Most values are plain words, numbers or identifiers. Made of letters, digits, `_` and `.`
 /// only, with no `..`, a value has no percent-encoding, look-alike or control byte to decode,
 /// and none of the characters an injection needs (quotes, `<`, `=`, `(`, `;`, `|`, `&`, `$`,
-/// spaces, slashes): libinjection and the built-in screen (`checks::threat`) flag no such
-/// value. `-` and `@` are not plain: libinjection flags `1-1union` and `1like@`. The test
-/// `plain_values_are_clean_for_every_rule` in `checks::threat` holds this against the full
-/// classifiers, so that the shortcut changes no verdict.
+/// spaces, slashes): libinjection flags no such value. `-` and `@` are not plain: libinjection
+/// flags `1-1union` and `1like@`. The test `plain_values_are_clean_for_every_rule` below holds
+/// this against both detectors, so that the shortcut changes no verdict.
 pub fn is_plain(value: &[u8]) -> bool {
     value
         .iter()
@@ -23,8 +22,7 @@ pub fn is_plain(value: &[u8]) -> bool {
 /// `/` at either end and no empty part. Not in the shape, and left to the detectors: `--` and
 /// `//` (comments), `.` (`1.eor` reads as the number `1.e` and the keyword `or`), digits
 /// followed by letters (`1union`), keywords (`1-1union`, `select-1`). The test
-/// `word_paths_are_clean_for_libinjection` in `checks::threat` holds this against both
-/// detectors; it says nothing about the other rules (`/etc/passwd` is such a value).
+/// `word_paths_are_clean_for_libinjection` below holds this against both detectors; it says nothing about the other rules (`/etc/passwd` is such a value).
 pub fn is_word_path(value: &[u8]) -> bool {
     let mut rest = value;
     if let [b'-' | b'/', tail @ ..] = rest {
@@ -107,3 +105,196 @@ static SQL_WORDS: std::sync::LazyLock<SqlWords> = std::sync::LazyLock::new(|| {
     }
     words
 });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the shortcut stands in for: libinjection's two detectors.
+    fn flagged(value: &[u8]) -> bool {
+        libinjectionrs::detect_xss(value).is_injection()
+            || libinjectionrs::SqliState::new(value, libinjectionrs::SqliFlags::FLAG_NONE).detect()
+    }
+
+    /// Every sequence of up to three tokens from SQL keywords, numbers, words and the plain
+    /// punctuation: libinjection flags none that `is_plain` lets through (the other rules run on
+    /// them regardless).
+    #[test]
+    fn plain_values_are_clean_for_every_rule() {
+        let tokens = [
+            "a",
+            "1",
+            "0x1",
+            "1e1",
+            "_",
+            "-",
+            ".",
+            "@",
+            "or",
+            "and",
+            "union",
+            "select",
+            "from",
+            "where",
+            "sleep",
+            "null",
+            "drop",
+            "admin",
+            "x",
+            "E",
+            "0",
+            "1-1",
+            "@@version",
+            "waitfor",
+            "delay",
+            "exec",
+            "script",
+            "javascript",
+            "onload",
+            "etc",
+            "passwd",
+            "cat",
+            "ls",
+            "id",
+            "true",
+            "like",
+            "benchmark",
+            "having",
+            "order",
+            "by",
+            "xor",
+            "div",
+            "mod",
+            "not",
+            "is",
+            "in",
+            "rlike",
+            "regexp",
+            "char",
+            "version",
+            "1.1",
+            "e",
+            "case",
+            "when",
+            "then",
+            "end",
+            "into",
+            "outfile",
+            "load_file",
+            "insert",
+            "update",
+        ];
+        let mut checked = 0;
+        let mut values = vec![String::new()];
+        for _ in 0..3 {
+            values = values
+                .iter()
+                .flat_map(|prefix| tokens.iter().map(move |t| format!("{prefix}{t}")))
+                .collect();
+            for value in values.iter().filter(|v| is_plain(v.as_bytes())) {
+                assert!(!flagged(value.as_bytes()), "{value:?}");
+                checked += 1;
+            }
+        }
+        assert!(checked > 1000, "{checked} values checked");
+        for attack in ["1--", "a..b", "x' or 1=1", "a b", "a/b", "a%27", "<x>"] {
+            assert!(!is_plain(attack.as_bytes()), "{attack}");
+        }
+        // Why `-` and `@` are left out of plain values.
+        for value in ["1-1union", "1like@"] {
+            assert!(flagged(value.as_bytes()), "{value}");
+            assert!(!is_plain(value.as_bytes()), "{value}");
+        }
+    }
+
+    /// The shortcut of `is_word_path` holds against both libinjection detectors: every
+    /// sequence of up to eight numbers and words joined by `-` or `/`, with and without a
+    /// separator at either end, and 20,000 random ones of up to 14 parts. Keywords, `--`,
+    /// `.` and digits followed by letters are outside the shape, and found.
+    #[test]
+    fn word_paths_are_clean_for_libinjection() {
+        let words = ["SKU", "M", "x_1", "BLUE", "a1", "_", "Z9_z", "v1", "orders"];
+        let numbers = ["0", "00042", "7", "123456789"];
+        let mut checked = 0;
+        for len in 1..=8usize {
+            for kinds in 0..1u32 << len {
+                for seps in 0..1u32 << (len + 1) {
+                    // Which of the two ends get a separator, turn by turn.
+                    let ends = (kinds ^ seps) % 4;
+                    let sep = |i: usize| if seps >> i & 1 == 1 { '/' } else { '-' };
+                    let mut value = String::new();
+                    if ends & 1 == 1 {
+                        value.push(sep(0));
+                    }
+                    for i in 0..len {
+                        if i > 0 {
+                            value.push(sep(i));
+                        }
+                        let pick = (kinds ^ seps) as usize + i;
+                        value.push_str(if kinds >> i & 1 == 1 {
+                            numbers[pick % numbers.len()]
+                        } else {
+                            words[pick % words.len()]
+                        });
+                    }
+                    if ends & 2 == 2 {
+                        value.push(sep(len));
+                    }
+                    assert!(is_word_path(value.as_bytes()), "{value:?}");
+                    assert!(!flagged(value.as_bytes()), "{value:?}");
+                    checked += 1;
+                }
+            }
+        }
+        // Random parts: digit runs, and words from letters, digits and `_`.
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let word_start = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_";
+        let word_rest = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_";
+        let mut random = 0;
+        while random < 20_000 {
+            let mut value = Vec::new();
+            if next(4) == 0 {
+                value.push(b"-/"[next(2)]);
+            }
+            for i in 0..1 + next(14) {
+                if i > 0 {
+                    value.push(b"-/"[next(2)]);
+                }
+                let digits = next(2) == 0;
+                for j in 0..1 + next(7) {
+                    value.push(match (digits, j) {
+                        (true, _) => b'0' + next(10) as u8,
+                        (false, 0) => word_start[next(word_start.len())],
+                        (false, _) => word_rest[next(word_rest.len())],
+                    });
+                }
+            }
+            if next(4) == 0 {
+                value.push(b"-/"[next(2)]);
+            }
+            if is_word_path(&value) {
+                assert!(!flagged(&value), "{:?}", String::from_utf8_lossy(&value));
+                random += 1;
+            }
+        }
+        assert!(checked > 100_000, "{checked} values checked");
+        // Outside the shape, and what libinjection makes of them.
+        for value in ["1-1union", "select-1", "1.eor.2", "-1--"] {
+            assert!(!is_word_path(value.as_bytes()), "{value}");
+        }
+        assert!(flagged(b"1-1union") && flagged(b"87.eOr.6670-4"));
+        for outside in [
+            "", "-", "--", "a--b", "a//b", "1a", "a.b", "SKU-42B", "a b", "a'b",
+        ] {
+            assert!(!is_word_path(outside.as_bytes()), "{outside:?}");
+        }
+        // A word path may still be a traversal: the other rules see it.
+        assert!(is_word_path(b"/etc/passwd"));
+    }
+}
