@@ -19,11 +19,14 @@ if [ "${#need[@]}" -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+read -r -a PROXIES <<< "${FLOOR_PROXIES:-nginx haproxy bare portcullis}"
 cargo build --release --quiet
-cargo bench --bench load --no-run --quiet 2>/dev/null
 PORTCULLIS=${PORTCULLIS:-target/release/portcullis}
-# The load benchmark's binary serves as the bare Pingora proxy (--serve-bare-pingora).
-BARE=$(ls -t target/release/deps/load-* | grep -v '\.d$' | head -1)
+if [[ " ${PROXIES[*]} " == *" bare "* ]]; then
+    cargo bench --bench load --no-run --quiet 2>/dev/null
+    # The load benchmark's binary serves as the bare Pingora proxy (--serve-bare-pingora).
+    BARE=$(ls -t target/release/deps/load-* | grep -v '\.d$' | head -1)
+fi
 
 D=$(mktemp -d)
 pids=()
@@ -134,8 +137,6 @@ start_proxy() {
 }
 
 printf 'wrk.method = "POST"\nwrk.body = string.rep("x", 1024)\nwrk.headers["Content-Type"] = "application/json"\n' > "$D/post.lua"
-read -r -a PROXIES <<< "${FLOOR_PROXIES:-nginx haproxy bare portcullis}"
-
 # Instructions per request of proxy $1 under wrk arguments $2.. (PORT stands for its port),
 # after a 3 s warm-up.
 count_instructions() {
@@ -145,9 +146,9 @@ count_instructions() {
     start_proxy "$name" "$port" "$D/$name.cg.log" "valgrind --tool=callgrind --callgrind-out-file=$D/cg.$name.%p"
     vg=$started
     wrk -t1 -c8 -d3s "${@/PORT/$port}" > /dev/null
-    callgrind_control -z "$vg" > /dev/null
+    callgrind_control -z "$vg" > /dev/null 2>&1
     wrk -t1 -c8 -d"${SECS}s" "${@/PORT/$port}" > "$D/$name.cg.wrk"
-    callgrind_control -d "$vg" > /dev/null
+    callgrind_control -d "$vg" > /dev/null 2>&1
     stop "$vg"
     total=0
     for f in "$D"/cg."$name".*.1; do

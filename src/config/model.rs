@@ -40,7 +40,8 @@ pub struct Config {
     pub demo_echo: Option<String>,
     /// `[rate_limit_store]`: limits shared by every instance through Redis.
     pub rate_limit_store: Option<StoreSettings>,
-    /// `[waf]`: the rule set threat protection runs (`None`: the built-in detector).
+    /// The rule set threat protection runs: `[waf]`, or the built-in rules (`None` only after
+    /// an error).
     pub waf: Option<WafDefaults>,
 }
 

@@ -1,8 +1,9 @@
 //! SPEC §3 step 9: the request body of a route with `validate`. Content type → 415; size →
 //! 413 as soon as the limit is crossed; JSON that is not UTF-8, malformed, nested deeper than
 //! `max_json_depth` or with duplicate keys → 400; a JSON Schema violation → 422 listing the
-//! failing instance paths (JSON pointers) and keywords, at most 10. A route with `[waf]` rules
-//! has its body read whole here too, for step 10.
+//! failing instance paths (JSON pointers) and keywords, at most 10. A route with threat
+//! protection has its body read whole here too, for step 10's rules (the built-in rules: only
+//! the body types they parse).
 
 mod read;
 
@@ -42,17 +43,17 @@ impl fmt::Debug for BodyRules {
 }
 
 /// What step 9 does on a route: its body limit, its `validate` table, and whether step 10's
-/// `[waf]` rules need the body read whole.
+/// rules need the body read whole.
 #[derive(Debug, Clone)]
 pub struct BodyPolicy {
     /// The route's `max_body_bytes`.
     pub max_bytes: u64,
     pub validate: Option<BodyRules>,
-    /// `Some` when the `[waf]` rules inspect this route's bodies.
+    /// `Some` when step 10's rules inspect this route's bodies.
     pub inspected: Option<Inspected>,
 }
 
-/// The body the `[waf]` rules inspect.
+/// The body step 10's rules inspect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Inspected {
     /// With `waf.body_over_limit = "refuse"`, the most the rules see (`waf.max_body_bytes`):
@@ -81,8 +82,8 @@ pub struct ValidatedBody {
     pub json: Option<Value>,
 }
 
-/// Step 9. The body of a route with `validate` or with `[waf]` rules is read up to the route's
-/// limit before any upstream is chosen, checked, then handed back to Pingora to be forwarded
+/// Step 9. The body of a route with `validate` or with threat protection is read up to the
+/// route's limit before any upstream is chosen, checked, then handed back to Pingora to be forwarded
 /// byte for byte; other bodies stream, held to the limit as they pass.
 pub async fn check(
     session: &mut Session,
