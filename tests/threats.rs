@@ -135,22 +135,38 @@ fn block_mode_refuses_every_class_everywhere() {
         400
     );
     assert_eq!(json_post(&gw, "/b/x", r#"{"$(id)":1}"#).status, 400);
+    nothing_arrived_and_each_kind_was_counted(
+        &gw,
+        &up,
+        "blocked",
+        &[
+            "sqli",
+            "xss",
+            "command_injection",
+            "path_traversal",
+            "control_bytes",
+        ],
+    );
+}
+
+/// Every refusal was answered by the gateway (the upstream saw nothing), and each kind was
+/// counted as blocked on `route`.
+fn nothing_arrived_and_each_kind_was_counted(
+    gw: &Gateway,
+    up: &Upstream,
+    route: &str,
+    kinds: &[&str],
+) {
     assert!(
         up.requests().is_empty(),
         "the upstream saw {:?}",
         up.requests()
     );
-    for kind in [
-        "sqli",
-        "xss",
-        "command_injection",
-        "path_traversal",
-        "control_bytes",
-    ] {
+    for kind in kinds {
         assert!(
             gw.wait_metric(
                 "portcullis_threats_total",
-                &[("route", "blocked"), ("kind", kind), ("action", "block")],
+                &[("route", route), ("kind", kind), ("action", "block")],
                 1.0
             ) >= 1.0,
             "{kind}"
@@ -368,49 +384,41 @@ fn builtin_rules_refuse_attacks_in_every_part_of_a_request() {
             post(&gw, "/p/items", &headers, body)
         };
         assert_eq!(r.status, 400, "{place}: {}", r.text());
-        let problem = r.assert_problem(400);
-        assert_eq!(problem["status"], 400, "{place}");
-        let log = gw.access_log();
+        r.assert_problem(400);
+        // The request's access-log line names the family and the built-in rule that fired.
         let request_id = r.header("x-request-id").unwrap_or_default().to_string();
+        let mut line = String::new();
         assert!(
             wait_until(std::time::Duration::from_secs(5), || {
-                gw.access_log().lines().any(|l| l.contains(&request_id))
+                let log = gw.access_log();
+                line = log
+                    .lines()
+                    .find(|l| l.contains(&request_id))
+                    .unwrap_or_default()
+                    .to_string();
+                !line.is_empty()
             }),
-            "{place}: no log line for {request_id}: {log}"
+            "{place}: no log line for {request_id}"
         );
-        let line = gw
-            .access_log()
-            .lines()
-            .find(|l| l.contains(&request_id))
-            .unwrap_or_default()
-            .to_string();
         assert!(
             line.contains(&format!("\"decision\":\"threat_{kind}\"")),
             "{place}: {line}"
         );
         assert!(line.contains("\"waf_rules\":[100"), "{place}: {line}");
     }
-    assert!(
-        up.requests().is_empty(),
-        "the upstream saw {:?}",
-        up.requests()
+    nothing_arrived_and_each_kind_was_counted(
+        &gw,
+        &up,
+        "plain",
+        &[
+            "sqli",
+            "xss",
+            "command_injection",
+            "path_traversal",
+            "protocol",
+            "protocol_attack",
+        ],
     );
-    for kind in [
-        "sqli",
-        "xss",
-        "command_injection",
-        "path_traversal",
-        "protocol",
-    ] {
-        assert!(
-            gw.wait_metric(
-                "portcullis_threats_total",
-                &[("route", "plain"), ("kind", kind), ("action", "block")],
-                1.0
-            ) >= 1.0,
-            "{kind}"
-        );
-    }
 }
 
 #[test]
