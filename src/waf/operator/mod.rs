@@ -15,7 +15,7 @@ use pcre::{compile_regex, Regex};
 use std::borrow::Cow;
 use std::net::IpAddr;
 use std::path::Path;
-use words::{is_plain, is_word_path};
+use words::{is_plain, is_word_path, is_word_text, may_be_xss};
 
 /// A piece of an operator argument: text, or a macro `%{COLLECTION.key}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -308,15 +308,17 @@ impl Operator {
             }
             Operator::Pm(ac, _) => yes(ac.is_match(value)),
             // A value of letters, digits, `_` and `.` alone, or words and numbers joined by
-            // `-` or `/`, is never flagged by libinjection (checks::threat's
+            // `-`, `/` or single spaces (`word_texts_are_clean_for_libinjection`), is never flagged by libinjection (`words`' tests
             // `plain_values_are_clean_for_every_rule` and `word_paths_are_clean_for_libinjection`
             // run both detectors on such values); most values are such, and the detectors are
             // costly.
             Operator::DetectSqli | Operator::DetectXss
-                if is_plain(value) || is_word_path(value) =>
+                if is_plain(value) || is_word_path(value) || is_word_text(value) =>
             {
                 None
             }
+            // Nor is a value without `<` or `=` flagged as XSS (`words::may_be_xss`).
+            Operator::DetectXss if !may_be_xss(value) => None,
             Operator::DetectSqli => yes(libinjectionrs::SqliState::new(
                 value,
                 libinjectionrs::SqliFlags::FLAG_NONE,

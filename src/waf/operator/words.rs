@@ -47,6 +47,24 @@ pub fn is_word_path(value: &[u8]) -> bool {
     words.is_inert(&rest[part_start..])
 }
 
+/// Prose of plain words: the parts of a word path (digit runs, and words that start with a
+/// letter or `_` and are none of libinjection's keywords) separated by single spaces — names,
+/// street addresses, short notes (`Ana Lopez`, `12 High Street`, `gift wrap please`).
+/// libinjection reads them as numbers and barewords and flags none; the test
+/// `word_texts_are_clean_for_libinjection` holds this against both detectors.
+pub fn is_word_text(value: &[u8]) -> bool {
+    let words = &*SQL_WORDS;
+    !value.is_empty() && value.split(|&b| b == b' ').all(|part| words.is_inert(part))
+}
+
+/// Whether libinjection's XSS detector could flag the value: only when it holds a `<` (a tag,
+/// a comment, a doctype) or an `=` (a value for an attribute; the detector flags an attribute
+/// only through its value, and the value the input itself starts with belongs to no attribute).
+/// The test `xss_needs_a_tag_or_an_attribute_value` holds this against the detector.
+pub fn may_be_xss(value: &[u8]) -> bool {
+    memchr::memchr2(b'<', b'=', value).is_some()
+}
+
 pub(super) fn is_word_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
@@ -296,5 +314,197 @@ mod tests {
         }
         // A word path may still be a traversal: the other rules see it.
         assert!(is_word_path(b"/etc/passwd"));
+    }
+
+    /// `is_word_text` against both detectors: every text of up to four parts from numbers and
+    /// words (with libinjection's trickier readings: `e` and `x` next to digits, `_`, upper
+    /// case; five parts, 5.1 million texts, were clean too when this was written, in 86 s of a
+    /// debug build) and 50,000 random ones of up to 12 parts; keywords and punctuation stay
+    /// outside.
+    #[test]
+    fn word_texts_are_clean_for_libinjection() {
+        let parts = [
+            "Ana", "Lopez", "x", "e", "E", "_", "a1", "High", "Street", "12", "0", "1", "00042",
+            "x_1", "Z9_z", "gift", "wrap", "please", "D", "N", "O", "T",
+        ];
+        let mut checked = 0;
+        let mut values: Vec<String> = vec![String::new()];
+        for len in 1..=4 {
+            values = values
+                .iter()
+                .flat_map(|prefix| {
+                    parts.iter().map(move |p| {
+                        if prefix.is_empty() {
+                            p.to_string()
+                        } else {
+                            format!("{prefix} {p}")
+                        }
+                    })
+                })
+                .collect();
+            for v in &values {
+                assert!(is_word_text(v.as_bytes()), "{v:?}");
+                assert!(!flagged(v.as_bytes()), "{v:?}");
+                checked += 1;
+            }
+            if len == 4 {
+                break;
+            }
+        }
+        let mut state: u64 = 0x6A09_E667_F3BC_C909;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let word_start = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_";
+        let word_rest = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_";
+        let mut random = 0;
+        while random < 50_000 {
+            let mut value = Vec::new();
+            for i in 0..1 + next(12) {
+                if i > 0 {
+                    value.push(b' ');
+                }
+                let digits = next(3) == 0;
+                for j in 0..1 + next(8) {
+                    value.push(match (digits, j) {
+                        (true, _) => b'0' + next(10) as u8,
+                        (false, 0) => word_start[next(word_start.len())],
+                        (false, _) => word_rest[next(word_rest.len())],
+                    });
+                }
+            }
+            if is_word_text(&value) {
+                assert!(!flagged(&value), "{:?}", String::from_utf8_lossy(&value));
+                random += 1;
+            }
+        }
+        assert!(checked > 100_000, "{checked} values checked");
+        for outside in [
+            "",
+            " ",
+            "a  b",
+            " a",
+            "a ",
+            "1 union select 1",
+            "a or b",
+            "1a",
+            "a, b",
+            "a.b c",
+            "admin' #",
+        ] {
+            assert!(!is_word_text(outside.as_bytes()), "{outside:?}");
+        }
+        assert!(flagged(b"1 union select 1"));
+    }
+
+    /// `may_be_xss` against libinjection's XSS detector: every value of up to three parts from
+    /// bytes and tokens the HTML tokenizer treats specially (quotes, `/`, `>`, `!`, `-`, white
+    /// space, event-handler and URL attribute names, `javascript:`, entities, NUL, bytes above
+    /// 127) and 200,000 random values of up to 40 such parts or arbitrary bytes: none without
+    /// `<` or `=` is flagged. With one of them, the same material is.
+    #[test]
+    fn xss_needs_a_tag_or_an_attribute_value() {
+        let parts: Vec<&[u8]> = vec![
+            b"'",
+            b"\"",
+            b"`",
+            b"/",
+            b">",
+            b"!",
+            b"-",
+            b"--",
+            b" ",
+            b"\t",
+            b"\n",
+            b"\x0c",
+            b"\r",
+            b"\x00",
+            b"\x80",
+            b"\xff",
+            b"&",
+            b"&#",
+            b";",
+            b":",
+            b"(",
+            b")",
+            b"?",
+            b"a",
+            b"1",
+            b"x",
+            b"onload",
+            b"onerror",
+            b"style",
+            b"xmlns",
+            b"href",
+            b"src",
+            b"formaction",
+            b"javascript:",
+            b"vbscript:",
+            b"data:",
+            b"alert(1)",
+            b"srcdoc",
+            b"DOCTYPE",
+            b"[if",
+            b"xml",
+            b"IMPORT",
+            b"ENTITY",
+            b"script",
+            b"svg",
+            b"&lt;",
+        ];
+        let flagged = |v: &[u8]| libinjectionrs::detect_xss(v).is_injection();
+        let mut checked = 0;
+        let mut values: Vec<Vec<u8>> = vec![Vec::new()];
+        for _ in 0..3 {
+            values = values
+                .iter()
+                .flat_map(|prefix| {
+                    parts.iter().map(move |p| {
+                        let mut v = prefix.clone();
+                        v.extend_from_slice(p);
+                        v
+                    })
+                })
+                .collect();
+            for v in &values {
+                assert!(!may_be_xss(v));
+                assert!(!flagged(v), "{:?}", String::from_utf8_lossy(v));
+                checked += 1;
+            }
+        }
+        let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        for _ in 0..200_000 {
+            let mut v = Vec::new();
+            for _ in 0..1 + next(40) {
+                if next(3) == 0 {
+                    let b = next(256) as u8;
+                    v.push(if b == b'<' || b == b'=' { b' ' } else { b });
+                } else {
+                    v.extend_from_slice(parts[next(parts.len())]);
+                }
+            }
+            assert!(!flagged(&v), "{:?}", String::from_utf8_lossy(&v));
+            checked += 1;
+        }
+        assert!(checked > 100_000, "{checked}");
+        // The same material with a `<` or an `=` is flagged: the bytes the shortcut needs.
+        for attack in [
+            &b"x onload=alert(1)"[..],
+            b"' onerror=alert(1) '",
+            b"<script>",
+            b"<!DOCTYPE html>",
+            b"\" style=x",
+        ] {
+            assert!(may_be_xss(attack) && flagged(attack), "{attack:?}");
+        }
     }
 }
