@@ -6,6 +6,7 @@
 //! transaction; everything else is prepared here.
 
 pub mod pcre;
+mod verdicts;
 pub mod words;
 
 use crate::waf::seclang;
@@ -15,6 +16,7 @@ use pcre::{compile_regex, Regex};
 use std::borrow::Cow;
 use std::net::IpAddr;
 use std::path::Path;
+use verdicts::Detector;
 use words::{is_plain, is_word_path, is_word_text, may_be_xss};
 
 /// A piece of an operator argument: text, or a macro `%{COLLECTION.key}`.
@@ -319,12 +321,12 @@ impl Operator {
             }
             // Nor is a value without `<` or `=` flagged as XSS (`words::may_be_xss`).
             Operator::DetectXss if !may_be_xss(value) => None,
-            Operator::DetectSqli => yes(libinjectionrs::SqliState::new(
-                value,
-                libinjectionrs::SqliFlags::FLAG_NONE,
-            )
-            .detect()),
-            Operator::DetectXss => yes(libinjectionrs::detect_xss(value).is_injection()),
+            Operator::DetectSqli => yes(verdicts::verdict(Detector::Sqli, value, |v| {
+                libinjectionrs::SqliState::new(v, libinjectionrs::SqliFlags::FLAG_NONE).detect()
+            })),
+            Operator::DetectXss => yes(verdicts::verdict(Detector::Xss, value, |v| {
+                libinjectionrs::detect_xss(v).is_injection()
+            })),
             Operator::Compare(cmp, arg) => yes(compare(*cmp, value, arg, macros)),
             Operator::Strings(test, arg) => {
                 let a = arg.expand(macros);
