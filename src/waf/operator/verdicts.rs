@@ -92,7 +92,7 @@ mod tests {
             state ^= state >> 7;
             state ^= state << 17;
             // Most picks from a few hot values, the rest from all of them.
-            let i = if state % 3 == 0 {
+            let i = if state.is_multiple_of(3) {
                 state as usize % 1200
             } else {
                 state as usize % 8
