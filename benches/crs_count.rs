@@ -4,7 +4,8 @@
 //! machine does (BENCHMARKS.md, the issue 33 A/B).
 //!   cargo bench --bench crs_count --no-run
 //!   valgrind --tool=callgrind target/release/deps/crs_count-* 300 get   (or: post)
-//! A third argument, `builtin`, evaluates the built-in rules instead of CRS.
+//! A third argument, `builtin`, evaluates the built-in rules instead of CRS; a fourth names a
+//! file whose content is the POST body instead of the order below.
 #[path = "shared/requests.rs"]
 mod requests;
 
@@ -27,6 +28,12 @@ fn main() {
     };
     let headers = requests::browser_headers();
     let body = br#"{"customer":{"name":"Ana Lopez","email":"ana@example.com","address":{"street":"12 High Street","city":"Leeds","postcode":"LS1 4AB"}},"items":[{"sku":"SKU-00042","qty":2,"price":19.99,"note":"gift wrap, please"},{"sku":"SKU-00043","qty":1,"price":5.5,"note":"fragile"}],"currency":"GBP","comment":"Please deliver after 5pm; ring twice.","coupon":"SPRING-2026","channel":"web","tags":["priority","repeat-customer"],"ref":"6f1c1a52-7d4b-4e0a-9a7c-3c1e0b7f9d21"}"#;
+    let file_body = std::env::args()
+        .nth(4)
+        .map(std::fs::read)
+        .transpose()
+        .unwrap();
+    let body: &[u8] = file_body.as_deref().unwrap_or(body);
     let mut post_headers = headers.clone();
     post_headers.push(("Content-Type", b"application/json"));
     let req = if post_mode {

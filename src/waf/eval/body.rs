@@ -230,6 +230,21 @@ impl JsonValues<'_> {
     fn number(self, n: Option<serde_json::Number>) {
         self.push(n.map(|n| n.to_string()).unwrap_or_default().as_bytes());
     }
+
+    /// An integer as serde_json writes it, without a buffer on the heap.
+    fn integer(self, negative: bool, magnitude: u64) {
+        let (mut digits, mut signed) = ([0u8; 20], [0u8; 21]);
+        let digits = super::setvar::decimal(magnitude, &mut digits);
+        let value = match negative {
+            false => digits,
+            true => {
+                signed[0] = b'-';
+                signed[1..=digits.len()].copy_from_slice(digits);
+                &signed[..=digits.len()]
+            }
+        };
+        self.push(value);
+    }
 }
 
 impl<'de> serde::de::DeserializeSeed<'de> for JsonValues<'_> {
@@ -252,12 +267,12 @@ impl<'de> serde::de::Visitor<'de> for JsonValues<'_> {
     }
 
     fn visit_i64<E>(self, v: i64) -> Result<(), E> {
-        self.number(Some(v.into()));
+        self.integer(v < 0, v.unsigned_abs());
         Ok(())
     }
 
     fn visit_u64<E>(self, v: u64) -> Result<(), E> {
-        self.number(Some(v.into()));
+        self.integer(false, v);
         Ok(())
     }
 
@@ -280,9 +295,10 @@ impl<'de> serde::de::Visitor<'de> for JsonValues<'_> {
         let mut i = 0usize;
         loop {
             let len = self.path.len();
-            {
-                use std::fmt::Write as _;
-                let _ = write!(self.path, ".array_{i}");
+            let mut digits = [0u8; 20];
+            self.path.push_str(".array_");
+            for d in super::setvar::decimal(i as u64, &mut digits) {
+                self.path.push(char::from(*d));
             }
             let more = items.next_element_seed(JsonValues {
                 path: self.path,

@@ -41,6 +41,12 @@ impl Transaction<'_> {
                 return false;
             };
             bits &= bits - 1;
+            let all = self.s.classes.get(c as usize).copied().unwrap_or(u32::MAX);
+            if crate::waf::transform::class::lacks(all, gate.needs)
+                && chain.effective(all).is_none()
+            {
+                continue;
+            }
             if self.passing_members(chain, c, gate.screen).len != 0 {
                 return false;
             }
@@ -186,7 +192,9 @@ impl Transaction<'_> {
             .filter(|k| k & 0xffff_ffff == ORIGINAL)
             .and_then(|k| self.known(k))
         {
-            Some(known) => known.screened.get_or(part, || screen.is_match(part, value)),
+            Some(known) => known
+                .screened
+                .get_or(part, || screen.is_match_with(part, value, known.classes)),
             None => screen.is_match(part, value),
         }
     }

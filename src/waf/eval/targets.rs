@@ -6,6 +6,7 @@ use super::phases::{carries, removes, selects};
 use super::setvar::{counted, decimal};
 use super::variables::collection_name;
 use super::*;
+use crate::waf::transform::class;
 
 impl Transaction<'_> {
     /// A rule and the rest of its chain. MATCHED_VARS collects the matches of the whole chain
@@ -69,7 +70,16 @@ impl Transaction<'_> {
         // visits the members of its collections that pass the screen (usually none).
         let part = self.part(rule);
         let screened_only = part != ScreenPart::Off && !rule.negated;
+        // A value that the chain leaves as it is and that holds no byte of a class the
+        // operator needs cannot match: it is passed over, and so is a whole collection of
+        // such values.
+        let gated = rule.needs != class::ANY && !rule.negated;
+        let cannot_match =
+            |classes: u32| class::lacks(classes, rule.needs) && chain.effective(classes).is_none();
         let test = |value_key: Option<u64>, collection: &str, member: &str, value: &[u8]| {
+            if gated && cannot_match(self.byte_classes(value_key, value)) {
+                return;
+            }
             let steps = self.transformed(value_key, value, chain);
             for n in steps.indices() {
                 // Operators and `hit` read the arena but never add to it.
@@ -124,6 +134,12 @@ impl Transaction<'_> {
         };
         for target in &rule.targets {
             let collection = collection_name(target);
+            if gated && !target.count && target.collection.is_request() {
+                let all = self.s.classes.get(target.collection as usize);
+                if all.is_some_and(|all| cannot_match(*all)) {
+                    continue;
+                }
+            }
             if target.count {
                 let mut n = 0usize;
                 self.for_each_member(target, &mut |_, _, _| n += 1);

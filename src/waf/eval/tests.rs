@@ -205,15 +205,15 @@ SecRule ARGS "@pm /etc/passwd" "id:6,phase:2,deny,t:urlDecodeUni"
 
 #[test]
 fn gates_of_one_class_answer_once_per_content_of_their_collections() {
-    // 1, 2 and 3 share a gate (same collections, chain and screen part); 4 differs in
-    // its chain. Rule 1 runs before the body is read, 2 and 3 after it: the body's
+    // 1, 2 and 3 share a gate (same collections, chain, screen part and needs: white
+    // space); 4 differs in its chain. Rule 1 runs before the body is read, 2 and 3 after it: the body's
     // arguments must reach 2, although 1 found nothing passing in the query.
     let set = rules(
         r#"
 SecRule ARGS "@rx (?i)union\s+select" "id:1,phase:1,pass,t:urlDecodeUni,setvar:tx.one=1"
 SecRule ARGS "@rx (?i)union\s+select" "id:2,phase:2,deny,t:urlDecodeUni"
-SecRule ARGS "@rx (?i)sleep\(\d+\)" "id:3,phase:2,deny,t:urlDecodeUni"
-SecRule ARGS "@rx (?i)sleep\(\d+\)" "id:4,phase:2,deny,t:lowercase"
+SecRule ARGS "@rx (?i)sleep\s+\d+" "id:3,phase:2,deny,t:urlDecodeUni"
+SecRule ARGS "@rx (?i)sleep\s+\d+" "id:4,phase:2,deny,t:lowercase"
 "#,
     );
     let classes: Vec<u32> = set.gates.iter().flatten().map(|g| g.class).collect();
@@ -234,8 +234,8 @@ SecRule ARGS "@rx (?i)sleep\(\d+\)" "id:4,phase:2,deny,t:lowercase"
         (get("/?q=ok"), None),
         (post(b"q=1+UNION+SELECT+pw"), Some(2)),
         (get("/?q=ok"), None),
-        (post(b"q=SLEEP(5)"), Some(3)),
-        (get("/?q=sleep(5)"), Some(3)),
+        (post(b"q=SLEEP+5"), Some(3)),
+        (get("/?q=sleep%205"), Some(3)),
     ];
     for (request, expected) in cases {
         let verdict = evaluate(&set, &request);
@@ -487,6 +487,13 @@ fn json_bodies_keep_every_member_in_order() {
         "document order; a duplicated member is kept, not overwritten"
     );
     assert_eq!(read(r#""top""#), (true, vec![pair("json", "top")]));
+    let (_, many) = read(r#"{"n":[0,1,2,3,4,5,6,7,8,9,10,-9223372036854775808]}"#);
+    assert_eq!(
+        many.last(),
+        Some(&pair("json.n.array_11", "-9223372036854775808")),
+        "indices and integers of several digits, the most negative one too"
+    );
+    assert_eq!(many.get(10), Some(&pair("json.n.array_10", "10")));
     assert_eq!(read("[]"), (true, vec![]));
     // Escapes are decoded; what was read before an error stays.
     assert_eq!(
@@ -634,5 +641,30 @@ fn crs_v4_blocks_an_attack_and_passes_ordinary_requests() {
             v.matched.iter().any(|id| id / 1000 == family),
             "{attack}: no {family}xxx rule in {v:?}"
         );
+    }
+}
+
+#[test]
+fn values_of_digits_alone_reach_rules_that_need_no_class() {
+    // Digits have no byte class: a rule without a class shortcut (`needs` = ANY) must still
+    // see them, screened (1), unscreened (2) or through a phrase (3); a rule whose operator
+    // needs a class (4: white space) is passed over for them and still sees its attack.
+    let set = rules(
+        r#"
+SecRule ARGS:a "@rx ^(?:4294967296|2147483648)$" "id:1,phase:2,deny"
+SecRule ARGS:b "@rx ^\d+$" "id:2,phase:2,deny"
+SecRule ARGS:c "@pm 4294967296" "id:3,phase:2,deny"
+SecRule ARGS:d "@rx \s1" "id:4,phase:2,deny"
+"#,
+    );
+    for (uri, expected) in [
+        ("/?a=4294967296", Some(1)),
+        ("/?b=12", Some(2)),
+        ("/?c=4294967296", Some(3)),
+        ("/?d=11", None),
+        ("/?d=%201", Some(4)),
+        ("/?a=1&b=x&c=1&d=1", None),
+    ] {
+        assert_eq!(evaluate(&set, &get(uri)).denied_by, expected, "{uri}");
     }
 }

@@ -5,6 +5,9 @@
 //! them (garbage is 0). An argument may hold macros (`%{tx.allowed_methods}`), expanded per
 //! transaction; everything else is prepared here.
 
+pub mod needs;
+#[cfg(test)]
+mod needs_tests;
 pub mod pcre;
 mod verdicts;
 pub mod words;
@@ -309,18 +312,19 @@ impl Operator {
                 regex_test(re.as_ref().as_ref()?, value, capture)
             }
             Operator::Pm(ac, _) => yes(ac.is_match(value)),
+            // A value without `<` or `=` is never flagged as XSS (`words::may_be_xss`): the
+            // cheapest test first.
+            Operator::DetectXss if !may_be_xss(value) => None,
             // A value of letters, digits, `_` and `.` alone, or words and numbers joined by
-            // `-`, `/` or single spaces (`word_texts_are_clean_for_libinjection`), is never flagged by libinjection (`words`' tests
-            // `plain_values_are_clean_for_every_rule` and `word_paths_are_clean_for_libinjection`
-            // run both detectors on such values); most values are such, and the detectors are
-            // costly.
+            // `-`, `/` or single spaces, is never flagged by libinjection (`words`' tests
+            // `plain_values_are_clean_for_every_rule`, `word_paths_are_clean_for_libinjection`
+            // and `word_texts_are_clean_for_libinjection` run both detectors on such values);
+            // most values are such, and the detectors are costly.
             Operator::DetectSqli | Operator::DetectXss
                 if is_plain(value) || is_word_path(value) || is_word_text(value) =>
             {
                 None
             }
-            // Nor is a value without `<` or `=` flagged as XSS (`words::may_be_xss`).
-            Operator::DetectXss if !may_be_xss(value) => None,
             Operator::DetectSqli => yes(verdicts::verdict(Detector::Sqli, value, |v| {
                 libinjectionrs::SqliState::new(v, libinjectionrs::SqliFlags::FLAG_NONE).detect()
             })),

@@ -122,9 +122,9 @@ fn paranoia_level(tags: &[String]) -> u8 {
 /// collection (or members selected by a pattern), none passing in any of them means no match,
 /// and neither exclusions nor removed targets can add one. Counted and named targets are read
 /// from the rule itself (a named member is screened on its own, without the whole collection).
-/// `classes` gathers the distinct (collections, chain, screen part) of the gates numbered so
-/// far.
-pub fn gate(rule: &Rule, classes: &mut Vec<(u64, u32, ScreenPart)>) -> Gate {
+/// `classes` gathers the distinct (collections, chain, screen part, needs) of the gates
+/// numbered so far.
+pub fn gate(rule: &Rule, classes: &mut Vec<(u64, u32, ScreenPart, u32)>) -> Gate {
     let whole = |t: &Target| !t.count && t.collection.is_request();
     if !rule.screened() || rule.negated || rule.targets.is_empty() {
         return Gate::default();
@@ -136,7 +136,7 @@ pub fn gate(rule: &Rule, classes: &mut Vec<(u64, u32, ScreenPart)>) -> Gate {
         .targets
         .iter()
         .fold(0, |bits, t| bits | 1 << t.collection as u64);
-    let key = (collections, rule.chain_id, rule.screen);
+    let key = (collections, rule.chain_id, rule.screen, rule.needs);
     let class = match classes.iter().position(|k| *k == key) {
         Some(i) => i,
         None => {
@@ -148,6 +148,7 @@ pub fn gate(rule: &Rule, classes: &mut Vec<(u64, u32, ScreenPart)>) -> Gate {
         collections,
         chain_id: rule.chain_id,
         screen: rule.screen,
+        needs: rule.needs,
         level: rule.level,
         class: class as u32,
         tx_test: 0,

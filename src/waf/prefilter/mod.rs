@@ -10,6 +10,7 @@
 
 pub mod build;
 
+use crate::waf::transform::class::lacks;
 use aho_corasick::AhoCorasick;
 use std::cell::Cell;
 
@@ -33,6 +34,10 @@ pub struct Screen {
     regex: regex_automata::meta::Regex,
     /// The phrases of the screened `@pm` rules, case-insensitively.
     phrases: Option<AhoCorasick>,
+    /// The byte classes of which a value must hold one to match a regex (`regex_needs`), or
+    /// hold a phrase: a value without any is answered without a scan.
+    regex_needs: u32,
+    phrase_needs: u32,
 }
 
 impl Screen {
@@ -59,7 +64,7 @@ impl Screen {
             )
             .build_many(patterns)
             .map_err(|e| e.to_string())?;
-        let phrases = match phrases.is_empty() {
+        let compiled_phrases = match phrases.is_empty() {
             true => None,
             false => Some(
                 AhoCorasick::builder()
@@ -68,16 +73,34 @@ impl Screen {
                     .map_err(|e| e.to_string())?,
             ),
         };
-        Ok(Screen { regex, phrases })
+        use crate::waf::operator::needs::{phrase_needs, regex_needs};
+        Ok(Screen {
+            regex,
+            phrases: compiled_phrases,
+            regex_needs: patterns.iter().fold(0, |all, p| all | regex_needs(p)),
+            phrase_needs: phrases.iter().fold(0, |all, p| all | phrase_needs(p)),
+        })
     }
 
     /// Whether a value matches any screened regex (`Regex`) or holds any screened phrase
     /// (`Phrases`); a value is never screened out for a rule that is not screened (`Off`).
     pub fn is_match(&self, part: ScreenPart, value: &[u8]) -> bool {
+        self.is_match_with(
+            part,
+            value,
+            crate::waf::transform::class::byte_classes(value),
+        )
+    }
+
+    /// `is_match` for a value whose byte classes are known.
+    pub fn is_match_with(&self, part: ScreenPart, value: &[u8], classes: u32) -> bool {
         match part {
             ScreenPart::Off => true,
-            ScreenPart::Regex => self.regex.is_match(value),
-            ScreenPart::Phrases => self.phrases.as_ref().is_some_and(|p| p.is_match(value)),
+            ScreenPart::Regex => !lacks(classes, self.regex_needs) && self.regex.is_match(value),
+            ScreenPart::Phrases => {
+                !lacks(classes, self.phrase_needs)
+                    && self.phrases.as_ref().is_some_and(|p| p.is_match(value))
+            }
         }
     }
 }

@@ -497,8 +497,10 @@ fn compile_rule(
             link.at
         ));
     }
+    let needs = operator.needs();
     let mut rule = Rule {
         id,
+        needs,
         at: link.at.clone(),
         targets,
         exclusions,

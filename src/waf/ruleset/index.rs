@@ -216,7 +216,7 @@ fn mark_ctl_tags(set: &mut RuleSet) {
 /// else the prefilter's gate (`prefilter::build::gate`).
 fn gates(
     rules: &[Rule],
-    classes: &mut Vec<(u64, u32, ScreenPart)>,
+    classes: &mut Vec<(u64, u32, ScreenPart, u32)>,
     names: &TxNames,
     tests: &mut Vec<TxTest>,
 ) -> Vec<Gate> {

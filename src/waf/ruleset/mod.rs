@@ -257,6 +257,9 @@ pub struct Rule {
     /// without one): a request at level 1 uses a screen without the patterns of the rules
     /// above it, and runs those rules unscreened if it reaches them.
     pub level: u8,
+    /// `Operator::needs`: a value (after the chain) holding no byte of these classes cannot
+    /// match the operator.
+    pub needs: u32,
     pub negated: bool,
     pub capture: bool,
     pub log: bool,
@@ -312,8 +315,11 @@ pub struct Gate {
     pub collections: u64,
     pub chain_id: u32,
     pub screen: ScreenPart,
+    /// The rule's `needs`: a collection none of whose values holds a byte of these classes
+    /// (and that the chain leaves as they are) passes nothing, unscreened.
+    pub needs: u32,
     pub level: u8,
-    /// Gates with the same collections, chain and screen part have the same answer while
+    /// Gates with the same collections, chain, screen part and needs have the same answer while
     /// the request's collections stay as they are: they share this number
     /// (`0..RuleSet::gate_classes`), so that a transaction asks once for all of them.
     pub class: u32,

@@ -1,6 +1,8 @@
 //! Classes of bytes in a value, one bit each: a transformation can change a value only if it
 //! holds a byte of a class the transformation `touches`, so a chain none of whose
-//! transformations touches a value's classes leaves it as it is, without being run.
+//! transformations touches a value's classes leaves it as it is, without being run. Likewise
+//! an operator can match only a value that holds a byte of a class it `needs`
+//! (`Operator::needs`). Digits and `_` are the only bytes of no class.
 
 pub const UPPER: u32 = 1;
 pub const LOWER: u32 = 1 << 1;
@@ -23,6 +25,12 @@ pub const QUOTE: u32 = 1 << 15;
 pub const CARET: u32 = 1 << 16;
 pub const COMMA: u32 = 1 << 17;
 pub const SEMI: u32 = 1 << 18;
+/// Control bytes other than NUL and `WS`: `\x01`-`\x08`, `\x0e`-`\x1f`, `\x7f`.
+pub const CTRL: u32 = 1 << 19;
+pub const LT: u32 = 1 << 20;
+pub const EQ: u32 = 1 << 21;
+/// The rest of ASCII punctuation: ``! $ ( ) : > ? @ [ ] ` { | } ~``.
+pub const OTHER: u32 = 1 << 22;
 /// Transformations that may change any value (decoders of whole values, digests).
 pub const ANY: u32 = u32::MAX;
 
@@ -47,7 +55,11 @@ const fn class_of(b: u8) -> u32 {
         b'^' => CARET,
         b',' => COMMA,
         b';' => SEMI,
-        _ => 0,
+        1..=8 | 0x0e..=0x1f | 0x7f => CTRL,
+        b'<' => LT,
+        b'=' => EQ,
+        b'0'..=b'9' | b'_' => 0,
+        _ => OTHER,
     }
 }
 
@@ -60,6 +72,12 @@ static CLASSES: [u32; 256] = {
     }
     table
 };
+
+/// Whether a value of these classes holds no byte of the classes an operator `needs`, so
+/// that it cannot match (never for `ANY`, which a value of digits alone does not intersect).
+pub fn lacks(classes: u32, needs: u32) -> bool {
+    needs != ANY && classes & needs == 0
+}
 
 /// The classes of the bytes in `v`.
 pub fn byte_classes(v: &[u8]) -> u32 {

@@ -12,7 +12,7 @@ proptest! {
     #[test]
     fn untouched_values_are_unchanged(
         v in proptest::collection::vec(
-            prop::sample::select(b"aZ09%+&\\\0 \t\n\xa0\xc2/.*-#\"'^,;<>!=()x".to_vec()),
+            prop::sample::select(b"aZ09%+&\\\0 \t\n\xa0\xc2/.*-#\"'^,;<>!=()x\x01\x1f\x7f@:|$?_".to_vec()),
             0..12,
         )
     ) {
@@ -29,7 +29,7 @@ proptest! {
     #[test]
     fn applied_into_a_buffer_as_applied(
         v in proptest::collection::vec(
-            prop::sample::select(b"aZ09%+&\\\0 \t\n\xa0\xc2/.*-#\"'^,;<>!=()x".to_vec()),
+            prop::sample::select(b"aZ09%+&\\\0 \t\n\xa0\xc2/.*-#\"'^,;<>!=()x\x01\x1f\x7f@:|$?_".to_vec()),
             0..12,
         ),
         held in proptest::collection::vec(prop::sample::select(b" a/".to_vec()), 0..3),
@@ -52,7 +52,7 @@ proptest! {
     #[test]
     fn outputs_hold_only_produced_classes(
         v in proptest::collection::vec(
-            prop::sample::select(b"aZ09%+&\\\0 \t\n\xa0\xc2/.*-#\"'^,;<>!=()x".to_vec()),
+            prop::sample::select(b"aZ09%+&\\\0 \t\n\xa0\xc2/.*-#\"'^,;<>!=()x\x01\x1f\x7f@:|$?_".to_vec()),
             0..12,
         )
     ) {
