@@ -45,6 +45,7 @@ fn main() {
             body,
             remote_addr: "192.0.2.10",
             unique_id: "x",
+            json: None,
         }
     } else {
         Request {
@@ -55,6 +56,7 @@ fn main() {
             body: b"",
             remote_addr: "192.0.2.10",
             unique_id: "x",
+            json: None,
         }
     };
     let mut denied = 0;

@@ -294,6 +294,7 @@ fn builtin_rules(c: &mut Criterion) {
             body,
             remote_addr: "192.0.2.10",
             unique_id: "bench",
+            json: None,
         }
     };
     let get = request("GET", "/v1/orders?status=shipped&page=2", None, b"");
@@ -412,6 +413,7 @@ fn crs(c: &mut Criterion) {
         body: b"",
         remote_addr: "192.0.2.10",
         unique_id: "bench",
+        json: None,
     };
     assert_eq!(evaluate(&set, &get).denied_by, None, "the GET is benign");
     let body = order(1024);
@@ -425,6 +427,7 @@ fn crs(c: &mut Criterion) {
         body: &body,
         remote_addr: "192.0.2.10",
         unique_id: "bench",
+        json: None,
     };
     assert_eq!(evaluate(&set, &post).denied_by, None, "the order is benign");
     let mut g = c.benchmark_group("crs_v4_pl1");

@@ -53,6 +53,7 @@ fn request(stage: &Stage) -> Request<'_> {
         body: stage.data.as_bytes(),
         remote_addr: "127.0.0.1",
         unique_id: "regression",
+        json: None,
     }
 }
 

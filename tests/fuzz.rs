@@ -136,6 +136,7 @@ fn builtin_verdict(uri: &str, headers: &[(&str, &[u8])], body: &[u8]) -> Option<
         body,
         remote_addr: "192.0.2.1",
         unique_id: "fuzz",
+        json: None,
     };
     evaluate(rules, &request).denied_by
 }

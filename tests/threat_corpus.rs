@@ -54,6 +54,7 @@ mod built_in_rules {
             body,
             remote_addr: "192.0.2.1",
             unique_id: "t",
+            json: None,
         };
         evaluate(set, &request).denied_by
     }

@@ -7,6 +7,7 @@
 
 pub mod builtin;
 pub mod eval;
+pub mod json;
 pub mod operator;
 pub mod prefilter;
 pub mod ruleset;

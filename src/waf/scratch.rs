@@ -182,6 +182,12 @@ pub(super) struct Pairs {
     len: usize,
 }
 
+impl crate::waf::json::Sink for Pairs {
+    fn scalar(&mut self, path: &str, value: &[u8]) {
+        self.push(path, value);
+    }
+}
+
 impl Pairs {
     pub fn clear(&mut self) {
         self.len = 0;

@@ -11,6 +11,7 @@ pub use read::has_body;
 
 use super::limits;
 use crate::problem::{ProblemError, Refusal};
+use crate::waf::json;
 use bytes::Bytes;
 use jsonschema::error::{TypeKind, ValidationErrorKind};
 use pingora_proxy::Session;
@@ -80,6 +81,9 @@ impl BodyPolicy {
 pub struct ValidatedBody {
     pub bytes: Bytes,
     pub json: Option<Value>,
+    /// A JSON body's members as step 10's rules see them (`waf::json`), written by the parse
+    /// that validated it, on a route whose rules inspect bodies.
+    pub members: Option<json::Members>,
 }
 
 /// Step 9. The body of a route with `validate` or with threat protection is read up to the
@@ -124,11 +128,22 @@ pub async fn check(
             read::whole(session, max, read_timeout, || limits::body_too_large(max)).await?
         }
     };
+    // Step 10's rules read the members of a JSON body from this parse.
+    let mut members = policy.inspected.map(|_| json::Members::default());
     let json = match (&policy.validate, media) {
-        (Some(rules), Some(media)) if is_json(&media) => Some(check_json(rules, &bytes)?),
-        _ => None,
+        (Some(rules), Some(media)) if is_json(&media) => {
+            Some(check_json_into(rules, &bytes, members.as_mut())?)
+        }
+        _ => {
+            members = None;
+            None
+        }
     };
-    Ok(Some(ValidatedBody { bytes, json }))
+    Ok(Some(ValidatedBody {
+        bytes,
+        json,
+        members,
+    }))
 }
 
 /// A body larger than the `[waf]` rules may see, with `body_over_limit = "refuse"`.
@@ -227,55 +242,98 @@ pub fn json_too_deep(bytes: &[u8], max: usize) -> bool {
 }
 
 /// A JSON value that refuses objects with a repeated key: two parsers that disagree about
-/// which duplicate wins are a classic way past a validating gateway.
-struct StrictValue(Value);
+/// which duplicate wins are a classic way past a validating gateway. With `members`, each
+/// scalar is also written as step 10's rules see it (`waf::json`), so that they need not
+/// parse the body again.
+struct Strict<'a> {
+    members: Option<(&'a mut json::Path, &'a mut json::Members)>,
+}
 
-impl<'de> serde::Deserialize<'de> for StrictValue {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(StrictVisitor).map(StrictValue)
+impl Strict<'_> {
+    /// The same, for a member or an element.
+    fn inner(&mut self) -> Strict<'_> {
+        Strict {
+            members: self.members.as_mut().map(|(p, m)| (&mut **p, &mut **m)),
+        }
+    }
+
+    fn scalar(&mut self, write: impl FnOnce(&mut dyn json::Sink, &json::Path)) {
+        if let Some((path, members)) = self.members.as_mut() {
+            write(*members, path);
+        }
+    }
+
+    /// Into a member or element of the path (no-op without members); the length to go back to.
+    fn enter(&mut self, step: impl FnOnce(&mut json::Path) -> usize) -> Option<usize> {
+        self.members.as_mut().map(|(path, _)| step(path))
+    }
+
+    fn back(&mut self, len: Option<usize>) {
+        if let (Some((path, _)), Some(len)) = (self.members.as_mut(), len) {
+            path.back(len);
+        }
     }
 }
 
-struct StrictVisitor;
+impl<'de> de::DeserializeSeed<'de> for Strict<'_> {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
 
-impl<'de> Visitor<'de> for StrictVisitor {
+impl<'de> Visitor<'de> for Strict<'_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON value")
     }
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+    fn visit_bool<E>(mut self, v: bool) -> Result<Value, E> {
+        self.scalar(|sink, path| json::boolean(sink, path, v));
         Ok(Value::Bool(v))
     }
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+    fn visit_i64<E>(mut self, v: i64) -> Result<Value, E> {
+        self.scalar(|sink, path| json::integer(sink, path, v));
         Ok(Value::from(v))
     }
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+    fn visit_u64<E>(mut self, v: u64) -> Result<Value, E> {
+        self.scalar(|sink, path| json::integer(sink, path, v));
         Ok(Value::from(v))
     }
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+    fn visit_f64<E>(mut self, v: f64) -> Result<Value, E> {
+        self.scalar(|sink, path| json::float(sink, path, v));
         Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
     }
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+    fn visit_str<E>(mut self, v: &str) -> Result<Value, E> {
+        self.scalar(|sink, path| sink.scalar(path.as_str(), v.as_bytes()));
         Ok(Value::String(v.to_string()))
     }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+    fn visit_string<E>(mut self, v: String) -> Result<Value, E> {
+        self.scalar(|sink, path| sink.scalar(path.as_str(), v.as_bytes()));
         Ok(Value::String(v))
     }
-    fn visit_unit<E>(self) -> Result<Value, E> {
+    fn visit_unit<E>(mut self) -> Result<Value, E> {
+        self.scalar(json::null);
         Ok(Value::Null)
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<Value, A::Error> {
         let mut out = Vec::new();
-        while let Some(StrictValue(v)) = seq.next_element()? {
-            out.push(v);
+        loop {
+            let len = self.enter(|path| path.index(out.len()));
+            let next = seq.next_element_seed(self.inner())?;
+            self.back(len);
+            match next {
+                Some(v) => out.push(v),
+                None => return Ok(Value::Array(out)),
+            }
         }
-        Ok(Value::Array(out))
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            let StrictValue(value) = map.next_value()?;
+            let len = self.enter(|path| path.key(&key));
+            let value = map.next_value_seed(self.inner())?;
+            self.back(len);
             match out.entry(key) {
                 serde_json::map::Entry::Vacant(slot) => {
                     slot.insert(value);
@@ -291,6 +349,15 @@ impl<'de> Visitor<'de> for StrictVisitor {
 
 /// Validate a complete JSON body against the route's rules.
 pub fn check_json(rules: &BodyRules, body: &[u8]) -> Result<Value, Refusal> {
+    check_json_into(rules, body, None)
+}
+
+/// `check_json`, writing the body's members as step 10's rules see them into `members`.
+pub fn check_json_into(
+    rules: &BodyRules,
+    body: &[u8],
+    members: Option<&mut json::Members>,
+) -> Result<Value, Refusal> {
     if std::str::from_utf8(body).is_err() {
         return Err(Refusal::bad_request(
             "invalid_utf8",
@@ -308,9 +375,13 @@ pub fn check_json(rules: &BodyRules, body: &[u8]) -> Result<Value, Refusal> {
     }
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     // Depth is bounded above, so serde_json's own recursion limit is not needed.
-    let parsed = serde::Deserialize::deserialize(&mut deserializer).and_then(|v: StrictValue| {
+    let mut path = json::Path::default();
+    let strict = Strict {
+        members: members.map(|m| (&mut path, m)),
+    };
+    let parsed = de::DeserializeSeed::deserialize(strict, &mut deserializer).and_then(|v| {
         deserializer.end()?;
-        Ok(v.0)
+        Ok(v)
     });
     let value = match parsed {
         Ok(value) => value,
@@ -571,5 +642,41 @@ mod tests {
         let e = check_json(&r, body.as_bytes()).unwrap_err();
         assert!(e.errors.len() <= MAX_REPORTED_VIOLATIONS);
         assert!(e.errors[0].detail.contains("and 25 more"), "{:?}", e.errors);
+    }
+}
+
+#[cfg(test)]
+mod members_tests {
+    use super::*;
+
+    /// The members the validating parse writes are those the rules' own JSON reader gives,
+    /// name for name, in the same order, for every kind of value.
+    #[test]
+    fn the_validating_parse_writes_the_members_the_rules_would_read() {
+        let rules = BodyRules {
+            content_types: vec!["application/json".into()],
+            schema: None,
+            max_json_depth: 32,
+        };
+        for body in [
+            r#"{"z":1,"a":{"":[true,null,-2.5,"x\u00e9\n"],"b":18446744073709551615},"q":"<x>"}"#,
+            r#"[[0,1,2,3,4,5,6,7,8,9,10,-9223372036854775808],{"k":1e300,"e":-0.0},[]]"#,
+            r#""top""#,
+            r#"{"items":[{"sku":"SKU-00001-BLUE-M","qty":2},{"sku":"a\"b","qty":1.5e3}]}"#,
+            "{}",
+            "3",
+        ] {
+            let mut validated = json::Members::default();
+            check_json_into(&rules, body.as_bytes(), Some(&mut validated)).expect(body);
+            let mut read = json::Members::default();
+            assert!(json::read(body.as_bytes(), &mut read), "{body}");
+            let v: Vec<_> = validated.iter().collect();
+            let r: Vec<_> = read.iter().collect();
+            assert_eq!(v, r, "{body}");
+            assert_eq!(v.is_empty(), body == "{}", "{body}");
+        }
+        // A refused body writes what was read before the refusal; it goes no further.
+        let mut partial = json::Members::default();
+        assert!(check_json_into(&rules, br#"{"a":1,"a":2}"#, Some(&mut partial)).is_err());
     }
 }

@@ -89,6 +89,7 @@ pub fn check(
             head: inputs.head,
             normalised_path: inputs.normalised_path,
             body: inputs.body.map_or(&[], |b| &b.bytes),
+            json: inputs.body.and_then(|b| b.members.as_ref()),
             client_ip: &inputs.client_ip.to_string(),
             request_id: inputs.request_id,
         },

@@ -229,6 +229,8 @@ pub struct Inputs<'a> {
     pub normalised_path: &'a str,
     /// The body as buffered (possibly longer than the policy inspects).
     pub body: &'a [u8],
+    /// Its JSON members, when step 9 parsed it (`checks::body::ValidatedBody::members`).
+    pub json: Option<&'a crate::waf::json::Members>,
     pub client_ip: &'a str,
     pub request_id: &'a str,
 }
@@ -267,6 +269,8 @@ pub fn inspect(policy: &WafPolicy, inputs: &Inputs) -> Findings {
         body,
         remote_addr: inputs.client_ip,
         unique_id: inputs.request_id,
+        // The members stand for the whole body only.
+        json: inputs.json.filter(|_| !prefix),
     };
     let verdict = eval::evaluate_with(&policy.rules, &request, &policy.settings);
     Findings::from_verdict(verdict, prefix)
@@ -318,6 +322,7 @@ SecRule TX:BLOCKING_INBOUND_ANOMALY_SCORE "@ge %{tx.inbound_anomaly_score_thresh
                 head: &head,
                 normalised_path: path.split('?').next().unwrap_or(path),
                 body,
+                json: None,
                 client_ip: "127.0.0.1",
                 request_id: "r1",
             },

@@ -197,135 +197,9 @@ pub(super) fn read_xml(body: &[u8]) -> Option<(Vec<u8>, Vec<Vec<u8>>)> {
     root.then_some((text, attributes))
 }
 
-/// JSON values as ModSecurity names them (`json.a.b`, `json.list.array_0`), read as the body
-/// is parsed, in document order, every member kept: `{"q":"<attack>","q":"x"}` gives two
-/// `json.q` values, as ModSecurity's streaming parser does (a parsed map would keep only the
-/// last, and an upstream that reads the first would get what was never scanned). Numbers and
-/// booleans as serde_json writes them, `null` empty. On a parse error the values read so far
-/// stay (more is inspected, never less); the caller sets `REQBODY_ERROR`.
+/// A JSON body's members (`waf::json`) as `ARGS_POST`; `false` when it does not parse.
 pub(super) fn read_json(body: &[u8], out: &mut Pairs) -> bool {
-    use serde::de::DeserializeSeed;
-    let mut path = String::from("json");
-    let mut de = serde_json::Deserializer::from_slice(body);
-    JsonValues {
-        path: &mut path,
-        out,
-    }
-    .deserialize(&mut de)
-    .and_then(|()| de.end())
-    .is_ok()
-}
-
-/// A serde visitor that appends each scalar of a JSON document to `out` under its path.
-pub(super) struct JsonValues<'a> {
-    path: &'a mut String,
-    out: &'a mut Pairs,
-}
-
-impl JsonValues<'_> {
-    fn push(self, value: &[u8]) {
-        self.out.push(self.path, value);
-    }
-
-    fn number(self, n: Option<serde_json::Number>) {
-        self.push(n.map(|n| n.to_string()).unwrap_or_default().as_bytes());
-    }
-
-    /// An integer as serde_json writes it, without a buffer on the heap.
-    fn integer(self, negative: bool, magnitude: u64) {
-        let (mut digits, mut signed) = ([0u8; 20], [0u8; 21]);
-        let digits = super::setvar::decimal(magnitude, &mut digits);
-        let value = match negative {
-            false => digits,
-            true => {
-                signed[0] = b'-';
-                signed[1..=digits.len()].copy_from_slice(digits);
-                &signed[..=digits.len()]
-            }
-        };
-        self.push(value);
-    }
-}
-
-impl<'de> serde::de::DeserializeSeed<'de> for JsonValues<'_> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for JsonValues<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
-        self.push(if v { b"true" } else { b"false" });
-        Ok(())
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
-        self.integer(v < 0, v.unsigned_abs());
-        Ok(())
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
-        self.integer(false, v);
-        Ok(())
-    }
-
-    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
-        self.number(serde_json::Number::from_f64(v));
-        Ok(())
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<(), E> {
-        self.push(v.as_bytes());
-        Ok(())
-    }
-
-    fn visit_unit<E>(self) -> Result<(), E> {
-        self.push(b"");
-        Ok(())
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
-        let mut i = 0usize;
-        loop {
-            let len = self.path.len();
-            let mut digits = [0u8; 20];
-            self.path.push_str(".array_");
-            for d in super::setvar::decimal(i as u64, &mut digits) {
-                self.path.push(char::from(*d));
-            }
-            let more = items.next_element_seed(JsonValues {
-                path: self.path,
-                out: self.out,
-            })?;
-            self.path.truncate(len);
-            if more.is_none() {
-                return Ok(());
-            }
-            i += 1;
-        }
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            let len = self.path.len();
-            self.path.push('.');
-            self.path
-                .push_str(if key.is_empty() { "empty-key" } else { &key });
-            map.next_value_seed(JsonValues {
-                path: self.path,
-                out: self.out,
-            })?;
-            self.path.truncate(len);
-        }
-        Ok(())
-    }
+    crate::waf::json::read(body, out)
 }
 
 impl Transaction<'_> {
@@ -341,9 +215,13 @@ impl Transaction<'_> {
         let mut error = false;
         match processor.as_deref() {
             Some("URLENCODED") => self.fill(ArgsPost, |p| parse_query(r.body, p)),
-            Some("JSON") if !r.body.is_empty() => {
-                self.fill(ArgsPost, |p| error = !read_json(r.body, p))
-            }
+            // Parsed already by step 9 (`Request::json`), or here.
+            Some("JSON") if !r.body.is_empty() => match r.json {
+                Some(members) => self.fill(ArgsPost, |p| {
+                    members.iter().for_each(|(n, v)| p.push(n, v));
+                }),
+                None => self.fill(ArgsPost, |p| error = !read_json(r.body, p)),
+            },
             Some("MULTIPART") => {
                 let mut post = Values::new();
                 let content_type = r

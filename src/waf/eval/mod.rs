@@ -47,6 +47,9 @@ pub struct Request<'a> {
     pub body: &'a [u8],
     pub remote_addr: &'a str,
     pub unique_id: &'a str,
+    /// The body's JSON members, when the gateway parsed the body already (a validated JSON
+    /// body, inspected whole): read by the JSON processor instead of the body.
+    pub json: Option<&'a crate::waf::json::Members>,
 }
 
 /// The outcome: the rule that refused the request (if one did), and every logging rule (not

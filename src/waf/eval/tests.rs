@@ -18,6 +18,7 @@ fn get(uri: &str) -> Request<'_> {
         body: b"",
         remote_addr: "127.0.0.1",
         unique_id: "1",
+        json: None,
     }
 }
 
@@ -619,6 +620,7 @@ fn crs_v4_blocks_an_attack_and_passes_ordinary_requests() {
         body: b"",
         remote_addr: "127.0.0.1",
         unique_id: "1",
+        json: None,
     };
     for ordinary in [
         "/",
