@@ -90,6 +90,16 @@ impl Sink for Members {
 }
 
 impl Members {
+    /// Room for the members of a body of `len` bytes, as most documents have them (the names
+    /// of an array of objects are longer than the body): the buffers do not grow while read.
+    pub fn for_body(len: usize) -> Self {
+        Members {
+            names: String::with_capacity(len.saturating_mul(2)),
+            values: Vec::with_capacity(len),
+            ends: Vec::with_capacity(len / 16),
+        }
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
         let starts = std::iter::once((0, 0)).chain(self.ends.iter().copied());
         starts.zip(&self.ends).map(|((n0, v0), (n1, v1))| {

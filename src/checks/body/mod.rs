@@ -129,15 +129,17 @@ pub async fn check(
         }
     };
     // Step 10's rules read the members of a JSON body from this parse.
-    let mut members = policy.inspected.map(|_| json::Members::default());
-    let json = match (&policy.validate, media) {
+    let (json, members) = match (&policy.validate, media) {
         (Some(rules), Some(media)) if is_json(&media) => {
-            Some(check_json_into(rules, &bytes, members.as_mut())?)
+            let mut members = policy
+                .inspected
+                .map(|_| json::Members::for_body(bytes.len()));
+            (
+                Some(check_json_into(rules, &bytes, members.as_mut())?),
+                members,
+            )
         }
-        _ => {
-            members = None;
-            None
-        }
+        _ => (None, None),
     };
     Ok(Some(ValidatedBody {
         bytes,

@@ -77,7 +77,12 @@ impl Transaction<'_> {
         let cannot_match =
             |classes: u32| class::lacks(classes, rule.needs) && chain.effective(classes).is_none();
         let test = |value_key: Option<u64>, collection: &str, member: &str, value: &[u8]| {
-            if gated && cannot_match(self.byte_classes(value_key, value)) {
+            // `ANY` (no shortcut) where nothing reads them.
+            let classes = match gated || rule.operator.reads_classes() {
+                true => self.byte_classes(value_key, value),
+                false => class::ANY,
+            };
+            if gated && cannot_match(classes) {
                 return;
             }
             let steps = self.transformed(value_key, value, chain);
@@ -91,9 +96,13 @@ impl Transaction<'_> {
                     Some((step, bytes)) => self.changed_screened(step, bytes, part),
                     None => self.screened(value_key.map(|k| k | ORIGINAL), value, part),
                 };
-                let hit = match part != ScreenPart::Off && !passes() {
-                    true => None,
-                    false => rule.operator.test(candidate, self, rule.capture),
+                let hit = match (part != ScreenPart::Off && !passes(), changed) {
+                    (true, _) => None,
+                    (false, None) => {
+                        rule.operator
+                            .test_with_classes(candidate, classes, self, rule.capture)
+                    }
+                    (false, Some(_)) => rule.operator.test(candidate, self, rule.capture),
                 };
                 let captures = match (hit, rule.negated) {
                     (Some(m), false) => m.captures,

@@ -29,6 +29,33 @@ impl Operator {
     }
 }
 
+impl Operator {
+    /// Whether `test_with_classes` reads the classes.
+    pub fn reads_classes(&self) -> bool {
+        matches!(self, Operator::DetectSqli | Operator::DetectXss)
+    }
+
+    /// `test` for a value whose byte classes are known (`ANY` when they are not): a plain value (`words::is_plain`:
+    /// letters, digits, `_` and `.` without `..`) is told from its classes, not its bytes.
+    pub fn test_with_classes(
+        &self,
+        value: &[u8],
+        classes: u32,
+        macros: &dyn super::Macros,
+        capture: bool,
+    ) -> Option<super::Matched> {
+        let detector = self.reads_classes();
+        let plain = || {
+            classes & !(UPPER | LOWER | DOT) == 0
+                && (classes & DOT == 0 || memchr::memmem::find(value, b"..").is_none())
+        };
+        match detector && plain() {
+            true => None,
+            false => self.test(value, macros, capture),
+        }
+    }
+}
+
 /// The classes of some bytes; `ANY` if one of them has no class (a digit or `_`: nothing then
 /// tells from its classes whether a value holds it).
 fn union(bytes: impl Iterator<Item = u8>) -> u32 {

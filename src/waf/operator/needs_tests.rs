@@ -118,4 +118,19 @@ proptest! {
         let value = words.concat();
         prop_assert!(op("detectSQLi", "").test(value.as_bytes(), &NoMacros, false).is_none(), "{}", value);
     }
+
+    /// Told from its classes or read byte by byte, a value gets the same verdict: drawn from
+    /// letters, dots, digits and a few bytes that end plainness.
+    #[test]
+    fn a_verdict_from_classes_is_the_verdict_from_bytes(
+        picks in proptest::collection::vec(prop::sample::select(b"aZ.0_9 '<=-".to_vec()), 0..24)
+    ) {
+        for op in [op("detectSQLi", ""), op("detectXSS", "")] {
+            let by_bytes = op.test(&picks, &NoMacros, false).is_some();
+            let by_classes = op.test_with_classes(&picks, byte_classes(&picks), &NoMacros, false).is_some();
+            let unknown = op.test_with_classes(&picks, ANY, &NoMacros, false).is_some();
+            prop_assert_eq!(by_bytes, by_classes, "{:?} on {:?}", op, String::from_utf8_lossy(&picks));
+            prop_assert_eq!(by_bytes, unknown);
+        }
+    }
 }
