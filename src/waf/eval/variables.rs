@@ -36,7 +36,11 @@ impl Macros for Transaction<'_> {
 impl Transaction<'_> {
     /// Collection `c` emptied and refilled by `fill` (its entries keep their buffers from
     /// request to request); what was known of its values is forgotten.
+    /// A collection no rule reads stays empty (`RuleSet::reads`).
     pub(super) fn fill(&mut self, c: Collection, fill: impl FnOnce(&mut Pairs)) {
+        if !self.rules.reads.has(c) {
+            return;
+        }
         self.forget_screening(c);
         if let Some(slot) = self.s.collections.get_mut(c as usize) {
             slot.clear();
@@ -86,14 +90,14 @@ impl Transaction<'_> {
         let basename = filename
             .iter()
             .rposition(|b| *b == b'/' || *b == b'\\')
-            .map_or(filename.clone(), |i| filename[i + 1..].to_vec());
+            .map_or(&filename[..], |i| &filename[i + 1..]);
+        self.one(RequestBasename, "REQUEST_BASENAME", basename);
         self.one(RequestMethod, "REQUEST_METHOD", r.method);
         self.one(RequestProtocol, "REQUEST_PROTOCOL", r.protocol);
-        self.one(
-            RequestLine,
-            "REQUEST_LINE",
-            format!("{} {} {}", r.method, r.uri, r.protocol),
-        );
+        if self.rules.reads.has(RequestLine) {
+            let line = format!("{} {} {}", r.method, r.uri, r.protocol);
+            self.one(RequestLine, "REQUEST_LINE", line);
+        }
         self.one(RequestUri, "REQUEST_URI", uri);
         self.one(RequestUriRaw, "REQUEST_URI_RAW", r.uri);
         self.fill(RequestPathSegments, |p| {
@@ -103,7 +107,6 @@ impl Transaction<'_> {
             }
         });
         self.one(RequestFilename, "REQUEST_FILENAME", filename);
-        self.one(RequestBasename, "REQUEST_BASENAME", basename);
         self.one(QueryString, "QUERY_STRING", query.unwrap_or(""));
         self.one(RemoteAddr, "REMOTE_ADDR", r.remote_addr);
         self.one(UniqueId, "UNIQUE_ID", r.unique_id);
@@ -161,12 +164,14 @@ impl Transaction<'_> {
             .collections
             .get(Collection::Args as usize)
             .map_or(&[][..], Pairs::as_slice);
-        let size: usize = args.iter().map(|(k, v)| k.len() + v.len()).sum();
-        self.one(
-            Collection::ArgsCombinedSize,
-            "ARGS_COMBINED_SIZE",
-            size.to_string(),
-        );
+        if self.rules.reads.has(Collection::ArgsCombinedSize) {
+            let size: usize = args.iter().map(|(k, v)| k.len() + v.len()).sum();
+            self.one(
+                Collection::ArgsCombinedSize,
+                "ARGS_COMBINED_SIZE",
+                size.to_string(),
+            );
+        }
         self.copy(Collection::Args, Collection::ArgsNames, true);
     }
 

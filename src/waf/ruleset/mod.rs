@@ -7,6 +7,7 @@ pub mod compile;
 #[cfg(test)]
 mod effective_tests;
 mod index;
+mod reads;
 #[cfg(test)]
 mod tests;
 
@@ -15,6 +16,8 @@ use super::prefilter::{Screen, ScreenPart};
 use super::seclang::Location;
 use super::transform::Transformation;
 use std::fmt;
+
+pub use reads::Reads;
 
 /// Defines `Collection` and `Collection::ALL` from one list, so that the table of
 /// collections by index cannot drift from the enum.
@@ -394,6 +397,8 @@ pub struct RuleSet {
     pub tx_names: std::sync::Arc<super::scratch::TxNames>,
     /// The rules decided by a `TxTest` (`Gate::tx_test`).
     pub tx_tests: Vec<TxTest>,
+    /// The collections the evaluator fills: those the rules read, and their sources.
+    pub reads: Reads,
 }
 
 /// A compile error: where, and what is wrong.
