@@ -80,7 +80,6 @@ impl BodyPolicy {
 /// A body read and validated in step 9, kept for step 10 and then handed back for forwarding.
 pub struct ValidatedBody {
     pub bytes: Bytes,
-    pub json: Option<Value>,
     /// A JSON body's members as step 10's rules see them (`waf::json`), written by the parse
     /// that validated it, on a route whose rules inspect bodies.
     pub members: Option<json::Members>,
@@ -128,24 +127,19 @@ pub async fn check(
             read::whole(session, max, read_timeout, || limits::body_too_large(max)).await?
         }
     };
-    // Step 10's rules read the members of a JSON body from this parse.
-    let (json, members) = match (&policy.validate, media) {
+    // Step 10's rules read the members of a JSON body from this parse; the parsed value
+    // itself is needed only by the schema, and is let go here.
+    let members = match (&policy.validate, media) {
         (Some(rules), Some(media)) if is_json(&media) => {
             let mut members = policy
                 .inspected
                 .map(|_| json::Members::for_body(bytes.len()));
-            (
-                Some(check_json_into(rules, &bytes, members.as_mut())?),
-                members,
-            )
+            check_json_into(rules, &bytes, members.as_mut())?;
+            members
         }
-        _ => (None, None),
+        _ => None,
     };
-    Ok(Some(ValidatedBody {
-        bytes,
-        json,
-        members,
-    }))
+    Ok(Some(ValidatedBody { bytes, members }))
 }
 
 /// A body larger than the `[waf]` rules may see, with `body_over_limit = "refuse"`.
@@ -360,12 +354,12 @@ pub fn check_json_into(
     body: &[u8],
     members: Option<&mut json::Members>,
 ) -> Result<Value, Refusal> {
-    if std::str::from_utf8(body).is_err() {
+    let Ok(text) = std::str::from_utf8(body) else {
         return Err(Refusal::bad_request(
             "invalid_utf8",
             "the JSON body is not valid UTF-8",
         ));
-    }
+    };
     if json_too_deep(body, rules.max_json_depth) {
         return Err(Refusal::bad_request(
             "json_too_deep",
@@ -375,7 +369,8 @@ pub fn check_json_into(
             ),
         ));
     }
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    // From the text checked above: its strings are not checked for UTF-8 again.
+    let mut deserializer = serde_json::Deserializer::from_str(text);
     // Depth is bounded above, so serde_json's own recursion limit is not needed.
     let mut path = json::Path::default();
     let strict = Strict {

@@ -87,7 +87,7 @@ pub fn compile(directives: &[Located]) -> Result<RuleSet, Vec<RuleError>> {
     set.warnings = std::mem::take(&mut report.warnings);
     set.gaps = std::mem::take(&mut report.gaps);
     index_chains(&mut set);
-    set.reads = super::Reads::of(&set, directives);
+    set.reads = super::reads::reads_of(&set, directives);
     match report.errors.is_empty() {
         true => Ok(set),
         false => Err(report.errors),

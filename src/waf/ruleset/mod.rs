@@ -7,7 +7,7 @@ pub mod compile;
 #[cfg(test)]
 mod effective_tests;
 mod index;
-mod reads;
+pub(super) mod reads;
 #[cfg(test)]
 mod tests;
 
@@ -16,8 +16,6 @@ use super::prefilter::{Screen, ScreenPart};
 use super::seclang::Location;
 use super::transform::Transformation;
 use std::fmt;
-
-pub use reads::Reads;
 
 /// Defines `Collection` and `Collection::ALL` from one list, so that the table of
 /// collections by index cannot drift from the enum.
@@ -399,6 +397,31 @@ pub struct RuleSet {
     pub tx_tests: Vec<TxTest>,
     /// The collections the evaluator fills: those the rules read, and their sources.
     pub reads: Reads,
+}
+
+/// A set of collections, one bit each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reads(u64);
+
+const _: () = assert!(Collection::COUNT <= 64, "a collection set is one u64");
+
+impl Default for Reads {
+    /// Every collection: a rule set not compiled from directives reads what it likes.
+    fn default() -> Self {
+        Reads(u64::MAX)
+    }
+}
+
+impl Reads {
+    pub const NONE: Reads = Reads(0);
+
+    pub fn has(self, c: Collection) -> bool {
+        self.0 & (1 << c as u32) != 0
+    }
+
+    pub fn add(&mut self, c: Collection) {
+        self.0 |= 1 << c as u32;
+    }
 }
 
 /// A compile error: where, and what is wrong.

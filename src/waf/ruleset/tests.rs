@@ -192,3 +192,52 @@ fn debians_crs_3_compiles_with_its_gaps_reported() {
     );
     assert!(text.contains("persistent collections"), "{text}");
 }
+
+fn reads(text: &str) -> Reads {
+    compile_text(text).unwrap().reads
+}
+
+#[test]
+fn a_rule_set_reads_its_targets_macros_and_their_sources() {
+    use Collection::*;
+    let r = reads(concat!(
+        "SecRule ARGS_NAMES \"@rx a\" \"id:1,phase:2,pass\"\n",
+        "SecRule REQUEST_METHOD \"@rx a\" \"id:2,phase:1,pass,chain\"\n",
+        "SecRule &REQUEST_COOKIES_NAMES \"@eq 1\" \"setvar:'tx.x=%{request_line}'\"\n",
+        "SecRule TX:x \"@streq %{REQUEST_HEADERS.host}\" \"id:3,phase:2,pass\"\n",
+    ));
+    for c in [
+        ArgsNames,
+        Args,
+        ArgsGet,
+        ArgsPost,
+        RequestMethod,
+        RequestCookiesNames,
+        RequestCookies,
+        RequestLine,
+        RequestHeaders,
+        ReqbodyProcessor,
+        Tx,
+    ] {
+        assert!(r.has(c), "{c:?}");
+    }
+    for c in [
+        ArgsGetNames,
+        ArgsPostNames,
+        RequestHeadersNames,
+        RequestUri,
+        QueryString,
+        Files,
+    ] {
+        assert!(!r.has(c), "{c:?}");
+    }
+}
+
+#[test]
+fn the_built_in_rules_skip_what_they_never_read() {
+    use Collection::*;
+    let r = crate::waf::builtin::compile().unwrap().reads;
+    assert!(r.has(RequestFilename) && r.has(Xml) && r.has(ReqbodyError));
+    assert!(!r.has(RequestLine) && !r.has(ArgsPostNames) && !r.has(QueryString));
+    assert!(Reads::default().has(RequestLine));
+}
