@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# sqlmap against a deliberately injectable upstream (benches/injectable.py), three ways in one
-# run: directly, through portcullis with [waf] (OWASP CRS v4 at paranoia level 1), and through
-# nginx + ModSecurity 3 with the same rules. sqlmap from PyPI; Debian's nginx and its
+# sqlmap against a deliberately injectable upstream (benches/injectable.py), four ways in one
+# run: directly, through portcullis with [waf] (OWASP CRS v4 at paranoia level 1), through
+# portcullis with its built-in rules (no [waf]: the demo config's protection), and through
+# nginx + ModSecurity 3 with CRS. sqlmap from PyPI; Debian's nginx and its
 # ModSecurity module; CRS from ../shared/crs. Prints one table: per target and tamper set, the
 # requests that reached the upstream and whether sqlmap confirmed the injection.
 #   bash benches/sqlmap.sh [--level 3] [--risk 2]
@@ -78,6 +79,15 @@ target/release/portcullis run -c "$DIR/portcullis.toml" 2>"$DIR/portcullis.stder
 PIDS+=($!)
 wait_port "$GW"
 
+# The same gateway without [waf]: the built-in rules decide.
+BUILTIN=$(port)
+sed -e "/^\[waf\]/,/^paranoia_level/d" -e "s|127.0.0.1:$GW|127.0.0.1:$BUILTIN|" \
+    -e "s|$DIR/portcullis.pid|$DIR/builtin.pid|" -e "s|$DIR/upgrade.sock|$DIR/builtin.sock|" \
+    -e "s|$DIR/access.log|$DIR/builtin-access.log|" "$DIR/portcullis.toml" >"$DIR/builtin.toml"
+target/release/portcullis run -c "$DIR/builtin.toml" 2>"$DIR/builtin.stderr" &
+PIDS+=($!)
+wait_port "$BUILTIN"
+
 MS=$(port)
 mkdir -p "$DIR/nginx/logs"
 # The one ModSecurity configuration portcullis is measured against.
@@ -109,7 +119,8 @@ echo "sqlmap $(sqlmap --version 2>/dev/null | tail -1): --level $LEVEL --risk $R
 echo
 echo "| target | tampers | requests that reached the upstream | sqlmap's verdict |"
 echo "|---|---|---:|---|"
-for target in "upstream directly:$UP" "portcullis, CRS PL1:$GW" "nginx + ModSecurity, CRS PL1:$MS"; do
+for target in "upstream directly:$UP" "portcullis, CRS PL1:$GW" "portcullis, built-in rules:$BUILTIN" \
+    "nginx + ModSecurity, CRS PL1:$MS"; do
     name="${target%%:*}"
     p="${target##*:}"
     for tamper in "" "space2comment,between,randomcase"; do

@@ -47,7 +47,7 @@ impl Operator {
         let detector = self.reads_classes();
         let plain = || {
             classes & !(UPPER | LOWER | DOT) == 0
-                && (classes & DOT == 0 || memchr::memmem::find(value, b"..").is_none())
+                && (classes & DOT == 0 || !value.windows(2).any(|w| w == b".."))
         };
         match detector && plain() {
             true => None,
