@@ -40,7 +40,7 @@ name = "tuned"
 path_prefix = "/t"
 upstream = "app"
 public = true
-waf = {{ exclude_rules = [10050], exclude_targets = [{{ rule = "10030-10040", target = "ARGS:html" }}] }}
+waf = {{ exclude_rules = ["10050-10052"], exclude_targets = [{{ rule = "10030-10040", target = "ARGS:html" }}] }}
 "#,
         fixture = public_route(up.addr, "blocked", "/b")
     ))

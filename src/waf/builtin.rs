@@ -63,4 +63,48 @@ mod tests {
         assert!(ids.len() >= 8, "{ids:?}");
         assert!(ids.iter().all(|id| IDS.contains(id)), "{ids:?}");
     }
+
+    /// Rules 10051 and 10052 (SQL that libinjection has no entry for) against the prose
+    /// nearest their shapes: the probes are refused, the prose is not.
+    #[test]
+    fn sql_shapes_refuse_probes_and_pass_prose() {
+        let rules = compile().unwrap_or_else(|e| panic!("{e}"));
+        let denied = |value: &str| {
+            let mut query = String::from("/s?q=");
+            for b in value.bytes() {
+                query.push_str(&format!("%{b:02X}"));
+            }
+            let request = crate::waf::eval::Request {
+                method: "GET",
+                uri: &query,
+                protocol: "HTTP/1.1",
+                headers: vec![("host", b"a")],
+                body: b"",
+                remote_addr: "127.0.0.1",
+                unique_id: "t",
+                json: None,
+            };
+            crate::waf::eval::evaluate(&rules, &request).denied_by
+        };
+        for (probe, rule) in [
+            ("1 AND 3773=JSON_EXTRACT(CHAR(123,125),1)", 10051),
+            ("1) AND GTID_SUBSET(CONCAT(0x71,1),4703)", 10051),
+            ("1\") AND CASE WHEN 1=1 THEN 1 END", 10051),
+            ("1 WAITFOR DELAY '0:0:5'", 10052),
+            ("x;DECLARE @a NVARCHAR(99)", 10052),
+            ("1';(SELECT * FROM (SELECT(SLEEP(5)))GmVx)#", 10052),
+        ] {
+            assert_eq!(denied(probe), Some(rule), "{probe}");
+        }
+        for prose in [
+            "Sleep (8 hours) and exercise",
+            "2 or more (see notes)",
+            "version 2 and later (beta)",
+            "O'Brien and Sons",
+            "Ship it; execute the plan",
+            "results of the benchmark (2024)",
+        ] {
+            assert_eq!(denied(prose), None, "{prose}");
+        }
+    }
 }
