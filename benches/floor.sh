@@ -5,11 +5,13 @@
 # and portcullis on a pass-through route. One worker/thread each, an nginx upstream answering
 # `200 ok`. Prints two tables (BENCHMARKS.md, "Issue 16"). Also portcullis on a route with
 # threat protection on (the default; without [waf], the built-in rules): a browser-like GET
-# and a 1 KiB JSON POST (BENCHMARKS.md, "Issue 34").
+# and a 1 KiB JSON POST; and the load benchmark's full chain (JWT, ACL, limit, schema, rules)
+# on its own 1 KiB order (BENCHMARKS.md, "Issue 34").
 #   bash benches/floor.sh [seconds per measurement, default 5]
 #   FLOOR_PROXIES="portcullis" PORTCULLIS=path/to/binary bash benches/floor.sh   (a subset; another build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT=$(pwd)
 SECS=${1:-5}
 need=()
 for tool in valgrind strace wrk nginx haproxy curl; do
@@ -109,6 +111,25 @@ name = "guarded"
 path_prefix = "/guarded"
 upstream = "app"
 public = true
+# The load benchmark's route (c): JWT, ACL, rate limit, JSON Schema, threat protection.
+[[jwt_providers]]
+name = "bench"
+issuer = "https://id.bench.invalid"
+audiences = ["bench-api"]
+algorithms = ["ES256"]
+jwks_file = "$ROOT/tests/data/jwt/jwks.json"
+[[consumers]]
+id = "bench-user"
+groups = ["bench"]
+[[routes]]
+name = "full"
+path_prefix = "/full"
+methods = ["POST"]
+upstream = "app"
+auth = ["jwt:bench"]
+allow = { groups = ["bench"] }
+rate_limit = { requests = 1000000000, per = "1s", key = "consumer" }
+validate = { content_types = ["application/json"], json_schema = "$ROOT/tests/data/schemas/order.json", max_body_bytes = "16KiB" }
 EOF
         echo "$PORTCULLIS run -c $D/portcullis.toml" ;;
     esac
@@ -182,6 +203,32 @@ EOF
     echo "|---|---:|"
     echo "| browser-like GET with a query | $(count_instructions portcullis "${browser[@]}" "http://127.0.0.1:PORT/guarded/v1/orders?status=shipped&page=2") |"
     echo "| 1 KiB JSON POST | $(count_instructions portcullis -s "$D/order.lua" "http://127.0.0.1:PORT/guarded/v1/orders") |"
+    # The full chain on the load benchmark's request: its ES256 token and 1 KiB order.
+    python3 - "$ROOT/tests/data/jwt/ec256.pem" > "$D/full.lua" <<'PY'
+import base64, json, sys, time
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, utils
+key = serialization.load_pem_private_key(open(sys.argv[1], "rb").read(), None)
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+now = int(time.time())
+head = b64(json.dumps({"alg": "ES256", "typ": "JWT", "kid": "ec256"}).encode())
+claims = b64(json.dumps({"iss": "https://id.bench.invalid", "aud": "bench-api", "sub": "bench-user",
+                         "iat": now, "exp": now + 36000}).encode())
+r, s = utils.decode_dss_signature(key.sign(f"{head}.{claims}".encode(), ec.ECDSA(hashes.SHA256())))
+token = f"{head}.{claims}.{b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+items, i = "", 0
+while True:
+    item = '{"sku":"SKU-%05d-BLUE-M","qty":%d}' % (i, i % 7 + 1)
+    if len(items) + len(item) + 1 > 900:
+        break
+    items += ("," if items else "") + item
+    i += 1
+body = '{"id":4711,"email":"buyer@example.com","items":[%s],"note":"' % items
+body += "x" * (1022 - len(body)) + '"}'
+print(f'wrk.method = "POST"\nwrk.body = \'{body}\'\nwrk.headers["Content-Type"] = "application/json"')
+print(f'wrk.headers["Authorization"] = "Bearer {token}"')
+PY
+    echo "| full chain (JWT, ACL, limit, schema, built-in rules), the load benchmark's 1 KiB JSON POST | $(count_instructions portcullis -s "$D/full.lua" "http://127.0.0.1:PORT/full/orders") |"
 fi
 
 echo
