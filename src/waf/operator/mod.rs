@@ -485,7 +485,8 @@ mod tests {
         ]))
     }
 
-    fn op(name: &str, argument: &str) -> Operator {
+    /// An operator compiled from its name and argument (the needs tests use it too).
+    pub(super) fn op(name: &str, argument: &str) -> Operator {
         Operator::compile(
             &seclang::Operator {
                 negated: false,

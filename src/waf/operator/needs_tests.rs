@@ -1,6 +1,7 @@
 //! `Operator::needs` against the operators themselves (property-based): a value holding no
 //! byte of a class the operator needs never matches it. Each value is drawn from the bytes
 //! whose classes the operator does not need, so every case tests the claim.
+use super::tests::op;
 use super::*;
 use crate::waf::transform::class::{byte_classes, ANY};
 use proptest::prelude::*;
@@ -11,18 +12,6 @@ impl Macros for NoMacros {
     fn value(&self, _: &str, _: &str) -> Option<Cow<'_, [u8]>> {
         None
     }
-}
-
-fn op(name: &str, argument: &str) -> Operator {
-    Operator::compile(
-        &seclang::Operator {
-            negated: false,
-            name: name.into(),
-            argument: argument.into(),
-        },
-        Path::new("t.conf"),
-    )
-    .unwrap()
 }
 
 /// The operators with a shortcut: the built-in rules' and CRS's byte ranges, the detectors, the
