@@ -92,7 +92,9 @@ impl Sink for Members {
 impl Members {
     /// Room for the members of a body of `len` bytes, as most documents have them (the names
     /// of an array of objects are longer than the body): the buffers do not grow while read.
+    /// Past 64 KiB they grow as needed instead (a large body is often one long value).
     pub fn for_body(len: usize) -> Self {
+        let len = len.min(64 * 1024);
         Members {
             names: String::with_capacity(len.saturating_mul(2)),
             values: Vec::with_capacity(len),
