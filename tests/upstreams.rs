@@ -261,3 +261,29 @@ public = true
         1.0
     );
 }
+
+/// SPEC §3 step 11: what upstream software says of itself (`Server`, `X-Powered-By`, the
+/// ASP.NET versions) is removed on the way back, whatever its case; the upstream's other
+/// headers and its body pass, and the gateway's own answers name no server either.
+#[test]
+fn upstream_banners_never_reach_the_client() {
+    let up = Upstream::start();
+    let gw = Gateway::start(&public_route(up.addr, "all", "/"));
+    let r = gw.get("/app/banners");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"banners");
+    for name in [
+        "Server",
+        "X-Powered-By",
+        "X-AspNet-Version",
+        "X-AspNetMvc-Version",
+    ] {
+        assert_eq!(r.header(name), None, "{name} in {:?}", r.headers);
+    }
+    assert_eq!(r.header("X-Upstream"), Some("test"));
+    assert_eq!(up.requests().len(), 1, "the upstream answered it");
+    let own = gw.get("/app/%2e%2e/%2e%2e/x");
+    assert!(own.status >= 400, "{}", own.status);
+    assert_eq!(own.header("Server"), None, "{:?}", own.headers);
+    assert_eq!(up.requests().len(), 1);
+}

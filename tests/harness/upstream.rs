@@ -39,7 +39,8 @@ impl Seen {
 /// A real HTTP/1.1 upstream on loopback that records every request and counts connections.
 /// A path ending in `/slow/<ms>` is answered after that many milliseconds; one ending in
 /// `/status/<code>` is answered with that status, as plain text naming it (with `Allow: GET`
-/// on a 405), so that a test can tell the upstream's own answer from the gateway's.
+/// on a 405), so that a test can tell the upstream's own answer from the gateway's; one ending
+/// in `/banners` carries `Server`, `X-Powered-By` and ASP.NET version headers.
 pub struct Upstream {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
@@ -160,6 +161,17 @@ async fn respond(
             .header("X-Upstream", "test")
             .header("Allow", "GET")
             .body(Full::new(Bytes::from(format!("the upstream's own {code}"))))
+            .unwrap();
+    }
+    if uri.ends_with("/banners") {
+        return Response::builder()
+            .header("Content-Type", "text/plain")
+            .header("Server", "Apache/2.4.1 (Unix) PHP/5.4.0")
+            .header("X-Powered-By", "PHP/5.4.0")
+            .header("x-aspnet-version", "4.0.30319")
+            .header("X-AspNetMvc-Version", "5.2")
+            .header("X-Upstream", "test")
+            .body(Full::new(Bytes::from_static(b"banners")))
             .unwrap();
     }
     let payload = format!("{{\"upstream\":\"ok\",\"uri\":{uri:?}}}");
