@@ -262,14 +262,52 @@ public = true
     );
 }
 
-/// SPEC §3 step 11: what upstream software says of itself (`Server`, `X-Powered-By`, the
-/// ASP.NET versions) is removed on the way back, whatever its case; the upstream's other
-/// headers and its body pass, and the gateway's own answers name no server either.
+/// SPEC §3 step 11 and `[response]`: what upstream software says of itself (`Server`,
+/// `X-Powered-By`, the ASP.NET versions) is removed on the way back, whatever its case;
+/// `nosniff` is added where the upstream did not say it, `Cache-Control: no-store` on an
+/// authenticated route where the upstream set none, and the configured headers, the route's
+/// over the global ones. The upstream's other headers and its body pass.
 #[test]
-fn upstream_banners_never_reach_the_client() {
+fn upstream_responses_are_hardened_as_configured() {
     let up = Upstream::start();
-    let gw = Gateway::start(&public_route(up.addr, "all", "/"));
-    let r = gw.get("/app/banners");
+    let key = "k-0123456789abcdef0123456789abcdef";
+    let gw = Gateway::start(&format!(
+        r#"
+[response]
+headers = {{ "Referrer-Policy" = "no-referrer", "X-Frame-Options" = "DENY" }}
+
+[[upstreams]]
+name = "app"
+targets = ["{up}"]
+
+[[consumers]]
+id = "ops"
+api_keys = ["{hash}"]
+
+[[routes]]
+name = "open"
+path_prefix = "/open"
+upstream = "app"
+public = true
+
+[[routes]]
+name = "own"
+path_prefix = "/own"
+upstream = "app"
+public = true
+response = {{ nosniff = false, headers = {{ "x-frame-options" = "SAMEORIGIN", "Content-Security-Policy" = "default-src 'none'" }} }}
+
+[[routes]]
+name = "keyed"
+path_prefix = "/keyed"
+upstream = "app"
+auth = ["api_key"]
+allow = {{ consumers = ["ops"] }}
+"#,
+        up = up.addr,
+        hash = portcullis::keys::config_hash(key),
+    ));
+    let r = gw.get("/open/banners");
     assert_eq!(r.status, 200);
     assert_eq!(r.body, b"banners");
     for name in [
@@ -281,9 +319,48 @@ fn upstream_banners_never_reach_the_client() {
         assert_eq!(r.header(name), None, "{name} in {:?}", r.headers);
     }
     assert_eq!(r.header("X-Upstream"), Some("test"));
-    assert_eq!(up.requests().len(), 1, "the upstream answered it");
-    let own = gw.get("/app/%2e%2e/%2e%2e/x");
-    assert!(own.status >= 400, "{}", own.status);
-    assert_eq!(own.header("Server"), None, "{:?}", own.headers);
-    assert_eq!(up.requests().len(), 1);
+    assert_eq!(r.header("X-Content-Type-Options"), Some("nosniff"));
+    assert_eq!(r.header("X-Frame-Options"), Some("DENY"));
+    assert_eq!(r.header("Referrer-Policy"), Some("no-referrer"));
+    assert_eq!(
+        r.header("Cache-Control"),
+        None,
+        "a public route is cacheable"
+    );
+
+    let own = gw.get("/own/x");
+    assert_eq!(own.status, 200);
+    assert_eq!(own.header("X-Content-Type-Options"), None);
+    assert_eq!(own.header("X-Frame-Options"), Some("SAMEORIGIN"));
+    assert_eq!(own.header("Referrer-Policy"), Some("no-referrer"));
+    assert_eq!(
+        own.header("Content-Security-Policy"),
+        Some("default-src 'none'")
+    );
+
+    let keyed = |path: &str| {
+        gw.raw(&format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nX-API-Key: {key}\r\nConnection: close\r\n\r\n"
+        ))
+    };
+    let private = keyed("/keyed/x");
+    assert_eq!(private.status, 200);
+    assert_eq!(private.header("Cache-Control"), Some("no-store"));
+    let cached = keyed("/keyed/cached");
+    assert_eq!(cached.header("Cache-Control"), Some("public, max-age=60"));
+    assert_eq!(
+        cached
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("x-content-type-options"))
+            .count(),
+        1
+    );
+    assert_eq!(up.requests().len(), 4, "the upstream answered each");
+
+    // The gateway's own answers name no server either, and reach no upstream.
+    let refused = gw.get("/open/%2e%2e/%2e%2e/x");
+    assert!(refused.status >= 400, "{}", refused.status);
+    assert_eq!(refused.header("Server"), None, "{:?}", refused.headers);
+    assert_eq!(up.requests().len(), 4);
 }

@@ -12,6 +12,7 @@ use super::path;
 use super::rate_limit::RouteLimits;
 use super::threat::ThreatPolicy;
 use crate::problem::Refusal;
+use crate::request::response::ResponsePolicy;
 use http::Method;
 use pingora_http::RequestHeader;
 use std::collections::HashMap;
@@ -49,6 +50,8 @@ pub struct Route {
     pub threat: ThreatPolicy,
     /// Step 11: the client's credential goes on to the upstream.
     pub keep_credentials: bool,
+    /// Step 11, on the way back: the response headers.
+    pub response: ResponsePolicy,
 }
 
 impl Route {
@@ -68,6 +71,7 @@ impl Route {
             body: BodyPolicy::streamed(Limits::default().max_body_bytes),
             threat: ThreatPolicy::default(),
             keep_credentials: false,
+            response: ResponsePolicy::default(),
         }
     }
 }

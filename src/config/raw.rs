@@ -29,6 +29,18 @@ pub struct RawConfig {
     pub routes: Vec<RawRoute>,
     pub demo_echo: Option<RawDemoEcho>,
     pub waf: Option<RawWaf>,
+    #[serde(default)]
+    pub response: RawResponse,
+}
+
+/// `[response]`, and a route's `response = {…}`: the headers of upstream responses.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResponse {
+    pub nosniff: Option<bool>,
+    pub no_store_authenticated: Option<bool>,
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 /// `[waf]`: the SecLang rules (the OWASP Core Rule Set) that threat protection runs.
@@ -302,6 +314,7 @@ pub struct RawRoute {
     pub threat_protection: Option<String>,
     pub waf: Option<RawRouteWaf>,
     pub limits: Option<RawRouteLimits>,
+    pub response: Option<RawResponse>,
 }
 
 /// Per-route overrides of `[limits]` that can apply once the route is known.

@@ -206,7 +206,9 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        respond::strip_banners(upstream_response);
+        if let Some(route) = ctx.route.map(|i| self.config.routes.get(i)) {
+            crate::request::response::harden(upstream_response, &route.response)?;
+        }
         upstream_response.insert_header("X-Request-Id", ctx.request_id.as_str())?;
         if let Some(fields) = &ctx.admission.fields {
             upstream_response.insert_header("RateLimit-Policy", fields.policy.as_str())?;

@@ -26,22 +26,6 @@ const HSTS: &str = "max-age=31536000";
 /// The route label of a request no route was found for.
 pub const UNMATCHED: &str = "unmatched";
 
-/// What upstream software says of itself (SPEC §3 step 11): names and versions an attacker
-/// matches against known vulnerabilities, of no use to a client.
-pub const BANNERS: [&str; 4] = [
-    "Server",
-    "X-Powered-By",
-    "X-AspNet-Version",
-    "X-AspNetMvc-Version",
-];
-
-/// An upstream's response on its way back: its banners removed.
-pub fn strip_banners(header: &mut ResponseHeader) {
-    for name in BANNERS {
-        header.remove_header(name);
-    }
-}
-
 /// Add the headers every response of a TLS listener carries, ours or an upstream's.
 pub fn tls_headers(header: &mut ResponseHeader, tls: bool) -> Result<()> {
     if tls {

@@ -4,4 +4,5 @@
 
 pub mod forward;
 pub mod identity;
+pub mod response;
 pub mod trace;

@@ -40,7 +40,8 @@ impl Seen {
 /// A path ending in `/slow/<ms>` is answered after that many milliseconds; one ending in
 /// `/status/<code>` is answered with that status, as plain text naming it (with `Allow: GET`
 /// on a 405), so that a test can tell the upstream's own answer from the gateway's; one ending
-/// in `/banners` carries `Server`, `X-Powered-By` and ASP.NET version headers.
+/// in `/banners` carries `Server`, `X-Powered-By` and ASP.NET version headers; one ending in
+/// `/cached` sets its own `Cache-Control` and `X-Content-Type-Options`.
 pub struct Upstream {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
@@ -161,6 +162,14 @@ async fn respond(
             .header("X-Upstream", "test")
             .header("Allow", "GET")
             .body(Full::new(Bytes::from(format!("the upstream's own {code}"))))
+            .unwrap();
+    }
+    if uri.ends_with("/cached") {
+        return Response::builder()
+            .header("Content-Type", "text/plain")
+            .header("Cache-Control", "public, max-age=60")
+            .header("X-Content-Type-Options", "nosniff")
+            .body(Full::new(Bytes::from_static(b"cached")))
             .unwrap();
     }
     if uri.ends_with("/banners") {

@@ -5,6 +5,7 @@
 
 mod identities;
 mod limits;
+mod response;
 mod routes;
 mod secret;
 mod server;
@@ -40,6 +41,7 @@ pub fn compile(raw: RawConfig, file: &Path) -> Result<(Config, Vec<Warning>), Ve
     let limits = limits::compile_limits(e, &raw.limits);
     let upstreams = upstreams::compile_upstreams(e, &raw.upstreams, file);
     let waf = waf::compile(e, raw.waf.as_ref(), file);
+    let response = response::defaults(e, &raw.response);
     let routes = routes::compile_routes(
         e,
         &raw.routes,
@@ -49,6 +51,7 @@ pub fn compile(raw: RawConfig, file: &Path) -> Result<(Config, Vec<Warning>), Ve
             ids: &identities,
             mtls_listener,
             waf: waf.as_ref(),
+            response: &response,
         },
         file,
     );

@@ -73,6 +73,7 @@ pub(super) struct RouteDefaults<'a> {
     pub(super) ids: &'a Identities,
     pub(super) mtls_listener: bool,
     pub(super) waf: Option<&'a WafDefaults>,
+    pub(super) response: &'a super::response::ResponseDefaults,
 }
 
 pub(super) fn compile_routes(
@@ -87,6 +88,7 @@ pub(super) fn compile_routes(
         ids,
         mtls_listener,
         waf,
+        response,
     } = *defaults;
     let upstream_index: HashMap<&str, usize> = upstreams
         .iter()
@@ -230,6 +232,7 @@ pub(super) fn compile_routes(
             .collect();
         hosts.sort();
         hosts.dedup();
+        let response_key = format!("{key}.response");
         let route = Route {
             name: r.name.clone(),
             hosts,
@@ -257,6 +260,12 @@ pub(super) fn compile_routes(
                 rules,
             },
             keep_credentials: r.keep_credentials.unwrap_or(false),
+            response: super::response::route_policy(
+                e,
+                response,
+                r.response.as_ref().map(|own| (response_key.as_str(), own)),
+                !r.public,
+            ),
         };
         if let Some(j) = out.iter().position(|other| shadows(other, &route)) {
             e.add(
@@ -456,11 +465,13 @@ mod tests {
             let upstreams = compile_upstreams(e, &s.upstreams, file);
             let limits = Limits::default();
             let ids = Identities::default();
+            let response = super::super::response::defaults(e, &Default::default());
             let defaults = RouteDefaults {
                 limits: &limits,
                 ids: &ids,
                 mtls_listener: false,
                 waf: None,
+                response: &response,
             };
             compile_routes(e, &s.routes.routes, &upstreams, &defaults, file)
         });
