@@ -67,6 +67,17 @@ const CASES: &[(&str, &str, &str)] = &[
         "1%20UNION%20SELECT%20password%20FROM%20users",
         "1 UNION SELECT password FROM users",
     ),
+    // SQL libinjection has no entry for (rules 10051 and 10052: sqlmap's probes).
+    (
+        "sqli",
+        "1%27%20AND%203773%3DJSON_EXTRACT(CHAR(123%2C125)%2C1)--%20x",
+        "1' AND 3773=JSON_EXTRACT(CHAR(123,125),1)-- x",
+    ),
+    (
+        "sqli",
+        "x%3BDECLARE%20%40a%20NVARCHAR(99)",
+        "x;DECLARE @a NVARCHAR(99)",
+    ),
     (
         "xss",
         "%3Cscript%3Ealert(1)%3C%2Fscript%3E",
