@@ -2,6 +2,7 @@
 //! metrics and the access log.
 
 use crate::checks::auth::Principal;
+use crate::checks::cors::CorsHeader;
 use crate::checks::rate_limit::Admission;
 use crate::checks::route::Matched;
 use crate::checks::threat::ThreatReport;
@@ -58,6 +59,9 @@ pub struct RequestCtx {
     pub threats: ThreatReport,
     /// The W3C trace context passed to the upstream (step 1).
     pub trace: Option<TraceContext>,
+    /// On a CORS route: the CORS headers of this request's answer (empty for an origin that
+    /// is not allowed); `None` on any other route.
+    pub cors: Option<Vec<CorsHeader>>,
 }
 
 /// What became of a request, for the access log's `decision`.
@@ -69,6 +73,8 @@ pub enum Decision {
     Refused(&'static str),
     /// The client went away before an answer could be sent.
     ClientGone,
+    /// A CORS preflight the gateway answered itself, allowing what it asked.
+    Preflight,
 }
 
 impl Decision {
@@ -77,6 +83,7 @@ impl Decision {
             Decision::Allowed => "allow",
             Decision::Refused(reason) => reason,
             Decision::ClientGone => "client_gone",
+            Decision::Preflight => "cors_preflight",
         }
     }
 }
@@ -119,6 +126,7 @@ impl RequestCtx {
             upstream_status: None,
             threats: ThreatReport::default(),
             trace: None,
+            cors: None,
         }
     }
 }

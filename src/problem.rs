@@ -24,6 +24,9 @@ pub enum Family {
     /// `portcullis_threats_total{route,kind,action="block"}` for each kind that was found; a
     /// blocked threat is also a validation rejection (its reason is `threat_<kind>`).
     Threat { kinds: Vec<&'static str> },
+    /// `portcullis_cors_preflights_total{route,result}`: a CORS preflight asking for more than
+    /// the route allows (`result` is the reason); allowed preflights are counted there too.
+    Cors,
 }
 
 /// "Stop with this response": what a check answers when a request must not go on.

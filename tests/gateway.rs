@@ -636,20 +636,6 @@ ip_deny = ["198.51.100.66"]
     assert_eq!(up.requests().len(), 3);
 }
 
-/// The access line of the request with this id.
-fn line_of(gw: &Gateway, request_id: &str) -> serde_json::Value {
-    let mut found = None;
-    wait_until(std::time::Duration::from_secs(5), || {
-        found = gw
-            .access_log()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|l| l["request_id"] == request_id);
-        found.is_some()
-    });
-    found.unwrap_or_else(|| panic!("no access line for {request_id}: {}", gw.access_log()))
-}
-
 #[test]
 fn trace_context_is_kept_when_valid_and_started_when_not() {
     let up = Upstream::start();
@@ -672,7 +658,7 @@ fn trace_context_is_kept_when_valid_and_started_when_not() {
     assert_eq!(seen.header("tracestate"), Some("vendor=abc,other=1"));
     let id = r.header("x-request-id").unwrap().to_string();
     assert_eq!(
-        line_of(&gw, &id)["trace_id"],
+        gw.access_line(&id)["trace_id"],
         "4bf92f3577b34da6a3ce929d0e0e4736"
     );
 
@@ -697,7 +683,7 @@ fn trace_context_is_kept_when_valid_and_started_when_not() {
         );
         assert_ne!(sent, valid);
         assert_eq!(seen.header("tracestate"), None, "{bad}");
-        assert_eq!(line_of(&gw, id)["trace_id"], id);
+        assert_eq!(gw.access_line(id)["trace_id"], id);
     }
 
     // None sent: one is started all the same.
@@ -716,7 +702,7 @@ fn trace_context_is_kept_when_valid_and_started_when_not() {
     assert!(up.requests().is_empty());
     let id = r.header("x-request-id").unwrap();
     assert_eq!(
-        line_of(&gw, id)["trace_id"],
+        gw.access_line(id)["trace_id"],
         "4bf92f3577b34da6a3ce929d0e0e4736"
     );
 }
@@ -756,7 +742,7 @@ fn trace_context_from_trusted_proxies_only_when_configured() {
     let sent = seen.header("traceparent").unwrap();
     assert!(sent.starts_with(&format!("00-{id}-")), "{sent}");
     assert_eq!(seen.header("tracestate"), None);
-    assert_eq!(line_of(&gw, id)["trace_id"], id);
+    assert_eq!(gw.access_line(id)["trace_id"], id);
     // The same request from a trusted proxy keeps its trace.
     let up = Upstream::start();
     let gw = Gateway::start_with(

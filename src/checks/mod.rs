@@ -7,6 +7,7 @@
 pub mod acl;
 pub mod auth;
 pub mod body;
+pub mod cors;
 pub mod ip;
 pub mod limits;
 pub mod path;
@@ -14,6 +15,14 @@ pub mod rate_limit;
 pub mod route;
 pub mod threat;
 pub mod throttle;
+
+/// What the checks let a request go on to.
+pub enum Checked {
+    /// The upstream.
+    Forward,
+    /// Nowhere: a CORS preflight, answered `204` with these headers.
+    Preflight(Vec<cors::CorsHeader>),
+}
 
 /// A request head for unit tests of the checks.
 #[cfg(test)]

@@ -6,6 +6,7 @@
 use super::acl::Allow;
 use super::auth::AuthPolicy;
 use super::body::BodyPolicy;
+use super::cors::CorsPolicy;
 use super::ip::IpRules;
 use super::limits::Limits;
 use super::path;
@@ -52,6 +53,8 @@ pub struct Route {
     pub keep_credentials: bool,
     /// Step 11, on the way back: the response headers.
     pub response: ResponsePolicy,
+    /// Browsers of other origins: preflights answered after step 3, headers on every answer.
+    pub cors: Option<CorsPolicy>,
 }
 
 impl Route {
@@ -72,6 +75,7 @@ impl Route {
             threat: ThreatPolicy::default(),
             keep_credentials: false,
             response: ResponsePolicy::default(),
+            cors: None,
         }
     }
 }
@@ -238,11 +242,21 @@ pub struct Matched {
 /// cannot be normalised or an ambiguous host is a 400; no route is a 404; a route for the path
 /// but not the method is a 405 with `Allow`.
 pub fn check(req: &RequestHeader, table: &RouteTable) -> Result<Matched, Refusal> {
+    check_as(req, table, &req.method)
+}
+
+/// Step 3 for `req` as if it had `method` (a CORS preflight is routed by the method it asks
+/// for).
+pub fn check_as(
+    req: &RequestHeader,
+    table: &RouteTable,
+    method: &Method,
+) -> Result<Matched, Refusal> {
     let normalised = path::normalise(req.uri.path())
         .map_err(|e| Refusal::bad_request("bad_path", e.detail()))?;
     let host = request_host(req)?;
     let index = table
-        .match_request(host, &normalised, &req.method)
+        .match_request(host, &normalised, method)
         .map_err(|miss| match miss {
             RouteMiss::NotFound => Refusal::not_found(),
             RouteMiss::MethodNotAllowed(allow) => Refusal::method_not_allowed(allow),

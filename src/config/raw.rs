@@ -31,6 +31,27 @@ pub struct RawConfig {
     pub waf: Option<RawWaf>,
     #[serde(default)]
     pub response: RawResponse,
+    pub cors: Option<RawCors>,
+}
+
+/// `[cors]` (defaults), and a route's `cors = {…}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCors {
+    pub origins: Option<Vec<String>>,
+    pub methods: Option<Vec<String>>,
+    pub headers: Option<Vec<String>>,
+    pub expose_headers: Option<Vec<String>>,
+    pub credentials: Option<bool>,
+    pub max_age: Option<String>,
+}
+
+/// A route's `cors = true | false | {…}`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawRouteCors {
+    Enabled(bool),
+    Settings(RawCors),
 }
 
 /// `[response]`, and a route's `response = {…}`: the headers of upstream responses.
@@ -315,6 +336,7 @@ pub struct RawRoute {
     pub waf: Option<RawRouteWaf>,
     pub limits: Option<RawRouteLimits>,
     pub response: Option<RawResponse>,
+    pub cors: Option<RawRouteCors>,
 }
 
 /// Per-route overrides of `[limits]` that can apply once the route is known.

@@ -5,9 +5,9 @@
 mod pipeline;
 pub mod respond;
 
-use crate::checks::ip;
 use crate::checks::rate_limit::shared::SharedLimiter;
 use crate::checks::throttle::FailureThrottle;
+use crate::checks::{ip, Checked};
 use crate::config::Config;
 use crate::context::{InflightGuard, RequestCtx};
 use crate::observe::metrics::Metrics;
@@ -64,7 +64,12 @@ impl ProxyHttp for Gateway {
             .map(|a| ip::canonical(a.ip()));
         ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         match self.run_checks(session, ctx).await {
-            Ok(()) => Ok(false),
+            Ok(Checked::Forward) => Ok(false),
+            Ok(Checked::Preflight(headers)) => {
+                let route = self.route_label(ctx);
+                self.respond.preflight(session, ctx, route, headers).await?;
+                Ok(true)
+            }
             Err(refusal) => {
                 let route = self.route_label(ctx);
                 self.respond.refuse(session, ctx, route, refusal).await?;
@@ -208,6 +213,9 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         if let Some(route) = ctx.route.map(|i| self.config.routes.get(i)) {
             crate::request::response::harden(upstream_response, &route.response)?;
+        }
+        if let Some(cors) = &ctx.cors {
+            crate::request::response::cors(upstream_response, cors)?;
         }
         upstream_response.insert_header("X-Request-Id", ctx.request_id.as_str())?;
         if let Some(fields) = &ctx.admission.fields {

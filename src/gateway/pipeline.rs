@@ -7,6 +7,7 @@ use crate::checks::auth::{self, Credentials};
 use crate::checks::rate_limit::{self, Subject};
 use crate::checks::throttle::FailureThrottle;
 use crate::checks::{acl, body, ip, limits, route, threat};
+use crate::checks::{cors, Checked};
 use crate::context::RequestCtx;
 use crate::problem::Refusal;
 use crate::request::{identity, trace};
@@ -20,7 +21,7 @@ impl Gateway {
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Checked, Refusal> {
         let cfg = &*self.config;
         let peer = ctx.peer_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
 
@@ -36,11 +37,26 @@ impl Gateway {
         ));
         // 2. Size limits and unambiguous framing.
         let declared_body = limits::check(session, &cfg.limits)?;
-        // 3. Route, on the normalised path; then the declared body against its limit.
-        let matched = route::check(session.req_header(), &cfg.routes)?;
+        // 3. Route, on the normalised path; then the declared body against its limit. A CORS
+        // preflight is routed by the method it asks for, and answered here on a CORS route.
+        let preflight = cors::Preflight::of(session.req_header());
+        let matched = match preflight.as_ref().and_then(|p| {
+            route::check_as(session.req_header(), &cfg.routes, &p.method)
+                .ok()
+                .filter(|m| cfg.routes.get(m.index).cors.is_some())
+        }) {
+            Some(matched) => matched,
+            None => route::check(session.req_header(), &cfg.routes)?,
+        };
         let route = cfg.routes.get(matched.index);
         ctx.routed(matched, route.body.max_bytes);
         declared_body.within(route.body.max_bytes)?;
+        if let Some(policy) = &route.cors {
+            if let Some(asked) = &preflight {
+                return policy.preflight(asked).map(Checked::Preflight);
+            }
+            ctx.cors = Some(policy.response_headers(session.req_header()));
+        }
         // 4. IP rules.
         ip::check(client_ip, &route.ip)?;
         // 5. Brute-force throttle, before any credential is looked at.
@@ -85,7 +101,7 @@ impl Gateway {
                 Refusal::new(500, "replay_failed", "the request could not be forwarded")
             })?;
         }
-        Ok(())
+        Ok(Checked::Forward)
     }
 }
 

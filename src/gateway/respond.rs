@@ -4,6 +4,7 @@
 //! every request, answered by us or by an upstream, gets its metrics and access-log line here.
 
 use crate::checks::body::has_body;
+use crate::checks::cors::{CorsHeader, VARY_ORIGIN};
 use crate::checks::ip;
 use crate::context::{Decision, RequestCtx};
 use crate::observe::access_log::{AccessLog, AccessRecord};
@@ -55,9 +56,14 @@ impl Respond {
         session: &mut Session,
         ctx: &mut RequestCtx,
         route: &str,
-        refusal: Refusal,
+        mut refusal: Refusal,
     ) -> Result<()> {
         ctx.decision = Decision::Refused(refusal.reason);
+        // A page of an allowed origin may read why its request was refused.
+        if let Some(cors) = &ctx.cors {
+            refusal.headers.extend(cors.iter().cloned());
+            refusal.headers.push(("Vary", VARY_ORIGIN.to_string()));
+        }
         self.metrics.count_refusal(route, &refusal);
         if ctx.request_id.is_empty() {
             ctx.request_id = identity::new_request_id();
@@ -75,6 +81,31 @@ impl Respond {
             session.write_response_body(Some(body), true).await?;
         }
         Ok(())
+    }
+
+    /// Answer a CORS preflight that asked for what the route allows: `204` with `headers`.
+    pub async fn preflight(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        route: &str,
+        headers: Vec<CorsHeader>,
+    ) -> Result<()> {
+        ctx.decision = Decision::Preflight;
+        self.metrics
+            .cors_preflights_total
+            .with_label_values(&[route, "allowed"])
+            .inc();
+        if has_body(session.req_header()) {
+            session.set_keepalive(None);
+        }
+        let mut header = ResponseHeader::build(204, Some(headers.len() + 2))?;
+        header.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        for (name, value) in headers {
+            header.append_header(name, value)?;
+        }
+        tls_headers(&mut header, ctx.tls)?;
+        session.write_response_header(Box::new(header), true).await
     }
 
     /// Answer a failure to proxy, unless a response was already under way.

@@ -22,6 +22,7 @@ pub struct Metrics {
     pub rate_limited_total: IntCounterVec,
     pub validation_rejections_total: IntCounterVec,
     pub threats_total: IntCounterVec,
+    pub cors_preflights_total: IntCounterVec,
     pub upstream_connections_total: IntCounterVec,
     pub upstream_target_healthy: IntGaugeVec,
     pub inflight_requests: IntGauge,
@@ -95,6 +96,11 @@ impl Metrics {
                 "portcullis_threats_total",
                 "Threats detected.",
                 &["route", "kind", "action"],
+            )?,
+            cors_preflights_total: counter(
+                "portcullis_cors_preflights_total",
+                "CORS preflights answered, by route and result (allowed, or what was refused).",
+                &["route", "result"],
             )?,
             upstream_connections_total: counter(
                 "portcullis_upstream_connections_total",
@@ -184,6 +190,12 @@ impl Metrics {
             Family::Authentication => Some(&self.auth_failures_total),
             Family::Authorization => Some(&self.authz_denials_total),
             Family::Validation | Family::Threat { .. } => Some(&self.validation_rejections_total),
+            Family::Cors => {
+                self.cors_preflights_total
+                    .with_label_values(&[route, reason])
+                    .inc();
+                None
+            }
             Family::RateLimited { key } => {
                 self.rate_limited_total
                     .with_label_values(&[route, key])
@@ -225,6 +237,7 @@ impl Metrics {
             &self.rate_limited_total,
             &self.validation_rejections_total,
             &self.threats_total,
+            &self.cors_preflights_total,
             &self.upstream_connections_total,
             &self.upstream_target_healthy,
             &self.inflight_requests,

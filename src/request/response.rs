@@ -3,6 +3,7 @@
 //! authenticates, `Cache-Control: no-store` where the upstream set none, and the headers the
 //! config names.
 
+use crate::checks::cors::{CorsHeader, VARY_ORIGIN};
 use http::{HeaderName, HeaderValue};
 use pingora_core::Result;
 use pingora_http::ResponseHeader;
@@ -53,5 +54,25 @@ pub fn harden(header: &mut ResponseHeader, policy: &ResponsePolicy) -> Result<()
     for (name, value) in &policy.headers {
         header.insert_header(name.clone(), value.clone())?;
     }
+    Ok(())
+}
+
+/// On a CORS route the gateway alone speaks CORS: the upstream's `Access-Control-*` headers
+/// are replaced by `headers` (none for an origin that is not allowed), and `Vary: Origin` is
+/// added so that no cache hands one origin's answer to another.
+pub fn cors(header: &mut ResponseHeader, headers: &[CorsHeader]) -> Result<()> {
+    let upstream_own: Vec<HeaderName> = header
+        .headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("access-control-"))
+        .cloned()
+        .collect();
+    for name in upstream_own {
+        header.remove_header(&name);
+    }
+    for (name, value) in headers {
+        header.insert_header(*name, value.as_str())?;
+    }
+    header.append_header("Vary", VARY_ORIGIN)?;
     Ok(())
 }

@@ -218,6 +218,20 @@ impl Gateway {
         std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
     }
 
+    /// The access-log line of the request with this id (waits up to 5 s for it).
+    pub fn access_line(&self, request_id: &str) -> serde_json::Value {
+        let mut found = None;
+        super::wait_until(Duration::from_secs(5), || {
+            found = self
+                .access_log()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|l| l["request_id"] == request_id);
+            found.is_some()
+        });
+        found.unwrap_or_else(|| panic!("no access line for {request_id}: {}", self.access_log()))
+    }
+
     pub fn path(&self) -> PathBuf {
         self.dir.path().to_path_buf()
     }

@@ -172,6 +172,16 @@ async fn respond(
             .body(Full::new(Bytes::from_static(b"cached")))
             .unwrap();
     }
+    if uri.ends_with("/own-cors") {
+        return Response::builder()
+            .header("Content-Type", "text/plain")
+            .header("Access-Control-Allow-Origin", "*")
+            .header("Access-Control-Allow-Credentials", "true")
+            .header("Access-Control-Expose-Headers", "x-secret")
+            .header("Vary", "Accept-Encoding")
+            .body(Full::new(Bytes::from_static(b"own-cors")))
+            .unwrap();
+    }
     if uri.ends_with("/banners") {
         return Response::builder()
             .header("Content-Type", "text/plain")

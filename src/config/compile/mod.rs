@@ -3,6 +3,7 @@
 //! its key path and the fix. Files a setting points at (keys, certificates, JWKS, schemas) are
 //! read and checked here, so a config that loads is a config that runs.
 
+mod cors;
 mod identities;
 mod limits;
 mod response;
@@ -42,6 +43,7 @@ pub fn compile(raw: RawConfig, file: &Path) -> Result<(Config, Vec<Warning>), Ve
     let upstreams = upstreams::compile_upstreams(e, &raw.upstreams, file);
     let waf = waf::compile(e, raw.waf.as_ref(), file);
     let response = response::defaults(e, &raw.response);
+    let cors = cors::defaults(e, raw.cors.as_ref());
     let routes = routes::compile_routes(
         e,
         &raw.routes,
@@ -52,6 +54,7 @@ pub fn compile(raw: RawConfig, file: &Path) -> Result<(Config, Vec<Warning>), Ve
             mtls_listener,
             waf: waf.as_ref(),
             response: &response,
+            cors: &cors,
         },
         file,
     );

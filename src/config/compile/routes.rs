@@ -74,6 +74,7 @@ pub(super) struct RouteDefaults<'a> {
     pub(super) mtls_listener: bool,
     pub(super) waf: Option<&'a WafDefaults>,
     pub(super) response: &'a super::response::ResponseDefaults,
+    pub(super) cors: &'a super::cors::CorsKeys,
 }
 
 pub(super) fn compile_routes(
@@ -89,6 +90,7 @@ pub(super) fn compile_routes(
         mtls_listener,
         waf,
         response,
+        cors,
     } = *defaults;
     let upstream_index: HashMap<&str, usize> = upstreams
         .iter()
@@ -233,6 +235,7 @@ pub(super) fn compile_routes(
         hosts.sort();
         hosts.dedup();
         let response_key = format!("{key}.response");
+        let cors = super::cors::route_policy(e, cors, &key, r.cors.as_ref(), methods.as_deref());
         let route = Route {
             name: r.name.clone(),
             hosts,
@@ -266,6 +269,7 @@ pub(super) fn compile_routes(
                 r.response.as_ref().map(|own| (response_key.as_str(), own)),
                 !r.public,
             ),
+            cors,
         };
         if let Some(j) = out.iter().position(|other| shadows(other, &route)) {
             e.add(
@@ -472,6 +476,7 @@ mod tests {
                 mtls_listener: false,
                 waf: None,
                 response: &response,
+                cors: &Default::default(),
             };
             compile_routes(e, &s.routes.routes, &upstreams, &defaults, file)
         });
