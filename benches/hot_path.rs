@@ -365,6 +365,7 @@ fn access_log(c: &mut Criterion) {
                 waf_rules: None,
                 anomaly_score: None,
                 waf_body: None,
+                upstream_body: None,
             };
             let mut line = String::with_capacity(384);
             black_box(&record).write_json(&mut line);

@@ -62,6 +62,9 @@ pub struct RequestCtx {
     /// On a CORS route: the CORS headers of this request's answer (empty for an origin that
     /// is not allowed); `None` on any other route.
     pub cors: Option<Vec<CorsHeader>>,
+    /// An upstream 5xx is being masked: the problem+json body still to send (taken by the
+    /// first body chunk; the upstream's own chunks are dropped).
+    pub masked: Option<Option<bytes::Bytes>>,
 }
 
 /// What became of a request, for the access log's `decision`.
@@ -127,6 +130,7 @@ impl RequestCtx {
             threats: ThreatReport::default(),
             trace: None,
             cors: None,
+            masked: None,
         }
     }
 }

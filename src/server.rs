@@ -191,6 +191,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
     let respond = Arc::new(Respond {
         metrics: metrics.clone(),
         access_log,
+        hsts: config.hsts.clone(),
     });
     let upstreams = Arc::new(upstreams);
     let readiness = Arc::new(Readiness::new(

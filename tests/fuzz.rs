@@ -441,6 +441,7 @@ proptest! {
             waf_rules: None,
             anomaly_score: None,
             waf_body: None,
+            upstream_body: None,
         };
         let mut line = String::new();
         record.write_json(&mut line);

@@ -34,12 +34,17 @@ impl Setup {
 }
 
 fn setup() -> Setup {
+    setup_with("")
+}
+
+/// `setup` with `extra` sections at the top of the config.
+fn setup_with(extra: &str) -> Setup {
     let up = Upstream::start();
     let pki = Pki::new("portcullis test CA");
     let (server_cert, server_key) = pki.issue("localhost", &["localhost", "127.0.0.1"], false);
     let tls_port = free_port();
     let body = format!(
-        r#"
+        r#"{extra}
 [[listeners]]
 address = "127.0.0.1:{tls_port}"
 tls = {{ cert = "server.pem", key = "server.key", client_ca = "ca.pem" }}
@@ -202,6 +207,33 @@ fn certificates_that_fail_verification_never_reach_http() {
     assert!(
         tls_get(&s, "/m/x", Some(&good), Some(SslVersion::TLS1_2)).is_some_and(|r| r.status == 200)
     );
+}
+
+#[test]
+fn hsts_is_as_configured_on_upstream_answers_and_refusals() {
+    let s = setup_with("[response]\nhsts = { max_age = \"2d\", include_subdomains = true }\n");
+    let good = s.pki.issue("mobile-app", &[], false);
+    let ok = tls_get(&s, "/m/x", Some(&good), None).expect("a response");
+    assert_eq!(ok.status, 200);
+    let refused = tls_get(&s, "/nowhere", Some(&good), None).expect("a response");
+    refused.assert_problem(404);
+    for r in [&ok, &refused] {
+        assert_eq!(
+            r.header("strict-transport-security"),
+            Some("max-age=172800; includeSubDomains")
+        );
+    }
+    assert!(s
+        .gw
+        .get("/public/x")
+        .header("strict-transport-security")
+        .is_none());
+
+    let off = setup_with("[response]\nhsts = false\n");
+    let good = off.pki.issue("mobile-app", &[], false);
+    let r = tls_get(&off, "/m/x", Some(&good), None).expect("a response");
+    assert_eq!(r.status, 200);
+    assert!(r.header("strict-transport-security").is_none());
 }
 
 #[test]

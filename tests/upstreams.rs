@@ -364,3 +364,93 @@ allow = {{ consumers = ["ops"] }}
     assert_eq!(refused.header("Server"), None, "{:?}", refused.headers);
     assert_eq!(up.requests().len(), 4);
 }
+
+/// `upstream_errors = "mask"`: an upstream 5xx body (an HTML stack trace here) is replaced by
+/// the gateway's problem+json, status and `Retry-After` kept; other statuses, `HEAD` and
+/// routes that pass errors are untouched.
+#[test]
+fn upstream_errors_are_masked_where_configured() {
+    let up = Upstream::start();
+    let gw = Gateway::start(&format!(
+        r#"
+[response]
+upstream_errors = "mask"
+
+[[upstreams]]
+name = "app"
+targets = ["{up}"]
+
+[[routes]]
+name = "masked"
+path_prefix = "/masked"
+upstream = "app"
+public = true
+
+[[routes]]
+name = "passed"
+path_prefix = "/passed"
+upstream = "app"
+public = true
+response = {{ upstream_errors = "pass" }}
+"#,
+        up = up.addr,
+    ));
+    let r = gw.get("/masked/crash");
+    let problem = r.assert_problem(503);
+    let id = r.header("X-Request-Id").unwrap().to_string();
+    assert_eq!(problem["request_id"], id.as_str());
+    let text = r.text();
+    for leak in ["java", "Tomcat", "Db.get", "html"] {
+        assert!(!text.contains(leak), "{leak} in {text}");
+    }
+    assert_eq!(r.header("Retry-After"), Some("7"));
+    assert_eq!(r.header("Set-Cookie"), None);
+    assert_eq!(r.header("X-Upstream"), None);
+    assert_eq!(r.header("Cache-Control"), Some("no-store"));
+    assert_eq!(up.requests().len(), 1, "the request reached the upstream");
+    let line = gw.access_line(&id);
+    assert_eq!(line["status"], 503);
+    assert_eq!(line["upstream_status"], 503);
+    assert_eq!(line["upstream_body"], "masked");
+    assert_eq!(
+        gw.wait_metric(
+            "portcullis_upstream_errors_masked_total",
+            &[("route", "masked"), ("status", "503")],
+            1.0
+        ),
+        1.0
+    );
+    // The connection stays usable: the masked body has its own length.
+    let mut stream = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    for path in ["/masked/crash", "/masked/status/500", "/masked/x"] {
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let r = read_response(&mut stream).expect("an answer on the same connection");
+        match path {
+            "/masked/x" => assert_eq!(r.status, 200),
+            _ => assert!(r.json()["detail"].as_str().unwrap().contains("withheld")),
+        }
+    }
+
+    // Below 500 the upstream speaks for itself; HEAD has no body to hide.
+    let r = gw.get("/masked/status/404");
+    assert_eq!(
+        (r.status, r.text()),
+        (404, "the upstream's own 404".to_string())
+    );
+    let head = raw_exchange(
+        gw.port,
+        b"HEAD /masked/crash HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        false,
+        Duration::from_secs(5),
+    );
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 503"), "{head}");
+    assert!(head.contains("content-type: text/html"), "{head}");
+    // A route that passes errors.
+    let r = gw.get("/passed/crash");
+    assert_eq!(r.status, 503);
+    assert!(r.text().contains("IllegalStateException"));
+}

@@ -43,6 +43,9 @@ pub struct Config {
     /// The rule set threat protection runs: `[waf]`, or the built-in rules (`None` only after
     /// an error).
     pub waf: Option<WafDefaults>,
+    /// `Strict-Transport-Security` on every answer of a TLS listener (`[response] hsts`);
+    /// `None` with `hsts = false`.
+    pub hsts: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -62,6 +62,26 @@ pub struct RawResponse {
     pub no_store_authenticated: Option<bool>,
     #[serde(default)]
     pub headers: std::collections::BTreeMap<String, String>,
+    /// `pass` (default) or `mask`: an upstream's 5xx body replaced by problem+json.
+    pub upstream_errors: Option<String>,
+    /// `[response]` only: `Strict-Transport-Security` on TLS listeners.
+    pub hsts: Option<RawHsts>,
+}
+
+/// `hsts = false`, or `hsts = { max_age = "365d", include_subdomains = true, preload = false }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawHsts {
+    Enabled(bool),
+    Settings(RawHstsSettings),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHstsSettings {
+    pub max_age: Option<String>,
+    pub include_subdomains: Option<bool>,
+    pub preload: Option<bool>,
 }
 
 /// `[waf]`: the SecLang rules (the OWASP Core Rule Set) that threat protection runs.

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::context::{InflightGuard, RequestCtx};
 use crate::observe::metrics::Metrics;
 use crate::request::forward::{self, Forwarding};
+use crate::request::response;
 use crate::stream::client;
 use crate::upstream::{connect_retryable, Upstreams};
 use async_trait::async_trait;
@@ -207,22 +208,45 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(route) = ctx.route.map(|i| self.config.routes.get(i)) {
-            crate::request::response::harden(upstream_response, &route.response)?;
+            let head_only = session.req_header().method == http::Method::HEAD;
+            if response::masks(upstream_response, &route.response, head_only) {
+                let (head, body) = response::masked(upstream_response, &ctx.request_id)?;
+                self.metrics
+                    .upstream_errors_masked_total
+                    .with_label_values(&[route.name.as_str(), head.status.as_str()])
+                    .inc();
+                *upstream_response = head;
+                ctx.masked = Some(Some(body));
+            }
+            response::harden(upstream_response, &route.response)?;
         }
         if let Some(cors) = &ctx.cors {
-            crate::request::response::cors(upstream_response, cors)?;
+            response::cors(upstream_response, cors)?;
         }
         upstream_response.insert_header("X-Request-Id", ctx.request_id.as_str())?;
         if let Some(fields) = &ctx.admission.fields {
             upstream_response.insert_header("RateLimit-Policy", fields.policy.as_str())?;
             upstream_response.insert_header("RateLimit", fields.current.as_str())?;
         }
-        respond::tls_headers(upstream_response, ctx.tls)
+        self.respond.tls_headers(upstream_response, ctx.tls)
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        if let Some(masked) = &mut ctx.masked {
+            *body = masked.take();
+        }
+        Ok(None)
     }
 
     async fn fail_to_proxy(

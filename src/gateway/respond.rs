@@ -21,16 +21,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// Sent on every response of a TLS listener: browsers keep to HTTPS for a year.
-const HSTS: &str = "max-age=31536000";
-
 /// The route label of a request no route was found for.
 pub const UNMATCHED: &str = "unmatched";
 
-/// Add the headers every response of a TLS listener carries, ours or an upstream's.
-pub fn tls_headers(header: &mut ResponseHeader, tls: bool) -> Result<()> {
-    if tls {
-        header.insert_header("Strict-Transport-Security", HSTS)?;
+/// Add the headers every response of a TLS listener carries, ours or an upstream's: HSTS
+/// (`[response] hsts`), replacing the upstream's own.
+fn tls_headers(header: &mut ResponseHeader, hsts: Option<&str>) -> Result<()> {
+    if let Some(value) = hsts {
+        header.insert_header("Strict-Transport-Security", value)?;
     }
     Ok(())
 }
@@ -47,9 +45,21 @@ pub struct Labels<'a> {
 pub struct Respond {
     pub metrics: Arc<Metrics>,
     pub access_log: Arc<AccessLog>,
+    /// The `Strict-Transport-Security` value (`Config::hsts`).
+    pub hsts: Option<String>,
 }
 
 impl Respond {
+    /// HSTS for an answer on a TLS connection (`tls`), if configured.
+    fn hsts(&self, tls: bool) -> Option<&str> {
+        self.hsts.as_deref().filter(|_| tls)
+    }
+
+    /// The headers every answer on a TLS connection carries (an upstream's too).
+    pub fn tls_headers(&self, header: &mut ResponseHeader, tls: bool) -> Result<()> {
+        tls_headers(header, self.hsts(tls))
+    }
+
     /// Answer a refusal: the problem+json response, the metrics, the log decision.
     pub async fn refuse(
         &self,
@@ -72,7 +82,7 @@ impl Respond {
         if has_body(session.req_header()) || refusal.connection == AfterRefusal::Close {
             session.set_keepalive(None);
         }
-        let (header, body) = problem_response(&refusal, &ctx.request_id, ctx.tls)?;
+        let (header, body) = problem_response(&refusal, &ctx.request_id, self.hsts(ctx.tls))?;
         let head_only = session.req_header().method == http::Method::HEAD;
         session
             .write_response_header(Box::new(header), head_only)
@@ -104,7 +114,7 @@ impl Respond {
         for (name, value) in headers {
             header.append_header(name, value)?;
         }
-        tls_headers(&mut header, ctx.tls)?;
+        self.tls_headers(&mut header, ctx.tls)?;
         session.write_response_header(Box::new(header), true).await
     }
 
@@ -182,6 +192,7 @@ impl Respond {
                 waf_rules: findings.map(|w| w.rules.as_slice()),
                 anomaly_score: findings.map(|w| w.anomaly_score),
                 waf_body: findings.and_then(|w| w.body_prefix.then_some("prefix")),
+                upstream_body: ctx.masked.as_ref().map(|_| "masked"),
             },
         );
     }
@@ -214,7 +225,7 @@ impl EarlyRefusals for Respond {
         out.extend_from_slice(
             format!("HTTP/1.1 {status} {}\r\n", problem::title(status)).as_bytes(),
         );
-        let body = match problem_response(&refusal, &request_id, tls) {
+        let body = match problem_response(&refusal, &request_id, self.hsts(tls)) {
             Ok((mut header, body)) => {
                 let _ = header.insert_header("Connection", "close");
                 header.header_to_h1_wire(&mut out);
@@ -252,6 +263,7 @@ impl EarlyRefusals for Respond {
                 waf_rules: None,
                 anomaly_score: None,
                 waf_body: None,
+                upstream_body: None,
             },
         );
         out.freeze()
@@ -262,11 +274,11 @@ impl EarlyRefusals for Respond {
 fn problem_response(
     refusal: &Refusal,
     request_id: &str,
-    tls: bool,
+    hsts: Option<&str>,
 ) -> Result<(ResponseHeader, Bytes)> {
     let body = problem::body(refusal.status, &refusal.detail, request_id, &refusal.errors);
     let mut header = problem::header(refusal.status, body.len(), request_id, &refusal.headers)?;
-    tls_headers(&mut header, tls)?;
+    tls_headers(&mut header, hsts)?;
     Ok((header, body))
 }
 
@@ -350,9 +362,9 @@ mod tests {
     }
 
     #[test]
-    fn problem_responses_carry_hsts_only_on_tls() {
+    fn problem_responses_carry_the_hsts_they_are_given() {
         let refusal = Refusal::forbidden("ip_denied", "no").with_header("Retry-After", "1");
-        let (plain, body) = problem_response(&refusal, "id-1", false).unwrap();
+        let (plain, body) = problem_response(&refusal, "id-1", None).unwrap();
         assert!(plain.headers.get("strict-transport-security").is_none());
         assert_eq!(plain.headers["retry-after"], "1");
         assert_eq!(plain.headers["x-request-id"], "id-1");
@@ -360,7 +372,8 @@ mod tests {
             plain.headers["content-length"].to_str().unwrap(),
             body.len().to_string()
         );
-        let (tls, _) = problem_response(&refusal, "id-1", true).unwrap();
-        assert_eq!(tls.headers["strict-transport-security"], HSTS);
+        let hsts = "max-age=60; includeSubDomains";
+        let (tls, _) = problem_response(&refusal, "id-1", Some(hsts)).unwrap();
+        assert_eq!(tls.headers["strict-transport-security"], hsts);
     }
 }

@@ -105,11 +105,14 @@ pub struct AccessRecord<'a> {
     pub anomaly_score: Option<i64>,
     /// `"prefix"` when only the first `waf.max_body_bytes` of the body were inspected.
     pub waf_body: Option<&'static str>,
+    /// `"masked"` when an upstream 5xx body was replaced (`upstream_errors = "mask"`).
+    pub upstream_body: Option<&'static str>,
 }
 
 impl AccessRecord<'_> {
-    /// The JSON object of SPEC §6, without a newline. The last three fields appear only when
-    /// the WAF ran; the others always (`null` when unknown).
+    /// The JSON object of SPEC §6, without a newline. `waf_rules`, `anomaly_score` and
+    /// `waf_body` appear only when the WAF ran, `upstream_body` only when an upstream error was
+    /// masked; the others always (`null` when unknown).
     pub fn write_json(&self, out: &mut String) {
         out.push_str("{\"ts\":\"");
         // Writing into a String cannot fail.
@@ -174,6 +177,10 @@ impl AccessRecord<'_> {
         }
         if let Some(body) = self.waf_body {
             out.push_str(",\"waf_body\":");
+            push_json_str(out, body);
+        }
+        if let Some(body) = self.upstream_body {
+            out.push_str(",\"upstream_body\":");
             push_json_str(out, body);
         }
         out.push('}');
@@ -544,6 +551,7 @@ mod tests {
             waf_rules: None,
             anomaly_score: None,
             waf_body: None,
+            upstream_body: None,
         }
     }
 
@@ -574,6 +582,7 @@ mod tests {
         r.waf_rules = Some(&[942100, 920350]);
         r.anomaly_score = Some(10);
         r.waf_body = Some("prefix");
+        r.upstream_body = Some("masked");
         let v = line(&r);
         assert_eq!(v["client_ip"], "2001:db8::7");
         assert_eq!(v["consumer"], "alice");
@@ -583,6 +592,7 @@ mod tests {
         assert_eq!(v["waf_rules"], serde_json::json!([942100, 920350]));
         assert_eq!(v["anomaly_score"], 10);
         assert_eq!(v["waf_body"], "prefix");
+        assert_eq!(v["upstream_body"], "masked");
         r.duration_ms = f64::NAN;
         assert_eq!(line(&r)["duration_ms"], serde_json::Value::Null);
     }

@@ -23,6 +23,7 @@ pub struct Metrics {
     pub validation_rejections_total: IntCounterVec,
     pub threats_total: IntCounterVec,
     pub cors_preflights_total: IntCounterVec,
+    pub upstream_errors_masked_total: IntCounterVec,
     pub upstream_connections_total: IntCounterVec,
     pub upstream_target_healthy: IntGaugeVec,
     pub inflight_requests: IntGauge,
@@ -101,6 +102,11 @@ impl Metrics {
                 "portcullis_cors_preflights_total",
                 "CORS preflights answered, by route and result (allowed, or what was refused).",
                 &["route", "result"],
+            )?,
+            upstream_errors_masked_total: counter(
+                "portcullis_upstream_errors_masked_total",
+                "Upstream 5xx answers whose body was replaced by problem+json (upstream_errors = \"mask\").",
+                &["route", "status"],
             )?,
             upstream_connections_total: counter(
                 "portcullis_upstream_connections_total",
@@ -238,6 +244,7 @@ impl Metrics {
             &self.validation_rejections_total,
             &self.threats_total,
             &self.cors_preflights_total,
+            &self.upstream_errors_masked_total,
             &self.upstream_connections_total,
             &self.upstream_target_healthy,
             &self.inflight_requests,

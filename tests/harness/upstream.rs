@@ -172,6 +172,18 @@ async fn respond(
             .body(Full::new(Bytes::from_static(b"cached")))
             .unwrap();
     }
+    if uri.ends_with("/crash") {
+        return Response::builder()
+            .status(503)
+            .header("Content-Type", "text/html")
+            .header("Retry-After", "7")
+            .header("Set-Cookie", "JSESSIONID=0123456789")
+            .header("X-Upstream", "test")
+            .body(Full::new(Bytes::from_static(
+                b"<html><body><h1>HTTP Status 503</h1><pre>java.lang.IllegalStateException: pool exhausted\n\tat com.example.orders.Db.get(Db.java:42)</pre><p>Apache Tomcat/9.0.1</p></body></html>",
+            )))
+            .unwrap();
+    }
     if uri.ends_with("/own-cors") {
         return Response::builder()
             .header("Content-Type", "text/plain")

@@ -76,6 +76,7 @@ pub fn compile(raw: RawConfig, file: &Path) -> Result<(Config, Vec<Warning>), Ve
             demo_echo,
             rate_limit_store,
             waf,
+            hsts: response.hsts.clone(),
         },
         warnings,
     ))

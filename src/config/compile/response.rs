@@ -3,7 +3,8 @@
 //! ones (the route's value wins for a name both set).
 
 use super::super::diagnostics::Errors;
-use super::super::raw::RawResponse;
+use super::super::raw::{RawHsts, RawHstsSettings, RawResponse};
+use crate::config::units::parse_duration;
 use crate::request::response::ResponsePolicy;
 use http::{HeaderName, HeaderValue};
 
@@ -30,15 +31,76 @@ const RESERVED: [&str; 14] = [
 pub(super) struct ResponseDefaults {
     nosniff: Option<bool>,
     no_store: Option<bool>,
+    mask_errors: Option<bool>,
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// The `Strict-Transport-Security` value, `None` with `hsts = false`.
+    pub(super) hsts: Option<String>,
 }
+
+/// One year, the value HSTS preload lists ask for and the default.
+const HSTS_DEFAULT_SECS: u64 = 31_536_000;
 
 pub(super) fn defaults(e: &mut Errors, global: &RawResponse) -> ResponseDefaults {
     ResponseDefaults {
         nosniff: global.nosniff,
         no_store: global.no_store_authenticated,
+        mask_errors: upstream_errors(e, "response", global),
         headers: headers_of(e, "response", global),
+        hsts: hsts(e, global.hsts.as_ref()),
     }
+}
+
+fn upstream_errors(e: &mut Errors, key: &str, raw: &RawResponse) -> Option<bool> {
+    match raw.upstream_errors.as_deref()? {
+        "pass" => Some(false),
+        "mask" => Some(true),
+        other => {
+            e.add(
+                format!("{key}.upstream_errors"),
+                format!("invalid value {other:?}; write \"pass\" or \"mask\""),
+            );
+            None
+        }
+    }
+}
+
+/// `[response] hsts` → the header value: `max-age` in seconds, then the directives.
+fn hsts(e: &mut Errors, raw: Option<&RawHsts>) -> Option<String> {
+    let unset = RawHstsSettings::default();
+    let settings = match raw {
+        None | Some(RawHsts::Enabled(true)) => &unset,
+        Some(RawHsts::Enabled(false)) => return None,
+        Some(RawHsts::Settings(s)) => s,
+    };
+    let max_age = match settings.max_age.as_deref().map(parse_duration) {
+        None => HSTS_DEFAULT_SECS,
+        // "0s" is legal: it tells browsers to forget the host's HSTS.
+        Some(Ok(d)) if d.subsec_nanos() == 0 => d.as_secs(),
+        Some(Ok(_)) => {
+            e.add("response.hsts.max_age", "use whole seconds");
+            HSTS_DEFAULT_SECS
+        }
+        Some(Err(message)) => {
+            e.add("response.hsts.max_age", message);
+            HSTS_DEFAULT_SECS
+        }
+    };
+    let subdomains = settings.include_subdomains.unwrap_or(false);
+    let preload = settings.preload.unwrap_or(false);
+    if preload && (!subdomains || max_age < HSTS_DEFAULT_SECS) {
+        e.add(
+            "response.hsts.preload",
+            "browsers' preload lists require include_subdomains = true and max_age of at least 365d",
+        );
+    }
+    let mut value = format!("max-age={max_age}");
+    if subdomains {
+        value.push_str("; includeSubDomains");
+    }
+    if preload {
+        value.push_str("; preload");
+    }
+    Some(value)
 }
 
 /// The policy of a route from the defaults, the route's own table (at `key`, e.g.
@@ -55,7 +117,15 @@ pub(super) fn route_policy(
         .and_then(|r| r.no_store_authenticated)
         .or(defaults.no_store);
     let mut headers = defaults.headers.clone();
+    let mut mask_errors = defaults.mask_errors;
     if let Some((key, r)) = route {
+        if r.hsts.is_some() {
+            e.add(
+                format!("{key}.hsts"),
+                "HSTS applies to the whole host; set it in [response] only",
+            );
+        }
+        mask_errors = upstream_errors(e, key, r).or(mask_errors);
         for (name, value) in headers_of(e, key, r) {
             headers.retain(|(n, _)| *n != name);
             headers.push((name, value));
@@ -64,6 +134,7 @@ pub(super) fn route_policy(
     ResponsePolicy {
         nosniff: nosniff.unwrap_or(true),
         no_store: authenticated && no_store.unwrap_or(true),
+        mask_errors: mask_errors.unwrap_or(false),
         headers,
     }
 }
@@ -178,5 +249,56 @@ headers = { "x-frame-options" = "SAMEORIGIN" }"#);
             "{found:?}"
         );
         assert_eq!(made.headers.len(), 1);
+    }
+
+    #[test]
+    fn hsts_and_upstream_errors_are_read_and_checked() {
+        let mut e = Errors::new(std::path::Path::new("t.toml"));
+        assert_eq!(
+            defaults(&mut e, &RawResponse::default()).hsts.as_deref(),
+            Some("max-age=31536000")
+        );
+        let made = defaults(&mut e, &raw("hsts = { max_age = \"365d\", include_subdomains = true, preload = true }\nupstream_errors = \"mask\""));
+        assert_eq!(
+            made.hsts.as_deref(),
+            Some("max-age=31536000; includeSubDomains; preload")
+        );
+        assert!(route_policy(&mut e, &made, None, false).mask_errors);
+        let own = raw("upstream_errors = \"pass\"");
+        assert!(
+            !route_policy(&mut e, &made, Some(("routes[0].response", &own)), false).mask_errors
+        );
+        assert_eq!(defaults(&mut e, &raw("hsts = false")).hsts, None);
+        assert_eq!(
+            defaults(&mut e, &raw("hsts = { max_age = \"0s\" }"))
+                .hsts
+                .as_deref(),
+            Some("max-age=0")
+        );
+        assert!(errors(&e).is_empty(), "{:?}", errors(&e));
+
+        defaults(
+            &mut e,
+            &raw("hsts = { preload = true }\nupstream_errors = \"hide\""),
+        );
+        defaults(&mut e, &raw("hsts = { max_age = \"soon\" }"));
+        route_policy(
+            &mut e,
+            &made,
+            Some(("routes[1].response", &raw("hsts = true"))),
+            false,
+        );
+        let found = errors(&e);
+        for expected in [
+            "response.hsts.preload: browsers' preload lists require",
+            "response.upstream_errors: invalid value \"hide\"",
+            "response.hsts.max_age: invalid duration",
+            "routes[1].response.hsts: HSTS applies to the whole host",
+        ] {
+            assert!(
+                found.iter().any(|f| f.starts_with(expected)),
+                "{expected} not in {found:?}"
+            );
+        }
     }
 }
