@@ -366,6 +366,7 @@ fn access_log(c: &mut Criterion) {
                 anomaly_score: None,
                 waf_body: None,
                 upstream_body: None,
+                websocket_close: None,
             };
             let mut line = String::with_capacity(384);
             black_box(&record).write_json(&mut line);

@@ -6,10 +6,13 @@ use crate::checks::cors::CorsHeader;
 use crate::checks::rate_limit::Admission;
 use crate::checks::route::Matched;
 use crate::checks::threat::ThreatReport;
+use crate::checks::websocket::WebSocketPolicy;
+use crate::observe::tunnels::TunnelReport;
 use crate::request::identity::Identity;
 use crate::request::trace::TraceContext;
 use prometheus::IntGauge;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Counts the request in `portcullis_inflight_requests` for exactly as long as it lives.
@@ -65,6 +68,10 @@ pub struct RequestCtx {
     /// An upstream 5xx is being masked: the problem+json body still to send (taken by the
     /// first body chunk; the upstream's own chunks are dropped).
     pub masked: Option<Option<bytes::Bytes>>,
+    /// A WebSocket upgrade on a route with `websocket` (step 3): its tunnel's policy.
+    pub websocket: Option<WebSocketPolicy>,
+    /// The tunnel's report, once armed: the close reason for the access log.
+    pub tunnel: Option<Arc<TunnelReport>>,
 }
 
 /// What became of a request, for the access log's `decision`.
@@ -131,6 +138,8 @@ impl RequestCtx {
             trace: None,
             cors: None,
             masked: None,
+            websocket: None,
+            tunnel: None,
         }
     }
 }

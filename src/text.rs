@@ -31,6 +31,20 @@ pub fn ip_string(ip: IpAddr) -> String {
     out
 }
 
+/// The host name of a `Host` header value or authority: port removed, IPv6 brackets kept.
+pub fn host_without_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return match authority.find(']') {
+            Some(end) => &authority[..=end],
+            None => authority,
+        };
+    }
+    match authority.rfind(':') {
+        Some(colon) => &authority[..colon],
+        None => authority,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

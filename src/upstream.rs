@@ -283,6 +283,15 @@ impl Upstreams {
     }
 }
 
+/// Let a WebSocket upgrade through to `peer` (Pingora forwards a valid one, normalised, and
+/// carries the tunnel). Its reads wait up to the tunnel's idle timeout, plus the time a client
+/// gets to finish a frame when the gateway closes: the tunnel times idleness itself and closes
+/// with 1001 first.
+pub fn tunnel_peer(peer: &mut HttpPeer, idle_timeout: std::time::Duration) {
+    peer.options.http_upstream_request_policy = HttpUpstreamRequestPolicy::standard();
+    peer.options.read_timeout = Some(idle_timeout + std::time::Duration::from_secs(6));
+}
+
 /// The status a client gets for a failure to proxy, and whether a response can still be sent.
 pub fn failure_status(e: &Error) -> u16 {
     match e.etype() {

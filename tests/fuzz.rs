@@ -442,6 +442,7 @@ proptest! {
             anomaly_score: None,
             waf_body: None,
             upstream_body: None,
+            websocket_close: None,
         };
         let mut line = String::new();
         record.write_json(&mut line);

@@ -15,6 +15,7 @@ pub mod rate_limit;
 pub mod route;
 pub mod threat;
 pub mod throttle;
+pub mod websocket;
 
 /// What the checks let a request go on to.
 pub enum Checked {

@@ -12,8 +12,10 @@ use super::limits::Limits;
 use super::path;
 use super::rate_limit::RouteLimits;
 use super::threat::ThreatPolicy;
+use super::websocket::WebSocketPolicy;
 use crate::problem::Refusal;
 use crate::request::response::ResponsePolicy;
+pub use crate::text::host_without_port;
 use http::Method;
 use pingora_http::RequestHeader;
 use std::collections::HashMap;
@@ -55,6 +57,8 @@ pub struct Route {
     pub response: ResponsePolicy,
     /// Browsers of other origins: preflights answered after step 3, headers on every answer.
     pub cors: Option<CorsPolicy>,
+    /// Upgrades to WebSocket are let through (step 3 checks them) and tunnelled.
+    pub websocket: Option<WebSocketPolicy>,
 }
 
 impl Route {
@@ -76,6 +80,7 @@ impl Route {
             keep_credentials: false,
             response: ResponsePolicy::default(),
             cors: None,
+            websocket: None,
         }
     }
 }
@@ -294,20 +299,6 @@ fn request_host(req: &RequestHeader) -> Result<Option<&str>, Refusal> {
             "bad_host",
             "the Host header is not valid",
         )),
-    }
-}
-
-/// The host name of a `Host` header value or authority: port removed, IPv6 brackets kept.
-pub fn host_without_port(authority: &str) -> &str {
-    if authority.starts_with('[') {
-        return match authority.find(']') {
-            Some(end) => &authority[..=end],
-            None => authority,
-        };
-    }
-    match authority.rfind(':') {
-        Some(colon) => &authority[..colon],
-        None => authority,
     }
 }
 

@@ -357,6 +357,23 @@ pub struct RawRoute {
     pub limits: Option<RawRouteLimits>,
     pub response: Option<RawResponse>,
     pub cors: Option<RawRouteCors>,
+    pub websocket: Option<RawRouteWebSocket>,
+}
+
+/// A route's `websocket = true | false | { idle_timeout, max_lifetime, max_message_bytes }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawRouteWebSocket {
+    Enabled(bool),
+    Settings(RawWebSocket),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebSocket {
+    pub idle_timeout: Option<String>,
+    pub max_lifetime: Option<String>,
+    pub max_message_bytes: Option<RawSize>,
 }
 
 /// Per-route overrides of `[limits]` that can apply once the route is known.

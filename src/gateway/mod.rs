@@ -14,7 +14,7 @@ use crate::observe::metrics::Metrics;
 use crate::request::forward::{self, Forwarding};
 use crate::request::response;
 use crate::stream::client;
-use crate::upstream::{connect_retryable, Upstreams};
+use crate::upstream::{self, connect_retryable, Upstreams};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_core::protocols::Digest;
@@ -87,6 +87,10 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         // A body without a declared length (chunked) is held to the same limit as it streams.
+        // A WebSocket tunnel's bytes are frames, held to its own message limit instead.
+        if ctx.tunnel.is_some() {
+            return Ok(());
+        }
         if let Some(chunk) = body {
             ctx.body_bytes += chunk.len() as u64;
             if ctx.body_bytes > ctx.max_body_bytes {
@@ -108,7 +112,11 @@ impl ProxyHttp for Gateway {
             Some(target) => {
                 ctx.tried.push(target);
                 ctx.upstream_started = Some(Instant::now());
-                Ok(Box::new(self.upstreams.peer(route.upstream, target)))
+                let mut peer = self.upstreams.peer(route.upstream, target);
+                if let Some(policy) = ctx.websocket {
+                    upstream::tunnel_peer(&mut peer, policy.idle_timeout);
+                }
+                Ok(Box::new(peer))
             }
             None if ctx.tried.is_empty() => {
                 Error::e_explain(ErrorType::HTTPStatus(503), "no healthy target")

@@ -7,11 +7,13 @@ use crate::checks::auth::{self, Credentials};
 use crate::checks::rate_limit::{self, Subject};
 use crate::checks::throttle::FailureThrottle;
 use crate::checks::{acl, body, ip, limits, route, threat};
-use crate::checks::{cors, Checked};
+use crate::checks::{cors, websocket, Checked};
 use crate::context::RequestCtx;
+use crate::observe::tunnels::TunnelReport;
 use crate::problem::Refusal;
 use crate::request::{identity, trace};
-use crate::stream::replay;
+use crate::stream::tunnel::TunnelSettings;
+use crate::stream::{client, replay};
 use pingora_proxy::Session;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -57,6 +59,9 @@ impl Gateway {
             }
             ctx.cors = Some(policy.response_headers(session.req_header()));
         }
+        let upgrade = route.websocket.as_ref();
+        ctx.websocket =
+            websocket::check(session.req_header(), upgrade, route.cors.as_ref())?.copied();
         // 4. IP rules.
         ip::check(client_ip, &route.ip)?;
         // 5. Brute-force throttle, before any credential is looked at.
@@ -100,6 +105,27 @@ impl Gateway {
                 log::error!("cannot hand the validated body back for forwarding: {e}");
                 Refusal::new(500, "replay_failed", "the request could not be forwarded")
             })?;
+        }
+        // A WebSocket upgrade that passed every step becomes a tunnel once the upstream agrees.
+        if let Some(policy) = ctx.websocket {
+            let report = TunnelReport::new(&self.metrics, &route.name);
+            let settings = TunnelSettings {
+                idle_timeout: policy.idle_timeout,
+                max_lifetime: policy.max_lifetime,
+                max_message_bytes: policy.max_message_bytes,
+                events: report.clone(),
+            };
+            let armed = session
+                .as_downstream()
+                .stream()
+                .is_some_and(|stream| client::arm_tunnel(stream, settings));
+            if !armed {
+                return Err(Refusal::bad_request(
+                    "websocket_handshake",
+                    "this connection cannot become a WebSocket: the client sent data before the handshake's answer",
+                ));
+            }
+            ctx.tunnel = Some(report);
         }
         Ok(Checked::Forward)
     }

@@ -193,6 +193,7 @@ impl Respond {
                 anomaly_score: findings.map(|w| w.anomaly_score),
                 waf_body: findings.and_then(|w| w.body_prefix.then_some("prefix")),
                 upstream_body: ctx.masked.as_ref().map(|_| "masked"),
+                websocket_close: ctx.tunnel.as_ref().and_then(|t| t.reason.get().copied()),
             },
         );
     }
@@ -264,6 +265,7 @@ impl EarlyRefusals for Respond {
                 anomaly_score: None,
                 waf_body: None,
                 upstream_body: None,
+                websocket_close: None,
             },
         );
         out.freeze()

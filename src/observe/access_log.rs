@@ -107,12 +107,14 @@ pub struct AccessRecord<'a> {
     pub waf_body: Option<&'static str>,
     /// `"masked"` when an upstream 5xx body was replaced (`upstream_errors = "mask"`).
     pub upstream_body: Option<&'static str>,
+    /// Why the WebSocket tunnel this upgrade opened was closed (`client`, `idle`, …).
+    pub websocket_close: Option<&'static str>,
 }
 
 impl AccessRecord<'_> {
     /// The JSON object of SPEC §6, without a newline. `waf_rules`, `anomaly_score` and
     /// `waf_body` appear only when the WAF ran, `upstream_body` only when an upstream error was
-    /// masked; the others always (`null` when unknown).
+    /// masked, `websocket_close` only for a tunnel; the others always (`null` when unknown).
     pub fn write_json(&self, out: &mut String) {
         out.push_str("{\"ts\":\"");
         // Writing into a String cannot fail.
@@ -182,6 +184,10 @@ impl AccessRecord<'_> {
         if let Some(body) = self.upstream_body {
             out.push_str(",\"upstream_body\":");
             push_json_str(out, body);
+        }
+        if let Some(reason) = self.websocket_close {
+            out.push_str(",\"websocket_close\":");
+            push_json_str(out, reason);
         }
         out.push('}');
     }
@@ -552,6 +558,7 @@ mod tests {
             anomaly_score: None,
             waf_body: None,
             upstream_body: None,
+            websocket_close: None,
         }
     }
 
@@ -583,6 +590,7 @@ mod tests {
         r.anomaly_score = Some(10);
         r.waf_body = Some("prefix");
         r.upstream_body = Some("masked");
+        r.websocket_close = Some("idle");
         let v = line(&r);
         assert_eq!(v["client_ip"], "2001:db8::7");
         assert_eq!(v["consumer"], "alice");
@@ -593,6 +601,7 @@ mod tests {
         assert_eq!(v["anomaly_score"], 10);
         assert_eq!(v["waf_body"], "prefix");
         assert_eq!(v["upstream_body"], "masked");
+        assert_eq!(v["websocket_close"], "idle");
         r.duration_ms = f64::NAN;
         assert_eq!(line(&r)["duration_ms"], serde_json::Value::Null);
     }

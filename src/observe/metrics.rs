@@ -24,6 +24,8 @@ pub struct Metrics {
     pub threats_total: IntCounterVec,
     pub cors_preflights_total: IntCounterVec,
     pub upstream_errors_masked_total: IntCounterVec,
+    pub websocket_tunnels: IntGaugeVec,
+    pub websocket_closed_total: IntCounterVec,
     pub upstream_connections_total: IntCounterVec,
     pub upstream_target_healthy: IntGaugeVec,
     pub inflight_requests: IntGauge,
@@ -107,6 +109,22 @@ impl Metrics {
                 "portcullis_upstream_errors_masked_total",
                 "Upstream 5xx answers whose body was replaced by problem+json (upstream_errors = \"mask\").",
                 &["route", "status"],
+            )?,
+            websocket_tunnels: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "portcullis_websocket_tunnels",
+                        "WebSocket tunnels open now, by route.",
+                    ),
+                    &["route"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            websocket_closed_total: counter(
+                "portcullis_websocket_closed_total",
+                "WebSocket tunnels closed, by route and reason (client, upstream, idle, lifetime, message_too_big, protocol_error, shutdown, disconnected).",
+                &["route", "reason"],
             )?,
             upstream_connections_total: counter(
                 "portcullis_upstream_connections_total",
@@ -245,6 +263,8 @@ impl Metrics {
             &self.threats_total,
             &self.cors_preflights_total,
             &self.upstream_errors_masked_total,
+            &self.websocket_tunnels,
+            &self.websocket_closed_total,
             &self.upstream_connections_total,
             &self.upstream_target_healthy,
             &self.inflight_requests,

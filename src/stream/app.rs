@@ -46,7 +46,12 @@ where
         let stream = if stream.selected_alpn_proto() == Some(ALPN::H2) {
             ClientStream::wrap_h2(stream, self.head_deadline)
         } else {
-            ClientStream::wrap(stream, self.head_deadline, Some(self.early.clone()))
+            ClientStream::wrap(
+                stream,
+                self.head_deadline,
+                Some(self.early.clone()),
+                Some(shutdown.clone()),
+            )
         };
         self.inner.process_new(stream, shutdown).await
     }

@@ -25,13 +25,15 @@
 //! statuses are replaced: were the mark ever to miss (the stream not found under Pingora's
 //! session), every other response still passes untouched, and the miss is logged.
 
+use super::tunnel::{self, Tunnel, TunnelSettings};
 use bytes::{Buf, Bytes};
 use pingora_core::protocols::Stream;
+use pingora_core::server::ShutdownWatch;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -67,6 +69,14 @@ pub struct ClientStream {
     /// The answer being sent in place of Pingora's own; once set, everything Pingora writes
     /// after it is dropped (Pingora closes the connection after its own errors).
     replacement: Option<Bytes>,
+    /// Bytes read after the current request's head (its body, or what a client sent early).
+    body_read: u64,
+    /// Set by the gateway when it lets a WebSocket upgrade through (`arm_tunnel`).
+    arm: OnceLock<TunnelSettings>,
+    /// The tunnel this connection became, once armed.
+    tunnel: Option<Box<Tunnel>>,
+    /// Resolves when the process begins a graceful upgrade or shutdown (tunnels close then).
+    shutdown: Option<ShutdownWatch>,
 }
 
 /// The statuses Pingora answers with on its own before `request_filter`: a head it cannot
@@ -78,6 +88,19 @@ pub trait EarlyRefusals: Send + Sync {
     /// The whole HTTP/1.1 response (head and problem+json body) to send instead of Pingora's
     /// `status`; also logs and counts the refusal.
     fn respond(&self, status: u16, client: Option<IpAddr>, tls: bool) -> Bytes;
+}
+
+/// Turn the connection under `stream` into a WebSocket tunnel once the response to the upgrade
+/// request the gateway is letting through goes out. `false` when the connection cannot carry
+/// one (HTTP/2, or the client already sent bytes after its request head).
+pub fn arm_tunnel(stream: &Stream, settings: TunnelSettings) -> bool {
+    let any = stream.as_any();
+    match any.downcast_ref::<ClientStream>() {
+        Some(client) if !client.preface_only && client.body_read == 0 => {
+            client.arm.set(settings).is_ok()
+        }
+        _ => false,
+    }
 }
 
 /// Tell the client stream under `stream` that the gateway has seen the request it carries.
@@ -103,8 +126,15 @@ impl ClientStream {
     /// Wrap a freshly accepted HTTP/1 connection: its first head must be complete within
     /// `limit`, and each later one within `limit` of its first byte; `early` answers what
     /// Pingora refuses on its own.
-    pub fn wrap(inner: Stream, limit: Duration, early: Option<Arc<dyn EarlyRefusals>>) -> Stream {
-        Box::new(Self::new(inner, limit, false, early))
+    pub fn wrap(
+        inner: Stream,
+        limit: Duration,
+        early: Option<Arc<dyn EarlyRefusals>>,
+        shutdown: Option<ShutdownWatch>,
+    ) -> Stream {
+        let mut stream = Self::new(inner, limit, false, early);
+        stream.shutdown = shutdown;
+        Box::new(stream)
     }
 
     /// Wrap a freshly accepted HTTP/2 connection: its preface must be complete within `limit`.
@@ -128,6 +158,10 @@ impl ClientStream {
             seen: AtomicBool::new(false),
             early,
             replacement: None,
+            body_read: 0,
+            arm: OnceLock::new(),
+            tunnel: None,
+            shutdown: None,
         }
     }
 
@@ -192,12 +226,17 @@ impl ClientStream {
             self.phase = Phase::Head { newline: false };
             self.deadline = Instant::now() + self.limit;
             self.seen.store(false, Ordering::Relaxed);
+            self.body_read = 0;
         }
         let Phase::Head { newline } = self.phase else {
+            self.body_read += bytes.len() as u64;
             return;
         };
         self.phase = match head_end(newline, bytes) {
-            HeadScan::Ended => Phase::Body,
+            HeadScan::Ended { rest } => {
+                self.body_read = rest as u64;
+                Phase::Body
+            }
             HeadScan::Open { newline } => Phase::Head { newline },
         };
     }
@@ -213,8 +252,9 @@ impl ClientStream {
 /// Where a head stands after `bytes`, given whether the bytes before them ended a line.
 #[derive(Debug, PartialEq, Eq)]
 enum HeadScan {
-    /// An empty line (`\n` or `\r\n`, any `\r` allowed before the `\n`) ended the head.
-    Ended,
+    /// An empty line (`\n` or `\r\n`, any `\r` allowed before the `\n`) ended the head;
+    /// `rest` bytes of the piece came after it.
+    Ended { rest: usize },
     /// Not yet; `newline`: the bytes so far end with a line break and nothing but `\r` after it.
     Open { newline: bool },
 }
@@ -226,7 +266,9 @@ fn head_end(mut newline: bool, bytes: &[u8]) -> HeadScan {
     let mut from = 0;
     for at in memchr::memchr_iter(b'\n', bytes) {
         if newline && bytes.get(from..at).is_some_and(only_cr) {
-            return HeadScan::Ended;
+            return HeadScan::Ended {
+                rest: bytes.len() - at - 1,
+            };
         }
         newline = true;
         from = at + 1;
@@ -254,6 +296,30 @@ impl ClientStream {
         }
         timer.as_mut().poll(cx).is_ready()
     }
+
+    /// The tunnel this connection carries, made when the gateway armed one; dropped when the
+    /// upstream refused the upgrade.
+    fn has_tunnel(&mut self) -> bool {
+        if self.tunnel.is_none() && self.arm.get().is_none() {
+            return false;
+        }
+        if let Some(settings) = self.arm.take() {
+            let shutdown = self.shutdown.take().map(|mut watch| {
+                Box::pin(async move {
+                    while !*watch.borrow_and_update() {
+                        if watch.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                }) as tunnel::Signal
+            });
+            self.tunnel = Some(Box::new(Tunnel::new(settings, shutdown)));
+        }
+        if self.tunnel.as_ref().is_some_and(|t| t.abandoned()) {
+            self.tunnel = None;
+        }
+        self.tunnel.is_some()
+    }
 }
 
 impl AsyncRead for ClientStream {
@@ -263,6 +329,11 @@ impl AsyncRead for ClientStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
+        if this.has_tunnel() {
+            if let Some(tunnel) = this.tunnel.as_deref_mut() {
+                return tunnel::poll_read(tunnel, &mut this.inner, cx, buf);
+            }
+        }
         let before = buf.filled().len();
         match Pin::new(&mut *this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
@@ -297,6 +368,11 @@ impl AsyncWrite for ClientStream {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
+        if this.has_tunnel() {
+            if let Some(tunnel) = this.tunnel.as_deref_mut() {
+                return tunnel::poll_write(tunnel, &mut this.inner, cx, buf);
+            }
+        }
         if this.replaces(buf) {
             return this.write_replacement(cx, buf.len());
         }
@@ -315,6 +391,11 @@ impl AsyncWrite for ClientStream {
     ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
         let first: &[u8] = bufs.iter().find(|b| !b.is_empty()).map_or(&[], |b| b);
+        if this.has_tunnel() {
+            if let Some(tunnel) = this.tunnel.as_deref_mut() {
+                return tunnel::poll_write(tunnel, &mut this.inner, cx, first);
+            }
+        }
         if this.replaces(first) {
             let len = bufs.iter().map(|b| b.len()).sum();
             return this.write_replacement(cx, len);
@@ -349,7 +430,7 @@ mod tests {
     fn head_end_bytewise(mut newline: bool, bytes: &[u8]) -> HeadScan {
         for &b in bytes {
             match b {
-                b'\n' if newline => return HeadScan::Ended,
+                b'\n' if newline => return HeadScan::Ended { rest: 0 },
                 b'\n' => newline = true,
                 b'\r' => {}
                 _ => newline = false,
@@ -379,6 +460,10 @@ mod tests {
                 if let HeadScan::Open { newline } = slow {
                     slow = head_end_bytewise(newline, piece);
                 }
+                // Where it ended is told apart below; here, whether.
+                if let HeadScan::Ended { .. } = fast {
+                    fast = HeadScan::Ended { rest: 0 };
+                }
                 proptest::prop_assert_eq!(&fast, &slow, "{:?}", String::from_utf8_lossy(&bytes));
             }
         }
@@ -388,17 +473,17 @@ mod tests {
     fn a_head_ends_at_its_empty_line() {
         assert_eq!(
             head_end(false, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
-            HeadScan::Ended
+            HeadScan::Ended { rest: 0 }
         );
         assert_eq!(
-            head_end(false, b"GET / HTTP/1.1\nHost: x\n\n"),
-            HeadScan::Ended
+            head_end(false, b"GET / HTTP/1.1\nHost: x\n\nearly"),
+            HeadScan::Ended { rest: 5 }
         );
         assert_eq!(
             head_end(false, b"GET / HTTP/1.1\r\nHost: x\r\n"),
             HeadScan::Open { newline: true }
         );
-        assert_eq!(head_end(true, b"\r\n"), HeadScan::Ended);
+        assert_eq!(head_end(true, b"\r\n"), HeadScan::Ended { rest: 0 });
         assert_eq!(head_end(true, b"\r"), HeadScan::Open { newline: true });
         assert_eq!(head_end(true, b"x\n"), HeadScan::Open { newline: true });
         assert_eq!(head_end(true, b"x"), HeadScan::Open { newline: false });
@@ -409,7 +494,12 @@ mod tests {
     fn pair(limit_ms: u64) -> (Stream, tokio::io::DuplexStream) {
         let (server, client) = tokio::io::duplex(4096);
         (
-            ClientStream::wrap(Box::new(server), Duration::from_millis(limit_ms), None),
+            ClientStream::wrap(
+                Box::new(server),
+                Duration::from_millis(limit_ms),
+                None,
+                None,
+            ),
             client,
         )
     }
@@ -431,7 +521,8 @@ mod tests {
         let (server, client) = tokio::io::duplex(4096);
         let recorder = Arc::new(Recorder::default());
         let early: Arc<dyn EarlyRefusals> = recorder.clone();
-        let stream = ClientStream::wrap(Box::new(server), Duration::from_secs(5), Some(early));
+        let stream =
+            ClientStream::wrap(Box::new(server), Duration::from_secs(5), Some(early), None);
         (stream, client, recorder)
     }
 

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod client;
 pub mod replay;
+pub mod tunnel;
 
 /// The parts of Pingora's `IO` contract that a wrapper with an `inner: Stream` field passes
 /// through unchanged: shutdown, id, TLS state, digests and peeking.

@@ -14,6 +14,7 @@ pub mod pki;
 pub mod redis;
 pub mod upstream;
 pub mod wire;
+pub mod ws;
 
 pub use docs::DocServer;
 pub use gateway::{cli, metric_value, owns_listener, public_route, signal, Gateway};
@@ -24,6 +25,7 @@ pub use wire::{
     browser_request, raw_exchange, raw_request, read_response, read_until_closed, status_of,
     HttpResponse,
 };
+pub use ws::{WsSeen, WsUpstream};
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};

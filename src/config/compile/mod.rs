@@ -14,6 +14,7 @@ mod store;
 mod upstreams;
 mod values;
 mod waf;
+mod websocket;
 
 use super::diagnostics::{ConfigError, Errors, Warning};
 use super::model::*;

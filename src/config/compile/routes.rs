@@ -270,6 +270,7 @@ pub(super) fn compile_routes(
                 !r.public,
             ),
             cors,
+            websocket: super::websocket::route_policy(e, &key, r.websocket.as_ref()),
         };
         if let Some(j) = out.iter().position(|other| shadows(other, &route)) {
             e.add(
