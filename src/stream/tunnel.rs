@@ -554,6 +554,9 @@ pub fn poll_read(
     buf: &mut ReadBuf<'_>,
 ) -> Poll<std::io::Result<()>> {
     loop {
+        // Timers are looked at on every read: a client that never pauses still meets its
+        // lifetime.
+        tunnel.poll_due(cx);
         let close_blocked = match write_close(tunnel, inner, cx) {
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             Poll::Ready(Ok(_)) => false,
@@ -595,7 +598,6 @@ pub fn poll_read(
             Poll::Pending => {
                 buf.set_filled(before);
                 tunnel.put_back(held);
-                tunnel.poll_due(cx);
                 let close_writable = tunnel.close_to_client().is_some() && !close_blocked;
                 if !tunnel.read_due() && !close_writable {
                     return Poll::Pending;
@@ -660,4 +662,182 @@ fn write_close(
         }
     }
     Poll::Ready(Ok(wrote))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use tungstenite::protocol::frame::coding::Data;
+
+    #[derive(Default)]
+    struct Events(Mutex<Vec<&'static str>>);
+
+    impl TunnelEvents for Events {
+        fn opened(&self) {
+            self.0.lock().unwrap().push("opened");
+        }
+        fn closed(&self, reason: &'static str) {
+            self.0.lock().unwrap().push(reason);
+        }
+    }
+
+    /// An open tunnel (its `101` written) with this message limit.
+    fn open(max: u64) -> (Tunnel, Arc<Events>) {
+        let events = Arc::new(Events::default());
+        let mut t = Tunnel::new(
+            TunnelSettings {
+                idle_timeout: Duration::from_secs(60),
+                max_lifetime: Duration::from_secs(3600),
+                max_message_bytes: max,
+                events: events.clone(),
+            },
+            None,
+        );
+        t.wrote(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n");
+        (t, events)
+    }
+
+    /// A client frame (masked) of `len` bytes.
+    fn client_frame(opcode: OpCode, len: usize, is_final: bool) -> Vec<u8> {
+        let mut frame = Frame::message(vec![b'x'; len], opcode, is_final);
+        frame.header_mut().mask = Some([1, 2, 3, 4]);
+        let mut out = Vec::new();
+        frame.format(&mut out).unwrap();
+        out
+    }
+
+    /// Feed `bytes` to the tunnel in pieces cut at `cuts`, as the client stream does: what was
+    /// held goes first into the next read. Returns what was passed on.
+    fn feed(t: &mut Tunnel, bytes: &[u8], cuts: &[usize]) -> Vec<u8> {
+        let mut passed = Vec::new();
+        let mut start = 0;
+        for end in cuts.iter().copied().chain([bytes.len()]) {
+            let end = end.clamp(start, bytes.len());
+            let mut read = t.take_held().to_vec();
+            read.extend_from_slice(&bytes[start..end]);
+            start = end;
+            let n = t.read(&read);
+            passed.extend_from_slice(&read[..n]);
+        }
+        passed
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+    }
+
+    proptest::proptest! {
+        /// Frames under the limit pass byte for byte however the reads cut them.
+        #[test]
+        fn frames_pass_unchanged_in_any_pieces(
+            sizes in proptest::collection::vec(0usize..70_000, 1..5),
+            cuts in proptest::collection::vec(0usize..300_000, 0..12),
+        ) {
+            let rt = runtime();
+            let _guard = rt.enter();
+            let (mut t, _) = open(1 << 20);
+            let mut bytes = Vec::new();
+            for size in &sizes {
+                bytes.extend(client_frame(OpCode::Data(Data::Binary), *size, true));
+            }
+            let mut cuts = cuts;
+            cuts.sort_unstable();
+            proptest::prop_assert_eq!(feed(&mut t, &bytes, &cuts), bytes);
+            proptest::prop_assert!(!t.read_due());
+        }
+    }
+
+    #[test]
+    fn a_message_over_the_limit_stops_before_its_frame_and_closes_with_1009() {
+        let rt = runtime();
+        let _guard = rt.enter();
+        let (mut t, events) = open(1000);
+        let first = client_frame(OpCode::Data(Data::Text), 600, false);
+        let second = client_frame(OpCode::Data(Data::Continue), 600, true);
+        let bytes = [first.clone(), second].concat();
+        // The crossing frame's header is cut in two by the reads.
+        let passed = feed(&mut t, &bytes, &[first.len() + 1]);
+        assert_eq!(passed, first);
+        let close = t
+            .take_close_to_upstream()
+            .expect("a close for the upstream");
+        assert_eq!(
+            &close[..2],
+            &[0x88, 0x82],
+            "a masked close frame with a code"
+        );
+        assert!(t.reads_ended());
+        let to_client = t.close_to_client().expect("a close for the client").clone();
+        assert_eq!(&to_client[..], &[0x88, 0x02, 0x03, 0xF1], "1009, unmasked");
+        assert_eq!(*events.0.lock().unwrap(), ["opened", "message_too_big"]);
+    }
+
+    #[test]
+    fn unmasked_and_oversized_control_frames_are_protocol_errors() {
+        let rt = runtime();
+        let _guard = rt.enter();
+        let mut unmasked = Vec::new();
+        Frame::message(b"hi".to_vec(), OpCode::Data(Data::Text), true)
+            .format(&mut unmasked)
+            .unwrap();
+        let mut long_ping = Frame::ping(vec![0u8; 126]);
+        long_ping.header_mut().mask = Some([9, 9, 9, 9]);
+        let mut ping = Vec::new();
+        long_ping.format(&mut ping).unwrap();
+        for bytes in [unmasked, ping, vec![0x83, 0x80, 0, 0, 0, 0]] {
+            let (mut t, events) = open(1 << 20);
+            assert_eq!(t.read(&bytes), 0);
+            assert!(t.take_close_to_upstream().is_some());
+            assert_eq!(events.0.lock().unwrap()[1], "protocol_error");
+        }
+    }
+
+    #[test]
+    fn a_close_waits_for_the_frame_being_written_to_the_client() {
+        let rt = runtime();
+        let _guard = rt.enter();
+        let (mut t, _) = open(1 << 20);
+        let mut frame = Vec::new();
+        Frame::message(vec![b'y'; 300], OpCode::Data(Data::Binary), true)
+            .format(&mut frame)
+            .unwrap();
+        t.wrote(&frame[..100]);
+        t.begin_closing(Closing::Shutdown);
+        assert!(t.close_to_client().is_none(), "mid-frame");
+        let next = [frame.clone(), frame.clone()].concat();
+        let rest = &next[100..];
+        assert_eq!(
+            t.writable(rest),
+            frame.len() - 100,
+            "only the frame in progress"
+        );
+        t.wrote(&rest[..frame.len() - 100]);
+        assert_eq!(t.writable(&frame), 0);
+        let close = t.close_to_client().expect("due now").clone();
+        assert_eq!(&close[..], &[0x88, 0x02, 0x03, 0xE9], "1001");
+    }
+
+    #[test]
+    fn a_refused_upgrade_abandons_the_tunnel() {
+        let rt = runtime();
+        let _guard = rt.enter();
+        let events = Arc::new(Events::default());
+        let mut t = Tunnel::new(
+            TunnelSettings {
+                idle_timeout: Duration::from_secs(1),
+                max_lifetime: Duration::from_secs(2),
+                max_message_bytes: 10,
+                events: events.clone(),
+            },
+            None,
+        );
+        t.wrote(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno");
+        assert!(t.abandoned());
+        drop(t);
+        assert!(events.0.lock().unwrap().is_empty());
+    }
 }
