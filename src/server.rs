@@ -3,6 +3,7 @@
 
 use crate::checks::rate_limit::shared::{SharedLimiter, StoreConnector};
 use crate::checks::throttle::FailureThrottle;
+use crate::config::model::Listener;
 use crate::config::Config;
 use crate::echo::EchoApp;
 use crate::gateway::respond::Respond;
@@ -62,6 +63,25 @@ fn server_conf(config: &Config, options: &RunOptions) -> ServerConf {
 /// How long an HTTP/2 connection may stay open with no request in progress: Pingora keeps such
 /// connections forever by default; HTTP/1 keep-alive connections get 60 s.
 const H2_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Pingora gives every client connection a 64 KiB read buffer, zero-filled when allocated:
+/// with 1,000 clients that is most of the process's memory. A plain connection needs none:
+/// Pingora reads the request head into its own buffer and bodies in large reads, so a buffer
+/// under them only copies (and holds 4 KiB per idle keep-alive client). TLS keeps 4 KiB for
+/// OpenSSL's small reads; reads larger than it bypass it.
+fn listener_endpoint(listener: &Listener) -> Result<ListenerConfig, String> {
+    let read = if listener.tls.is_some() {
+        TLS_READ_BUFFER
+    } else {
+        0
+    };
+    let buffers = L4BufferSettings::default().read(read);
+    let endpoint = ListenerConfig::tcp(&listener.address).l4_buffer(buffers);
+    Ok(match &listener.tls {
+        None => endpoint,
+        Some(tls) => endpoint.tls(crate::tls::listener_settings(tls)?),
+    })
+}
 
 fn server_options() -> HttpServerOptions {
     let mut options = HttpServerOptions::default();
@@ -222,43 +242,46 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
         respond: respond.clone(),
         throttle: config
             .auth_failure_limit
-            .map(|l| FailureThrottle::new(l.failures, l.per)),
+            .map(|l| Arc::new(FailureThrottle::new(l.failures, l.per))),
     };
-    // Kept-alive connections are closed only halfway through the grace period (stream/app.rs).
-    let mut http = pingora_proxy::http_proxy(&server.configuration, gateway);
-    http.server_options = Some(server_options());
-    let mut proxy = Service::new(
-        "portcullis gateway".to_string(),
-        ClientApp {
-            inner: Arc::new(http),
-            hold: drain_hold(config.server.grace_period),
-            head_deadline: config.limits.header_read_timeout,
-            early: respond,
-        },
-    );
-    // Pingora gives every client connection a 64 KiB read buffer, zero-filled when allocated:
-    // with 1,000 clients that is most of the process's memory. A plain connection needs none:
-    // Pingora reads the request head into its own buffer and bodies in large reads, so a buffer
-    // under them only copies (and holds 4 KiB per idle keep-alive client). TLS keeps 4 KiB for
-    // OpenSSL's small reads; reads larger than it bypass it.
-    for (i, listener) in config.listeners.iter().enumerate() {
-        let read = if listener.tls.is_some() {
-            TLS_READ_BUFFER
+    // Plain and h2c listeners need two proxy services: Pingora turns h2c on per service.
+    for h2c in [false, true] {
+        let listeners: Vec<(usize, &Listener)> = config
+            .listeners
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.h2c == h2c)
+            .collect();
+        if listeners.is_empty() {
+            continue;
+        }
+        let mut http = pingora_proxy::http_proxy(&server.configuration, gateway.clone());
+        let mut options = server_options();
+        options.h2c = h2c;
+        http.server_options = Some(options);
+        // Kept-alive connections are closed only halfway through the grace period (stream/app.rs).
+        let name = if h2c {
+            "portcullis gateway (h2c)"
         } else {
-            0
+            "portcullis gateway"
         };
-        let buffers = L4BufferSettings::default().read(read);
-        let endpoint = ListenerConfig::tcp(&listener.address).l4_buffer(buffers);
-        let endpoint = match &listener.tls {
-            None => endpoint,
-            Some(tls) => endpoint.tls(
-                crate::tls::listener_settings(tls)
-                    .map_err(|e| format!("{file}: listeners[{i}].{e}"))?,
-            ),
-        };
-        proxy.add_listener(endpoint);
+        let mut proxy = Service::new(
+            name.to_string(),
+            ClientApp {
+                inner: Arc::new(http),
+                hold: drain_hold(config.server.grace_period),
+                head_deadline: config.limits.header_read_timeout,
+                early: respond.clone(),
+                h2c,
+            },
+        );
+        for (i, listener) in listeners {
+            proxy.add_listener(
+                listener_endpoint(listener).map_err(|e| format!("{file}: listeners[{i}].{e}"))?,
+            );
+        }
+        server.add_service(proxy);
     }
-    server.add_service(proxy);
     for service in health_checks {
         server.add_service(service);
     }

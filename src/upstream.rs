@@ -157,6 +157,9 @@ fn health_checks(
         if let Some(tls) = &upstream.tls {
             apply_tls(&mut check.peer_template, tls, name);
         }
+        if upstream.http2 {
+            http2_only(&mut check.peer_template);
+        }
         checks.push((*target, check));
     }
     Ok(TargetHealthChecks {
@@ -279,9 +282,22 @@ impl Upstreams {
         options.idle_timeout = Some(config.idle_timeout);
         // Protocol upgrades (WebSocket, h2c) are not forwarded: a tunnel would bypass every check.
         options.http_upstream_request_policy = HttpUpstreamRequestPolicy::deny_upgrades();
+        if config.http2 {
+            http2_only(&mut peer);
+        }
         peer
     }
 }
+
+/// HTTP/2 only (`protocol = "h2"` or `"h2c"`): over TLS ALPN must choose h2; in plain text
+/// the upstream is spoken to with prior knowledge. One connection carries up to 100 streams.
+fn http2_only(peer: &mut HttpPeer) {
+    peer.options.set_http_version(2, 2);
+    peer.options.max_h2_streams = MAX_H2_STREAMS;
+}
+
+/// Concurrent requests on one HTTP/2 connection to an upstream.
+const MAX_H2_STREAMS: usize = 100;
 
 /// Let a WebSocket upgrade through to `peer` (Pingora forwards a valid one, normalised, and
 /// carries the tunnel). Its reads wait up to the tunnel's idle timeout, plus the time a client

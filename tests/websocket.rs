@@ -309,6 +309,20 @@ fn an_oversized_message_closes_with_1009_before_it_reaches_the_upstream() {
 }
 
 #[test]
+fn a_quiet_client_is_not_cut_by_the_body_read_timeout() {
+    let up = WsUpstream::start();
+    let body = format!(
+        "[limits]\nbody_read_timeout = \"1s\"\n{}",
+        config(&up, "websocket = { idle_timeout = \"20s\" }")
+    );
+    let gw = Gateway::start(&body);
+    let mut ws = connect(&gw, "/chat", &[("X-API-Key", KEY)]).unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    ws.send(Message::text("after a pause")).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::text("after a pause"));
+}
+
+#[test]
 fn idle_and_old_tunnels_are_closed_with_1001() {
     let up = WsUpstream::start();
     let gw = start(

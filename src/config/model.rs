@@ -70,6 +70,8 @@ pub struct ServerSettings {
 pub struct Listener {
     pub address: String,
     pub tls: Option<ListenerTls>,
+    /// Plain HTTP/2 with prior knowledge is accepted beside HTTP/1.
+    pub h2c: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -139,6 +141,8 @@ pub struct Upstream {
     pub health_check: Option<HealthCheck>,
     /// Concurrent requests to this upstream, over all routes.
     pub max_inflight: Option<u32>,
+    /// Whether requests go over HTTP/2 (`protocol = "h2"` with TLS, `"h2c"` without).
+    pub http2: bool,
 }
 
 /// `[waf]` compiled, or the built-in rules without it: the shared rule set and the defaults of

@@ -148,6 +148,9 @@ pub struct RawServer {
 pub struct RawListener {
     pub address: String,
     pub tls: Option<RawListenerTls>,
+    /// Plain listeners: also accept HTTP/2 with prior knowledge (h2c).
+    #[serde(default)]
+    pub h2c: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -246,6 +249,8 @@ pub struct RawUpstream {
     pub idle_timeout: Option<String>,
     pub health_check: Option<RawHealthCheck>,
     pub max_inflight: Option<i64>,
+    /// `http1` (default), `h2` (over TLS, by ALPN) or `h2c` (plain, prior knowledge).
+    pub protocol: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -27,12 +27,15 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Cloned once per proxy service (plain and h2c listeners are served by two); every field is
+/// shared.
+#[derive(Clone)]
 pub struct Gateway {
     pub config: Arc<Config>,
     pub upstreams: Arc<Upstreams>,
     pub metrics: Arc<Metrics>,
     pub respond: Arc<Respond>,
-    pub throttle: Option<FailureThrottle>,
+    pub throttle: Option<Arc<FailureThrottle>>,
     pub shared_limits: Option<Arc<SharedLimiter>>,
 }
 

@@ -66,13 +66,13 @@ impl Gateway {
         ip::check(client_ip, &route.ip)?;
         // 5. Brute-force throttle, before any credential is looked at.
         let public = route.auth.is_public();
-        FailureThrottle::check_route(self.throttle.as_ref(), public, &client_ip)?;
+        FailureThrottle::check_route(self.throttle.as_deref(), public, &client_ip)?;
         // 6. Authentication.
         let credentials = Credentials {
             req: session.req_header(),
             cert: peer_cert(session),
             client_ip,
-            throttle: self.throttle.as_ref(),
+            throttle: self.throttle.as_deref(),
         };
         ctx.principal = auth::check(&route.auth, &cfg.identities, &credentials).await?;
         // 7. Authorization: deny by default.
@@ -125,6 +125,8 @@ impl Gateway {
                     "this connection cannot become a WebSocket: the client sent data before the handshake's answer",
                 ));
             }
+            // The tunnel times idleness itself: `body_read_timeout` would cut a quiet client.
+            session.as_downstream_mut().set_read_timeout(None);
             ctx.tunnel = Some(report);
         }
         Ok(Checked::Forward)

@@ -30,7 +30,12 @@ pub struct ClientApp<A> {
     pub head_deadline: Duration,
     /// The answers to requests Pingora refuses before the gateway sees them.
     pub early: Arc<dyn EarlyRefusals>,
+    /// Plain connections may open with the HTTP/2 preface (h2c with prior knowledge).
+    pub h2c: bool,
 }
+
+/// What an HTTP/2 connection opens with (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 #[async_trait]
 impl<A> ServerApp for ClientApp<A>
@@ -42,8 +47,19 @@ where
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        // HTTP/2 (negotiated by ALPN) multiplexes binary frames: only its preface is timed.
-        let stream = if stream.selected_alpn_proto() == Some(ALPN::H2) {
+        // HTTP/2 (negotiated by ALPN, or h2c) multiplexes binary frames: only its preface is
+        // timed. On an h2c listener the first bytes tell, within the head deadline.
+        let mut stream = stream;
+        let mut h2 = stream.selected_alpn_proto() == Some(ALPN::H2);
+        if self.h2c && stream.get_ssl_digest().is_none() {
+            let mut first = [0u8; H2_PREFACE.len()];
+            match tokio::time::timeout(self.head_deadline, stream.try_peek(&mut first)).await {
+                Ok(Ok(_)) => h2 = first == *H2_PREFACE,
+                // Silent past the deadline, or gone.
+                _ => return None,
+            }
+        }
+        let stream = if h2 {
             ClientStream::wrap_h2(stream, self.head_deadline)
         } else {
             ClientStream::wrap(

@@ -122,9 +122,16 @@ pub(super) fn compile_listeners(
                 .as_ref()
                 .map(|ca| existing_file(e, &format!("{key}.tls.client_ca"), file, ca)),
         });
+        if l.h2c && tls.is_some() {
+            e.add(
+                format!("{key}.h2c"),
+                "is for plain listeners; a TLS listener offers HTTP/2 by ALPN already",
+            );
+        }
         listeners.push(Listener {
             address: l.address.clone(),
             tls,
+            h2c: l.h2c,
         });
     }
     (listeners, bound)

@@ -93,10 +93,36 @@ pub(super) fn compile_upstreams(e: &mut Errors, raw: &[RawUpstream], file: &Path
                 ),
             }
         });
+        let http2 = match (u.protocol.as_deref(), tls.is_some()) {
+            (None | Some("http1"), _) => false,
+            (Some("h2"), true) | (Some("h2c"), false) => true,
+            (Some("h2"), false) => {
+                e.add(
+                    format!("{key}.protocol"),
+                    "\"h2\" is HTTP/2 over TLS; add tls, or write \"h2c\" for plain HTTP/2",
+                );
+                false
+            }
+            (Some("h2c"), true) => {
+                e.add(
+                    format!("{key}.protocol"),
+                    "\"h2c\" is plain HTTP/2; with tls write \"h2\"",
+                );
+                false
+            }
+            (Some(other), _) => {
+                e.add(
+                    format!("{key}.protocol"),
+                    format!("invalid value {other:?}; write \"http1\", \"h2\" or \"h2c\""),
+                );
+                false
+            }
+        };
         out.push(Upstream {
             name: u.name.clone(),
             targets,
             tls,
+            http2,
             connect_timeout: e.duration(
                 &format!("{key}.connect_timeout"),
                 u.connect_timeout.as_ref(),
