@@ -367,6 +367,7 @@ fn access_log(c: &mut Criterion) {
                 waf_body: None,
                 upstream_body: None,
                 websocket_close: None,
+                grpc_status: None,
             };
             let mut line = String::with_capacity(384);
             black_box(&record).write_json(&mut line);

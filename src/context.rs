@@ -72,6 +72,10 @@ pub struct RequestCtx {
     pub websocket: Option<WebSocketPolicy>,
     /// The tunnel's report, once armed: the close reason for the access log.
     pub tunnel: Option<Arc<TunnelReport>>,
+    /// A gRPC call (`content-type: application/grpc*`): refusals are gRPC statuses.
+    pub grpc: bool,
+    /// The call's `grpc-status`: the upstream's (header or trailer) or the gateway's.
+    pub grpc_status: Option<u8>,
 }
 
 /// What became of a request, for the access log's `decision`.
@@ -140,6 +144,8 @@ impl RequestCtx {
             masked: None,
             websocket: None,
             tunnel: None,
+            grpc: false,
+            grpc_status: None,
         }
     }
 }

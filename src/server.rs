@@ -212,6 +212,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
         metrics: metrics.clone(),
         access_log,
         hsts: config.hsts.clone(),
+        grpc_labels: Default::default(),
     });
     let upstreams = Arc::new(upstreams);
     let readiness = Arc::new(Readiness::new(

@@ -443,6 +443,7 @@ proptest! {
             waf_body: None,
             upstream_body: None,
             websocket_close: None,
+            grpc_status: None,
         };
         let mut line = String::new();
         record.write_json(&mut line);

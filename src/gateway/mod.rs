@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::context::{InflightGuard, RequestCtx};
 use crate::observe::metrics::Metrics;
 use crate::request::forward::{self, Forwarding};
-use crate::request::response;
+use crate::request::{grpc, response};
 use crate::stream::client;
 use crate::upstream::{self, connect_retryable, Upstreams};
 use async_trait::async_trait;
@@ -67,6 +67,7 @@ impl ProxyHttp for Gateway {
             .and_then(|a| a.as_inet())
             .map(|a| ip::canonical(a.ip()));
         ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        ctx.grpc = grpc::is_grpc(session.req_header());
         match self.run_checks(session, ctx).await {
             Ok(Checked::Forward) => Ok(false),
             Ok(Checked::Preflight(headers)) => {
@@ -105,7 +106,7 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let Some(route) = ctx.route.map(|i| self.config.routes.get(i)) else {
@@ -118,6 +119,14 @@ impl ProxyHttp for Gateway {
                 let mut peer = self.upstreams.peer(route.upstream, target);
                 if let Some(policy) = ctx.websocket {
                     upstream::tunnel_peer(&mut peer, policy.idle_timeout);
+                }
+                // A gRPC deadline shorter than the upstream's read timeout bounds each wait.
+                if let Some(deadline) = grpc::timeout(session.req_header()).filter(|_| ctx.grpc) {
+                    let read = peer
+                        .options
+                        .read_timeout
+                        .map_or(deadline, |t| t.min(deadline));
+                    peer.options.read_timeout = Some(read);
                 }
                 Ok(Box::new(peer))
             }
@@ -207,6 +216,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_status = Some(upstream_response.status.as_u16());
+        if ctx.grpc {
+            ctx.grpc_status = grpc_status(upstream_response.headers.get("grpc-status"));
+        }
         if let (Some(started), Some(route)) = (ctx.upstream_started, ctx.route) {
             let upstream = self.upstreams.name(self.config.routes.get(route).upstream);
             self.metrics
@@ -260,6 +272,18 @@ impl ProxyHttp for Gateway {
         Ok(None)
     }
 
+    async fn response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        upstream_trailers: &mut http::HeaderMap,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Bytes>> {
+        if ctx.grpc {
+            ctx.grpc_status = grpc_status(upstream_trailers.get("grpc-status")).or(ctx.grpc_status);
+        }
+        Ok(None)
+    }
+
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
@@ -283,4 +307,9 @@ impl ProxyHttp for Gateway {
         self.respond.log(session, ctx, &labels);
         ctx.inflight = None;
     }
+}
+
+/// A `grpc-status` value (0 to 16).
+fn grpc_status(value: Option<&http::HeaderValue>) -> Option<u8> {
+    value?.to_str().ok()?.parse().ok().filter(|s| *s <= 16)
 }

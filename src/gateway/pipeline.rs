@@ -87,7 +87,11 @@ impl Gateway {
         let upstream_cap = self.upstreams.cap(route.upstream);
         ctx.admission = rate_limit::check(&route.limits, &subject, shared, upstream_cap).await?;
         // 9. Body.
-        let body = body::check(session, &route.body, cfg.limits.body_read_timeout).await?;
+        // gRPC messages are binary and may stream for long: they go on unread.
+        let body = match ctx.grpc && route.body.validate.is_none() {
+            true => None,
+            false => body::check(session, &route.body, cfg.limits.body_read_timeout).await?,
+        };
         // 10. Threat protection.
         let inputs = threat::Inputs {
             head: session.req_header(),

@@ -8,9 +8,10 @@ use crate::checks::cors::{CorsHeader, VARY_ORIGIN};
 use crate::checks::ip;
 use crate::context::{Decision, RequestCtx};
 use crate::observe::access_log::{AccessLog, AccessRecord};
+use crate::observe::grpc::GrpcLabels;
 use crate::observe::metrics::{method_label, Metrics};
 use crate::problem::{self, AfterRefusal, Refusal};
-use crate::request::identity;
+use crate::request::{grpc, identity};
 use crate::stream::client::EarlyRefusals;
 use bytes::{Bytes, BytesMut};
 use pingora_core::{Error, Result};
@@ -44,6 +45,8 @@ pub struct Labels<'a> {
 
 pub struct Respond {
     pub metrics: Arc<Metrics>,
+    /// The (service, method) labels of `portcullis_grpc_requests_total` so far.
+    pub grpc_labels: GrpcLabels,
     pub access_log: Arc<AccessLog>,
     /// The `Strict-Transport-Security` value (`Config::hsts`).
     pub hsts: Option<String>,
@@ -81,6 +84,17 @@ impl Respond {
         // The body of a refused request is never read, so the connection cannot be reused.
         if has_body(session.req_header()) || refusal.connection == AfterRefusal::Close {
             session.set_keepalive(None);
+        }
+        if ctx.grpc {
+            // A gRPC client reads a status, not a body: a trailers-only answer.
+            let mut header = grpc::refusal_header(refusal.status, &refusal.detail)?;
+            header.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+            for (name, value) in &refusal.headers {
+                header.insert_header(*name, value.as_str())?;
+            }
+            tls_headers(&mut header, self.hsts(ctx.tls))?;
+            ctx.grpc_status = Some(grpc::status_for(refusal.status));
+            return session.write_response_header(Box::new(header), true).await;
         }
         let (header, body) = problem_response(&refusal, &ctx.request_id, self.hsts(ctx.tls))?;
         let head_only = session.req_header().method == http::Method::HEAD;
@@ -167,6 +181,17 @@ impl Respond {
         };
         let findings = ctx.threats.findings.as_ref();
         let elapsed = ctx.started.elapsed();
+        let grpc_status = ctx.grpc.then(|| match (ctx.grpc_status, status) {
+            (Some(code), _) => Some(code),
+            // The upstream's own HTTP error reaches a gRPC client as this status.
+            (None, http) if http != 200 && http != 0 => Some(grpc::status_for(http)),
+            (None, _) => None,
+        });
+        if let (Some(code), true) = (grpc_status, ctx.route.is_some()) {
+            let code = code.map_or_else(|| "unknown".to_string(), |c| c.to_string());
+            self.grpc_labels
+                .count(&self.metrics, labels.route, req.uri.path(), &code);
+        }
         self.account(
             method_label(&req.method),
             elapsed,
@@ -194,6 +219,7 @@ impl Respond {
                 waf_body: findings.and_then(|w| w.body_prefix.then_some("prefix")),
                 upstream_body: ctx.masked.as_ref().map(|_| "masked"),
                 websocket_close: ctx.tunnel.as_ref().and_then(|t| t.reason.get().copied()),
+                grpc_status: grpc_status.flatten(),
             },
         );
     }
@@ -266,6 +292,7 @@ impl EarlyRefusals for Respond {
                 waf_body: None,
                 upstream_body: None,
                 websocket_close: None,
+                grpc_status: None,
             },
         );
         out.freeze()

@@ -109,12 +109,14 @@ pub struct AccessRecord<'a> {
     pub upstream_body: Option<&'static str>,
     /// Why the WebSocket tunnel this upgrade opened was closed (`client`, `idle`, …).
     pub websocket_close: Option<&'static str>,
+    /// A gRPC call's `grpc-status`.
+    pub grpc_status: Option<u8>,
 }
 
 impl AccessRecord<'_> {
     /// The JSON object of SPEC §6, without a newline. `waf_rules`, `anomaly_score` and
     /// `waf_body` appear only when the WAF ran, `upstream_body` only when an upstream error was
-    /// masked, `websocket_close` only for a tunnel; the others always (`null` when unknown).
+    /// masked, `websocket_close` only for a tunnel, `grpc_status` only for a gRPC call; the others always (`null` when unknown).
     pub fn write_json(&self, out: &mut String) {
         out.push_str("{\"ts\":\"");
         // Writing into a String cannot fail.
@@ -188,6 +190,10 @@ impl AccessRecord<'_> {
         if let Some(reason) = self.websocket_close {
             out.push_str(",\"websocket_close\":");
             push_json_str(out, reason);
+        }
+        if let Some(code) = self.grpc_status {
+            out.push_str(",\"grpc_status\":");
+            push_int(out, code);
         }
         out.push('}');
     }
@@ -559,6 +565,7 @@ mod tests {
             waf_body: None,
             upstream_body: None,
             websocket_close: None,
+            grpc_status: None,
         }
     }
 
@@ -591,6 +598,7 @@ mod tests {
         r.waf_body = Some("prefix");
         r.upstream_body = Some("masked");
         r.websocket_close = Some("idle");
+        r.grpc_status = Some(16);
         let v = line(&r);
         assert_eq!(v["client_ip"], "2001:db8::7");
         assert_eq!(v["consumer"], "alice");
@@ -602,6 +610,7 @@ mod tests {
         assert_eq!(v["waf_body"], "prefix");
         assert_eq!(v["upstream_body"], "masked");
         assert_eq!(v["websocket_close"], "idle");
+        assert_eq!(v["grpc_status"], 16);
         r.duration_ms = f64::NAN;
         assert_eq!(line(&r)["duration_ms"], serde_json::Value::Null);
     }

@@ -25,6 +25,7 @@ pub struct Metrics {
     pub cors_preflights_total: IntCounterVec,
     pub upstream_errors_masked_total: IntCounterVec,
     pub websocket_tunnels: IntGaugeVec,
+    pub grpc_requests_total: IntCounterVec,
     pub websocket_closed_total: IntCounterVec,
     pub upstream_connections_total: IntCounterVec,
     pub upstream_target_healthy: IntGaugeVec,
@@ -121,6 +122,11 @@ impl Metrics {
                 registry.register(Box::new(g.clone()))?;
                 g
             },
+            grpc_requests_total: counter(
+                "portcullis_grpc_requests_total",
+                "gRPC calls by route, service, method and grpc-status (the upstream's, or the gateway's for a refusal).",
+                &["route", "service", "method", "grpc_status"],
+            )?,
             websocket_closed_total: counter(
                 "portcullis_websocket_closed_total",
                 "WebSocket tunnels closed, by route and reason (client, upstream, idle, lifetime, message_too_big, protocol_error, shutdown, disconnected).",
@@ -264,6 +270,7 @@ impl Metrics {
             &self.cors_preflights_total,
             &self.upstream_errors_masked_total,
             &self.websocket_tunnels,
+            &self.grpc_requests_total,
             &self.websocket_closed_total,
             &self.upstream_connections_total,
             &self.upstream_target_healthy,

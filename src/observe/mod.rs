@@ -2,6 +2,7 @@
 //! endpoints), the JSON access log, and what a log may show of a URL.
 
 pub mod access_log;
+pub mod grpc;
 pub mod metrics;
 pub mod redact;
 pub mod tunnels;

@@ -3,6 +3,7 @@
 //! (step 11). None of these refuses a request; the checks that may are in `checks`.
 
 pub mod forward;
+pub mod grpc;
 pub mod identity;
 pub mod response;
 pub mod trace;

@@ -1,0 +1,440 @@
+//! gRPC (issue 35) through the gateway: a real tonic client and server (a hand-written
+//! `test.Echo` service with prost messages, as tonic-build would generate it), the client
+//! speaking h2c to an h2c listener and the gateway speaking h2c to the server. Unary and
+//! streaming calls pass with a key; refusals are gRPC statuses the client reads, and the
+//! server saw nothing of them.
+
+mod harness;
+
+use harness::*;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_stream::{Stream, StreamExt};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::codegen::{http, BoxFuture, Context, Poll, Service};
+use tonic::{Code, Request, Response, Status, Streaming};
+use tonic_prost::ProstCodec;
+
+const KEY: &str = "k-grpc-test-key-0123456789abcdef0123";
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Ping {
+    #[prost(string, tag = "1")]
+    text: String,
+    #[prost(uint32, tag = "2")]
+    count: u32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Pong {
+    #[prost(string, tag = "1")]
+    text: String,
+    #[prost(uint32, tag = "2")]
+    seq: u32,
+}
+
+/// What the server saw of each call: its path and request headers.
+type Calls = Arc<Mutex<Vec<(String, http::HeaderMap)>>>;
+
+/// `test.Echo`: `Say` (unary), `Count` (`count` messages back), `Sum` (a client stream
+/// answered once), `Chat` (each message answered).
+#[derive(Clone)]
+struct Echo {
+    calls: Calls,
+}
+
+impl tonic::server::NamedService for Echo {
+    const NAME: &'static str = "test.Echo";
+}
+
+type PongStream = Pin<Box<dyn Stream<Item = Result<Pong, Status>> + Send>>;
+
+struct Say;
+impl tonic::server::UnaryService<Ping> for Say {
+    type Response = Pong;
+    type Future = BoxFuture<Response<Pong>, Status>;
+    fn call(&mut self, request: Request<Ping>) -> Self::Future {
+        let ping = request.into_inner();
+        Box::pin(async move {
+            Ok(Response::new(Pong {
+                text: format!("echo: {}", ping.text),
+                seq: 0,
+            }))
+        })
+    }
+}
+
+struct Count;
+impl tonic::server::ServerStreamingService<Ping> for Count {
+    type Response = Pong;
+    type ResponseStream = PongStream;
+    type Future = BoxFuture<Response<PongStream>, Status>;
+    fn call(&mut self, request: Request<Ping>) -> Self::Future {
+        let n = request.into_inner().count;
+        Box::pin(async move {
+            let stream = tokio_stream::iter((0..n).map(|seq| {
+                Ok(Pong {
+                    text: "x".repeat(64),
+                    seq,
+                })
+            }));
+            Ok(Response::new(Box::pin(stream) as PongStream))
+        })
+    }
+}
+
+struct Sum;
+impl tonic::server::ClientStreamingService<Ping> for Sum {
+    type Response = Pong;
+    type Future = BoxFuture<Response<Pong>, Status>;
+    fn call(&mut self, request: Request<Streaming<Ping>>) -> Self::Future {
+        let mut stream = request.into_inner();
+        Box::pin(async move {
+            let mut total = 0;
+            while let Some(ping) = stream.next().await {
+                total += ping?.count;
+            }
+            Ok(Response::new(Pong {
+                text: "sum".into(),
+                seq: total,
+            }))
+        })
+    }
+}
+
+struct Chat;
+impl tonic::server::StreamingService<Ping> for Chat {
+    type Response = Pong;
+    type ResponseStream = PongStream;
+    type Future = BoxFuture<Response<PongStream>, Status>;
+    fn call(&mut self, request: Request<Streaming<Ping>>) -> Self::Future {
+        let stream = request.into_inner();
+        Box::pin(async move {
+            let out = stream.map(|ping| {
+                ping.map(|p| Pong {
+                    text: p.text.to_uppercase(),
+                    seq: p.count,
+                })
+            });
+            Ok(Response::new(Box::pin(out) as PongStream))
+        })
+    }
+}
+
+impl<B> Service<http::Request<B>> for Echo
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        self.calls
+            .lock()
+            .unwrap()
+            .push((req.uri().path().to_string(), req.headers().clone()));
+        let path = req.uri().path().to_string();
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(ProstCodec::<Pong, Ping>::default());
+            Ok(match path.as_str() {
+                "/test.Echo/Say" => grpc.unary(Say, req).await,
+                "/test.Echo/Count" => grpc.server_streaming(Count, req).await,
+                "/test.Echo/Sum" => grpc.client_streaming(Sum, req).await,
+                "/test.Echo/Chat" => grpc.streaming(Chat, req).await,
+                _ => Status::unimplemented("no such method").into_http(),
+            })
+        })
+    }
+}
+
+/// The tonic server on a loopback port, run on its own runtime thread.
+fn start_server(calls: Calls) -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            tonic::transport::Server::builder()
+                .add_service(Echo { calls })
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await
+                .unwrap();
+        });
+    });
+    addr
+}
+
+struct Setup {
+    gw: Gateway,
+    h2c_port: u16,
+    calls: Calls,
+    rt: tokio::runtime::Runtime,
+}
+
+fn setup() -> Setup {
+    let calls: Calls = Arc::default();
+    let server = start_server(calls.clone());
+    let h2c_port = free_port();
+    let gw = Gateway::start(&format!(
+        r#"
+[[listeners]]
+address = "127.0.0.1:{h2c_port}"
+h2c = true
+
+[[upstreams]]
+name = "echo"
+targets = ["{server}"]
+protocol = "h2c"
+
+[[consumers]]
+id = "svc"
+api_keys = ["{hash}"]
+
+[[routes]]
+name = "echo"
+path_prefix = "/test.Echo"
+methods = ["POST"]
+upstream = "echo"
+auth = ["api_key"]
+allow = {{ consumers = ["svc"] }}
+rate_limit = {{ requests = 50, per = "1m", key = "consumer" }}
+"#,
+        hash = portcullis::keys::config_hash(KEY),
+    ));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    Setup {
+        gw,
+        h2c_port,
+        calls,
+        rt,
+    }
+}
+
+impl Setup {
+    fn client(&self) -> tonic::client::Grpc<tonic::transport::Channel> {
+        let endpoint = format!("http://127.0.0.1:{}", self.h2c_port);
+        let channel = self.rt.block_on(async {
+            tonic::transport::Endpoint::from_shared(endpoint)
+                .unwrap()
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(30))
+                .connect()
+                .await
+                .expect("connect to the h2c listener")
+        });
+        tonic::client::Grpc::new(channel)
+    }
+}
+
+fn keyed<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("x-api-key", KEY.parse().unwrap());
+    request
+}
+
+fn ping(text: &str, count: u32) -> Ping {
+    Ping {
+        text: text.into(),
+        count,
+    }
+}
+
+fn path(method: &str) -> PathAndQuery {
+    PathAndQuery::try_from(format!("/test.Echo/{method}")).unwrap()
+}
+
+#[test]
+fn unary_and_streaming_calls_pass_with_a_key() {
+    let s = setup();
+    let mut client = s.client();
+    s.rt.block_on(async {
+        client.ready().await.unwrap();
+        let pong: Response<Pong> = client
+            .unary(keyed(ping("hello", 0)), path("Say"), ProstCodec::default())
+            .await
+            .expect("unary call");
+        assert_eq!(pong.get_ref().text, "echo: hello");
+        assert!(pong.metadata().get("x-request-id").is_some());
+
+        // A server stream of 10,000 messages arrives whole and in order.
+        client.ready().await.unwrap();
+        let response: Response<Streaming<Pong>> = client
+            .server_streaming(
+                keyed(ping("", 10_000)),
+                path("Count"),
+                ProstCodec::default(),
+            )
+            .await
+            .expect("server stream");
+        let mut stream = response.into_inner();
+        let mut seqs = Vec::new();
+        while let Some(pong) = stream.next().await {
+            seqs.push(pong.expect("a message").seq);
+        }
+        assert_eq!(seqs, (0..10_000).collect::<Vec<u32>>());
+
+        // A client stream of 1,000 messages.
+        client.ready().await.unwrap();
+        let pings = tokio_stream::iter((1..=1000).map(|n| ping("n", n)));
+        let sum: Response<Pong> = client
+            .client_streaming(keyed(pings), path("Sum"), ProstCodec::default())
+            .await
+            .expect("client stream");
+        assert_eq!(sum.get_ref().seq, 500_500);
+
+        // Bidirectional: each message answered as it goes.
+        client.ready().await.unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Ping>(4);
+        let response: Response<Streaming<Pong>> = client
+            .streaming(
+                keyed(tokio_stream::wrappers::ReceiverStream::new(rx)),
+                path("Chat"),
+                ProstCodec::default(),
+            )
+            .await
+            .expect("bidi stream");
+        let mut answers = response.into_inner();
+        for n in 0..100 {
+            tx.send(ping(&format!("m{n}"), n)).await.unwrap();
+            let pong = answers.next().await.expect("an answer").expect("a message");
+            assert_eq!((pong.text, pong.seq), (format!("M{n}"), n));
+        }
+        drop(tx);
+        assert!(answers.next().await.is_none());
+    });
+
+    let calls = s.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 4);
+    for (_, headers) in &calls {
+        assert_eq!(headers.get("x-consumer-id").unwrap(), "svc");
+        assert!(
+            headers.get("x-api-key").is_none(),
+            "the key stays at the gateway"
+        );
+        assert!(headers
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc")));
+    }
+    for method in ["Say", "Count", "Sum", "Chat"] {
+        assert_eq!(
+            s.gw.wait_metric(
+                "portcullis_grpc_requests_total",
+                &[
+                    ("route", "echo"),
+                    ("service", "test.Echo"),
+                    ("method", method),
+                    ("grpc_status", "0")
+                ],
+                1.0
+            ),
+            1.0,
+            "{method}"
+        );
+    }
+}
+
+#[test]
+fn refusals_are_grpc_statuses_and_never_reach_the_server() {
+    let s = setup();
+    let mut client = s.client();
+    let status_of = |client: &mut tonic::client::Grpc<tonic::transport::Channel>,
+                     request: Request<Ping>,
+                     method: &str|
+     -> Status {
+        s.rt.block_on(async {
+            client.ready().await.unwrap();
+            let result: Result<Response<Pong>, Status> = client
+                .unary(request, path(method), ProstCodec::default())
+                .await;
+            result.expect_err("refused")
+        })
+    };
+    let no_key = status_of(&mut client, Request::new(ping("x", 0)), "Say");
+    assert_eq!(no_key.code(), Code::Unauthenticated, "{no_key:?}");
+    assert!(!no_key.message().is_empty());
+    assert!(no_key.metadata().get("x-request-id").is_some());
+    let mut wrong = Request::new(ping("x", 0));
+    wrong.metadata_mut().insert(
+        "authorization",
+        "ApiKey k-not-the-key-0123456789abcdef0123".parse().unwrap(),
+    );
+    assert_eq!(
+        status_of(&mut client, wrong, "Say").code(),
+        Code::Unauthenticated
+    );
+    assert!(
+        s.calls.lock().unwrap().is_empty(),
+        "the server saw a refused call"
+    );
+
+    // Over the limit: 50 a minute per consumer.
+    let mut last = None;
+    for _ in 0..60 {
+        let result: Result<Response<Pong>, Status> = s.rt.block_on(async {
+            client.ready().await.unwrap();
+            client
+                .unary(keyed(ping("x", 0)), path("Say"), ProstCodec::default())
+                .await
+        });
+        if let Err(status) = result {
+            last = Some(status);
+            break;
+        }
+    }
+    let limited = last.expect("the limit was reached");
+    assert_eq!(limited.code(), Code::ResourceExhausted, "{limited:?}");
+    assert_eq!(s.calls.lock().unwrap().len(), 50);
+    assert_eq!(
+        s.gw.wait_metric(
+            "portcullis_grpc_requests_total",
+            &[("route", "echo"), ("method", "Say"), ("grpc_status", "16")],
+            2.0
+        ),
+        2.0
+    );
+    assert_eq!(
+        s.gw.wait_metric(
+            "portcullis_grpc_requests_total",
+            &[("route", "echo"), ("method", "Say"), ("grpc_status", "8")],
+            1.0
+        ),
+        1.0
+    );
+    let log = s.gw.access_log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"grpc_status\":16")
+                && l.contains("\"decision\":\"no_credentials\"")),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_service_no_route_serves_is_unimplemented() {
+    let s = setup();
+    let mut client = s.client();
+    let status = s.rt.block_on(async {
+        client.ready().await.unwrap();
+        let result: Result<Response<Pong>, Status> = client
+            .unary(
+                keyed(ping("x", 0)),
+                PathAndQuery::from_static("/other.Service/Call"),
+                ProstCodec::default(),
+            )
+            .await;
+        result.expect_err("no route")
+    });
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    assert!(s.calls.lock().unwrap().is_empty());
+}
