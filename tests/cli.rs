@@ -59,6 +59,20 @@ fn minimal_config_passes_strict_check() {
 fn broken_configs_exit_1_and_name_the_key() {
     let cases: Vec<(String, &str)> = vec![
         (format!("{BASE}\n[server]\nthreadz = 2\n"), "threadz"),
+        (BASE.replace("targets = [\"127.0.0.1:9000\"]", "targets = [\"127.0.0.1:9000\"]\nprotocol = \"h2\""), "upstreams[0].protocol"),
+        (BASE.replace("targets = [\"127.0.0.1:9000\"]", "targets = [\"127.0.0.1:9000\"]\nprotocol = \"http3\""), "upstreams[0].protocol"),
+        (
+            BASE.replace("targets = [\"127.0.0.1:9000\"]", "targets = [\"127.0.0.1:9000\"]\nprotocol = \"h2c\"")
+                .replace("public = true", "public = true\nwebsocket = true"),
+            "routes[0].websocket",
+        ),
+        (BASE.replace("public = true", "public = true\nwebsocket = { max_lifetime = \"2d\" }"), "routes[0].websocket.max_lifetime"),
+        (BASE.replace("public = true", "public = true\ncors = { origins = [\"null\"] }"), "routes[0].cors.origins[0]"),
+        (
+            BASE.replace("address = \"127.0.0.1:18080\"", "address = \"127.0.0.1:18080\"\nh2c = true\ntls = { cert = \"c.pem\", key = \"k.pem\" }"),
+            "listeners[0].h2c",
+        ),
+        (BASE.replace("public = true", "public = true\nresponse = { upstream_errors = \"hide\" }"), "routes[0].response.upstream_errors"),
         (BASE.replace("name = \"r\"", "name = \"r\"\ncolour = \"red\""), "colour"),
         (format!("[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n{BASE}"), "server.trusted_proxies[0]"),
         (BASE.replace("public = true", "public = true\nip_deny = [\"not-an-ip\"]"), "routes[0].ip_deny[0]"),

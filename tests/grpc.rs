@@ -154,8 +154,9 @@ where
     }
 }
 
-/// The tonic server on a loopback port, run on its own runtime thread.
-fn start_server(calls: Calls) -> std::net::SocketAddr {
+/// The tonic server on a loopback port, run on its own runtime thread; over TLS with
+/// `identity` (certificate and key PEM).
+fn start_server(calls: Calls, identity: Option<(String, String)>) -> std::net::SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     listener.set_nonblocking(true).unwrap();
@@ -163,7 +164,13 @@ fn start_server(calls: Calls) -> std::net::SocketAddr {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            tonic::transport::Server::builder()
+            let mut builder = tonic::transport::Server::builder();
+            if let Some((cert, key)) = identity {
+                let tls = tonic::transport::ServerTlsConfig::new()
+                    .identity(tonic::transport::Identity::from_pem(cert, key));
+                builder = builder.tls_config(tls).unwrap();
+            }
+            builder
                 .add_service(Echo { calls })
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
                 .await
@@ -175,25 +182,48 @@ fn start_server(calls: Calls) -> std::net::SocketAddr {
 
 struct Setup {
     gw: Gateway,
+    /// The h2c listener, or the TLS one.
     h2c_port: u16,
     calls: Calls,
     rt: tokio::runtime::Runtime,
+    /// With TLS both ways: the CA that signed the gateway's and the server's certificates.
+    ca: Option<String>,
 }
 
 fn setup() -> Setup {
+    setup_with(false)
+}
+
+/// Plain: the client speaks h2c to an h2c listener, the gateway h2c to the server. With `tls`:
+/// the client speaks h2 over TLS (ALPN) to a TLS listener, the gateway h2 over TLS to the
+/// server, whose certificate it verifies.
+fn setup_with(tls: bool) -> Setup {
     let calls: Calls = Arc::default();
-    let server = start_server(calls.clone());
+    let pki = Pki::new("grpc test CA");
+    let upstream_identity = pki.issue("upstream.test", &["upstream.test"], false);
+    let (gw_cert, gw_key) = pki.issue("localhost", &["localhost"], false);
+    let server = start_server(calls.clone(), tls.then_some(upstream_identity));
     let h2c_port = free_port();
-    let gw = Gateway::start(&format!(
+    let (listener, upstream) = if tls {
+        (
+            format!("address = \"127.0.0.1:{h2c_port}\"\ntls = {{ cert = \"gw.pem\", key = \"gw.key\" }}"),
+            format!("targets = [\"{server}\"]\ntls = {{ sni = \"upstream.test\", ca_file = \"ca.pem\" }}\nprotocol = \"h2\""),
+        )
+    } else {
+        (
+            format!("address = \"127.0.0.1:{h2c_port}\"\nh2c = true"),
+            format!("targets = [\"{server}\"]\nprotocol = \"h2c\""),
+        )
+    };
+    let ca_pem = pki.ca.pem();
+    let body = format!(
         r#"
 [[listeners]]
-address = "127.0.0.1:{h2c_port}"
-h2c = true
+{listener}
 
 [[upstreams]]
 name = "echo"
-targets = ["{server}"]
-protocol = "h2c"
+{upstream}
 
 [[consumers]]
 id = "svc"
@@ -209,28 +239,40 @@ allow = {{ consumers = ["svc"] }}
 rate_limit = {{ requests = 50, per = "1m", key = "consumer" }}
 "#,
         hash = portcullis::keys::config_hash(KEY),
-    ));
+    );
+    let files: [(&str, &[u8]); 3] = [
+        ("gw.pem", gw_cert.as_bytes()),
+        ("gw.key", gw_key.as_bytes()),
+        ("ca.pem", ca_pem.as_bytes()),
+    ];
+    let gw = Gateway::start_with_files(&body, "", &files);
     let rt = tokio::runtime::Runtime::new().unwrap();
     Setup {
         gw,
         h2c_port,
         calls,
         rt,
+        ca: tls.then_some(ca_pem),
     }
 }
 
 impl Setup {
     fn client(&self) -> tonic::client::Grpc<tonic::transport::Channel> {
-        let endpoint = format!("http://127.0.0.1:{}", self.h2c_port);
-        let channel = self.rt.block_on(async {
-            tonic::transport::Endpoint::from_shared(endpoint)
-                .unwrap()
-                .connect_timeout(Duration::from_secs(5))
-                .timeout(Duration::from_secs(30))
-                .connect()
-                .await
-                .expect("connect to the h2c listener")
-        });
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        let endpoint = format!("{scheme}://127.0.0.1:{}", self.h2c_port);
+        let mut endpoint = tonic::transport::Endpoint::from_shared(endpoint)
+            .unwrap()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30));
+        if let Some(ca) = &self.ca {
+            let tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                .domain_name("localhost");
+            endpoint = endpoint.tls_config(tls).unwrap();
+        }
+        let channel = self
+            .rt
+            .block_on(async { endpoint.connect().await.expect("connect to the gateway") });
         tonic::client::Grpc::new(channel)
     }
 }
@@ -256,7 +298,15 @@ fn path(method: &str) -> PathAndQuery {
 
 #[test]
 fn unary_and_streaming_calls_pass_with_a_key() {
-    let s = setup();
+    calls_pass(setup());
+}
+
+#[test]
+fn calls_pass_over_tls_both_ways() {
+    calls_pass(setup_with(true));
+}
+
+fn calls_pass(s: Setup) {
     let mut client = s.client();
     s.rt.block_on(async {
         client.ready().await.unwrap();

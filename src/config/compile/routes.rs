@@ -270,7 +270,8 @@ pub(super) fn compile_routes(
                 !r.public,
             ),
             cors,
-            websocket: super::websocket::route_policy(e, &key, r.websocket.as_ref()),
+            websocket: super::websocket::route_policy(e, &key, r.websocket.as_ref())
+                .filter(|_| tunnels_over_http1(e, &key, upstreams.get(upstream))),
         };
         if let Some(j) = out.iter().position(|other| shadows(other, &route)) {
             e.add(
@@ -284,6 +285,19 @@ pub(super) fn compile_routes(
         out.push(route);
     }
     out
+}
+
+/// A WebSocket tunnel needs an HTTP/1.1 upstream (WebSocket over HTTP/2, RFC 8441, is not
+/// spoken to upstreams).
+fn tunnels_over_http1(e: &mut Errors, key: &str, upstream: Option<&Upstream>) -> bool {
+    if upstream.is_some_and(|u| u.http2) {
+        e.add(
+            format!("{key}.websocket"),
+            "needs an upstream that speaks HTTP/1.1; this route's has protocol = \"h2\" or \"h2c\"",
+        );
+        return false;
+    }
+    true
 }
 
 /// A route's `rate_limit`: one policy or a list of them.
