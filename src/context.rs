@@ -76,6 +76,8 @@ pub struct RequestCtx {
     pub grpc: bool,
     /// The call's `grpc-status`: the upstream's (header or trailer) or the gateway's.
     pub grpc_status: Option<u8>,
+    /// The request went on in a subrequest (`gateway::delegate`), which logs and counts it.
+    pub delegated: bool,
 }
 
 /// What became of a request, for the access log's `decision`.
@@ -146,6 +148,7 @@ impl RequestCtx {
             tunnel: None,
             grpc: false,
             grpc_status: None,
+            delegated: false,
         }
     }
 }

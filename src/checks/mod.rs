@@ -23,6 +23,9 @@ pub enum Checked {
     Forward,
     /// Nowhere: a CORS preflight, answered `204` with these headers.
     Preflight(Vec<cors::CorsHeader>),
+    /// The upstream, through a subrequest carrying this body (an HTTP/2 body read whole that
+    /// Pingora's retry buffer could not hold).
+    Subrequest(bytes::Bytes),
 }
 
 /// A request head for unit tests of the checks.

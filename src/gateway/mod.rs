@@ -2,6 +2,7 @@
 //! `pipeline` (one line a step), every response portcullis makes itself and every access-log
 //! line to `respond`, step 11 to `request::forward`.
 
+mod delegate;
 mod pipeline;
 pub mod respond;
 
@@ -57,6 +58,10 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // A subrequest carrying a validated HTTP/2 body: its checks were passed already.
+        if delegate::take_over(session, ctx) {
+            return Ok(false);
+        }
         // From here on, whatever this request is answered with is the gateway's own.
         if let Some(stream) = session.as_downstream().stream() {
             client::mark_seen(stream);
@@ -70,6 +75,10 @@ impl ProxyHttp for Gateway {
         ctx.grpc = grpc::is_grpc(session.req_header());
         match self.run_checks(session, ctx).await {
             Ok(Checked::Forward) => Ok(false),
+            Ok(Checked::Subrequest(body)) => {
+                delegate::forward(session, ctx, body).await?;
+                Ok(true)
+            }
             Ok(Checked::Preflight(headers)) => {
                 let route = self.route_label(ctx);
                 self.respond.preflight(session, ctx, route, headers).await?;
@@ -294,7 +303,15 @@ impl ProxyHttp for Gateway {
         self.respond.proxy_failure(session, ctx, route, e).await
     }
 
+    fn allow_spawning_subrequest(&self, session: &Session, _ctx: &RequestCtx) -> bool {
+        // Only HTTP/2 bodies past the retry buffer need one (`delegate`).
+        session.as_downstream().is_http2()
+    }
+
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        if ctx.delegated {
+            return;
+        }
         let upstream = ctx
             .route
             .filter(|_| !ctx.tried.is_empty())

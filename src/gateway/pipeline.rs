@@ -12,8 +12,9 @@ use crate::context::RequestCtx;
 use crate::observe::tunnels::TunnelReport;
 use crate::problem::Refusal;
 use crate::request::{identity, trace};
+use crate::stream::client;
+use crate::stream::replay::{self, Replayed};
 use crate::stream::tunnel::TunnelSettings;
-use crate::stream::{client, replay};
 use pingora_proxy::Session;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -105,10 +106,13 @@ impl Gateway {
 
         // A body read whole in step 9 goes on to the upstream as it came.
         if let Some(body) = body {
-            replay::replay(session, body.bytes).await.map_err(|e| {
+            let replayed = replay::replay(session, body.bytes).await.map_err(|e| {
                 log::error!("cannot hand the validated body back for forwarding: {e}");
                 Refusal::new(500, "replay_failed", "the request could not be forwarded")
             })?;
+            if let Replayed::Subrequest(bytes) = replayed {
+                return Ok(Checked::Subrequest(bytes));
+            }
         }
         // A WebSocket upgrade that passed every step becomes a tunnel once the upstream agrees.
         if let Some(policy) = ctx.websocket {

@@ -94,7 +94,11 @@ impl Respond {
             }
             tls_headers(&mut header, self.hsts(ctx.tls))?;
             ctx.grpc_status = Some(grpc::status_for(refusal.status));
-            return session.write_response_header(Box::new(header), true).await;
+            session
+                .write_response_header(Box::new(header), true)
+                .await?;
+            drain_h2(session).await;
+            return Ok(());
         }
         let (header, body) = problem_response(&refusal, &ctx.request_id, self.hsts(ctx.tls))?;
         let head_only = session.req_header().method == http::Method::HEAD;
@@ -104,6 +108,7 @@ impl Respond {
         if !head_only {
             session.write_response_body(Some(body), true).await?;
         }
+        drain_h2(session).await;
         Ok(())
     }
 
@@ -297,6 +302,26 @@ impl EarlyRefusals for Respond {
         );
         out.freeze()
     }
+}
+
+/// Over HTTP/2, a refused request's unread body is read and dropped (up to 8 MiB, for at most
+/// 2 s): a stream closed while the client is still sending is reset, and clients (curl among
+/// them) then drop the answer already sent.
+async fn drain_h2(session: &mut Session) {
+    const MAX_DRAIN: usize = 8 << 20;
+    if !session.as_downstream().is_http2() || session.as_downstream_mut().is_body_done() {
+        return;
+    }
+    let drain = async {
+        let mut drained = 0;
+        while let Ok(Some(chunk)) = session.as_downstream_mut().read_request_body().await {
+            drained += chunk.len();
+            if drained > MAX_DRAIN {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
 }
 
 /// The problem+json head and body of a refusal.

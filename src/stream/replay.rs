@@ -6,7 +6,7 @@
 //! A larger HTTP/1 body: the downstream session is rebuilt on the same connection, wrapped so
 //! that it first reads the request head again (now framed by `Content-Length`) and the body,
 //! which Pingora parses exactly as if the client had sent them; then the connection continues
-//! as before. HTTP/2 has only the retry buffer, so bodies are limited to 64 KiB there.
+//! as before. A larger HTTP/2 body goes through a subrequest (`gateway::delegate`).
 //!
 //! This retires once Pingora can forward a body read before `upstream_peer` itself: the
 //! opt-in early body buffering of cloudflare/pingora pull request #816 (issue #780), not
@@ -22,18 +22,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// The largest body that can be replayed over HTTP/2 (Pingora's retry buffer).
-pub const H2_REPLAY_LIMIT: usize = 64 * 1024;
-
 /// Prepare a session whose body is about to be read in `request_filter`: Pingora keeps what
 /// is read, up to 64 KiB, in its retry buffer.
 pub fn before_reading(session: &mut Session) {
     session.as_downstream_mut().enable_retry_buffering();
-}
-
-/// Whether an HTTP/2 body went past what can be replayed.
-pub fn h2_over_limit(session: &Session) -> bool {
-    session.as_downstream().is_http2() && session.as_downstream().retry_buffer_truncated()
 }
 
 /// The request head as HTTP/1.1 bytes, framed by `Content-Length: body_len`.
@@ -149,10 +141,18 @@ impl AsyncWrite for ReplayStream {
 
 super::pass_through_io!(ReplayStream);
 
+/// Where a body handed back goes from.
+pub enum Replayed {
+    /// The session forwards it (retry buffer, or a rebuilt HTTP/1 session).
+    InPlace,
+    /// Only a subrequest can carry it (an HTTP/2 body past the retry buffer).
+    Subrequest(Bytes),
+}
+
 /// Hand `body` back to Pingora for forwarding. The replayed head is parsed once on its own
 /// before the connection is touched, so a failure leaves the session as it was and the
 /// refusal still reaches the client.
-pub async fn replay(session: &mut Session, body: Bytes) -> Result<()> {
+pub async fn replay(session: &mut Session, body: Bytes) -> Result<Replayed> {
     // A body of up to 64 KiB is whole in the retry buffer, which Pingora forwards first (over
     // HTTP/1 its framing header stays as the client sent it; the bytes are the same).
     let buffered = |session: &Session| {
@@ -162,11 +162,13 @@ pub async fn replay(session: &mut Session, body: Bytes) -> Result<()> {
             .is_some_and(|buffer| buffer == body)
     };
     let replayed = match &*session.downstream_session {
-        HttpSession::H2(_) => return Ok(()),
+        HttpSession::H2(_) if buffered(session) => return Ok(Replayed::InPlace),
+        // Past the retry buffer an HTTP/2 stream cannot give its body again.
+        HttpSession::H2(_) => return Ok(Replayed::Subrequest(body)),
         HttpSession::H1(_) if buffered(session) => {
             // The body is here already: the upstream must not wait to be told to send it.
             session.req_header_mut().remove_header("expect");
-            return Ok(());
+            return Ok(Replayed::InPlace);
         }
         HttpSession::H1(current) => {
             let head = request_head(current, body.len())?;
@@ -200,7 +202,7 @@ pub async fn replay(session: &mut Session, body: Bytes) -> Result<()> {
     settings.apply(&mut fresh);
     *session.downstream_session = HttpSession::H1(fresh);
     match parsed {
-        Ok(Some(_)) => Ok(()),
+        Ok(Some(_)) => Ok(Replayed::InPlace),
         Ok(None) => Error::e_explain(ErrorType::InternalError, "the replayed request is empty"),
         Err(e) => Err(e),
     }

@@ -45,16 +45,6 @@ pub async fn whole(
         }
         buffer.extend_from_slice(&chunk);
     }
-    if replay::h2_over_limit(session) {
-        return Err(Refusal::invalid(
-            413,
-            "body_too_large",
-            format!(
-                "over HTTP/2, bodies that are validated or inspected are limited to {} bytes",
-                replay::H2_REPLAY_LIMIT
-            ),
-        ));
-    }
     Ok(buffer.freeze())
 }
 
