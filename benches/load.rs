@@ -27,6 +27,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 type Fallible<T> = Result<T, String>;
 
+#[path = "shared/grpc.rs"]
+mod grpc;
+
 struct Options {
     duration: u64,
     warmup: u64,
@@ -895,7 +898,7 @@ fn raise_fd_limit() {
 fn run() -> Fallible<()> {
     let options = Options::parse()?;
     raise_fd_limit();
-    for tool in ["wrk", "nginx", "haproxy", "taskset"] {
+    for tool in ["wrk", "nginx", "haproxy", "taskset", "h2load"] {
         let found = Command::new("sh")
             .arg("-c")
             .arg(format!("command -v {tool}"))
@@ -904,7 +907,7 @@ fn run() -> Fallible<()> {
             .unwrap_or(false);
         if !found {
             return Err(format!(
-                "{tool} is not installed: run `bash benches/load.sh`, which installs wrk, nginx and HAProxy (apt-get install -y wrk nginx haproxy)"
+                "{tool} is not installed: run `bash benches/load.sh`, which installs wrk, nginx, HAProxy and h2load (apt-get install -y wrk nginx haproxy nghttp2-client)"
             ));
         }
     }
@@ -1113,6 +1116,30 @@ fn run() -> Fallible<()> {
         "Resident memory after the loads above, then while holding {IDLE} idle keep-alive client connections (each answered once) [target: portcullis <= 48 MiB]:"
     );
     print_idle(&idle);
+    eprintln!("(l) gRPC unary over h2c: direct, then through portcullis");
+    let (direct, through) = grpc::measure(
+        &bench.dir,
+        pin,
+        bench.options.duration,
+        bench.options.connections.min(32),
+    )?;
+    println!();
+    println!(
+        "gRPC unary over h2c (h2load, {} connections x 10 streams; a public route, no checks that refuse):",
+        bench.options.connections.min(32)
+    );
+    println!("| scenario | calls/s | succeeded | failed |");
+    println!("| --- | ---: | ---: | ---: |");
+    for (name, r) in [
+        ("(l) gRPC server direct", &direct),
+        ("(m) portcullis h2c pass-through", &through),
+    ] {
+        println!("| {name} | {:.0} | {} | {} |", r.rps, r.succeeded, r.failed);
+    }
+    println!(
+        "(m)/(l) portcullis gRPC pass-through vs the server direct: {:.1} %",
+        100.0 * through.rps / direct.rps.max(1.0)
+    );
     if bench.options.crs {
         // After the main table, so that its figures stand even if this part cannot run.
         let crs_rows = crs_scenarios(&bench)?;
@@ -1335,6 +1362,15 @@ mod bare {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--serve-grpc") {
+        match args.get(2).and_then(|v| v.parse::<u16>().ok()) {
+            Some(port) => grpc::serve(port),
+            None => {
+                eprintln!("usage: --serve-grpc PORT");
+                std::process::exit(2);
+            }
+        }
+    }
     if args.get(1).map(String::as_str) == Some("--serve-bare-pingora") {
         let number = |i: usize| args.get(i).and_then(|v| v.parse::<u16>().ok());
         match (number(2), number(3), number(4)) {

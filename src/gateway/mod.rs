@@ -130,7 +130,11 @@ impl ProxyHttp for Gateway {
                     upstream::tunnel_peer(&mut peer, policy.idle_timeout);
                 }
                 // A gRPC deadline shorter than the upstream's read timeout bounds each wait.
-                if let Some(deadline) = grpc::timeout(session.req_header()).filter(|_| ctx.grpc) {
+                if let Some(deadline) = ctx
+                    .grpc
+                    .then(|| grpc::timeout(session.req_header()))
+                    .flatten()
+                {
                     let read = peer
                         .options
                         .read_timeout

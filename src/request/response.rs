@@ -11,13 +11,15 @@ use pingora_core::Result;
 use pingora_http::ResponseHeader;
 
 /// What upstream software says of itself: names and versions an attacker matches against known
-/// vulnerabilities, of no use to a client.
-pub const BANNERS: [&str; 4] = [
-    "Server",
-    "X-Powered-By",
-    "X-AspNet-Version",
-    "X-AspNetMvc-Version",
+/// vulnerabilities, of no use to a client. (Names made once: a `&str` is parsed on every use.)
+pub const BANNERS: [HeaderName; 4] = [
+    http::header::SERVER,
+    HeaderName::from_static("x-powered-by"),
+    HeaderName::from_static("x-aspnet-version"),
+    HeaderName::from_static("x-aspnetmvc-version"),
 ];
+
+const NOSNIFF: HeaderName = HeaderName::from_static("x-content-type-options");
 
 /// A route's response headers (`[response]`, overridden per route by `response = {…}`).
 #[derive(Debug, Clone)]
@@ -47,13 +49,13 @@ impl Default for ResponsePolicy {
 
 /// Apply `policy` to an upstream's response head.
 pub fn harden(header: &mut ResponseHeader, policy: &ResponsePolicy) -> Result<()> {
-    for name in BANNERS {
+    for name in &BANNERS {
         header.remove_header(name);
     }
-    if policy.nosniff && header.headers.get("x-content-type-options").is_none() {
+    if policy.nosniff && !header.headers.contains_key(&NOSNIFF) {
         header.insert_header("X-Content-Type-Options", "nosniff")?;
     }
-    if policy.no_store && header.headers.get("cache-control").is_none() {
+    if policy.no_store && !header.headers.contains_key(http::header::CACHE_CONTROL) {
         header.insert_header("Cache-Control", "no-store")?;
     }
     for (name, value) in &policy.headers {
