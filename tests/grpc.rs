@@ -595,3 +595,48 @@ rate_limit = {{ requests = 100, per = "1s" }}
         "{line}"
     );
 }
+
+#[test]
+fn a_dead_upstream_is_unavailable() {
+    let dead = free_port();
+    let h2c_port = free_port();
+    let gw = Gateway::start(&format!(
+        r#"
+[[listeners]]
+address = "127.0.0.1:{h2c_port}"
+h2c = true
+
+[[upstreams]]
+name = "dead"
+targets = ["127.0.0.1:{dead}"]
+protocol = "h2c"
+
+[[routes]]
+name = "dead"
+path_prefix = "/test.Echo"
+upstream = "dead"
+public = true
+rate_limit = {{ requests = 100, per = "1s" }}
+"#
+    ));
+    let s = Setup {
+        gw,
+        h2c_port,
+        calls: Arc::default(),
+        rt: tokio::runtime::Runtime::new().unwrap(),
+        ca: None,
+    };
+    let mut client = s.client();
+    let status = s.rt.block_on(async {
+        client.ready().await.unwrap();
+        let result: Result<Response<Pong>, Status> = client
+            .unary(
+                Request::new(ping("x", 0)),
+                path("Say"),
+                ProstCodec::default(),
+            )
+            .await;
+        result.expect_err("nothing listens upstream")
+    });
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+}
