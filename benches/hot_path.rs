@@ -158,7 +158,12 @@ fn api_keys(c: &mut Criterion) {
         for i in 0..n {
             let hash = portcullis::keys::config_hash(&format!("key-number-{i}-0123456789abcdef"));
             let parsed = portcullis::checks::auth::api_key::parse_hash(&hash).expect("a hash");
-            index.insert(parsed, i).expect("distinct keys");
+            let entry = portcullis::checks::auth::api_key::ApiKeyEntry {
+                consumer: i as u32,
+                label: None,
+                not_after: None,
+            };
+            index.insert(parsed, entry).expect("distinct keys");
         }
         let present = format!("key-number-{}-0123456789abcdef", n / 2);
         assert!(index.find(&present).is_some());
@@ -181,6 +186,7 @@ fn acl(c: &mut Criterion) {
         groups: vec!["customers".into(), "staff".into()],
         scopes: vec!["orders:read".into(), "orders:write".into()],
         method: "jwt:bench".into(),
+        key_label: None,
     };
     c.bench_function("acl/allow", |b| {
         b.iter(|| authorize(Some(black_box(&allow)), black_box(&who)).is_ok())
@@ -368,6 +374,7 @@ fn access_log(c: &mut Criterion) {
                 upstream_body: None,
                 websocket_close: None,
                 grpc_status: None,
+                key_label: None,
             };
             let mut line = String::with_capacity(384);
             black_box(&record).write_json(&mut line);

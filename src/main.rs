@@ -1,6 +1,7 @@
 //! The `portcullis` command line (SPEC §1). Only this file formats errors for people.
 
 use clap::{Parser, Subcommand};
+use portcullis::checks::auth::api_key;
 use portcullis::config;
 use portcullis::keys;
 use portcullis::server::{self, RunOptions};
@@ -44,7 +45,11 @@ enum Command {
         strict: bool,
     },
     /// Read an API key on stdin and print the string to put in the config.
-    HashKey,
+    HashKey {
+        /// Hash a key of under 128 bits of entropy anyway.
+        #[arg(long)]
+        force: bool,
+    },
     /// Print a new random API key and its config string.
     GenKey,
     /// List the built-in threat-protection rules (what runs without `[waf]` rule files).
@@ -54,6 +59,9 @@ enum Command {
         print: bool,
     },
 }
+
+/// The entropy `hash-key` asks of a key unless forced.
+const MIN_KEY_BITS: f64 = 128.0;
 
 fn print_errors(errors: &[config::diagnostics::ConfigError]) {
     for e in errors {
@@ -134,13 +142,20 @@ fn main() -> ExitCode {
                 }
             }
         },
-        Command::HashKey => {
+        Command::HashKey { force } => {
             let mut input = String::new();
             if let Err(e) = std::io::stdin().read_to_string(&mut input) {
                 eprintln!("error: cannot read standard input: {e}");
                 return ExitCode::FAILURE;
             }
             match keys::key_from_input(&input) {
+                Ok(key) if !force && api_key::entropy_bits(key) < MIN_KEY_BITS => {
+                    eprintln!(
+                        "error: this key has about {:.0} bits of entropy; a key needs {MIN_KEY_BITS:.0} or more, because its SHA-256 digest is quick to guess against. Make one with `portcullis gen-key`, or pass --force to hash this one anyway",
+                        api_key::entropy_bits(key)
+                    );
+                    ExitCode::FAILURE
+                }
                 Ok(key) => {
                     println!("{}", keys::config_hash(key));
                     ExitCode::SUCCESS

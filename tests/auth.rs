@@ -751,3 +751,106 @@ fn access_log_never_contains_credentials() {
     assert_eq!(line("/orders/query")["decision"], "credential_in_query");
     assert!(!gw.stderr().contains(MOBILE_KEY) && !gw.stderr().contains(signature));
 }
+
+/// API keys with a label and a `not_after` (issue 36, item 5): the label names the key in the
+/// access log and the metrics, an expired key is refused with its own reason, and `check`
+/// warns about keys that expire within 14 days.
+#[test]
+fn labelled_keys_are_named_and_expired_ones_refused() {
+    const CURRENT: &str = "k-current-7Hq2mZpX9vLw4RtY8uN3cB6dF1gJ5";
+    const OLD: &str = "k-old-7Hq2mZpX9vLw4RtY8uN3cB6dF1gJ5sKe0";
+    const SOON: &str = "k-soon-7Hq2mZpX9vLw4RtY8uN3cB6dF1gJ5sKe";
+    let up = Upstream::start();
+    let in_days = |days: i64| {
+        let t = SystemTime::now() + Duration::from_secs((days.max(0) * 86_400) as u64)
+            - Duration::from_secs((-days.min(0) * 86_400) as u64);
+        humantime::format_rfc3339_seconds(t).to_string()
+    };
+    let body = format!(
+        r#"
+[[upstreams]]
+name = "app"
+targets = ["{up}"]
+
+[[consumers]]
+id = "ci"
+api_keys = [
+  {{ hash = "{current}", label = "ci-2027", not_after = "{far}" }},
+  {{ hash = "{old}", label = "ci-2025", not_after = "{past}" }},
+  {{ hash = "{soon}", label = "ci-rotating", not_after = "{near}" }},
+]
+
+[[routes]]
+name = "deploy"
+path_prefix = "/deploy"
+upstream = "app"
+auth = ["api_key"]
+allow = {{ consumers = ["ci"] }}
+"#,
+        up = up.addr,
+        current = portcullis::keys::config_hash(CURRENT),
+        old = portcullis::keys::config_hash(OLD),
+        soon = portcullis::keys::config_hash(SOON),
+        far = in_days(300),
+        past = in_days(-2),
+        near = in_days(3),
+    );
+    let gw = Gateway::start(&body);
+    let get = |key: &str| {
+        gw.raw(&format!(
+            "GET /deploy/x HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\nConnection: close\r\n\r\n"
+        ))
+    };
+    let ok = get(CURRENT);
+    assert_eq!(ok.status, 200);
+    assert_eq!(get(SOON).status, 200, "expiring soon is still valid");
+    let expired = get(OLD);
+    let problem = expired.assert_problem(401);
+    assert_eq!(problem["detail"], "the API key has expired");
+    assert_eq!(
+        up.requests().len(),
+        2,
+        "the expired key reached the upstream"
+    );
+    let line = gw.access_line(ok.header("X-Request-Id").unwrap());
+    assert_eq!(line["key_label"], "ci-2027");
+    assert_eq!(line["consumer"], "ci");
+    let refused = gw.access_line(expired.header("X-Request-Id").unwrap());
+    assert_eq!(refused["decision"], "expired_api_key");
+    assert!(!gw.access_log().contains(CURRENT) && !gw.access_log().contains(OLD));
+    assert_eq!(
+        gw.wait_metric(
+            "portcullis_api_key_requests_total",
+            &[("route", "deploy"), ("label", "ci-2027")],
+            1.0
+        ),
+        1.0
+    );
+    assert_eq!(
+        gw.wait_metric(
+            "portcullis_auth_failures_total",
+            &[("route", "deploy"), ("reason", "expired_api_key")],
+            1.0
+        ),
+        1.0
+    );
+
+    // `check` names both keys; --strict fails on them.
+    let path = gw.path().join("keys.toml");
+    std::fs::write(
+        &path,
+        format!("[[listeners]]\naddress = \"127.0.0.1:18080\"\n{body}"),
+    )
+    .unwrap();
+    let (code, out, err) = cli(&["check", "--strict", "-c", path.to_str().unwrap()], None);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("consumers[0].api_keys[1].not_after") && err.contains("has expired"),
+        "{err}"
+    );
+    assert!(
+        err.contains("consumers[0].api_keys[2].not_after") && err.contains("expires in 3 day(s)"),
+        "{err}"
+    );
+    assert!(!err.contains("api_keys[0]"), "{err}");
+}

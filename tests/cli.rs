@@ -173,7 +173,14 @@ fn run_refuses_a_broken_config_and_a_busy_port() {
 
 #[test]
 fn hash_key_prints_the_config_string() {
-    let (code, out, _) = cli(&["hash-key"], Some("test\n"));
+    // A weak key is refused unless forced: its digest is quick to guess against.
+    let (code, out, err) = cli(&["hash-key"], Some("test\n"));
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(
+        err.contains("bits of entropy") && err.contains("gen-key"),
+        "{err}"
+    );
+    let (code, out, _) = cli(&["hash-key", "--force"], Some("test\n"));
     assert_eq!(code, 0);
     assert_eq!(
         out.trim(),
@@ -182,6 +189,10 @@ fn hash_key_prints_the_config_string() {
     let (code, _, err) = cli(&["hash-key"], Some(""));
     assert_eq!(code, 1);
     assert!(err.contains("no key"));
+    let strong = "k-7Hq2mZpX9vLw4RtY8uN3cB6dF1gJ5sKe0aQi";
+    let (code, out, _) = cli(&["hash-key"], Some(strong));
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), portcullis::keys::config_hash(strong));
 }
 
 #[test]

@@ -444,6 +444,7 @@ proptest! {
             upstream_body: None,
             websocket_close: None,
             grpc_status: None,
+            key_label: None,
         };
         let mut line = String::new();
         record.write_json(&mut line);

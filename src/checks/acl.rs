@@ -59,6 +59,7 @@ mod tests {
             groups: groups.iter().map(|s| s.to_string()).collect(),
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
             method: "api_key".into(),
+            key_label: None,
         }
     }
 

@@ -143,6 +143,19 @@ pub fn consumer_key_on_public_route(key: String) -> Warning {
     )
 }
 
+/// An API key that expires within 14 days (or has expired).
+pub fn key_expiring(key: String, left: std::time::Duration) -> Warning {
+    let message = if left.is_zero() {
+        "this API key has expired: it is refused; remove it".to_string()
+    } else {
+        format!(
+            "this API key expires in {} day(s): give its consumer a new one and list both",
+            left.as_secs().div_ceil(86_400)
+        )
+    };
+    warning(key, &message)
+}
+
 /// A public route with no rate limit.
 pub fn public_without_rate_limit(key: String) -> Warning {
     warning(

@@ -290,9 +290,25 @@ pub struct RawConsumer {
     #[serde(default)]
     pub groups: Vec<String>,
     #[serde(default)]
-    pub api_keys: Vec<String>,
+    pub api_keys: Vec<RawApiKey>,
     #[serde(default)]
     pub mtls_subjects: Vec<String>,
+}
+
+/// `"sha256:…"`, or `{ hash = "sha256:…", label = "ci-2027", not_after = "2027-06-30" }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawApiKey {
+    Hash(String),
+    Entry(RawApiKeyEntry),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiKeyEntry {
+    pub hash: String,
+    pub label: Option<String>,
+    pub not_after: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -186,6 +186,13 @@ impl Respond {
         };
         let findings = ctx.threats.findings.as_ref();
         let elapsed = ctx.started.elapsed();
+        let key_label = ctx.principal.as_ref().and_then(|p| p.key_label.clone());
+        if let Some(label) = &key_label {
+            self.metrics
+                .api_key_requests_total
+                .with_label_values(&[labels.route, label])
+                .inc();
+        }
         let grpc_status = ctx.grpc.then(|| match (ctx.grpc_status, status) {
             (Some(code), _) => Some(code),
             // The upstream's own HTTP error reaches a gRPC client as this status.
@@ -225,6 +232,7 @@ impl Respond {
                 upstream_body: ctx.masked.as_ref().map(|_| "masked"),
                 websocket_close: ctx.tunnel.as_ref().and_then(|t| t.reason.get().copied()),
                 grpc_status: grpc_status.flatten(),
+                key_label: key_label.as_deref(),
             },
         );
     }
@@ -298,6 +306,7 @@ impl EarlyRefusals for Respond {
                 upstream_body: None,
                 websocket_close: None,
                 grpc_status: None,
+                key_label: None,
             },
         );
         out.freeze()

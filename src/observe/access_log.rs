@@ -111,12 +111,14 @@ pub struct AccessRecord<'a> {
     pub websocket_close: Option<&'static str>,
     /// A gRPC call's `grpc-status`.
     pub grpc_status: Option<u8>,
+    /// The label of the API key that authenticated the request (never the key).
+    pub key_label: Option<&'a str>,
 }
 
 impl AccessRecord<'_> {
     /// The JSON object of SPEC §6, without a newline. `waf_rules`, `anomaly_score` and
     /// `waf_body` appear only when the WAF ran, `upstream_body` only when an upstream error was
-    /// masked, `websocket_close` only for a tunnel, `grpc_status` only for a gRPC call; the others always (`null` when unknown).
+    /// masked, `websocket_close` only for a tunnel, `grpc_status` only for a gRPC call, `key_label` only for a labelled API key; the others always (`null` when unknown).
     pub fn write_json(&self, out: &mut String) {
         out.push_str("{\"ts\":\"");
         // Writing into a String cannot fail.
@@ -194,6 +196,10 @@ impl AccessRecord<'_> {
         if let Some(code) = self.grpc_status {
             out.push_str(",\"grpc_status\":");
             push_int(out, code);
+        }
+        if let Some(label) = self.key_label {
+            out.push_str(",\"key_label\":");
+            push_json_str(out, label);
         }
         out.push('}');
     }
@@ -566,6 +572,7 @@ mod tests {
             upstream_body: None,
             websocket_close: None,
             grpc_status: None,
+            key_label: None,
         }
     }
 
@@ -599,6 +606,7 @@ mod tests {
         r.upstream_body = Some("masked");
         r.websocket_close = Some("idle");
         r.grpc_status = Some(16);
+        r.key_label = Some("ci-2027");
         let v = line(&r);
         assert_eq!(v["client_ip"], "2001:db8::7");
         assert_eq!(v["consumer"], "alice");
@@ -611,6 +619,7 @@ mod tests {
         assert_eq!(v["upstream_body"], "masked");
         assert_eq!(v["websocket_close"], "idle");
         assert_eq!(v["grpc_status"], 16);
+        assert_eq!(v["key_label"], "ci-2027");
         r.duration_ms = f64::NAN;
         assert_eq!(line(&r)["duration_ms"], serde_json::Value::Null);
     }

@@ -26,6 +26,7 @@ pub struct Metrics {
     pub upstream_errors_masked_total: IntCounterVec,
     pub websocket_tunnels: IntGaugeVec,
     pub grpc_requests_total: IntCounterVec,
+    pub api_key_requests_total: IntCounterVec,
     pub websocket_closed_total: IntCounterVec,
     pub upstream_connections_total: IntCounterVec,
     pub upstream_target_healthy: IntGaugeVec,
@@ -126,6 +127,11 @@ impl Metrics {
                 "portcullis_grpc_requests_total",
                 "gRPC calls by route, service, method and grpc-status (the upstream's, or the gateway's for a refusal).",
                 &["route", "service", "method", "grpc_status"],
+            )?,
+            api_key_requests_total: counter(
+                "portcullis_api_key_requests_total",
+                "Requests authenticated by a labelled API key, by route and key label (never the key).",
+                &["route", "label"],
             )?,
             websocket_closed_total: counter(
                 "portcullis_websocket_closed_total",
@@ -271,6 +277,7 @@ impl Metrics {
             &self.upstream_errors_masked_total,
             &self.websocket_tunnels,
             &self.grpc_requests_total,
+            &self.api_key_requests_total,
             &self.websocket_closed_total,
             &self.upstream_connections_total,
             &self.upstream_target_healthy,

@@ -7,6 +7,8 @@
 use pingora_http::RequestHeader;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
 
 /// Longest key accepted; anything longer is malformed.
 pub const MAX_KEY_BYTES: usize = 512;
@@ -55,20 +57,40 @@ pub fn presented(req: &RequestHeader) -> PresentedKey<'_> {
     }
 }
 
-/// Every configured key hash with the consumer it belongs to.
+/// A configured key: whose it is, its label (named in the access log and metrics, never the
+/// key) and the last moment it is valid.
+#[derive(Debug, Clone)]
+pub struct ApiKeyEntry {
+    pub consumer: u32,
+    pub label: Option<Arc<str>>,
+    pub not_after: Option<SystemTime>,
+}
+
+impl ApiKeyEntry {
+    /// Whether the key has expired at `now`.
+    pub fn expired(&self, now: SystemTime) -> bool {
+        self.not_after.is_some_and(|end| now > end)
+    }
+}
+
+/// Every configured key hash with its entry.
 #[derive(Debug, Default)]
 pub struct ApiKeyIndex {
-    entries: HashMap<[u8; 32], u32>,
+    entries: HashMap<[u8; 32], ApiKeyEntry>,
 }
 
 impl ApiKeyIndex {
-    pub fn insert(&mut self, hash: [u8; 32], consumer: usize) -> Result<(), String> {
+    pub fn insert(&mut self, hash: [u8; 32], entry: ApiKeyEntry) -> Result<(), String> {
         if self.entries.contains_key(&hash) {
             return Err("this key hash is listed twice (for this or another consumer)".into());
         }
-        let consumer = u32::try_from(consumer).map_err(|_| "too many consumers".to_string())?;
-        self.entries.insert(hash, consumer);
+        self.entries.insert(hash, entry);
         Ok(())
+    }
+
+    /// Every key's entry (for `check`'s warnings on keys about to expire).
+    pub fn entries(&self) -> impl Iterator<Item = &ApiKeyEntry> {
+        self.entries.values()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -77,9 +99,9 @@ impl ApiKeyIndex {
 
     /// The consumer whose key this is: one hash-table lookup of the key's digest, whatever
     /// the number of keys (a scan of 1,000 hashes cost 57 µs).
-    pub fn find(&self, key: &str) -> Option<usize> {
+    pub fn find(&self, key: &str) -> Option<&ApiKeyEntry> {
         let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-        self.entries.get(&digest).map(|consumer| *consumer as usize)
+        self.entries.get(&digest)
     }
 }
 
@@ -93,6 +115,43 @@ pub fn parse_hash(text: &str) -> Result<[u8; 32], String> {
     bytes
         .try_into()
         .map_err(|_| format!("a SHA-256 hash has 64 hex digits; {hint}"))
+}
+
+/// `not_after`: a date (`2027-06-30`, valid through that day, UTC) or an RFC 3339 time.
+pub fn parse_not_after(text: &str) -> Result<SystemTime, String> {
+    let hint = "write a date such as \"2027-06-30\" (valid through that day, UTC) or a time such as \"2027-06-30T12:00:00Z\"";
+    let full = if text.len() == 10 {
+        format!("{text}T23:59:59Z")
+    } else {
+        text.to_string()
+    };
+    humantime::parse_rfc3339(&full).map_err(|_| format!("invalid time {text:?}; {hint}"))
+}
+
+/// Roughly how many bits of entropy a key has: its length times the bits of the alphabet its
+/// characters come from (lower case, upper case, digits, others), and none for a key of few
+/// distinct characters. A SHA-256 hash is fast to guess against: only long random keys are safe.
+pub fn entropy_bits(key: &str) -> f64 {
+    type Class = (fn(&u8) -> bool, f64);
+    let classes: [Class; 4] = [
+        (u8::is_ascii_lowercase, 26.0),
+        (u8::is_ascii_uppercase, 26.0),
+        (u8::is_ascii_digit, 10.0),
+        (
+            |b: &u8| b.is_ascii_graphic() && !b.is_ascii_alphanumeric(),
+            32.0,
+        ),
+    ];
+    let alphabet: f64 = classes
+        .iter()
+        .filter(|(is, _)| key.bytes().any(|b| is(&b)))
+        .map(|(_, size)| size)
+        .sum();
+    let distinct = key.bytes().collect::<std::collections::HashSet<u8>>().len();
+    if distinct < 8 || alphabet < 2.0 {
+        return 0.0;
+    }
+    key.len() as f64 * alphabet.log2()
 }
 
 #[cfg(test)]
@@ -144,15 +203,21 @@ mod tests {
     fn lookup_by_hash() {
         let mut index = ApiKeyIndex::default();
         let hash = |k: &str| -> [u8; 32] { Sha256::digest(k.as_bytes()).into() };
-        index.insert(hash("alpha"), 0).unwrap();
-        index.insert(hash("beta"), 1).unwrap();
-        index.insert(hash("beta-rotated"), 1).unwrap();
-        assert_eq!(index.find("alpha"), Some(0));
-        assert_eq!(index.find("beta"), Some(1));
-        assert_eq!(index.find("beta-rotated"), Some(1));
-        assert_eq!(index.find("alphb"), None);
-        assert_eq!(index.find(""), None);
-        assert!(index.insert(hash("alpha"), 2).is_err());
+        let of = |consumer: u32| ApiKeyEntry {
+            consumer,
+            label: None,
+            not_after: None,
+        };
+        index.insert(hash("alpha"), of(0)).unwrap();
+        index.insert(hash("beta"), of(1)).unwrap();
+        index.insert(hash("beta-rotated"), of(1)).unwrap();
+        let found = |k: &str| index.find(k).map(|e| e.consumer);
+        assert_eq!(found("alpha"), Some(0));
+        assert_eq!(found("beta"), Some(1));
+        assert_eq!(found("beta-rotated"), Some(1));
+        assert_eq!(found("alphb"), None);
+        assert_eq!(found(""), None);
+        assert!(index.insert(hash("alpha"), of(2)).is_err());
     }
 
     #[test]
@@ -169,5 +234,34 @@ mod tests {
             "sha256:zz86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
         )
         .is_err());
+    }
+
+    #[test]
+    fn key_lifetimes_and_entropy() {
+        let day = parse_not_after("2027-06-30").unwrap();
+        assert_eq!(
+            day,
+            humantime::parse_rfc3339("2027-06-30T23:59:59Z").unwrap()
+        );
+        assert!(parse_not_after("2027-06-30T12:00:00Z").is_ok());
+        for bad in ["30/06/2027", "2027-13-01", "soon", ""] {
+            assert!(parse_not_after(bad).is_err(), "{bad}");
+        }
+        let entry = ApiKeyEntry {
+            consumer: 0,
+            label: None,
+            not_after: Some(day),
+        };
+        assert!(!entry.expired(day));
+        assert!(entry.expired(day + std::time::Duration::from_secs(1)));
+        // gen-key's 43 characters of URL-safe base64: about 256 bits.
+        assert!(entropy_bits("k-0123456789abcdefghijklmnopqrstuvwxyzABCDE") > 250.0);
+        for weak in [
+            "password123",
+            "0123456789abcdef",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        ] {
+            assert!(entropy_bits(weak) < 128.0, "{weak}");
+        }
     }
 }

@@ -82,6 +82,8 @@ pub struct Principal {
     pub scopes: Vec<String>,
     /// `jwt:<provider>`, `api_key` or `mtls`.
     pub method: String,
+    /// The label of the API key presented, when it has one.
+    pub key_label: Option<std::sync::Arc<str>>,
 }
 
 /// A failed authentication: the 401 to send, and whether it counts toward the brute-force
@@ -172,6 +174,7 @@ fn principal(ids: &Identities, consumer: String, scopes: Vec<String>, method: &s
         groups,
         scopes,
         method: method.to_string(),
+        key_label: None,
     }
 }
 
@@ -305,9 +308,15 @@ pub fn authenticate(
                     true,
                 )),
                 PresentedKey::Key(k) => match ids.api_keys.find(k) {
-                    Some(i) => {
-                        let consumer = ids.consumers[i].id.clone();
-                        return Ok(Some(principal(ids, consumer, Vec::new(), "api_key")));
+                    Some(entry) if entry.expired(std::time::SystemTime::now()) => remember(fail(
+                        unauthorized(methods, "expired_api_key", "the API key has expired", None),
+                        true,
+                    )),
+                    Some(entry) => {
+                        let consumer = ids.consumers[entry.consumer as usize].id.clone();
+                        let mut found = principal(ids, consumer, Vec::new(), "api_key");
+                        found.key_label = entry.label.clone();
+                        return Ok(Some(found));
                     }
                     None => remember(fail(
                         unauthorized(methods, "unknown_api_key", "the API key is not valid", None),
@@ -365,7 +374,14 @@ mod tests {
         });
         ids.by_id.insert("app".into(), 0);
         ids.api_keys
-            .insert(Sha256::digest(b"k-right").into(), 0)
+            .insert(
+                Sha256::digest(b"k-right").into(),
+                api_key::ApiKeyEntry {
+                    consumer: 0,
+                    label: None,
+                    not_after: None,
+                },
+            )
             .unwrap();
         ids
     }

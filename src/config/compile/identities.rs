@@ -4,19 +4,19 @@
 
 use super::secret;
 use crate::checks::acl::Allow;
-use crate::checks::auth::api_key::parse_hash;
+use crate::checks::auth::api_key::{parse_hash, parse_not_after, ApiKeyEntry};
 use crate::checks::auth::jwt::{self, JwtKey, JwtProvider, KeySet, KeyStore};
 use crate::checks::auth::mtls::parse_subject;
 use crate::checks::auth::token_cache::TokenCache;
 use crate::checks::auth::{AuthMethod, AuthPolicy, Consumer, Identities};
 use crate::config::diagnostics::{relative_to, Errors};
 use crate::config::lint;
-use crate::config::raw::{RawConsumer, RawJwtProvider, RawRoute};
+use crate::config::raw::{RawApiKey, RawConsumer, RawJwtProvider, RawRoute};
 use jsonwebtoken::DecodingKey;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// HS secrets shorter than this are a `check` warning (RFC 7518 §3.2 wants ≥ the hash size).
 const MIN_HS_SECRET: usize = 32;
@@ -54,10 +54,20 @@ pub(super) fn compile(
             e.name(format!("{key}.groups[{g}]"), "group name", group, None);
         }
         let index = ids.consumers.len();
-        for (k, text) in c.api_keys.iter().enumerate() {
-            match parse_hash(text).and_then(|hash| ids.api_keys.insert(hash, index)) {
-                Ok(()) => {}
-                Err(message) => e.add(format!("{key}.api_keys[{k}]"), message),
+        for (k, raw) in c.api_keys.iter().enumerate() {
+            let at = format!("{key}.api_keys[{k}]");
+            if let Some(entry) = api_key_entry(e, &at, raw, index) {
+                let hash = match raw {
+                    RawApiKey::Hash(text) => text,
+                    RawApiKey::Entry(entry) => &entry.hash,
+                };
+                let hash_key = match raw {
+                    RawApiKey::Hash(_) => at.clone(),
+                    RawApiKey::Entry(_) => format!("{at}.hash"),
+                };
+                if let Err(message) = parse_hash(hash).and_then(|h| ids.api_keys.insert(h, entry)) {
+                    e.add(hash_key, message);
+                }
             }
         }
         let mut subjects = Vec::new();
@@ -357,6 +367,49 @@ pub(super) fn route_access(
     };
     (policy, allow)
 }
+
+/// A key's label and `not_after`, checked (a key that expires within 14 days, or has, is a
+/// warning of `check`).
+fn api_key_entry(
+    e: &mut Errors,
+    at: &str,
+    raw: &RawApiKey,
+    consumer: usize,
+) -> Option<ApiKeyEntry> {
+    let consumer = u32::try_from(consumer).ok()?;
+    let RawApiKey::Entry(entry) = raw else {
+        return Some(ApiKeyEntry {
+            consumer,
+            label: None,
+            not_after: None,
+        });
+    };
+    if let Some(label) = &entry.label {
+        e.name(format!("{at}.label"), "key label", label, None);
+    }
+    let not_after = match entry.not_after.as_deref().map(parse_not_after) {
+        None => None,
+        Some(Ok(end)) => {
+            let left = end.duration_since(SystemTime::now()).unwrap_or_default();
+            if left < KEY_EXPIRY_WARNING {
+                e.warn(lint::key_expiring(format!("{at}.not_after"), left));
+            }
+            Some(end)
+        }
+        Some(Err(message)) => {
+            e.add(format!("{at}.not_after"), message);
+            None
+        }
+    };
+    Some(ApiKeyEntry {
+        consumer,
+        label: entry.label.as_deref().map(Arc::from),
+        not_after,
+    })
+}
+
+/// `check` warns about keys that expire sooner than this.
+const KEY_EXPIRY_WARNING: Duration = Duration::from_secs(14 * 86_400);
 
 #[cfg(test)]
 mod tests {
