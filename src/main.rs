@@ -43,6 +43,10 @@ enum Command {
         /// Fail on warnings too.
         #[arg(long)]
         strict: bool,
+        /// Print what changed from OLD to NEW instead (routes, consumers and their keys by
+        /// label, providers, upstreams, sections), with the SHA-256 of each.
+        #[arg(long, num_args = 2, value_names = ["OLD", "NEW"], conflicts_with = "strict")]
+        diff: Option<Vec<PathBuf>>,
     },
     /// Read an API key on stdin and print the string to put in the config.
     HashKey {
@@ -62,6 +66,36 @@ enum Command {
 
 /// The entropy `hash-key` asks of a key unless forced.
 const MIN_KEY_BITS: f64 = 128.0;
+
+/// `check --diff OLD NEW`.
+fn print_diff(files: &[PathBuf]) -> ExitCode {
+    let read = |p: &PathBuf| {
+        std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+    };
+    let texts = match (files.first().map(read), files.get(1).map(read)) {
+        (Some(Ok(old)), Some(Ok(new))) => (old, new),
+        (Some(Err(e)), _) | (_, Some(Err(e))) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+        _ => {
+            eprintln!("error: --diff needs two files, OLD and NEW");
+            return ExitCode::FAILURE;
+        }
+    };
+    match config::diff::diff(&texts.0, &texts.1) {
+        Ok(lines) => {
+            for line in lines {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 fn print_errors(errors: &[config::diagnostics::ConfigError]) {
     for e in errors {
@@ -109,8 +143,12 @@ fn main() -> ExitCode {
             }
         }
         Command::Check {
+            diff: Some(files), ..
+        } => print_diff(&files),
+        Command::Check {
             config: path,
             strict,
+            diff: None,
         } => match config::load(&path) {
             Err(errors) => {
                 print_errors(&errors);

@@ -319,9 +319,10 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
         server.add_service(service);
     }
     log::info!(
-        "portcullis {} serving {} route(s) on {}",
+        "portcullis {} serving {} route(s) of config sha256 {} on {}",
         env!("CARGO_PKG_VERSION"),
         config.routes.routes().len(),
+        config.sha256,
         config
             .listeners
             .iter()

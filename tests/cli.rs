@@ -561,3 +561,42 @@ fn builtin_rules_can_be_listed_printed_and_replaced() {
         "{err}"
     );
 }
+
+#[test]
+fn check_diff_names_what_changed_between_two_configs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (dir.path().join("old.toml"), dir.path().join("new.toml"));
+    std::fs::write(&old, BASE).unwrap();
+    let changed = BASE.replace("rate_limit = { requests = 100, per = \"1s\" }", "rate_limit = { requests = 5, per = \"1s\" }")
+        + "\n[[routes]]\nname = \"admin\"\npath_prefix = \"/admin\"\nupstream = \"app\"\npublic = true\n";
+    std::fs::write(&new, &changed).unwrap();
+    let (code, out, err) = cli(
+        &[
+            "check",
+            "--diff",
+            old.to_str().unwrap(),
+            new.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("route \"admin\": added"), "{out}");
+    assert!(out.contains("route \"r\": changed (rate_limit)"), "{out}");
+    assert!(
+        out.lines()
+            .next()
+            .is_some_and(|l| l.starts_with("old sha256 ")),
+        "{out}"
+    );
+    let (code, _, err) = cli(
+        &[
+            "check",
+            "--diff",
+            old.to_str().unwrap(),
+            "/nonexistent.toml",
+        ],
+        None,
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("/nonexistent.toml"), "{err}");
+}

@@ -6,6 +6,7 @@
 
 pub mod compile;
 pub mod diagnostics;
+pub mod diff;
 pub mod lint;
 pub mod model;
 pub mod raw;
