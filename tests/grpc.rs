@@ -522,9 +522,9 @@ fn start_stalling_server() -> std::net::SocketAddr {
     addr
 }
 
-#[test]
-fn a_grpc_timeout_shorter_than_the_upstream_read_timeout_bounds_the_wait() {
-    let server = start_stalling_server();
+/// A gateway with an h2c listener (its port returned) and one public, rate-limited route
+/// `/test.Echo` to an h2c upstream at `target` (`extra`: more keys of that upstream).
+fn public_h2c_gateway(target: &str, extra: &str) -> (Gateway, u16) {
     let h2c_port = free_port();
     let gw = Gateway::start(&format!(
         r#"
@@ -533,19 +533,26 @@ address = "127.0.0.1:{h2c_port}"
 h2c = true
 
 [[upstreams]]
-name = "slow"
-targets = ["{server}"]
+name = "grpc"
+targets = ["{target}"]
 protocol = "h2c"
-read_timeout = "30s"
+{extra}
 
 [[routes]]
-name = "slow"
+name = "grpc"
 path_prefix = "/test.Echo"
-upstream = "slow"
+upstream = "grpc"
 public = true
 rate_limit = {{ requests = 100, per = "1s" }}
 "#
     ));
+    (gw, h2c_port)
+}
+
+#[test]
+fn a_grpc_timeout_shorter_than_the_upstream_read_timeout_bounds_the_wait() {
+    let server = start_stalling_server();
+    let (gw, h2c_port) = public_h2c_gateway(&server.to_string(), "read_timeout = \"30s\"");
     // curl, not tonic: a tonic client times a call with grpc-timeout itself, and would answer
     // before the gateway does.
     let dir = tempfile::tempdir().unwrap();
@@ -599,26 +606,7 @@ rate_limit = {{ requests = 100, per = "1s" }}
 #[test]
 fn a_dead_upstream_is_unavailable() {
     let dead = free_port();
-    let h2c_port = free_port();
-    let gw = Gateway::start(&format!(
-        r#"
-[[listeners]]
-address = "127.0.0.1:{h2c_port}"
-h2c = true
-
-[[upstreams]]
-name = "dead"
-targets = ["127.0.0.1:{dead}"]
-protocol = "h2c"
-
-[[routes]]
-name = "dead"
-path_prefix = "/test.Echo"
-upstream = "dead"
-public = true
-rate_limit = {{ requests = 100, per = "1s" }}
-"#
-    ));
+    let (gw, h2c_port) = public_h2c_gateway(&format!("127.0.0.1:{dead}"), "");
     let s = Setup {
         gw,
         h2c_port,
