@@ -14,7 +14,8 @@ use jsonwebtoken::{encode, Algorithm, DecodingKey, EncodingKey, Header};
 use portcullis::checks::acl::authorize;
 use portcullis::checks::acl::Allow;
 use portcullis::checks::auth::api_key::ApiKeyIndex;
-use portcullis::checks::auth::jwt::{self, JwtKey, JwtProvider, KeySet, KeyStore};
+use portcullis::checks::auth::jwt::{self, JwtProvider};
+use portcullis::checks::auth::key_store::{self, JwtKey, KeySet, KeyStore};
 use portcullis::checks::auth::token_cache::{unix_now, TokenCache};
 use portcullis::checks::auth::Principal;
 use portcullis::checks::body::{check_json, BodyRules};
@@ -96,7 +97,7 @@ fn jwts(c: &mut Criterion) {
     let mut g = c.benchmark_group("jwt_verify");
     let jwks = || {
         let text = String::from_utf8(data("jwt/jwks.json")).expect("UTF-8");
-        jwt::parse_jwks(&text).expect("the test JWKS")
+        key_store::parse_jwks(&text).expect("the test JWKS")
     };
     let secret = b"0123456789abcdef0123456789abcdef-bench-secret";
     let hs = KeySet::new(vec![JwtKey {

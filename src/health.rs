@@ -12,7 +12,7 @@
 //! Both answer a small JSON object; `/readyz` lists each check with `ok` and a `detail` that
 //! names what is missing.
 
-use crate::checks::auth::jwt::KeyStore;
+use crate::checks::auth::key_store::{KeySource, KeyStore};
 use crate::observe::metrics::Ready;
 use crate::upstream::Upstreams;
 use async_trait::async_trait;
@@ -39,6 +39,33 @@ pub struct Readiness {
     upstreams: Arc<Upstreams>,
     key_sets: Vec<(String, Arc<KeyStore>)>,
     draining: AtomicBool,
+}
+
+/// What `/readyz` says of a provider's keys: how many, where from (the JWKS address, and the
+/// discovery document that named it), and why the last refresh failed, if it did.
+fn key_detail(keys: usize, store: &KeyStore) -> String {
+    let Some(remote) = &store.remote else {
+        return if keys > 0 {
+            format!("{keys} key(s) loaded")
+        } else {
+            "no keys".into()
+        };
+    };
+    let status = remote.status();
+    let mut detail = match (keys, &status.jwks_uri) {
+        (0, _) => "no keys yet".to_string(),
+        (n, Some(uri)) => format!("{n} key(s) loaded from {uri}"),
+        (n, None) => format!("{n} key(s) loaded"),
+    };
+    if let KeySource::Discovery { url, .. } = &remote.source {
+        detail.push_str(&format!(", discovery {url}"));
+    }
+    match (&status.last_error, keys) {
+        (Some(error), _) => detail.push_str(&format!("; the last refresh failed: {error}")),
+        (None, 0) => detail.push_str("; not fetched yet"),
+        (None, _) => {}
+    }
+    detail
 }
 
 /// One line of the `/readyz` answer.
@@ -125,11 +152,7 @@ impl Readiness {
             out.push(Check {
                 name: format!("jwt provider {name}"),
                 ok: keys > 0,
-                detail: if keys > 0 {
-                    format!("{keys} key(s) loaded")
-                } else {
-                    "no keys yet: the JWKS has not been fetched".into()
-                },
+                detail: key_detail(keys, store),
             });
         }
         let draining = self.is_draining();

@@ -17,14 +17,7 @@ fn get(port: u16, path: &str) -> HttpResponse {
     )
 }
 
-/// The check named `name` in a `/readyz` answer.
-fn check(v: &serde_json::Value, name: &str) -> serde_json::Value {
-    v["checks"]
-        .as_array()
-        .and_then(|a| a.iter().find(|c| c["name"] == name))
-        .cloned()
-        .unwrap_or_else(|| panic!("no check {name} in {v}"))
-}
+use harness::readyz_check as check;
 
 fn app(up: &Upstream) -> String {
     format!(

@@ -5,25 +5,12 @@
 mod harness;
 
 use harness::*;
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::json;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 fn token(kid: &str, pem_file: &str) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some(kid.to_string());
-    let key = EncodingKey::from_rsa_pem(&std::fs::read(data(&format!("jwt/{pem_file}"))).unwrap())
-        .unwrap();
-    encode(
-        &header,
-        &json!({"sub": "alice", "iss": "https://id.example.com", "aud": "orders-api", "exp": now + 600}),
-        &key,
-    )
-    .unwrap()
+    let claims = json!({"sub": "alice", "iss": "https://id.example.com", "aud": "orders-api", "exp": unix_now() + 600});
+    rs256_token(kid, pem_file, &claims)
 }
 
 fn bearer(gw: &Gateway, token: &str) -> HttpResponse {

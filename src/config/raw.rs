@@ -274,6 +274,7 @@ pub struct RawJwtProvider {
     pub algorithms: Vec<String>,
     pub jwks_file: Option<String>,
     pub jwks_url: Option<String>,
+    pub discovery: Option<String>,
     pub jwks_refresh: Option<String>,
     pub secret_env: Option<String>,
     pub secret_file: Option<String>,

@@ -1,5 +1,6 @@
-//! A document server for JWKS tests: its body can be switched, its hits counted, and it can be
-//! stopped so that connections are refused.
+//! A document server for JWKS and discovery tests: its bodies can be switched (one default, and
+//! one per path if set), its hits counted in all and per path, and it can be stopped so that
+//! connections are refused.
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -8,16 +9,21 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// Per path: the status and body served there, and the path's hits.
+type Paths = Arc<Mutex<HashMap<String, (u16, String, usize)>>>;
 
 /// A real HTTP server for JWKS documents whose body can be switched, counted and stopped.
 pub struct DocServer {
     pub addr: SocketAddr,
     pub body: Arc<Mutex<String>>,
     pub hits: Arc<AtomicUsize>,
+    paths: Paths,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -33,21 +39,29 @@ impl DocServer {
         let addr = listener.local_addr().expect("addr");
         let shared = Arc::new(Mutex::new(body.to_string()));
         let hits = Arc::new(AtomicUsize::new(0));
-        let (b, h) = (shared.clone(), hits.clone());
+        let paths = Paths::default();
+        let (b, h, p) = (shared.clone(), hits.clone(), paths.clone());
         runtime.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (b, h) = (b.clone(), h.clone());
+                let (b, h, p) = (b.clone(), h.clone(), p.clone());
                 tokio::spawn(async move {
-                    let service = service_fn(move |_req: Request<Incoming>| {
+                    let service = service_fn(move |req: Request<Incoming>| {
                         h.fetch_add(1, Ordering::SeqCst);
-                        let body = b.lock().unwrap().clone();
+                        let (status, body) = match p.lock().unwrap().get_mut(req.uri().path()) {
+                            Some((status, body, hits)) => {
+                                *hits += 1;
+                                (*status, body.clone())
+                            }
+                            None => (200, b.lock().unwrap().clone()),
+                        };
                         async move {
                             Ok::<_, hyper::Error>(
                                 Response::builder()
+                                    .status(status)
                                     .header("Content-Type", "application/json")
                                     .body(Full::new(Bytes::from(body)))
                                     .unwrap(),
@@ -64,12 +78,28 @@ impl DocServer {
             addr,
             body: shared,
             hits,
+            paths,
             runtime: Some(runtime),
         }
     }
 
     pub fn set(&self, body: &str) {
         *self.body.lock().unwrap() = body.to_string();
+    }
+
+    /// Serve `status` and `body` at `path` (hits there keep counting).
+    pub fn set_path(&self, path: &str, status: u16, body: &str) {
+        let mut paths = self.paths.lock().unwrap();
+        let entry = paths
+            .entry(path.to_string())
+            .or_insert((200, String::new(), 0));
+        entry.0 = status;
+        entry.1 = body.to_string();
+    }
+
+    /// Requests for `path` since it was first set.
+    pub fn hits_of(&self, path: &str) -> usize {
+        self.paths.lock().unwrap().get(path).map_or(0, |e| e.2)
     }
 
     pub fn hits(&self) -> usize {

@@ -259,6 +259,14 @@ impl Gateway {
         ))
     }
 
+    /// `/readyz` on the metrics listener.
+    pub fn readyz(&self) -> HttpResponse {
+        raw_request(
+            self.metrics_port,
+            b"GET /readyz HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n",
+        )
+    }
+
     pub fn metrics(&self) -> String {
         raw_request(
             self.metrics_port,

@@ -48,6 +48,32 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
     condition()
 }
 
+/// The check named `name` in a `/readyz` answer.
+pub fn readyz_check(v: &serde_json::Value, name: &str) -> serde_json::Value {
+    v["checks"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["name"] == name))
+        .cloned()
+        .unwrap_or_else(|| panic!("no check {name} in {v}"))
+}
+
+/// An RS256 token signed with `tests/data/jwt/<pem_file>`, its header naming `kid`.
+pub fn rs256_token(kid: &str, pem_file: &str, claims: &serde_json::Value) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some(kid.to_string());
+    let pem = std::fs::read(data(&format!("jwt/{pem_file}"))).expect("a test key");
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).expect("an RSA key");
+    jsonwebtoken::encode(&header, claims, &key).expect("signed")
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+}
+
 /// Absolute path of a file under `tests/data`.
 pub fn data(path: &str) -> String {
     format!("{}/tests/data/{path}", env!("CARGO_MANIFEST_DIR"))

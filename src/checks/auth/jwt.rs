@@ -3,192 +3,15 @@
 //! `iss` and `aud` are checked with `leeway`. Header fields that point at keys (`jku`, `x5u`,
 //! `x5c`, `jwk`) are never followed: only the provider's own keys verify a token.
 
+use super::key_store::{KeySet, KeyStore};
 use super::token_cache::{self, TokenCache};
-use arc_swap::ArcSwap;
-use jsonwebtoken::jwk::{JwkSet, PublicKeyUse};
-use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{decode, decode_header, Algorithm, Validation};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use tokio::sync::{watch, Notify};
+use std::sync::Arc;
 
 /// Tokens longer than this are refused before any decoding.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
-
-/// One verification key.
-pub struct JwtKey {
-    pub kid: Option<String>,
-    /// The algorithm the key declares for itself, if it does.
-    pub alg: Option<Algorithm>,
-    pub key: DecodingKey,
-}
-
-/// The keys of a provider at one moment. Replaced whole when a JWKS is refetched.
-#[derive(Default)]
-pub struct KeySet {
-    pub keys: Vec<JwtKey>,
-    /// Set by the `KeyStore` when the set is installed; the token cache keys on it, so that
-    /// replacing the keys invalidates every token verified with the old ones.
-    generation: u64,
-}
-
-static GENERATIONS: AtomicU64 = AtomicU64::new(1);
-
-fn next_generation() -> u64 {
-    GENERATIONS.fetch_add(1, Ordering::Relaxed)
-}
-
-impl KeySet {
-    pub fn new(keys: Vec<JwtKey>) -> Self {
-        KeySet {
-            keys,
-            generation: 0,
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-}
-
-/// Parse a JWKS document. Keys meant for encryption, or of kinds that cannot verify, are skipped;
-/// a document with no usable key is an error.
-pub fn parse_jwks(text: &str) -> Result<KeySet, String> {
-    let set: JwkSet =
-        serde_json::from_str(text).map_err(|e| format!("not a JWKS document: {e}"))?;
-    let mut keys = Vec::new();
-    let mut skipped = Vec::new();
-    for (i, jwk) in set.keys.iter().enumerate() {
-        if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
-            skipped.push(format!("keys[{i}] is for encryption"));
-            continue;
-        }
-        let alg = match jwk.common.key_algorithm {
-            None => None,
-            Some(ka) => match ka.to_string().parse::<Algorithm>() {
-                Ok(a) => Some(a),
-                Err(_) => {
-                    skipped.push(format!("keys[{i}] has a non-signing alg"));
-                    continue;
-                }
-            },
-        };
-        match DecodingKey::from_jwk(jwk) {
-            Ok(key) => keys.push(JwtKey {
-                kid: jwk.common.key_id.clone(),
-                alg,
-                key,
-            }),
-            Err(e) => skipped.push(format!("keys[{i}]: {e}")),
-        }
-    }
-    if keys.is_empty() {
-        return Err(if skipped.is_empty() {
-            "the JWKS has no keys".to_string()
-        } else {
-            format!("the JWKS has no usable key ({})", skipped.join("; "))
-        });
-    }
-    Ok(KeySet::new(keys))
-}
-
-/// Where a provider's keys live. `Arc` so that a background refresher can share it.
-pub struct KeyStore {
-    current: ArcSwap<KeySet>,
-    /// Set when the keys come from a `jwks_url`.
-    pub remote: Option<RemoteJwks>,
-}
-
-/// A JWKS fetched over HTTP: refreshed on a schedule, and on demand when a token names an
-/// unknown `kid` — at most once per `FORCED_REFETCH_EVERY`, so tokens cannot drive a fetch storm.
-pub struct RemoteJwks {
-    pub url: String,
-    pub refresh: Duration,
-    wake: Notify,
-    /// Bumped after every fetch attempt, so that a request waiting for a refetch wakes up.
-    attempts: watch::Sender<u64>,
-    last_forced: Mutex<Option<Instant>>,
-}
-
-pub const FORCED_REFETCH_EVERY: Duration = Duration::from_secs(30);
-
-impl RemoteJwks {
-    pub fn new(url: String, refresh: Duration) -> Self {
-        RemoteJwks {
-            url,
-            refresh,
-            wake: Notify::new(),
-            attempts: watch::channel(0).0,
-            last_forced: Mutex::new(None),
-        }
-    }
-
-    /// Resolves when a refetch is asked for.
-    pub async fn woken(&self) {
-        self.wake.notified().await
-    }
-
-    pub fn attempted(&self) {
-        self.attempts.send_modify(|n| *n += 1);
-    }
-}
-
-impl KeyStore {
-    pub fn new(mut keys: KeySet) -> Self {
-        keys.generation = next_generation();
-        KeyStore {
-            current: ArcSwap::from_pointee(keys),
-            remote: None,
-        }
-    }
-
-    pub fn remote(url: String, refresh: Duration) -> Self {
-        KeyStore {
-            current: ArcSwap::from_pointee(KeySet::default()),
-            remote: Some(RemoteJwks::new(url, refresh)),
-        }
-    }
-
-    pub fn load(&self) -> Arc<KeySet> {
-        self.current.load_full()
-    }
-
-    pub fn replace(&self, mut keys: KeySet) {
-        keys.generation = next_generation();
-        self.current.store(Arc::new(keys));
-    }
-
-    /// Ask the refresher for a new fetch because a token named an unknown key. Returns a
-    /// receiver that changes after the next attempt, or `None` when this store is not remote
-    /// or a forced refetch happened less than `FORCED_REFETCH_EVERY` ago.
-    pub fn request_refetch(&self) -> Option<watch::Receiver<u64>> {
-        let remote = self.remote.as_ref()?;
-        if *remote.attempts.borrow() == 0 {
-            // The first fetch is still under way: wait for it without spending the budget of
-            // forced refetches.
-            let mut receiver = remote.attempts.subscribe();
-            receiver.mark_unchanged();
-            return Some(receiver);
-        }
-        {
-            let mut last = remote.last_forced.lock().ok()?;
-            if last.is_some_and(|t| t.elapsed() < FORCED_REFETCH_EVERY) {
-                return None;
-            }
-            *last = Some(Instant::now());
-        }
-        let mut receiver = remote.attempts.subscribe();
-        receiver.mark_unchanged();
-        remote.wake.notify_one();
-        Some(receiver)
-    }
-}
 
 /// A compiled `[[jwt_providers]]` entry.
 pub struct JwtProvider {
@@ -314,13 +137,19 @@ impl JwtProvider {
         };
         let now = token_cache::unix_now();
         let digest = token_cache::digest(token);
-        if let Some(identity) = cache.get(&digest, keys.generation, now) {
+        if let Some(identity) = cache.get(&digest, keys.generation(), now) {
             return Ok(identity);
         }
         let (identity, exp) = self.verify_with(token, &keys)?;
         if let Some(exp) = exp {
             let valid_until = exp.saturating_add(self.leeway);
-            cache.insert(digest, identity.clone(), keys.generation, valid_until, now);
+            cache.insert(
+                digest,
+                identity.clone(),
+                keys.generation(),
+                valid_until,
+                now,
+            );
         }
         Ok(identity)
     }
@@ -461,27 +290,6 @@ pub fn is_hmac(alg: Algorithm) -> bool {
 mod tests {
     use super::*;
 
-    #[test]
-    fn forced_refetches_are_rate_limited_once_the_first_fetch_is_done() {
-        let store = KeyStore::remote("http://127.0.0.1:1/jwks".into(), Duration::from_secs(300));
-        // Before the first fetch finished, requests wait for it and spend nothing.
-        assert!(store.request_refetch().is_some());
-        assert!(store.request_refetch().is_some());
-        store.remote.as_ref().unwrap().attempted();
-        assert!(
-            store.request_refetch().is_some(),
-            "the first forced refetch is allowed"
-        );
-        assert!(
-            store.request_refetch().is_none(),
-            "the second within 30 s is not"
-        );
-        assert!(
-            KeyStore::new(KeySet::default()).request_refetch().is_none(),
-            "a file store never refetches"
-        );
-    }
-
     fn provider() -> JwtProvider {
         JwtProvider {
             name: "t".into(),
@@ -544,7 +352,9 @@ mod tests {
 mod cache_tests {
     //! The token cache may only ever answer what a full verification would answer now.
     use super::*;
+    use crate::checks::auth::key_store::parse_jwks;
     use jsonwebtoken::{encode, EncodingKey, Header};
+    use std::time::Duration;
 
     fn data(name: &str) -> String {
         let path = format!("{}/tests/data/jwt/{name}", env!("CARGO_MANIFEST_DIR"));

@@ -4,6 +4,7 @@
 
 pub mod api_key;
 pub mod jwt;
+pub mod key_store;
 pub mod mtls;
 pub mod token_cache;
 

@@ -5,7 +5,8 @@
 use super::secret;
 use crate::checks::acl::Allow;
 use crate::checks::auth::api_key::{parse_hash, parse_not_after, ApiKeyEntry};
-use crate::checks::auth::jwt::{self, JwtKey, JwtProvider, KeySet, KeyStore};
+use crate::checks::auth::jwt::{self, JwtProvider};
+use crate::checks::auth::key_store::{self, JwtKey, KeySet, KeySource, KeyStore};
 use crate::checks::auth::mtls::parse_subject;
 use crate::checks::auth::token_cache::TokenCache;
 use crate::checks::auth::{AuthMethod, AuthPolicy, Consumer, Identities};
@@ -17,6 +18,9 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+/// The path OpenID Connect Discovery puts after the issuer (§4).
+const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
 
 /// HS secrets shorter than this are a `check` warning (RFC 7518 §3.2 wants ≥ the hash size).
 const MIN_HS_SECRET: usize = 32;
@@ -131,16 +135,18 @@ fn compile_provider(
     let sources = [
         p.jwks_file.is_some(),
         p.jwks_url.is_some(),
+        p.discovery.is_some(),
         p.secret_env.is_some(),
         p.secret_file.is_some(),
     ];
     if sources.iter().filter(|s| **s).count() != 1 {
         e.add(
             key,
-            "needs exactly one key source: jwks_file, jwks_url, secret_env or secret_file",
+            "needs exactly one key source: jwks_file, jwks_url, discovery, secret_env or secret_file",
         );
         return None;
     }
+    let mut issuer = p.issuer.clone().filter(|i| !i.is_empty());
     let mut remote_store = None;
     let keys = if let Some(jwks) = &p.jwks_file {
         let path = relative_to(file, jwks);
@@ -154,7 +160,7 @@ fn compile_provider(
                 return None;
             }
         };
-        match jwt::parse_jwks(&text) {
+        match key_store::parse_jwks(&text) {
             Ok(set) => set,
             Err(message) => {
                 e.add(
@@ -164,23 +170,8 @@ fn compile_provider(
                 return None;
             }
         }
-    } else if let Some(url) = &p.jwks_url {
-        match crate::jwks::parse_url(url) {
-            Ok(parsed) => {
-                let loopback = parsed
-                    .host
-                    .parse::<std::net::IpAddr>()
-                    .map(|ip| ip.is_loopback())
-                    .unwrap_or(parsed.host == "localhost");
-                if !parsed.tls && !loopback {
-                    e.warn(lint::plain_http_jwks(format!("{key}.jwks_url")));
-                }
-            }
-            Err(message) => {
-                e.add(format!("{key}.jwks_url"), message);
-                return None;
-            }
-        }
+    } else if p.jwks_url.is_some() || p.discovery.is_some() {
+        let source = remote_source(e, key, p, &mut issuer)?;
         if hmac {
             e.add(
                 format!("{key}.algorithms"),
@@ -198,7 +189,7 @@ fn compile_provider(
                 "at least 10s: the identity provider is not to be hammered",
             );
         }
-        remote_store = Some(KeyStore::remote(url.clone(), refresh));
+        remote_store = Some(KeyStore::remote(source, refresh));
         KeySet::default()
     } else {
         let secret = read_secret(e, key, p, file)?;
@@ -228,8 +219,11 @@ fn compile_provider(
             key: decoding,
         }])
     };
-    if p.jwks_refresh.is_some() && p.jwks_url.is_none() {
-        e.add(format!("{key}.jwks_refresh"), "only applies with jwks_url");
+    if p.jwks_refresh.is_some() && p.jwks_url.is_none() && p.discovery.is_none() {
+        e.add(
+            format!("{key}.jwks_refresh"),
+            "only applies with jwks_url or discovery",
+        );
     }
     let leeway = e.duration(
         &format!("{key}.leeway"),
@@ -239,7 +233,6 @@ fn compile_provider(
     if leeway > Duration::from_secs(300) {
         e.warn(lint::long_leeway(format!("{key}.leeway")));
     }
-    let issuer = p.issuer.as_deref().filter(|i| !i.is_empty());
     let cache_size = match p.token_cache {
         Some(0) => 0,
         raw => e.count(&format!("{key}.token_cache"), raw, 10_000, 1_000_000),
@@ -247,13 +240,73 @@ fn compile_provider(
     Some(JwtProvider {
         name: p.name.clone(),
         label: format!("jwt:{}", p.name),
-        validations: jwt::validations(&algorithms, issuer, &p.audiences, leeway.as_secs()),
+        validations: jwt::validations(
+            &algorithms,
+            issuer.as_deref(),
+            &p.audiences,
+            leeway.as_secs(),
+        ),
         algorithms,
         keys: Arc::new(remote_store.unwrap_or_else(|| KeyStore::new(keys))),
         consumer_claim: p.consumer_claim.clone().unwrap_or_else(|| "sub".into()),
         scopes_claim: p.scopes_claim.clone().unwrap_or_else(|| "scope".into()),
         leeway: leeway.as_secs(),
         cache: TokenCache::new(cache_size),
+    })
+}
+
+/// The `jwks_url` or `discovery` of a provider, checked; `None` (with an error) when unusable. A discovery provider without `issuer` takes the one its
+/// address implies (the part before `/.well-known/openid-configuration`), which the document
+/// must then name exactly.
+fn remote_source(
+    e: &mut Errors,
+    key: &str,
+    p: &RawJwtProvider,
+    issuer: &mut Option<String>,
+) -> Option<KeySource> {
+    let (field, url) = match (&p.jwks_url, &p.discovery) {
+        (Some(url), _) => ("jwks_url", url),
+        (None, Some(url)) => ("discovery", url),
+        (None, None) => {
+            e.add(key, "needs jwks_url or discovery");
+            return None;
+        }
+    };
+    let parsed = match crate::jwks::parse_url(url) {
+        Ok(parsed) => parsed,
+        Err(message) => {
+            e.add(format!("{key}.{field}"), message);
+            return None;
+        }
+    };
+    if field == "jwks_url" {
+        if !parsed.tls && !parsed.is_loopback() {
+            e.warn(lint::plain_http_jwks(format!("{key}.jwks_url")));
+        }
+        return Some(KeySource::Jwks(url.clone()));
+    }
+    if !parsed.tls && !parsed.is_loopback() {
+        e.add(
+            format!("{key}.discovery"),
+            "plain http is only allowed on loopback; use the provider's https:// address",
+        );
+        return None;
+    }
+    if issuer.is_none() {
+        match url.strip_suffix(DISCOVERY_PATH) {
+            Some(implied) if !implied.is_empty() => *issuer = Some(implied.to_string()),
+            _ => {
+                e.add(
+                    format!("{key}.issuer"),
+                    format!("needed: {url:?} does not end in {DISCOVERY_PATH}, so the issuer cannot be derived from it; set issuer to the exact value the provider's tokens carry"),
+                );
+                return None;
+            }
+        }
+    }
+    Some(KeySource::Discovery {
+        url: url.clone(),
+        issuer: issuer.clone().unwrap_or_default(),
     })
 }
 
@@ -558,6 +611,86 @@ mod tests {
         for (body, expected) in cases {
             let (made, errors, _) = provider(&body);
             assert!(made.is_none() || !errors.is_empty(), "{body}");
+            assert_eq!(errors.len(), 1, "{body}: {errors:?}");
+            assert!(errors[0].starts_with(expected), "{body}: {errors:?}");
+        }
+    }
+
+    #[test]
+    fn a_discovery_provider_takes_its_issuer_from_the_address_or_the_config() {
+        let well_known = "https://id.example.com/realms/a/.well-known/openid-configuration";
+        let source = |made: Option<JwtProvider>| {
+            let made = made.expect("a provider");
+            let remote = made.keys.remote.as_ref().expect("remote keys");
+            (remote.source.clone(), made.validations)
+        };
+        let (made, errors, warnings) = provider(&format!(
+            "discovery = {well_known:?}
+algorithms = [\"RS256\"]"
+        ));
+        assert_eq!((errors, warnings), (vec![], vec![]));
+        let (found, validations) = source(made);
+        let implied = "https://id.example.com/realms/a".to_string();
+        assert_eq!(
+            found,
+            KeySource::Discovery {
+                url: well_known.into(),
+                issuer: implied.clone()
+            }
+        );
+        let rs256 = &validations[&jsonwebtoken::Algorithm::RS256];
+        assert_eq!(
+            rs256.iss,
+            Some(HashSet::from([implied])),
+            "tokens must carry it"
+        );
+
+        // A configured issuer wins, and an address elsewhere needs one.
+        let (made, errors, _) = provider(
+            "discovery = \"https://id.example.com/oidc.json\"\nissuer = \"https://id.example.com\"\nalgorithms = [\"RS256\"]",
+        );
+        assert_eq!(errors, Vec::<String>::new());
+        assert!(
+            matches!(source(made).0, KeySource::Discovery { issuer, .. } if issuer == "https://id.example.com")
+        );
+        // Plain http on this machine is for tests.
+        let (_, errors, warnings) = provider(
+            "discovery = \"http://127.0.0.1:9/.well-known/openid-configuration\"\nalgorithms = [\"ES256\"]",
+        );
+        assert_eq!((errors, warnings), (vec![], vec![]));
+    }
+
+    #[test]
+    fn discovery_settings_that_cannot_work_are_errors() {
+        let well_known = "https://id.example.com/.well-known/openid-configuration";
+        let cases: Vec<(String, &str)> = vec![
+            (
+                "discovery = \"https://id.example.com/oidc.json\"\nalgorithms = [\"RS256\"]".into(),
+                "jwt_providers[0].issuer: needed: ",
+            ),
+            (
+                "discovery = \"/.well-known/openid-configuration\"\nalgorithms = [\"RS256\"]".into(),
+                "jwt_providers[0].discovery: ",
+            ),
+            (
+                "discovery = \"http://id.example.com/.well-known/openid-configuration\"\nalgorithms = [\"RS256\"]".into(),
+                "jwt_providers[0].discovery: plain http is only allowed on loopback",
+            ),
+            (
+                format!("discovery = {well_known:?}\njwks_url = \"https://id.example.com/k\"\nalgorithms = [\"RS256\"]"),
+                "jwt_providers[0]: needs exactly one key source",
+            ),
+            (
+                format!("discovery = {well_known:?}\nalgorithms = [\"HS256\"]"),
+                "jwt_providers[0].algorithms: a remote JWKS is for public-key algorithms",
+            ),
+            (
+                format!("discovery = {well_known:?}\njwks_refresh = \"2s\"\nalgorithms = [\"RS256\"]"),
+                "jwt_providers[0].jwks_refresh: at least 10s",
+            ),
+        ];
+        for (body, expected) in cases {
+            let (_, errors, _) = provider(&body);
             assert_eq!(errors.len(), 1, "{body}: {errors:?}");
             assert!(errors[0].starts_with(expected), "{body}: {errors:?}");
         }
