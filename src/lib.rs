@@ -4,6 +4,7 @@
 //! implementation that runs the checks of `checks` in SPEC order; `server` assembles the
 //! Pingora services.
 
+pub mod audit;
 pub mod checks;
 pub mod config;
 pub mod context;

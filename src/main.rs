@@ -134,7 +134,12 @@ fn main() -> ExitCode {
                     path.display()
                 );
             }
-            match server::run(loaded.config, RunOptions { upgrade, daemon }) {
+            let options = RunOptions {
+                upgrade,
+                daemon,
+                config_text: loaded.text,
+            };
+            match server::run(loaded.config, options) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(message) => {
                     eprintln!("error: {message}");

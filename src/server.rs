@@ -34,6 +34,8 @@ pub struct RunOptions {
     pub upgrade: bool,
     /// Run in the background (`-d`).
     pub daemon: bool,
+    /// The configuration file's text, compared with the previous process's (`audit`).
+    pub config_text: String,
 }
 
 /// How long after a shutdown or upgrade begins idle kept-alive connections are closed: half
@@ -318,6 +320,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
         service.add_tcp(address);
         server.add_service(service);
     }
+    crate::audit::record(&config, &options.config_text);
     log::info!(
         "portcullis {} serving {} route(s) of config sha256 {} on {}",
         env!("CARGO_PKG_VERSION"),

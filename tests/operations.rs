@@ -186,6 +186,76 @@ fn an_upgrade_to_a_broken_config_is_refused_and_the_old_process_keeps_serving() 
     assert!(gw.is_running());
 }
 
+/// The audit trail: each process keeps its config beside the pid file, and the next one —
+/// here a graceful upgrade — logs its own SHA-256, the previous one's, and what changed by
+/// name: a route added, a consumer's key added by its label, the old key removed by its hash
+/// prefix, never the key or the whole hash.
+#[test]
+fn an_upgrade_logs_what_changed_since_the_previous_config() {
+    let up = Upstream::start();
+    let old_hash = format!("sha256:{}", "ab".repeat(32));
+    let new_hash = format!("sha256:{}", "cd".repeat(32));
+    let consumer = |keys: &str| format!("[[consumers]]\nid = \"ci\"\napi_keys = [{keys}]\n");
+    let first = format!(
+        "{}{}",
+        body(&up, true),
+        consumer(&format!("\"{old_hash}\""))
+    );
+    let mut gw = Gateway::start_logging(&first, "", &[], "info");
+    let copy = gw.path().join("portcullis.config.toml");
+    let kept = std::fs::read_to_string(&copy).expect("the running config is kept");
+    assert!(kept.contains(&old_hash));
+    assert!(
+        gw.stderr().contains("no previous config at"),
+        "{}",
+        gw.stderr()
+    );
+
+    let second = format!(
+        "{}\n[[routes]]\nname = \"admin\"\npath_prefix = \"/admin\"\nupstream = \"app\"\npublic = true\n{}",
+        body(&up, true),
+        consumer(&format!("{{ hash = \"{new_hash}\", label = \"ci-2027\" }}"))
+    );
+    gw.upgrade_logging(&second, "info");
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .stderr_of(1)
+            .contains(" serving ")),
+        "{}",
+        gw.stderr_of(1)
+    );
+    let log = gw.stderr_of(1);
+    let sha = |text: &str| {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(text.as_bytes()))
+    };
+    let kept = std::fs::read_to_string(&copy).unwrap();
+    assert!(kept.contains("ci-2027"), "the copy is the new config now");
+    assert!(
+        log.contains(&format!(
+            "config sha256 {} replaces sha256 {} of the previous process: 2 change(s)",
+            sha(&kept),
+            sha(&std::fs::read_to_string(gw.path().join("portcullis.toml")).unwrap())
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains("config change: route \"admin\": added"),
+        "{log}"
+    );
+    let consumer_line = log
+        .lines()
+        .find(|l| l.contains("config change: consumer \"ci\": changed"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(consumer_line.contains("ci-2027"), "{consumer_line}");
+    assert!(consumer_line.contains("abababab"), "{consumer_line}");
+    assert!(!log.contains(&"ab".repeat(32)) && !log.contains(&"cd".repeat(32)));
+    assert!(
+        wait_until(Duration::from_secs(10), || gw.get("/admin/x").status == 200),
+        "the new process serves the new route"
+    );
+}
+
 #[test]
 fn sigterm_lets_requests_in_flight_finish() {
     let up = Upstream::start();

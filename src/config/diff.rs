@@ -8,6 +8,10 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use toml::Value;
 
+/// The one line after the digests when nothing a reader would call a change differs (the files
+/// differ only in comments or layout, or not at all).
+pub const NO_CHANGE: &str = "no change";
+
 /// The lines that describe how `new` differs from `old` (both TOML texts), the SHA-256 of
 /// each first. An error names the file that does not parse.
 pub fn diff(old: &str, new: &str) -> Result<Vec<String>, String> {
@@ -65,7 +69,7 @@ pub fn diff(old: &str, new: &str) -> Result<Vec<String>, String> {
         }
     }
     if out.len() == 2 {
-        out.push("no change".into());
+        out.push(NO_CHANGE.into());
     }
     Ok(out)
 }

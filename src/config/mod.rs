@@ -23,6 +23,8 @@ pub use model::Config;
 pub struct Loaded {
     pub config: Config,
     pub warnings: Vec<Warning>,
+    /// The file's text, for the audit trail of the next start (`audit`).
+    pub text: String,
 }
 
 /// Read, parse and compile a configuration file. All semantic errors are reported at once.
@@ -44,7 +46,11 @@ pub fn load_str(text: &str, path: &Path) -> Result<Loaded, Vec<ConfigError>> {
     let (mut config, mut warnings) = compile::compile(raw, path)?;
     config.sha256 = hex::encode(sha2::Sha256::digest(text.as_bytes()));
     warnings.extend(lint::warnings(&config));
-    Ok(Loaded { config, warnings })
+    Ok(Loaded {
+        config,
+        warnings,
+        text: text.to_string(),
+    })
 }
 
 fn parse(text: &str, path: &Path) -> Result<raw::RawConfig, ConfigError> {

@@ -135,6 +135,11 @@ impl Gateway {
     /// Pingora's graceful upgrade: start a new process with `-u` on a new config, then SIGQUIT
     /// the running one, which hands over its listening sockets and drains.
     pub fn upgrade(&mut self, body: &str) {
+        self.upgrade_logging(body, "warn")
+    }
+
+    /// Like `upgrade`, the new process's error log at `rust_log` (read it with `stderr_of`).
+    pub fn upgrade_logging(&mut self, body: &str, rust_log: &str) {
         self.generation += 1;
         let path = self
             .dir
@@ -154,7 +159,7 @@ impl Gateway {
         let next = Command::new(env!("CARGO_BIN_EXE_portcullis"))
             .args(["run", "-u", "-c"])
             .arg(&path)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
@@ -212,6 +217,15 @@ impl Gateway {
 
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// The error log of the process started by the `generation`th upgrade (0: the first one).
+    pub fn stderr_of(&self, generation: usize) -> String {
+        match generation {
+            0 => self.stderr(),
+            n => std::fs::read_to_string(self.dir.path().join(format!("stderr-{n}.log")))
+                .unwrap_or_default(),
+        }
     }
 
     pub fn access_log(&self) -> String {
