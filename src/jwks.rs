@@ -6,12 +6,11 @@
 //! good key set, and a failed discovery the last good `jwks_uri`. Never runs on the request path.
 
 use crate::checks::auth::key_store::{parse_jwks, KeySet, KeySource, KeyStore, RemoteJwks};
+use crate::outbound::{self, parse_url, Url};
 use async_trait::async_trait;
 use pingora_core::connectors::http::Connector;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
-use pingora_core::upstreams::peer::HttpPeer;
-use pingora_http::RequestHeader;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,66 +21,8 @@ pub const MAX_DISCOVERY_BYTES: usize = 256 * 1024;
 /// Whole fetch: connect, request, response.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The parts of a `jwks_url` or `discovery` address that a fetch needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JwksUrl {
-    pub tls: bool,
-    pub host: String,
-    pub port: u16,
-    pub path: String,
-}
-
-impl JwksUrl {
-    /// The host is a loopback address or `localhost`.
-    pub fn is_loopback(&self) -> bool {
-        self.host
-            .parse::<std::net::IpAddr>()
-            .map(|ip| ip.is_loopback())
-            .unwrap_or(self.host.eq_ignore_ascii_case("localhost"))
-    }
-}
-
-pub fn parse_url(text: &str) -> Result<JwksUrl, String> {
-    // Messages show the URL without its userinfo: a credential never reaches a log.
-    let shown = crate::observe::redact::redact_url(text);
-    let uri: http::Uri = text
-        .parse()
-        .map_err(|e| format!("invalid URL {shown:?}: {e}"))?;
-    let tls = match uri.scheme_str() {
-        Some("https") => true,
-        Some("http") => false,
-        _ => {
-            return Err(format!(
-                "{shown:?} must start with https:// (or http:// for a loopback test server)"
-            ))
-        }
-    };
-    let host = uri
-        .host()
-        .filter(|h| !h.is_empty())
-        .ok_or_else(|| format!("{shown:?} has no host"))?
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-        return Err(format!(
-            "{shown:?} must not carry credentials; key sets and discovery documents are public"
-        ));
-    }
-    Ok(JwksUrl {
-        tls,
-        port: uri.port_u16().unwrap_or(if tls { 443 } else { 80 }),
-        path: uri
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| "/".into()),
-        host,
-    })
-}
-
 /// Fetch and parse a JWKS. TLS certificates and host names are verified.
-pub async fn fetch(url: &JwksUrl, connector: &Connector) -> Result<KeySet, String> {
+pub async fn fetch(url: &Url, connector: &Connector) -> Result<KeySet, String> {
     parse_jwks(&get(url, connector, MAX_JWKS_BYTES, "the JWKS").await?)
 }
 
@@ -125,84 +66,22 @@ pub fn read_discovery(text: &str, issuer: &str) -> Result<String, String> {
 }
 
 /// GET one document of at most `limit` bytes; `what` names it in errors.
-async fn get(
-    url: &JwksUrl,
-    connector: &Connector,
-    limit: usize,
-    what: &str,
-) -> Result<String, String> {
-    let work = async {
-        let addr = tokio::net::lookup_host((url.host.as_str(), url.port))
-            .await
-            .map_err(|e| format!("cannot resolve {}: {e}", url.host))?
-            .next()
-            .ok_or_else(|| format!("{} has no address", url.host))?;
-        let sni = if url.tls {
-            url.host.clone()
-        } else {
-            String::new()
-        };
-        let mut peer = HttpPeer::new(addr, url.tls, sni);
-        peer.options.connection_timeout = Some(Duration::from_secs(3));
-        peer.options.read_timeout = Some(Duration::from_secs(5));
-        peer.options.write_timeout = Some(Duration::from_secs(5));
-        peer.options.verify_cert = true;
-        peer.options.verify_hostname = true;
-        let (mut session, _) = connector
-            .get_http_session(&peer)
-            .await
-            .map_err(|e| format!("cannot connect: {e}"))?;
-        let mut req =
-            RequestHeader::build("GET", url.path.as_bytes(), None).map_err(|e| e.to_string())?;
-        let host_header = if (url.tls && url.port == 443) || (!url.tls && url.port == 80) {
-            url.host.clone()
-        } else {
-            format!("{}:{}", url.host, url.port)
-        };
-        req.insert_header("Host", host_header)
-            .map_err(|e| e.to_string())?;
-        req.insert_header("Accept", "application/json")
-            .map_err(|e| e.to_string())?;
-        req.insert_header(
-            "User-Agent",
-            concat!("portcullis/", env!("CARGO_PKG_VERSION")),
-        )
-        .map_err(|e| e.to_string())?;
-        session
-            .write_request_header(Box::new(req))
-            .await
-            .map_err(|e| format!("cannot send the request: {e}"))?;
-        session
-            .finish_request_body()
-            .await
-            .map_err(|e| e.to_string())?;
-        session
-            .read_response_header()
-            .await
-            .map_err(|e| format!("no response: {e}"))?;
-        let status = session
-            .response_header()
-            .map(|r| r.status.as_u16())
-            .unwrap_or(0);
-        if status != 200 {
-            return Err(format!("HTTP status {status}"));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = session
-            .read_response_body()
-            .await
-            .map_err(|e| format!("cannot read the body: {e}"))?
-        {
-            if body.len() + chunk.len() > limit {
-                return Err(format!("{what} is larger than {limit} bytes"));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        String::from_utf8(body).map_err(|_| format!("{what} is not UTF-8"))
+async fn get(url: &Url, connector: &Connector, limit: usize, what: &str) -> Result<String, String> {
+    let request = outbound::Request {
+        url,
+        headers: &[],
+        body: None,
+        limit,
+        what,
+        timeout: FETCH_TIMEOUT,
     };
-    tokio::time::timeout(FETCH_TIMEOUT, work)
+    let (status, body) = outbound::send(&request, connector)
         .await
-        .map_err(|_| format!("no complete answer within {FETCH_TIMEOUT:?}"))?
+        .map_err(|e| e.to_string())?;
+    if status != 200 {
+        return Err(format!("HTTP status {status}"));
+    }
+    String::from_utf8(body).map_err(|_| format!("{what} is not UTF-8"))
 }
 
 /// Keeps every remote key store fresh.
@@ -311,31 +190,6 @@ impl BackgroundService for JwksRefresher {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls() {
-        let u = parse_url("https://id.example.com/.well-known/jwks.json").unwrap();
-        assert_eq!(
-            u,
-            JwksUrl {
-                tls: true,
-                host: "id.example.com".into(),
-                port: 443,
-                path: "/.well-known/jwks.json".into()
-            }
-        );
-        let u = parse_url("http://127.0.0.1:8080/keys?x=1").unwrap();
-        assert!(!u.tls);
-        assert_eq!(u.port, 8080);
-        assert_eq!(u.path, "/keys?x=1");
-        assert_eq!(parse_url("http://[::1]:9/").unwrap().host, "::1");
-        assert!(parse_url("ftp://x/").is_err());
-        assert!(parse_url("/relative").is_err());
-        assert!(parse_url("https://user:pw@host/").is_err());
-        assert!(parse_url("http://localhost:9/").unwrap().is_loopback());
-        assert!(parse_url("http://[::1]:9/").unwrap().is_loopback());
-        assert!(!parse_url("http://10.0.0.1/").unwrap().is_loopback());
-    }
 
     #[test]
     fn discovery_documents() {

@@ -14,6 +14,7 @@ pub mod health;
 pub mod jwks;
 pub mod keys;
 pub mod observe;
+pub mod outbound;
 pub mod percent;
 pub mod problem;
 pub mod request;

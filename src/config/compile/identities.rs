@@ -272,7 +272,7 @@ fn remote_source(
             return None;
         }
     };
-    let parsed = match crate::jwks::parse_url(url) {
+    let parsed = match crate::outbound::parse_url(url) {
         Ok(parsed) => parsed,
         Err(message) => {
             e.add(format!("{key}.{field}"), message);
