@@ -304,6 +304,9 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
             },
         ));
     }
+    for provider in &config.identities.introspection {
+        provider.install_metrics(metrics.introspection.clone());
+    }
     if let Some(m) = &config.metrics {
         let mut service = Service::new(
             "portcullis metrics".to_string(),

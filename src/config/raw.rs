@@ -267,6 +267,13 @@ pub struct RawHealthCheck {
 #[serde(deny_unknown_fields)]
 pub struct RawJwtProvider {
     pub name: String,
+    /// `jwt` (the default) or `introspection`.
+    pub kind: Option<String>,
+    pub introspection_endpoint: Option<String>,
+    pub client_id: Option<String>,
+    pub cache_ttl: Option<String>,
+    pub negative_cache_ttl: Option<String>,
+    pub timeout: Option<String>,
     pub issuer: Option<String>,
     #[serde(default)]
     pub audiences: Vec<String>,

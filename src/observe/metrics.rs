@@ -37,6 +37,21 @@ pub struct Metrics {
     pub access_log_dropped_total: prometheus::IntCounter,
     pub rate_limit_store_errors_total: prometheus::IntCounter,
     pub jwks_refresh_failures_total: IntCounterVec,
+    /// The four families of token introspection, handed to each provider.
+    pub introspection: IntrospectionMetrics,
+}
+
+/// The families of token introspection, handed to each provider (`install_metrics`).
+#[derive(Clone)]
+pub struct IntrospectionMetrics {
+    /// `{provider, result}`: active, inactive (any refusal), error.
+    pub calls: prometheus::IntCounterVec,
+    /// `{provider, result}`: hit, negative_hit, miss.
+    pub cache: prometheus::IntCounterVec,
+    /// `{provider, reason}`: timeout, connect, exchange, status, response.
+    pub errors: prometheus::IntCounterVec,
+    /// `{provider}`: the time of each call.
+    pub seconds: prometheus::HistogramVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -188,6 +203,28 @@ impl Metrics {
                 "Failed fetches of a JWKS document.",
                 &["provider"],
             )?,
+            introspection: IntrospectionMetrics {
+                calls: counter(
+                    "portcullis_introspection_calls_total",
+                    "Calls to a token introspection endpoint, by provider and result (active, inactive, error).",
+                    &["provider", "result"],
+                )?,
+                cache: counter(
+                    "portcullis_introspection_cache_total",
+                    "Introspection cache lookups, by provider and result (hit, negative_hit, miss).",
+                    &["provider", "result"],
+                )?,
+                errors: counter(
+                    "portcullis_introspection_errors_total",
+                    "Introspection calls without a usable answer, by provider and reason.",
+                    &["provider", "reason"],
+                )?,
+                seconds: histogram(
+                    "portcullis_introspection_duration_seconds",
+                    "Time of each call to a token introspection endpoint.",
+                    &["provider"],
+                )?,
+            },
             rate_limit_store_errors_total: {
                 let c = prometheus::IntCounter::new(
                     "portcullis_rate_limit_store_errors_total",
@@ -288,6 +325,10 @@ impl Metrics {
             &self.access_log_dropped_total,
             &self.rate_limit_store_errors_total,
             &self.jwks_refresh_failures_total,
+            &self.introspection.calls,
+            &self.introspection.cache,
+            &self.introspection.errors,
+            &self.introspection.seconds,
         ];
         collectors
             .into_iter()

@@ -10,6 +10,7 @@
 pub mod crs;
 pub mod docs;
 pub mod gateway;
+pub mod introspect;
 pub mod pki;
 pub mod redis;
 pub mod upstream;
@@ -18,6 +19,7 @@ pub mod ws;
 
 pub use docs::DocServer;
 pub use gateway::{cli, metric_value, owns_listener, public_route, signal, Gateway};
+pub use introspect::IntrospectionServer;
 pub use pki::Pki;
 pub use redis::RedisServer;
 pub use upstream::{header_map, Seen, Silent, Upstream};

@@ -39,7 +39,9 @@ impl std::fmt::Debug for JwtProvider {
     }
 }
 
-/// Why a token was refused. Each is one class the client may learn, and a metric reason.
+/// Why a bearer token was refused — a JWT verified here, or a token an introspection endpoint
+/// answered for (`Inactive` only there). Each is one class the client may learn, and a metric
+/// reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JwtFailure {
     TooLong,
@@ -53,6 +55,7 @@ pub enum JwtFailure {
     WrongAudience,
     MissingClaim,
     NoConsumer,
+    Inactive,
 }
 
 impl JwtFailure {
@@ -69,6 +72,7 @@ impl JwtFailure {
             JwtFailure::WrongAudience => "wrong_audience",
             JwtFailure::MissingClaim => "missing_claim",
             JwtFailure::NoConsumer => "no_consumer_claim",
+            JwtFailure::Inactive => "inactive_token",
         }
     }
 
@@ -85,6 +89,7 @@ impl JwtFailure {
             JwtFailure::WrongAudience => "the token's audience is not accepted",
             JwtFailure::MissingClaim => "the token lacks a required claim",
             JwtFailure::NoConsumer => "the token does not name a consumer",
+            JwtFailure::Inactive => "the token is not active",
         }
     }
 
@@ -209,36 +214,47 @@ impl JwtProvider {
     }
 
     fn identity(&self, claims: &Map<String, Value>) -> Result<TokenIdentity, JwtFailure> {
-        // The consumer and scopes travel upstream in headers: visible ASCII only.
-        let header_safe =
-            |s: &str| !s.is_empty() && s.len() <= 256 && s.bytes().all(|b| b.is_ascii_graphic());
-        let consumer = match claims.get(&self.consumer_claim) {
-            Some(Value::String(s)) if header_safe(s) => s.clone(),
-            _ => return Err(JwtFailure::NoConsumer),
-        };
-        let scopes = match claims.get(&self.scopes_claim) {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::String(s)) => {
-                let scopes: Vec<String> = s.split_ascii_whitespace().map(str::to_string).collect();
-                if !scopes.iter().all(|s| header_safe(s)) {
-                    return Err(JwtFailure::Malformed);
-                }
-                scopes
-            }
-            Some(Value::Array(items)) => {
-                let mut out = Vec::with_capacity(items.len());
-                for item in items {
-                    match item {
-                        Value::String(s) if header_safe(s) => out.push(s.clone()),
-                        _ => return Err(JwtFailure::Malformed),
-                    }
-                }
-                out
-            }
-            Some(_) => return Err(JwtFailure::Malformed),
-        };
-        Ok(TokenIdentity { consumer, scopes })
+        identity_from(claims, &self.consumer_claim, &self.scopes_claim)
     }
+}
+
+/// The consumer and scopes a token's claims name (`consumer_claim`: a string; `scopes_claim`: a
+/// space-separated string or an array of strings). Both travel upstream in headers, so only
+/// visible ASCII, at most 256 bytes each, is accepted.
+pub fn identity_from(
+    claims: &Map<String, Value>,
+    consumer_claim: &str,
+    scopes_claim: &str,
+) -> Result<TokenIdentity, JwtFailure> {
+    // The consumer and scopes travel upstream in headers: visible ASCII only.
+    let header_safe =
+        |s: &str| !s.is_empty() && s.len() <= 256 && s.bytes().all(|b| b.is_ascii_graphic());
+    let consumer = match claims.get(consumer_claim) {
+        Some(Value::String(s)) if header_safe(s) => s.clone(),
+        _ => return Err(JwtFailure::NoConsumer),
+    };
+    let scopes = match claims.get(scopes_claim) {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => {
+            let scopes: Vec<String> = s.split_ascii_whitespace().map(str::to_string).collect();
+            if !scopes.iter().all(|s| header_safe(s)) {
+                return Err(JwtFailure::Malformed);
+            }
+            scopes
+        }
+        Some(Value::Array(items)) => {
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                match item {
+                    Value::String(s) if header_safe(s) => out.push(s.clone()),
+                    _ => return Err(JwtFailure::Malformed),
+                }
+            }
+            out
+        }
+        Some(_) => return Err(JwtFailure::Malformed),
+    };
+    Ok(TokenIdentity { consumer, scopes })
 }
 
 /// Build the per-algorithm validations of a provider.

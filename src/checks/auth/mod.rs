@@ -3,6 +3,7 @@
 //! which scopes, by which method) or a 401 whose detail names only the class of failure.
 
 pub mod api_key;
+pub mod introspection;
 pub mod jwt;
 pub mod key_store;
 pub mod mtls;
@@ -12,6 +13,7 @@ use super::throttle::FailureThrottle;
 use crate::problem::Refusal;
 use api_key::ApiKeyIndex;
 use api_key::PresentedKey;
+use introspection::{Answer, IntrospectionProvider};
 use jwt::JwtFailure;
 use jwt::JwtProvider;
 use mtls::MtlsSubject;
@@ -35,6 +37,7 @@ pub struct Identities {
     pub by_id: HashMap<String, usize>,
     pub api_keys: ApiKeyIndex,
     pub jwt_providers: Vec<JwtProvider>,
+    pub introspection: Vec<IntrospectionProvider>,
 }
 
 impl Identities {
@@ -47,6 +50,8 @@ impl Identities {
 pub enum AuthMethod {
     /// Index into `Identities::jwt_providers`.
     Jwt(usize),
+    /// Index into `Identities::introspection`.
+    Introspection(usize),
     ApiKey,
     Mtls,
 }
@@ -81,7 +86,7 @@ pub struct Principal {
     pub consumer: String,
     pub groups: Vec<String>,
     pub scopes: Vec<String>,
-    /// `jwt:<provider>`, `api_key` or `mtls`.
+    /// `jwt:<provider>`, `introspection:<provider>`, `api_key` or `mtls`.
     pub method: String,
     /// The label of the API key presented, when it has one.
     pub key_label: Option<std::sync::Arc<str>>,
@@ -96,6 +101,10 @@ pub struct AuthFailure {
     pub counted: bool,
     /// The JWT provider whose key was unknown, so that its key set may be refetched.
     pub unknown_kid_provider: Option<usize>,
+    /// Introspection providers whose answer for the token is not cached: `check` asks them.
+    pub introspect: Vec<usize>,
+    /// The refusal only stands for the first of `introspect`, whose answer decides it.
+    pub placeholder: bool,
 }
 
 /// Query parameters that carry credentials; a request with one is refused, never accepted.
@@ -135,7 +144,10 @@ fn bearer(req: &RequestHeader) -> Result<Option<&str>, ()> {
 /// The `WWW-Authenticate` challenges of a route, with the RFC 6750 error when a token failed.
 fn challenge(methods: &[AuthMethod], jwt_failure: Option<JwtFailure>) -> String {
     let mut parts = Vec::new();
-    if methods.iter().any(|m| matches!(m, AuthMethod::Jwt(_))) {
+    if methods
+        .iter()
+        .any(|m| matches!(m, AuthMethod::Jwt(_) | AuthMethod::Introspection(_)))
+    {
         match jwt_failure {
             Some(f) => parts.push(format!(
                 "Bearer realm=\"portcullis\", error=\"{}\", error_description=\"{}\"",
@@ -210,6 +222,12 @@ pub async fn check(
             outcome = authenticate(policy, c.req, c.cert, ids);
         }
     }
+    if let Err(failure) = outcome {
+        outcome = match failure.introspect.is_empty() {
+            true => Err(failure),
+            false => introspect(ids, c.req, policy.methods(), failure).await,
+        };
+    }
     outcome.map_err(|failure| {
         if let (true, Some(throttle)) = (failure.counted, c.throttle) {
             throttle.record_failure(&c.client_ip);
@@ -233,6 +251,8 @@ pub fn authenticate(
         refusal: Box::new(refusal),
         counted,
         unknown_kid_provider: None,
+        introspect: Vec::new(),
+        placeholder: false,
     };
     if methods.is_empty() {
         return Err(fail(
@@ -271,6 +291,7 @@ pub fn authenticate(
 
     // The first failure of a presented credential is what the client is told.
     let mut failure: Option<AuthFailure> = None;
+    let mut pending = Vec::new();
     let mut remember = |f: AuthFailure| {
         if failure.is_none() {
             failure = Some(f);
@@ -291,10 +312,31 @@ pub fn authenticate(
                         )))
                     }
                     Err(f) => remember(AuthFailure {
-                        refusal: Box::new(unauthorized(methods, f.reason(), f.detail(), Some(f))),
-                        counted: true,
                         unknown_kid_provider: (f == JwtFailure::UnknownKey).then_some(*index),
+                        ..token_failure(methods, f)
                     }),
+                }
+            }
+            AuthMethod::Introspection(index) => {
+                let Some(token) = token else { continue };
+                let provider = &ids.introspection[*index];
+                match provider.cached(token) {
+                    Some(Answer::Active(identity)) => {
+                        return Ok(Some(principal(
+                            ids,
+                            identity.consumer,
+                            identity.scopes,
+                            &provider.label,
+                        )))
+                    }
+                    Some(Answer::Refused(f)) => remember(token_failure(methods, f)),
+                    Some(Answer::Unavailable(_)) | None => {
+                        pending.push(*index);
+                        remember(AuthFailure {
+                            placeholder: true,
+                            ..fail(unavailable(), false)
+                        });
+                    }
                 }
             }
             AuthMethod::ApiKey => match key {
@@ -346,7 +388,7 @@ pub fn authenticate(
             }
         }
     }
-    Err(failure.unwrap_or_else(|| {
+    let mut failure = failure.unwrap_or_else(|| {
         fail(
             unauthorized(
                 methods,
@@ -356,7 +398,66 @@ pub fn authenticate(
             ),
             false,
         )
-    }))
+    });
+    failure.introspect = pending;
+    Err(failure)
+}
+
+/// The refusal of a bearer token that failed (a wrong token counts toward the throttle).
+fn token_failure(methods: &[AuthMethod], f: JwtFailure) -> AuthFailure {
+    AuthFailure {
+        refusal: Box::new(unauthorized(methods, f.reason(), f.detail(), Some(f))),
+        counted: true,
+        unknown_kid_provider: None,
+        introspect: Vec::new(),
+        placeholder: false,
+    }
+}
+
+/// An introspection endpoint gave no usable answer: the token is neither accepted nor called
+/// wrong. Not the client's fault, so not counted toward its throttle.
+fn unavailable() -> Refusal {
+    Refusal::new(
+        503,
+        "introspection_unavailable",
+        "the token could not be checked now; try again shortly",
+    )
+    .in_family(crate::problem::Family::Authentication)
+    .with_header("Retry-After", "5")
+}
+
+/// Ask the introspection providers a request is waiting on, in the route's order: the first
+/// active answer authenticates it. Otherwise the refusal stands, or, when it only stood for the
+/// first provider's answer, becomes that answer's refusal (401, or 503 with no answer).
+async fn introspect(
+    ids: &Identities,
+    req: &RequestHeader,
+    methods: &[AuthMethod],
+    mut failure: AuthFailure,
+) -> Result<Option<Principal>, AuthFailure> {
+    let Ok(Some(token)) = bearer(req) else {
+        return Err(failure);
+    };
+    let pending = std::mem::take(&mut failure.introspect);
+    for (n, index) in pending.into_iter().enumerate() {
+        let provider = &ids.introspection[index];
+        let answer = provider.introspect(token).await;
+        match answer {
+            Answer::Active(identity) => {
+                return Ok(Some(principal(
+                    ids,
+                    identity.consumer,
+                    identity.scopes,
+                    &provider.label,
+                )))
+            }
+            Answer::Refused(f) if n == 0 && failure.placeholder => {
+                failure = token_failure(methods, f);
+            }
+            Answer::Unavailable(_) | Answer::Refused(_) => {}
+        }
+    }
+    Err(failure)
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! `[[consumers]]` (key hashes indexed, certificate subjects parsed), and each route's
 //! `auth` and `allow`. Secrets are read from the environment or a file, never the config.
 
+use super::introspection;
 use super::secret;
 use crate::checks::acl::Allow;
 use crate::checks::auth::api_key::{parse_hash, parse_not_after, ApiKeyEntry};
@@ -41,8 +42,27 @@ pub(super) fn compile(
             &p.name,
             Some(&mut names),
         );
-        if let Some(provider) = compile_provider(e, &key, p, file) {
-            ids.jwt_providers.push(provider);
+        match p.kind.as_deref() {
+            None | Some("jwt") => {
+                for k in introspection::set_keys(p, introspection::INTROSPECTION_ONLY) {
+                    e.add(
+                        format!("{key}.{k}"),
+                        "only applies to kind = \"introspection\"",
+                    );
+                }
+                if let Some(provider) = compile_provider(e, &key, p, file) {
+                    ids.jwt_providers.push(provider);
+                }
+            }
+            Some("introspection") => {
+                if let Some(provider) = introspection::compile(e, &key, p, file) {
+                    ids.introspection.push(provider);
+                }
+            }
+            Some(other) => e.add(
+                format!("{key}.kind"),
+                format!("unknown kind {other:?}; use \"jwt\" (the default) or \"introspection\""),
+            ),
         }
     }
     let mut ids_seen = HashSet::new();
@@ -310,6 +330,50 @@ fn remote_source(
     })
 }
 
+/// `jwt:<name>` or `introspection:<name>`: the provider it names, of that kind.
+fn provider_method(
+    e: &mut Errors,
+    at: &str,
+    text: &str,
+    jwt: &HashMap<&str, usize>,
+    introspection: &HashMap<&str, usize>,
+) -> Option<AuthMethod> {
+    let (kind, name) = text.split_once(':').unwrap_or(("", text));
+    let (own, other, other_kind, method): (_, _, _, fn(usize) -> AuthMethod) = match kind {
+        "jwt" => (jwt, introspection, "introspection", AuthMethod::Jwt),
+        "introspection" => (introspection, jwt, "jwt", AuthMethod::Introspection),
+        _ => {
+            e.add(
+                at,
+                format!("unknown method {text:?}; use \"jwt:<provider>\", \"introspection:<provider>\", \"api_key\" or \"mtls\""),
+            );
+            return None;
+        }
+    };
+    if let Some(&i) = own.get(name) {
+        return Some(method(i));
+    }
+    if other.contains_key(name) {
+        e.add(
+            at,
+            format!("provider {name:?} is of kind \"{other_kind}\"; write \"{other_kind}:{name}\""),
+        );
+    } else {
+        e.add(
+            at,
+            format!(
+                "unknown {} provider {name:?}; define it under [[jwt_providers]]",
+                if kind == "jwt" {
+                    "JWT"
+                } else {
+                    "introspection"
+                }
+            ),
+        );
+    }
+    None
+}
+
 /// A route's `auth` methods and `allow` rule.
 pub(super) fn route_access(
     e: &mut Errors,
@@ -324,6 +388,12 @@ pub(super) fn route_access(
         .enumerate()
         .map(|(i, p)| (p.name.as_str(), i))
         .collect();
+    let introspection: HashMap<&str, usize> = ids
+        .introspection
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.name(), i))
+        .collect();
     let mut methods = Vec::new();
     for (m, text) in r.auth.iter().enumerate() {
         let method = match text.as_str() {
@@ -337,27 +407,13 @@ pub(super) fn route_access(
                 }
                 Some(AuthMethod::Mtls)
             }
-            other => {
-                match other.strip_prefix("jwt:") {
-                    Some(name) => match providers.get(name) {
-                        Some(&i) => Some(AuthMethod::Jwt(i)),
-                        None => {
-                            e.add(
-                            format!("{key}.auth[{m}]"),
-                            format!("unknown JWT provider {name:?}; define it under [[jwt_providers]]"),
-                        );
-                            None
-                        }
-                    },
-                    None => {
-                        e.add(
-                        format!("{key}.auth[{m}]"),
-                        format!("unknown method {other:?}; use \"jwt:<provider>\", \"api_key\" or \"mtls\""),
-                    );
-                        None
-                    }
-                }
-            }
+            other => provider_method(
+                e,
+                &format!("{key}.auth[{m}]"),
+                other,
+                &providers,
+                &introspection,
+            ),
         };
         if let Some(method) = method {
             if methods.contains(&method) {
@@ -694,6 +750,34 @@ algorithms = [\"RS256\"]"
             assert_eq!(errors.len(), 1, "{body}: {errors:?}");
             assert!(errors[0].starts_with(expected), "{body}: {errors:?}");
         }
+    }
+
+    #[test]
+    fn a_route_names_a_provider_by_its_kind() {
+        let jwt = HashMap::from([("corp", 0)]);
+        let introspection = HashMap::from([("as", 0)]);
+        let mut e = Errors::new(Path::new("p.toml"));
+        let mut method =
+            |text: &str| provider_method(&mut e, "auth[0]", text, &jwt, &introspection);
+        assert_eq!(method("jwt:corp"), Some(AuthMethod::Jwt(0)));
+        assert_eq!(
+            method("introspection:as"),
+            Some(AuthMethod::Introspection(0))
+        );
+        assert_eq!(method("jwt:as"), None);
+        assert_eq!(method("introspection:corp"), None);
+        assert_eq!(method("introspection:nope"), None);
+        assert_eq!(method("oauth:as"), None);
+        let errors: Vec<String> = e.errors().iter().map(|x| x.message.clone()).collect();
+        assert_eq!(
+            errors,
+            [
+                "provider \"as\" is of kind \"introspection\"; write \"introspection:as\"",
+                "provider \"corp\" is of kind \"jwt\"; write \"jwt:corp\"",
+                "unknown introspection provider \"nope\"; define it under [[jwt_providers]]",
+                "unknown method \"oauth:as\"; use \"jwt:<provider>\", \"introspection:<provider>\", \"api_key\" or \"mtls\"",
+            ]
+        );
     }
 
     #[test]

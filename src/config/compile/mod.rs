@@ -5,6 +5,7 @@
 
 mod cors;
 mod identities;
+mod introspection;
 mod limits;
 mod response;
 mod routes;
