@@ -1,6 +1,6 @@
 //! Criterion micro-benchmarks of each hot-path step, in SPEC order: path normalisation and
 //! route match (10 and 1,000 routes), JWT verification per algorithm family (and a cached
-//! token), API-key lookup, the ACL decision, the rate-limit check, JSON validation with a
+//! token), a cached token introspection answer, API-key lookup, the ACL decision, the rate-limit check, JSON validation with a
 //! schema (1 KiB and 64 KiB bodies), the built-in rules on a GET, a JSON order and a form, one
 //! access-log line, and the SecLang engine running CRS v4 at PL1 on a benign GET and a 1 KiB JSON POST.
 //!
@@ -149,6 +149,67 @@ fn jwts(c: &mut Criterion) {
     let cached = provider(Algorithm::ES256, jwks(), 10_000);
     assert!(cached.verify(&t).is_ok());
     g.bench_function("ES256 cached", |b| b.iter(|| cached.verify(black_box(&t))));
+    g.finish();
+}
+
+/// An introspection endpoint that answers every call `answer` (a thread on loopback, one
+/// connection at a time): enough to fill a provider's cache for the benchmark.
+fn answering_endpoint(answer: &'static str) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    addr
+}
+
+/// Token introspection: the cost of a request whose token's answer is in the cache (the
+/// endpoint was asked once, before timing), beside a cache miss of a token never seen.
+fn introspection(c: &mut Criterion) {
+    use portcullis::checks::auth::introspection::{Answer, IntrospectionProvider, Settings};
+    let addr = answering_endpoint(
+        r#"{"active":true,"sub":"alice","scope":"orders:read orders:write","aud":"orders-api"}"#,
+    );
+    let url = format!("http://{addr}/introspect");
+    let provider = IntrospectionProvider::new(Settings {
+        name: "bench".into(),
+        endpoint: portcullis::outbound::parse_url(&url).expect("url"),
+        endpoint_text: url,
+        client_id: "gateway".into(),
+        client_secret: b"secret".to_vec(),
+        issuer: None,
+        audiences: vec!["orders-api".into()],
+        consumer_claim: "sub".into(),
+        scopes_claim: "scope".into(),
+        cache_ttl: std::time::Duration::from_secs(3600),
+        negative_cache_ttl: std::time::Duration::from_secs(5),
+        timeout: std::time::Duration::from_secs(5),
+        cache_entries: 10_000,
+    });
+    let token = "2YotnFZFEjr1zCsicMWpAA-an-opaque-access-token-of-typical-length";
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let first = runtime.block_on(provider.introspect(token));
+    assert!(matches!(first, Answer::Active(_)), "{first:?}");
+    assert!(matches!(provider.cached(token), Some(Answer::Active(_))));
+    let mut g = c.benchmark_group("introspection");
+    g.bench_function("cached hit", |b| {
+        b.iter(|| provider.cached(black_box(token)))
+    });
+    g.bench_function("cache miss (lookup only)", |b| {
+        b.iter(|| provider.cached(black_box("a-token-nobody-has-introspected")))
+    });
     g.finish();
 }
 
@@ -454,6 +515,7 @@ criterion_group!(
     crs,
     routes,
     jwts,
+    introspection,
     api_keys,
     acl,
     trace_context,
