@@ -249,6 +249,8 @@ fn acl(c: &mut Criterion) {
         scopes: vec!["orders:read".into(), "orders:write".into()],
         method: "jwt:bench".into(),
         key_label: None,
+        token_scheme: None,
+        confirmation: None,
     };
     c.bench_function("acl/allow", |b| {
         b.iter(|| authorize(Some(black_box(&allow)), black_box(&who)).is_ok())

@@ -1,6 +1,7 @@
 //! Assemble the Pingora server from the compiled configuration: `[server]` becomes Pingora's
 //! `ServerConf` (no YAML file), then the proxy, health-check, metrics and demo services.
 
+use crate::checks::auth::sender::{ReplayCache, ReplayGuard};
 use crate::checks::rate_limit::shared::{SharedLimiter, StoreConnector};
 use crate::checks::throttle::FailureThrottle;
 use crate::config::model::Listener;
@@ -28,6 +29,9 @@ use tokio::net::TcpSocket;
 /// Read buffer of each TLS client connection (Pingora's default is 64 KiB): OpenSSL reads each
 /// record's 5-byte header and then its body, two syscalls a record without a buffer under it.
 const TLS_READ_BUFFER: usize = 4 * 1024;
+
+/// DPoP proofs this process remembers (each for its lifetime, `dpop_proof_lifetime` + 10 s).
+const REPLAY_CAPACITY: usize = 200_000;
 
 pub struct RunOptions {
     /// Take over the listening sockets of a running instance (`-u`).
@@ -237,7 +241,12 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
         "drain watch",
         DrainWatch::new(readiness.clone(), server.watch_execution_phase()),
     ));
+    let replay = Arc::new(ReplayGuard {
+        local: ReplayCache::new(REPLAY_CAPACITY),
+        shared: shared_limits.clone(),
+    });
     let gateway = Gateway {
+        replay,
         shared_limits,
         config: config.clone(),
         upstreams,

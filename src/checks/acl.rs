@@ -60,6 +60,8 @@ mod tests {
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
             method: "api_key".into(),
             key_label: None,
+            token_scheme: None,
+            confirmation: None,
         }
     }
 

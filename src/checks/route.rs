@@ -43,6 +43,8 @@ pub struct Route {
     pub ip: IpRules,
     /// Steps 5 and 6: a public route is neither throttled nor authenticated.
     pub auth: AuthPolicy,
+    /// Step 6: tokens must be bound to their holder (`cnf`: a certificate or a DPoP key).
+    pub sender_constrained: bool,
     /// Step 7.
     pub allow: Option<Allow>,
     /// Step 8.
@@ -73,6 +75,7 @@ impl Route {
             strip_prefix: false,
             ip: IpRules::default(),
             auth: AuthPolicy::Public,
+            sender_constrained: false,
             allow: None,
             limits: RouteLimits::default(),
             body: BodyPolicy::streamed(Limits::default().max_body_bytes),

@@ -179,6 +179,7 @@ pub struct RawLogging {
 #[serde(deny_unknown_fields)]
 pub struct RawSecurity {
     pub auth_failure_limit: Option<RawWindowLimit>,
+    pub dpop_proof_lifetime: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -373,6 +374,7 @@ pub struct RawRoute {
     #[serde(default)]
     pub public: bool,
     pub keep_credentials: Option<bool>,
+    pub sender_constrained: Option<bool>,
     pub allow: Option<RawAllow>,
     #[serde(default)]
     pub ip_allow: Vec<String>,

@@ -6,6 +6,7 @@ mod delegate;
 mod pipeline;
 pub mod respond;
 
+use crate::checks::auth::sender::ReplayGuard;
 use crate::checks::rate_limit::shared::SharedLimiter;
 use crate::checks::throttle::FailureThrottle;
 use crate::checks::{ip, Checked};
@@ -38,6 +39,8 @@ pub struct Gateway {
     pub respond: Arc<Respond>,
     pub throttle: Option<Arc<FailureThrottle>>,
     pub shared_limits: Option<Arc<SharedLimiter>>,
+    /// DPoP proofs seen (here, and through the shared store when there is one).
+    pub replay: Arc<ReplayGuard>,
 }
 
 impl Gateway {

@@ -11,7 +11,7 @@ use crate::checks::{cors, websocket, Checked};
 use crate::context::RequestCtx;
 use crate::observe::tunnels::TunnelReport;
 use crate::problem::Refusal;
-use crate::request::{identity, trace};
+use crate::request::{forward, identity, trace};
 use crate::stream::client;
 use crate::stream::replay::{self, Replayed};
 use crate::stream::tunnel::TunnelSettings;
@@ -74,6 +74,9 @@ impl Gateway {
             cert: peer_cert(session),
             client_ip,
             throttle: self.throttle.as_deref(),
+            scheme: forward::client_scheme(session.req_header(), ctx.tls, ctx.peer_trusted),
+            sender_constrained: route.sender_constrained,
+            replay: Some(&self.replay),
         };
         ctx.principal = auth::check(&route.auth, &cfg.identities, &credentials).await?;
         // 7. Authorization: deny by default.

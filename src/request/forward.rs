@@ -50,7 +50,7 @@ impl Present {
         let mut p = Present::default();
         for name in req.headers.keys() {
             match name.as_str() {
-                "authorization" | "x-api-key" => p.credentials = true,
+                "authorization" | "x-api-key" | "dpop" => p.credentials = true,
                 "x-forwarded-for" | "x-forwarded-proto" | "x-real-ip" => p.forwarding = true,
                 "x-forwarded-host" | "forwarded" => p.proxy_only = true,
                 "traceparent" | "tracestate" => p.trace = true,
@@ -61,6 +61,23 @@ impl Present {
             }
         }
         p
+    }
+}
+
+/// The scheme the client used: the connection's, or what a trusted proxy says in
+/// `X-Forwarded-Proto` (`http` or `https`; anything else is ignored).
+pub fn client_scheme(req: &RequestHeader, tls: bool, peer_trusted: bool) -> &'static str {
+    if peer_trusted {
+        match req.headers.get("x-forwarded-proto").map(|v| v.as_bytes()) {
+            Some(b"http") => return "http",
+            Some(b"https") => return "https",
+            _ => {}
+        }
+    }
+    if tls {
+        "https"
+    } else {
+        "http"
     }
 }
 
@@ -105,11 +122,12 @@ pub fn prepare(req: &mut RequestHeader, f: &Forwarding) -> pingora_core::Result<
     if present.credentials && !f.keep_credentials {
         req.remove_header("authorization");
         req.remove_header("x-api-key");
+        req.remove_header("dpop");
     }
 
     // Forwarding headers: believed (and extended) only from a trusted proxy.
     let mut xff = String::new();
-    let mut proto = if f.tls { "https" } else { "http" };
+    let proto = client_scheme(req, f.tls, f.peer_trusted && present.forwarding);
     if present.forwarding {
         if f.peer_trusted {
             for value in req.headers.get_all("x-forwarded-for") {
@@ -119,11 +137,6 @@ pub fn prepare(req: &mut RequestHeader, f: &Forwarding) -> pingora_core::Result<
                     }
                     xff.push_str(text);
                 }
-            }
-            match req.headers.get("x-forwarded-proto").map(|v| v.as_bytes()) {
-                Some(b"http") => proto = "http",
-                Some(b"https") => proto = "https",
-                _ => {}
             }
         }
         for name in ["x-forwarded-for", "x-forwarded-proto", "x-real-ip"] {

@@ -420,7 +420,8 @@ mod tests {
             a,
             Answer::Active(TokenIdentity {
                 consumer: "alice".into(),
-                scopes: vec!["orders:read".into(), "orders:write".into()]
+                scopes: vec!["orders:read".into(), "orders:write".into()],
+                cnf: None,
             })
         );
         assert_eq!(until, 1_030, "never beyond exp");

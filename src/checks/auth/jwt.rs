@@ -4,6 +4,7 @@
 //! `x5c`, `jwk`) are never followed: only the provider's own keys verify a token.
 
 use super::key_store::{KeySet, KeyStore};
+use super::sender::{confirmation, Confirmation};
 use super::token_cache::{self, TokenCache};
 use jsonwebtoken::{decode, decode_header, Algorithm, Validation};
 use serde_json::{Map, Value};
@@ -107,6 +108,8 @@ impl JwtFailure {
 pub struct TokenIdentity {
     pub consumer: String,
     pub scopes: Vec<String>,
+    /// `cnf`: the key or certificate the token is bound to (`sender`).
+    pub cnf: Option<Confirmation>,
 }
 
 fn map_error(e: &jsonwebtoken::errors::Error) -> JwtFailure {
@@ -254,7 +257,12 @@ pub fn identity_from(
         }
         Some(_) => return Err(JwtFailure::Malformed),
     };
-    Ok(TokenIdentity { consumer, scopes })
+    let cnf = confirmation(claims).map_err(|_| JwtFailure::Malformed)?;
+    Ok(TokenIdentity {
+        consumer,
+        scopes,
+        cnf,
+    })
 }
 
 /// Build the per-algorithm validations of a provider.

@@ -7,6 +7,7 @@ pub mod introspection;
 pub mod jwt;
 pub mod key_store;
 pub mod mtls;
+pub mod sender;
 pub mod token_cache;
 
 use super::throttle::FailureThrottle;
@@ -14,6 +15,8 @@ use crate::problem::Refusal;
 use api_key::ApiKeyIndex;
 use api_key::PresentedKey;
 use introspection::{Answer, IntrospectionProvider};
+use jwt::TokenIdentity;
+use sender::{Confirmation, DpopSettings, ReplayGuard, Scheme, SenderFailure, Target};
 use jwt::JwtFailure;
 use jwt::JwtProvider;
 use mtls::MtlsSubject;
@@ -38,6 +41,8 @@ pub struct Identities {
     pub api_keys: ApiKeyIndex,
     pub jwt_providers: Vec<JwtProvider>,
     pub introspection: Vec<IntrospectionProvider>,
+    /// `[security] dpop_proof_lifetime`.
+    pub dpop: DpopSettings,
 }
 
 impl Identities {
@@ -90,6 +95,10 @@ pub struct Principal {
     pub method: String,
     /// The label of the API key presented, when it has one.
     pub key_label: Option<std::sync::Arc<str>>,
+    /// How the token was presented, when a token authenticated the request.
+    pub token_scheme: Option<Scheme>,
+    /// The token's `cnf`, when it has one.
+    pub confirmation: Option<Confirmation>,
 }
 
 /// A failed authentication: the 401 to send, and whether it counts toward the brute-force
@@ -121,8 +130,9 @@ fn credential_in_query(query: Option<&str>) -> bool {
     })
 }
 
-/// The bearer token of the request: `Ok(None)` when there is none, `Err` when ambiguous.
-fn bearer(req: &RequestHeader) -> Result<Option<&str>, ()> {
+/// The token of the request (`Authorization: Bearer` or `DPoP`): `Ok(None)` when there is
+/// none, `Err` when ambiguous (two tokens, whatever their schemes).
+fn bearer(req: &RequestHeader) -> Result<Option<(Scheme, &str)>, ()> {
     let mut found = None;
     for value in req.headers.get_all("authorization") {
         let Ok(text) = value.to_str() else {
@@ -131,12 +141,17 @@ fn bearer(req: &RequestHeader) -> Result<Option<&str>, ()> {
         let Some((scheme, rest)) = text.split_once(' ') else {
             continue;
         };
-        if scheme.eq_ignore_ascii_case("bearer") {
-            if found.is_some() {
-                return Err(());
-            }
-            found = Some(rest.trim());
+        let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+            Scheme::Bearer
+        } else if scheme.eq_ignore_ascii_case("dpop") {
+            Scheme::Dpop
+        } else {
+            continue;
+        };
+        if found.is_some() {
+            return Err(());
         }
+        found = Some((scheme, rest.trim()));
     }
     Ok(found)
 }
@@ -188,7 +203,22 @@ fn principal(ids: &Identities, consumer: String, scopes: Vec<String>, method: &s
         scopes,
         method: method.to_string(),
         key_label: None,
+        token_scheme: None,
+        confirmation: None,
     }
+}
+
+/// The principal of a token that passed: its consumer, scopes and binding.
+fn token_principal(
+    ids: &Identities,
+    identity: TokenIdentity,
+    method: &str,
+    scheme: Scheme,
+) -> Principal {
+    let mut p = principal(ids, identity.consumer, identity.scopes, method);
+    p.token_scheme = Some(scheme);
+    p.confirmation = identity.cnf;
+    p
 }
 
 /// How long a request waits for a JWKS refetch that its unknown `kid` triggered.
@@ -201,6 +231,12 @@ pub struct Credentials<'a> {
     pub cert: Option<&'a PeerCert>,
     pub client_ip: IpAddr,
     pub throttle: Option<&'a FailureThrottle>,
+    /// `https` or `http` as the client used it: DPoP proofs name the URL.
+    pub scheme: &'a str,
+    /// The route's `sender_constrained`: tokens must be bound to their holder.
+    pub sender_constrained: bool,
+    /// Where DPoP proofs are remembered (`None` only in tests without DPoP).
+    pub replay: Option<&'a ReplayGuard>,
 }
 
 /// Step 6. A token signed by a key not yet known makes the provider refetch its key set (rate
@@ -228,12 +264,62 @@ pub async fn check(
             false => introspect(ids, c.req, policy.methods(), failure).await,
         };
     }
-    outcome.map_err(|failure| {
+    let principal = outcome.map_err(|failure| {
         if let (true, Some(throttle)) = (failure.counted, c.throttle) {
             throttle.record_failure(&c.client_ip);
         }
         *failure.refusal
-    })
+    })?;
+    if let Some(scheme) = principal.as_ref().and_then(|p| p.token_scheme) {
+        let cnf = principal.as_ref().and_then(|p| p.confirmation.as_ref());
+        if let Err(f) = binding(scheme, cnf, &ids.dpop, c).await {
+            if let (true, Some(throttle)) = (f.counted(), c.throttle) {
+                throttle.record_failure(&c.client_ip);
+            }
+            return Err(binding_refusal(f));
+        }
+    }
+    Ok(principal)
+}
+
+/// Step 6's last part: the token that authenticated the request was sent by its holder.
+async fn binding(
+    scheme: Scheme,
+    cnf: Option<&Confirmation>,
+    dpop: &DpopSettings,
+    c: &Credentials<'_>,
+) -> Result<(), SenderFailure> {
+    let Ok(Some((_, token))) = bearer(c.req) else {
+        return Err(SenderFailure::NotConstrained);
+    };
+    let target = Target {
+        req: c.req,
+        scheme: c.scheme,
+        cert: c.cert,
+        now: token_cache::unix_now(),
+    };
+    let Some(seen) = sender::verify(scheme, token, cnf, c.sender_constrained, &target, dpop)? else {
+        return Ok(());
+    };
+    let first = match c.replay {
+        Some(guard) => guard.first_use(&seen).await?,
+        None => true,
+    };
+    if first {
+        Ok(())
+    } else {
+        Err(SenderFailure::ProofReplayed)
+    }
+}
+
+fn binding_refusal(f: SenderFailure) -> Refusal {
+    let refusal = match f {
+        SenderFailure::StoreDown => Refusal::new(503, f.reason(), f.detail())
+            .in_family(crate::problem::Family::Authentication)
+            .with_header("Retry-After", "1"),
+        _ => Refusal::unauthorized(f.reason(), f.detail()),
+    };
+    refusal.with_header("WWW-Authenticate", f.challenge())
 }
 
 /// Authenticate a request for a route. Public routes need nothing and yield no principal.
@@ -300,15 +386,15 @@ pub fn authenticate(
     for method in methods {
         match method {
             AuthMethod::Jwt(index) => {
-                let Some(token) = token else { continue };
+                let Some((scheme, token)) = token else { continue };
                 let provider = &ids.jwt_providers[*index];
                 match provider.verify(token) {
                     Ok(identity) => {
-                        return Ok(Some(principal(
+                        return Ok(Some(token_principal(
                             ids,
-                            identity.consumer,
-                            identity.scopes,
+                            identity,
                             &provider.label,
+                            scheme,
                         )))
                     }
                     Err(f) => remember(AuthFailure {
@@ -318,15 +404,15 @@ pub fn authenticate(
                 }
             }
             AuthMethod::Introspection(index) => {
-                let Some(token) = token else { continue };
+                let Some((scheme, token)) = token else { continue };
                 let provider = &ids.introspection[*index];
                 match provider.cached(token) {
                     Some(Answer::Active(identity)) => {
-                        return Ok(Some(principal(
+                        return Ok(Some(token_principal(
                             ids,
-                            identity.consumer,
-                            identity.scopes,
+                            identity,
                             &provider.label,
+                            scheme,
                         )))
                     }
                     Some(Answer::Refused(f)) => remember(token_failure(methods, f)),
@@ -435,7 +521,7 @@ async fn introspect(
     methods: &[AuthMethod],
     mut failure: AuthFailure,
 ) -> Result<Option<Principal>, AuthFailure> {
-    let Ok(Some(token)) = bearer(req) else {
+    let Ok(Some((scheme, token))) = bearer(req) else {
         return Err(failure);
     };
     let pending = std::mem::take(&mut failure.introspect);
@@ -444,11 +530,11 @@ async fn introspect(
         let answer = provider.introspect(token).await;
         match answer {
             Answer::Active(identity) => {
-                return Ok(Some(principal(
+                return Ok(Some(token_principal(
                     ids,
-                    identity.consumer,
-                    identity.scopes,
+                    identity,
                     &provider.label,
+                    scheme,
                 )))
             }
             Answer::Refused(f) if n == 0 && failure.placeholder => {
@@ -621,6 +707,9 @@ mod tests {
                     cert: None,
                     client_ip: ip,
                     throttle: Some(throttle),
+                    scheme: "http",
+                    sender_constrained: false,
+                    replay: None,
                 };
                 check(r, ids, &c).await.map(|p| p.map(|p| p.consumer))
             }

@@ -70,6 +70,10 @@ pub enum OnStoreError {
     Deny,
 }
 
+/// The store gave no answer (its `on_store_error` decides what that means).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreUnavailable;
+
 /// The outcome of asking for one request's worth of shared quota.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Take {
@@ -240,6 +244,44 @@ impl SharedLimiter {
             Take::Granted
         } else {
             Take::Exhausted(left)
+        }
+    }
+
+    /// Record `key` in the store for `ttl` unless it is there already (`SET NX PX`): `Ok(true)`
+    /// the first time any instance records it, `Ok(false)` after, `Err` when the store cannot
+    /// say (the caller applies `on_error`).
+    pub async fn claim_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreUnavailable> {
+        if self
+            .down_until
+            .lock()
+            .map(|until| until.is_some_and(|t| Instant::now() < t))
+            .unwrap_or(false)
+        {
+            return Err(StoreUnavailable);
+        }
+        let Some(connection) = self.connection.load_full() else {
+            self.store_error("not connected");
+            return Err(StoreUnavailable);
+        };
+        let mut conn = (*connection).clone();
+        let mut set = redis::cmd("SET");
+        set.arg(key)
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64);
+        match tokio::time::timeout(STORE_TIMEOUT, set.query_async::<Option<String>>(&mut conn))
+            .await
+        {
+            Ok(Ok(answer)) => Ok(answer.is_some()),
+            Ok(Err(e)) => {
+                self.store_error(&e.to_string());
+                Err(StoreUnavailable)
+            }
+            Err(_) => {
+                self.store_error("no answer in time");
+                Err(StoreUnavailable)
+            }
         }
     }
 

@@ -3,7 +3,7 @@
 //! hides is refused.
 
 use super::{identities, waf};
-use crate::checks::auth::Identities;
+use crate::checks::auth::{AuthMethod, Identities};
 use crate::checks::body::{self, BodyPolicy, BodyRules, Inspected};
 use crate::checks::ip::IpRules;
 use crate::checks::limits::Limits;
@@ -171,6 +171,17 @@ pub(super) fn compile_routes(
             );
         }
         let (auth, allow) = identities::route_access(e, &key, r, ids, mtls_listener);
+        let sender_constrained = r.sender_constrained.unwrap_or(false);
+        let takes_tokens = auth
+            .methods()
+            .iter()
+            .any(|m| matches!(m, AuthMethod::Jwt(_) | AuthMethod::Introspection(_)));
+        if sender_constrained && !takes_tokens {
+            e.add(
+                format!("{key}.sender_constrained"),
+                "only applies to a route whose auth takes tokens (\"jwt:<provider>\" or \"introspection:<provider>\")",
+            );
+        }
         let rate_limits = compile_rate_limits(e, &key, r);
         let max_inflight = r.max_inflight.map(|n| {
             let max = e.count(&format!("{key}.max_inflight"), Some(n), 1, 1_000_000) as u32;
@@ -248,6 +259,7 @@ pub(super) fn compile_routes(
                 deny: e.cidrs(&format!("{key}.ip_deny"), &r.ip_deny),
             },
             auth,
+            sender_constrained,
             allow,
             limits: RouteLimits {
                 rates: Arc::new(RateLimits::new(rate_limits)),

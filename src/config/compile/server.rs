@@ -2,6 +2,7 @@
 //! the process binds, logs and throttles.
 
 use super::values::{existing_file, socket_addr};
+use crate::checks::auth::sender::DpopSettings;
 use crate::config::diagnostics::{relative_to, Errors};
 use crate::config::model::*;
 use crate::config::raw::*;
@@ -197,6 +198,19 @@ pub(super) fn compile_logging(e: &mut Errors, raw: &RawLogging, file: &Path) -> 
             .map(|p| p.to_ascii_lowercase())
             .collect(),
     }
+}
+
+/// `[security] dpop_proof_lifetime`: how old a DPoP proof may be (default 60s, 5s to 10m).
+pub(super) fn compile_dpop(e: &mut Errors, raw: &RawSecurity) -> DpopSettings {
+    let key = "security.dpop_proof_lifetime";
+    let max_age = e.duration(key, raw.dpop_proof_lifetime.as_ref(), Duration::from_secs(60));
+    if !(Duration::from_secs(5)..=Duration::from_secs(600)).contains(&max_age) {
+        e.add(
+            key,
+            "between 5s and 10m: a proof is accepted (and remembered against replay) this long",
+        );
+    }
+    DpopSettings { max_age }
 }
 
 pub(super) fn compile_security(e: &mut Errors, raw: &RawSecurity) -> Option<FailureLimit> {
