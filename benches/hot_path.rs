@@ -1,6 +1,6 @@
 //! Criterion micro-benchmarks of each hot-path step, in SPEC order: path normalisation and
 //! route match (10 and 1,000 routes), JWT verification per algorithm family (and a cached
-//! token), a cached token introspection answer, API-key lookup, the ACL decision, the rate-limit check, JSON validation with a
+//! token), a cached token introspection answer, a DPoP proof, API-key lookup, the ACL decision, the rate-limit check, JSON validation with a
 //! schema (1 KiB and 64 KiB bodies), the built-in rules on a GET, a JSON order and a form, one
 //! access-log line, and the SecLang engine running CRS v4 at PL1 on a benign GET and a 1 KiB JSON POST.
 //!
@@ -209,6 +209,85 @@ fn introspection(c: &mut Criterion) {
     });
     g.bench_function("cache miss (lookup only)", |b| {
         b.iter(|| provider.cached(black_box("a-token-nobody-has-introspected")))
+    });
+    g.finish();
+}
+
+/// DPoP (RFC 9449): verifying one proof — header, public key, signature, thumbprint, claims —
+/// for an ES256 and an RS256 key, and the replay cache's record of its `jti`.
+fn dpop(c: &mut Criterion) {
+    use base64::Engine;
+    use jsonwebtoken::jwk::{Jwk, ThumbprintHash};
+    use portcullis::checks::auth::sender::{
+        verify, Confirmation, DpopSettings, ReplayCache, Scheme, Target,
+    };
+    use sha2::Digest;
+    let token = "an-access-token-bound-to-the-client-key";
+    let mut req = pingora_http::RequestHeader::build("GET", b"/orders/1", None).unwrap();
+    req.insert_header("Host", "api.example.com").unwrap();
+    let mut g = c.benchmark_group("dpop");
+    for (name, alg, key) in [
+        (
+            "verify ES256 proof",
+            Algorithm::ES256,
+            EncodingKey::from_ec_pem(&data("jwt/ec256.pem")).expect("EC key"),
+        ),
+        (
+            "verify RS256 proof",
+            Algorithm::RS256,
+            EncodingKey::from_rsa_pem(&data("jwt/rsa.pem")).expect("RSA key"),
+        ),
+    ] {
+        let jwk = Jwk::from_encoding_key(&key, alg).expect("a public JWK");
+        let cnf = Confirmation {
+            jkt: Some(jwk.thumbprint(ThumbprintHash::SHA256).expect("thumbprint")),
+            ..Confirmation::default()
+        };
+        let mut header = Header::new(alg);
+        header.typ = Some("dpop+jwt".into());
+        header.jwk = Some(jwk);
+        let claims = serde_json::json!({
+            "jti": "bench", "htm": "GET", "htu": "https://api.example.com/orders/1",
+            "iat": unix_now(),
+            "ath": base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(sha2::Sha256::digest(token.as_bytes())),
+        });
+        let proof = encode(&header, &claims, &key).expect("a proof");
+        let mut req = req.clone();
+        req.insert_header("DPoP", proof).unwrap();
+        let target = Target {
+            req: &req,
+            scheme: "https",
+            cert: None,
+            now: unix_now(),
+        };
+        let settings = DpopSettings::default();
+        assert!(verify(Scheme::Dpop, token, Some(&cnf), false, &target, &settings).is_ok());
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                verify(
+                    Scheme::Dpop,
+                    black_box(token),
+                    Some(&cnf),
+                    false,
+                    &target,
+                    &settings,
+                )
+            })
+        });
+    }
+    let cache = ReplayCache::new(200_000);
+    let mut n = 0u64;
+    g.bench_function("replay cache, a new jti", |b| {
+        b.iter(|| {
+            n += 1;
+            let mut key = [0u8; 32];
+            key[..8].copy_from_slice(&n.to_le_bytes());
+            cache.first_use(&portcullis::checks::auth::sender::ProofSeen {
+                key,
+                ttl: std::time::Duration::from_secs(70),
+            })
+        })
     });
     g.finish();
 }
@@ -518,6 +597,7 @@ criterion_group!(
     routes,
     jwts,
     introspection,
+    dpop,
     api_keys,
     acl,
     trace_context,

@@ -328,6 +328,18 @@ fn auth_config_errors_name_the_key() {
             format!("{BASE}\n[[consumers]]\nid = \"a\"\n[[consumers]]\nid = \"a\"\n"),
             "consumers[1].id: duplicate consumer id",
         ),
+        (
+            BASE.replace("public = true", "public = true\nsender_constrained = true"),
+            "routes[0].sender_constrained: only applies to a route whose auth takes tokens",
+        ),
+        (
+            format!("[security]\ndpop_proof_lifetime = \"1s\"\n{BASE}"),
+            "security.dpop_proof_lifetime: between 5s and 10m",
+        ),
+        (
+            format!("{BASE}\n[[jwt_providers]]\nname = \"as\"\nkind = \"opaque\"\n"),
+            "jwt_providers[0].kind: unknown kind \"opaque\"",
+        ),
     ];
     for (config, expected) in cases {
         let (code, _, err) = check(&config, false);

@@ -15,13 +15,13 @@ use crate::problem::Refusal;
 use api_key::ApiKeyIndex;
 use api_key::PresentedKey;
 use introspection::{Answer, IntrospectionProvider};
-use jwt::TokenIdentity;
-use sender::{Confirmation, DpopSettings, ReplayGuard, Scheme, SenderFailure, Target};
 use jwt::JwtFailure;
 use jwt::JwtProvider;
+use jwt::TokenIdentity;
 use mtls::MtlsSubject;
 use mtls::PeerCert;
 use pingora_http::RequestHeader;
+use sender::{Confirmation, DpopSettings, ReplayGuard, Scheme, SenderFailure, Target};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -298,7 +298,8 @@ async fn binding(
         cert: c.cert,
         now: token_cache::unix_now(),
     };
-    let Some(seen) = sender::verify(scheme, token, cnf, c.sender_constrained, &target, dpop)? else {
+    let Some(seen) = sender::verify(scheme, token, cnf, c.sender_constrained, &target, dpop)?
+    else {
         return Ok(());
     };
     let first = match c.replay {
@@ -386,7 +387,9 @@ pub fn authenticate(
     for method in methods {
         match method {
             AuthMethod::Jwt(index) => {
-                let Some((scheme, token)) = token else { continue };
+                let Some((scheme, token)) = token else {
+                    continue;
+                };
                 let provider = &ids.jwt_providers[*index];
                 match provider.verify(token) {
                     Ok(identity) => {
@@ -404,7 +407,9 @@ pub fn authenticate(
                 }
             }
             AuthMethod::Introspection(index) => {
-                let Some((scheme, token)) = token else { continue };
+                let Some((scheme, token)) = token else {
+                    continue;
+                };
                 let provider = &ids.introspection[*index];
                 match provider.cached(token) {
                     Some(Answer::Active(identity)) => {

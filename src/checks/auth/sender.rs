@@ -22,7 +22,7 @@ use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
 use pingora_http::RequestHeader;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -274,9 +274,7 @@ fn verify_proof(
         _ => return Err(SenderFailure::ProofInvalid),
     };
     let jwk: Jwk = serde_json::from_value(jwk_value).map_err(invalid)?;
-    let thumbprint = jwk
-        .thumbprint(ThumbprintHash::SHA256)
-        .map_err(invalid)?;
+    let thumbprint = jwk.thumbprint(ThumbprintHash::SHA256).map_err(invalid)?;
     let key = DecodingKey::from_jwk(&jwk).map_err(invalid)?;
     let mut validation = Validation::new(alg);
     validation.validate_exp = false;
@@ -310,7 +308,13 @@ fn verify_proof(
     if iat > target.now + IAT_AHEAD || iat + max_age < target.now {
         return Err(SenderFailure::ProofInvalid);
     }
-    if text("ath") != Some(URL_SAFE_NO_PAD.encode(Sha256::digest(token.as_bytes())).as_str()) {
+    if text("ath")
+        != Some(
+            URL_SAFE_NO_PAD
+                .encode(Sha256::digest(token.as_bytes()))
+                .as_str(),
+        )
+    {
         return Err(SenderFailure::ProofInvalid);
     }
     let mut digest = Sha256::new();
@@ -361,10 +365,29 @@ pub fn normalise_htu(htu: &str) -> Option<String> {
 }
 
 /// The `jti`s of proofs seen in this process, each kept for its proof's lifetime. Bounded:
-/// a full shard drops expired entries, then its oldest.
+/// every proof lives equally long, so entries expire in the order they came; each shard keeps
+/// that order, drops what has expired as it goes, and when full drops its oldest (constant
+/// time whatever the load).
 pub struct ReplayCache {
-    shards: Vec<Mutex<HashMap<[u8; 32], Instant>>>,
+    shards: Vec<Mutex<ReplayShard>>,
     per_shard: usize,
+}
+
+#[derive(Default)]
+struct ReplayShard {
+    until: HashMap<[u8; 32], Instant>,
+    order: VecDeque<([u8; 32], Instant)>,
+}
+
+impl ReplayShard {
+    fn pop_front(&mut self) {
+        if let Some((key, until)) = self.order.pop_front() {
+            // A key seen again after it expired has a newer entry: keep that one.
+            if self.until.get(&key) == Some(&until) {
+                self.until.remove(&key);
+            }
+        }
+    }
 }
 
 const REPLAY_SHARDS: usize = 16;
@@ -372,7 +395,9 @@ const REPLAY_SHARDS: usize = 16;
 impl ReplayCache {
     pub fn new(capacity: usize) -> Self {
         ReplayCache {
-            shards: (0..REPLAY_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..REPLAY_SHARDS)
+                .map(|_| Mutex::new(ReplayShard::default()))
+                .collect(),
             per_shard: capacity.div_ceil(REPLAY_SHARDS).max(1),
         }
     }
@@ -387,18 +412,18 @@ impl ReplayCache {
             return false;
         };
         let now = Instant::now();
-        if shard.get(&seen.key).is_some_and(|until| *until > now) {
+        if shard.until.get(&seen.key).is_some_and(|until| *until > now) {
             return false;
         }
-        if shard.len() >= self.per_shard {
-            shard.retain(|_, until| *until > now);
-            if shard.len() >= self.per_shard {
-                if let Some(oldest) = shard.iter().min_by_key(|(_, u)| **u).map(|(k, _)| *k) {
-                    shard.remove(&oldest);
-                }
-            }
+        while shard.order.front().is_some_and(|(_, until)| *until <= now) {
+            shard.pop_front();
         }
-        shard.insert(seen.key, now + seen.ttl);
+        while shard.order.len() >= self.per_shard {
+            shard.pop_front();
+        }
+        let until = now + seen.ttl;
+        shard.until.insert(seen.key, until);
+        shard.order.push_back((seen.key, until));
         true
     }
 }
@@ -468,13 +493,20 @@ mod tests {
     }
 
     /// A proof signed by `key` naming `jwk` (as a JSON value, so tests can tamper with it).
-    fn proof_with(key: &EncodingKey, alg: Algorithm, jwk: Value, typ: &str, claims: &Value) -> String {
+    fn proof_with(
+        key: &EncodingKey,
+        alg: Algorithm,
+        jwk: Value,
+        typ: &str,
+        claims: &Value,
+    ) -> String {
         let mut header = Header::new(alg);
         header.typ = Some(typ.into());
         let text = encode(&header, claims, key).unwrap();
         // Put the jwk in by hand: a test may need one jsonwebtoken would not write.
         let mut parts: Vec<String> = text.split('.').map(str::to_string).collect();
-        let mut h: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&parts[0]).unwrap()).unwrap();
+        let mut h: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&parts[0]).unwrap()).unwrap();
         h["jwk"] = jwk;
         parts[0] = URL_SAFE_NO_PAD.encode(h.to_string());
         // Re-sign over the new header.
@@ -515,7 +547,14 @@ mod tests {
             cert,
             now: NOW,
         };
-        verify(scheme, TOKEN, cnf, required, &target, &DpopSettings::default())
+        verify(
+            scheme,
+            TOKEN,
+            cnf,
+            required,
+            &target,
+            &DpopSettings::default(),
+        )
     }
 
     #[test]
@@ -531,7 +570,9 @@ mod tests {
         let mut other = claims();
         other["jti"] = json!("j-2");
         let req = request(&[("DPoP", &proof(&other))]);
-        let seen2 = check(Scheme::Dpop, Some(&bound_to_ec()), false, &req, None).unwrap().unwrap();
+        let seen2 = check(Scheme::Dpop, Some(&bound_to_ec()), false, &req, None)
+            .unwrap()
+            .unwrap();
         assert_ne!(seen.key, seen2.key);
         assert!(cache.first_use(&seen2));
     }
@@ -556,24 +597,84 @@ mod tests {
         let attacker = EncodingKey::from_rsa_pem(&pem("attacker.pem")).unwrap();
         let attacker_jwk = serde_json::to_value(public_jwk(&attacker, Algorithm::RS256)).unwrap();
         let cases: Vec<(String, SenderFailure)> = vec![
-            (proof(&with("htm", json!("POST"))), SenderFailure::ProofInvalid),
-            (proof(&with("htu", json!("https://api.example.com/orders/2"))), SenderFailure::ProofInvalid),
-            (proof(&with("htu", json!("http://api.example.com/orders/1"))), SenderFailure::ProofInvalid),
-            (proof(&with("htu", json!("https://evil.example/orders/1"))), SenderFailure::ProofInvalid),
-            (proof(&with("iat", json!(NOW - 61))), SenderFailure::ProofInvalid),
-            (proof(&with("iat", json!(NOW + 6))), SenderFailure::ProofInvalid),
-            (proof(&with("iat", json!("now"))), SenderFailure::ProofInvalid),
-            (proof(&with("ath", json!(ath("another-token")))), SenderFailure::ProofInvalid),
+            (
+                proof(&with("htm", json!("POST"))),
+                SenderFailure::ProofInvalid,
+            ),
+            (
+                proof(&with("htu", json!("https://api.example.com/orders/2"))),
+                SenderFailure::ProofInvalid,
+            ),
+            (
+                proof(&with("htu", json!("http://api.example.com/orders/1"))),
+                SenderFailure::ProofInvalid,
+            ),
+            (
+                proof(&with("htu", json!("https://evil.example/orders/1"))),
+                SenderFailure::ProofInvalid,
+            ),
+            (
+                proof(&with("iat", json!(NOW - 61))),
+                SenderFailure::ProofInvalid,
+            ),
+            (
+                proof(&with("iat", json!(NOW + 6))),
+                SenderFailure::ProofInvalid,
+            ),
+            (
+                proof(&with("iat", json!("now"))),
+                SenderFailure::ProofInvalid,
+            ),
+            (
+                proof(&with("ath", json!(ath("another-token")))),
+                SenderFailure::ProofInvalid,
+            ),
             (proof(&without("ath")), SenderFailure::ProofInvalid),
             (proof(&without("jti")), SenderFailure::ProofInvalid),
-            (proof(&with("jti", json!("x".repeat(257)))), SenderFailure::ProofInvalid),
-            (proof_with(&key, Algorithm::ES256, jwk.clone(), "JWT", &claims()), SenderFailure::ProofInvalid),
-            (proof_with(&key, Algorithm::ES256, private, "dpop+jwt", &claims()), SenderFailure::ProofInvalid),
-            (proof_with(&key, Algorithm::ES256, json!("not a key"), "dpop+jwt", &claims()), SenderFailure::ProofInvalid),
+            (
+                proof(&with("jti", json!("x".repeat(257)))),
+                SenderFailure::ProofInvalid,
+            ),
+            (
+                proof_with(&key, Algorithm::ES256, jwk.clone(), "JWT", &claims()),
+                SenderFailure::ProofInvalid,
+            ),
+            (
+                proof_with(&key, Algorithm::ES256, private, "dpop+jwt", &claims()),
+                SenderFailure::ProofInvalid,
+            ),
+            (
+                proof_with(
+                    &key,
+                    Algorithm::ES256,
+                    json!("not a key"),
+                    "dpop+jwt",
+                    &claims(),
+                ),
+                SenderFailure::ProofInvalid,
+            ),
             // Signed by another key than the one it names: the signature fails.
-            (proof_with(&attacker, Algorithm::RS256, jwk.clone(), "dpop+jwt", &claims()), SenderFailure::ProofInvalid),
+            (
+                proof_with(
+                    &attacker,
+                    Algorithm::RS256,
+                    jwk.clone(),
+                    "dpop+jwt",
+                    &claims(),
+                ),
+                SenderFailure::ProofInvalid,
+            ),
             // Signed by another key that it names honestly: not the token's key.
-            (proof_with(&attacker, Algorithm::RS256, attacker_jwk, "dpop+jwt", &claims()), SenderFailure::ProofKeyMismatch),
+            (
+                proof_with(
+                    &attacker,
+                    Algorithm::RS256,
+                    attacker_jwk,
+                    "dpop+jwt",
+                    &claims(),
+                ),
+                SenderFailure::ProofKeyMismatch,
+            ),
             ("not.a.proof".into(), SenderFailure::ProofInvalid),
             ("x".repeat(9000), SenderFailure::ProofInvalid),
         ];
@@ -587,14 +688,36 @@ mod tests {
         }
         // An HS256 proof is refused before any key is tried.
         let hs = EncodingKey::from_secret(b"a shared secret of thirty-two bytes!").unwrap();
-        let p = proof_with(&hs, Algorithm::HS256, json!({"kty": "oct", "k": "AAAA"}), "dpop+jwt", &claims());
+        let p = proof_with(
+            &hs,
+            Algorithm::HS256,
+            json!({"kty": "oct", "k": "AAAA"}),
+            "dpop+jwt",
+            &claims(),
+        );
         assert_eq!(
-            check(Scheme::Dpop, Some(&cnf), false, &request(&[("DPoP", &p)]), None),
+            check(
+                Scheme::Dpop,
+                Some(&cnf),
+                false,
+                &request(&[("DPoP", &p)]),
+                None
+            ),
             Err(SenderFailure::ProofInvalid)
         );
         // A query in htu is ignored, as RFC 9449 says; case and the default port too.
-        let p = proof(&with("htu", json!("HTTPS://api.EXAMPLE.com:443/orders/1?x=1")));
-        assert!(check(Scheme::Dpop, Some(&cnf), false, &request(&[("DPoP", &p)]), None).is_ok());
+        let p = proof(&with(
+            "htu",
+            json!("HTTPS://api.EXAMPLE.com:443/orders/1?x=1"),
+        ));
+        assert!(check(
+            Scheme::Dpop,
+            Some(&cnf),
+            false,
+            &request(&[("DPoP", &p)]),
+            None
+        )
+        .is_ok());
         // No proof, or two.
         assert_eq!(
             check(Scheme::Dpop, Some(&cnf), false, &request(&[]), None),
@@ -602,7 +725,13 @@ mod tests {
         );
         let good = proof(&claims());
         assert_eq!(
-            check(Scheme::Dpop, Some(&cnf), false, &request(&[("DPoP", &good), ("DPoP", &good)]), None),
+            check(
+                Scheme::Dpop,
+                Some(&cnf),
+                false,
+                &request(&[("DPoP", &good), ("DPoP", &good)]),
+                None
+            ),
             Err(SenderFailure::ProofInvalid)
         );
     }
@@ -641,7 +770,10 @@ mod tests {
             x5t_s256: Some(URL_SAFE_NO_PAD.encode([7u8; 32])),
             ..Confirmation::default()
         };
-        assert_eq!(check(Scheme::Bearer, Some(&to_cert), true, &req, Some(&cert)), Ok(None));
+        assert_eq!(
+            check(Scheme::Bearer, Some(&to_cert), true, &req, Some(&cert)),
+            Ok(None)
+        );
         let stranger = PeerCert {
             fingerprint: [8; 32],
             ..PeerCert::default()
@@ -673,7 +805,11 @@ mod tests {
                 ..Confirmation::default()
             }))
         );
-        for bad in [json!({"cnf": "x"}), json!({"cnf": {"jkt": 1}}), json!({"cnf": {"x5t#S256": ""}})] {
+        for bad in [
+            json!({"cnf": "x"}),
+            json!({"cnf": {"jkt": 1}}),
+            json!({"cnf": {"x5t#S256": ""}}),
+        ] {
             assert_eq!(read(bad.clone()), Err(MalformedConfirmation), "{bad}");
         }
     }
@@ -684,14 +820,23 @@ mod tests {
             normalise_htu("HTTPS://Example.COM:443/a/b?c#d").as_deref(),
             Some("https://example.com/a/b")
         );
-        assert_eq!(normalise_htu("http://x:8080").as_deref(), Some("http://x:8080/"));
+        assert_eq!(
+            normalise_htu("http://x:8080").as_deref(),
+            Some("http://x:8080/")
+        );
         assert_eq!(normalise_htu("ftp://x/"), None);
         assert_eq!(normalise_htu("/relative"), None);
         let c = SenderFailure::ProofReplayed.challenge();
-        assert!(c.starts_with("DPoP realm=\"portcullis\", error=\"invalid_dpop_proof\""), "{c}");
+        assert!(
+            c.starts_with("DPoP realm=\"portcullis\", error=\"invalid_dpop_proof\""),
+            "{c}"
+        );
         assert!(c.contains("algs=\"ES256"), "{c}");
         let c = SenderFailure::CertificateMismatch.challenge();
-        assert!(c.starts_with("Bearer realm=\"portcullis\", error=\"invalid_token\""), "{c}");
+        assert!(
+            c.starts_with("Bearer realm=\"portcullis\", error=\"invalid_token\""),
+            "{c}"
+        );
     }
 
     #[test]
@@ -705,7 +850,11 @@ mod tests {
                 ttl: Duration::from_secs(60)
             }));
         }
-        let held: usize = cache.shards.iter().map(|s| s.lock().unwrap().len()).sum();
+        let held: usize = cache
+            .shards
+            .iter()
+            .map(|s| s.lock().unwrap().until.len())
+            .sum();
         assert!(held <= 32, "{held}");
     }
 }

@@ -203,7 +203,11 @@ pub(super) fn compile_logging(e: &mut Errors, raw: &RawLogging, file: &Path) -> 
 /// `[security] dpop_proof_lifetime`: how old a DPoP proof may be (default 60s, 5s to 10m).
 pub(super) fn compile_dpop(e: &mut Errors, raw: &RawSecurity) -> DpopSettings {
     let key = "security.dpop_proof_lifetime";
-    let max_age = e.duration(key, raw.dpop_proof_lifetime.as_ref(), Duration::from_secs(60));
+    let max_age = e.duration(
+        key,
+        raw.dpop_proof_lifetime.as_ref(),
+        Duration::from_secs(60),
+    );
     if !(Duration::from_secs(5)..=Duration::from_secs(600)).contains(&max_age) {
         e.add(
             key,
