@@ -8,6 +8,8 @@ use harness::*;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const WINDOW: u64 = 10;
+/// The window of the `sliding` route.
+const SLIDING_WINDOW_MS: u64 = 2000;
 
 fn config(up: &Upstream, redis: &RedisServer) -> String {
     let mut out = format!(
@@ -18,10 +20,12 @@ fn config(up: &Upstream, redis: &RedisServer) -> String {
         ("shared", 100, "route"),
         ("fresh", 100, "route"),
         ("resumed", 100, "route"),
+        ("sliding", 40, "route"),
         ("probe", 1_000_000, "header:X-Probe"),
     ] {
         out.push_str(&format!(
-            "\n[[routes]]\nname = \"{name}\"\npath_prefix = \"/{name}\"\nupstream = \"app\"\npublic = true\nrate_limit = {{ requests = {limit}, per = \"{WINDOW}s\", key = \"{key}\" }}\n"
+            "\n[[routes]]\nname = \"{name}\"\npath_prefix = \"/{name}\"\nupstream = \"app\"\npublic = true\nrate_limit = {{ requests = {limit}, per = \"{}s\", key = \"{key}\" }}\n",
+            if name == "sliding" { SLIDING_WINDOW_MS / 1000 } else { WINDOW }
         ));
     }
     out
@@ -359,4 +363,72 @@ fn a_tls_store_is_used_only_when_its_certificate_verifies() {
         .cli(&["--scan", "--pattern", "portcullis:rl:untrusted-0:*"])
         .trim()
         .is_empty());
+}
+
+/// Two instances take turns under a steady load on one shared limit (40 per 2 s) for more than
+/// three windows, beginning just before a wall-clock window ends. Counted by when each answer
+/// came, no window-long interval — wherever it starts, across the windows' boundaries too —
+/// holds more than 1.1 × the limit of admitted requests. (Counted in fixed wall-clock windows,
+/// as before, the limit was admitted on each side of the first boundary: 80 within 0.4 s.)
+#[test]
+fn two_instances_admit_at_most_the_limit_in_any_window_long_interval() {
+    let up = Upstream::start();
+    let redis = RedisServer::start();
+    let a = Gateway::start(&config(&up, &redis));
+    let b = Gateway::start(&config(&up, &redis));
+    std::thread::sleep(Duration::from_millis(1500));
+    // Begin the load late in a wall-clock window, where counting in fixed windows would admit
+    // the limit once before the boundary and once more right after it.
+    let late = |ms: u64| (1600..1700).contains(&(ms % SLIDING_WINDOW_MS));
+    assert!(wait_until(Duration::from_secs(3), || late(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    )));
+    let started = std::time::Instant::now();
+    let mut admitted_ms = Vec::new();
+    let mut statuses = std::collections::BTreeMap::new();
+    for i in 0..4000 {
+        if started.elapsed() > Duration::from_millis(3 * SLIDING_WINDOW_MS + 700) {
+            break;
+        }
+        let gw = if i % 2 == 0 { &a } else { &b };
+        let sent = started.elapsed().as_millis() as u64;
+        let status = gw.get("/sliding/x").status;
+        let answered = started.elapsed().as_millis() as u64;
+        *statuses.entry(status).or_insert(0) += 1;
+        if status == 200 {
+            admitted_ms.push((sent + answered) / 2);
+        }
+        std::thread::sleep(Duration::from_millis(4));
+    }
+    assert!(
+        statuses.keys().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+    let limit = 40.0;
+    // The busiest interval a little shorter than a window (the client's clock is a few
+    // milliseconds from the gateways').
+    let span = SLIDING_WINDOW_MS - 20;
+    let busiest = admitted_ms
+        .iter()
+        .map(|&end| {
+            admitted_ms
+                .iter()
+                .filter(|&&t| t + span >= end && t <= end)
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(
+        busiest as f64 <= 1.1 * limit,
+        "{busiest} admitted within one window ({statuses:?})"
+    );
+    // And the limit is not starved: over three windows and more, well over two windows' worth.
+    assert!(
+        admitted_ms.len() >= 90,
+        "{} admitted ({statuses:?})",
+        admitted_ms.len()
+    );
 }

@@ -1,10 +1,13 @@
 //! Rate limits shared by every instance through Redis (`[rate_limit_store]`). The request path
-//! stays local: an instance reserves a batch of a key's quota at a time with one `INCRBY`
-//! (a tenth of the limit), and spends it without Redis until it is gone. Redis holds one
-//! counter per policy, key and fixed wall-clock window, so the instances together never admit
-//! more than the limit in a window; unused reservations can only make them admit less (at
-//! most `instances × batch`). When Redis cannot be reached, `on_store_error` decides: `local`
-//! keeps each instance's own limits, `deny` refuses. The client reconnects by itself.
+//! stays local: an instance reserves a batch of a key's quota at a time (a tenth of the limit)
+//! with one atomic script, and spends it without Redis until it is gone or one window old.
+//! The window slides: Redis counts reservations per twentieth of the window, and grants one
+//! only while the current twentieth and the twenty before it hold no more than the limit.
+//! Every window-long interval lies within such a span, and a reservation is spent within one
+//! window of being made, so the instances together never admit more than the limit in any
+//! window-long interval, boundaries included; unused reservations can only make them admit
+//! less (at most `instances × batch`). When Redis cannot be reached, `on_store_error` decides:
+//! `local` keeps each instance's own limits, `deny` refuses. The client reconnects by itself.
 
 use crate::problem::Refusal;
 use arc_swap::ArcSwapOption;
@@ -83,11 +86,14 @@ pub enum Take {
     StoreDown,
 }
 
+/// An instance's unspent reservation of one key's quota.
 #[derive(Debug, Clone, Copy)]
 struct Pool {
-    window: u64,
     tokens: u64,
-    exhausted: bool,
+    /// Unix milliseconds of the reservation: its tokens are spent within one window of it.
+    reserved_ms: u64,
+    /// The store said no: refused without asking again until this Unix millisecond.
+    exhausted_until_ms: u64,
 }
 
 pub struct SharedLimiter {
@@ -104,13 +110,54 @@ pub struct SharedLimiter {
     down_until: Mutex<Option<Instant>>,
 }
 
-fn window_of(per: Duration) -> (u64, u64) {
-    let now = SystemTime::now()
+/// Sub-windows a window is counted in. A reservation is counted in its sub-window, and
+/// admitted only while the current sub-window and the `BUCKETS` before it hold no more than the
+/// limit: every interval of one window lies within that span.
+const BUCKETS: u64 = 20;
+
+/// Reserve up to `ARGV[1]` of the limit `ARGV[2]`, counted in `KEYS[1]` (the current
+/// sub-window) against the sum of every key given (it and the `BUCKETS` before it); the key
+/// expires after `ARGV[3]` ms. Returns the grant, then each key's count, newest first.
+const RESERVE: &str = r"
+local counts = {}
+local sum = 0
+for i, key in ipairs(KEYS) do
+  local n = tonumber(redis.call('GET', key) or '0')
+  counts[i] = n
+  sum = sum + n
+end
+local grant = math.min(tonumber(ARGV[1]), tonumber(ARGV[2]) - sum)
+if grant > 0 then
+  redis.call('INCRBY', KEYS[1], grant)
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+else
+  grant = 0
+end
+table.insert(counts, 1, grant)
+return counts
+";
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
         .unwrap_or_default()
-        .as_secs();
-    let per = per.as_secs().max(1);
-    (now / per, per - now % per)
+}
+
+/// When enough of the counted reservations (`counts`, newest sub-window first) have aged out
+/// of the span for one more request to fit under `limit`: Unix milliseconds.
+fn frees_at(counts: &[u64], limit: u64, bucket: u64, bucket_ms: u64) -> u64 {
+    let sum: u64 = counts.iter().sum();
+    let need = (sum + 1).saturating_sub(limit);
+    let mut freed = 0;
+    for (age, n) in counts.iter().enumerate().rev() {
+        freed += n;
+        if freed >= need {
+            // Sub-window `bucket - age` leaves the span when `bucket - age + BUCKETS + 1` begins.
+            return (bucket + BUCKETS + 1).saturating_sub(age as u64) * bucket_ms;
+        }
+    }
+    (bucket + BUCKETS + 1) * bucket_ms
 }
 
 impl SharedLimiter {
@@ -158,21 +205,23 @@ impl SharedLimiter {
 
     /// Spend one unit of the shared quota of `policy` for `key`.
     pub async fn take(&self, policy: Quota<'_>, key: [u8; 16]) -> Take {
-        let (window, left) = window_of(policy.per);
+        let now_ms = unix_ms();
+        let per_ms = (policy.per.as_millis() as u64).max(BUCKETS);
+        let bucket_ms = per_ms.div_ceil(BUCKETS);
+        let bucket = now_ms / bucket_ms;
         let pool_key = (policy.name.to_string(), key);
+        let retry = |until_ms: u64| until_ms.saturating_sub(now_ms).div_ceil(1000).max(1);
         {
             let Ok(mut pools) = self.pools.lock() else {
                 return Take::StoreDown;
             };
             if let Some(pool) = pools.get_mut(&pool_key) {
-                if pool.window == window {
-                    if pool.tokens > 0 {
-                        pool.tokens -= 1;
-                        return Take::Granted;
-                    }
-                    if pool.exhausted {
-                        return Take::Exhausted(left);
-                    }
+                if pool.tokens > 0 && now_ms < pool.reserved_ms + per_ms {
+                    pool.tokens -= 1;
+                    return Take::Granted;
+                }
+                if now_ms < pool.exhausted_until_ms {
+                    return Take::Exhausted(retry(pool.exhausted_until_ms));
                 }
             }
         }
@@ -188,63 +237,57 @@ impl SharedLimiter {
             self.store_error("not connected");
             return Take::StoreDown;
         };
-        let batch = u64::from(policy.requests).div_ceil(10).max(1);
-        let redis_key = format!(
-            "portcullis:rl:{}:{}:{window}",
-            policy.name,
-            hex::encode(key)
-        );
-        let mut conn = (*connection).clone();
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .incr(&redis_key, batch)
-            .expire(&redis_key, (policy.per.as_secs() * 2 + 1) as i64)
-            .ignore();
-        let total: u64 = match tokio::time::timeout(
-            STORE_TIMEOUT,
-            pipe.query_async::<(u64,)>(&mut conn),
-        )
-        .await
-        {
-            Ok(Ok((total,))) => total,
-            Ok(Err(e)) => {
-                self.store_error(&e.to_string());
-                return Take::StoreDown;
-            }
-            Err(_) => {
-                self.store_error("no answer in time");
-                return Take::StoreDown;
-            }
-        };
         let limit = u64::from(policy.requests);
-        let before = total.saturating_sub(batch);
-        let granted = limit.saturating_sub(before).min(batch);
+        let batch = limit.div_ceil(10).max(1);
+        let prefix = format!("portcullis:rl:{}:{}", policy.name, hex::encode(key));
+        let mut reserve = redis::cmd("EVAL");
+        reserve.arg(RESERVE).arg(BUCKETS + 1);
+        for age in 0..=BUCKETS {
+            reserve.arg(format!("{prefix}:{}", bucket.saturating_sub(age)));
+        }
+        reserve.arg(batch).arg(limit).arg(per_ms * 2);
+        let mut conn = (*connection).clone();
+        let answer: Vec<u64> =
+            match tokio::time::timeout(STORE_TIMEOUT, reserve.query_async::<Vec<u64>>(&mut conn))
+                .await
+            {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(e)) => {
+                    self.store_error(&e.to_string());
+                    return Take::StoreDown;
+                }
+                Err(_) => {
+                    self.store_error("no answer in time");
+                    return Take::StoreDown;
+                }
+            };
+        let granted = answer.first().copied().unwrap_or(0);
         let Ok(mut pools) = self.pools.lock() else {
             return Take::StoreDown;
         };
         if pools.len() >= MAX_POOLS {
-            pools.retain(|_, p| p.window >= window.saturating_sub(1));
+            pools.retain(|_, p| {
+                (p.tokens > 0 && now_ms < p.reserved_ms + per_ms) || now_ms < p.exhausted_until_ms
+            });
         }
-        let pool = pools.entry(pool_key).or_insert(Pool {
-            window,
-            tokens: 0,
-            exhausted: false,
-        });
-        if pool.window != window {
-            *pool = Pool {
-                window,
-                tokens: 0,
-                exhausted: false,
+        let (pool, outcome) = if granted > 0 {
+            let pool = Pool {
+                tokens: granted - 1,
+                reserved_ms: now_ms,
+                exhausted_until_ms: 0,
             };
-        }
-        pool.tokens += granted;
-        pool.exhausted = granted < batch;
-        if pool.tokens > 0 {
-            pool.tokens -= 1;
-            Take::Granted
+            (pool, Take::Granted)
         } else {
-            Take::Exhausted(left)
-        }
+            let until = frees_at(answer.get(1..).unwrap_or(&[]), limit, bucket, bucket_ms);
+            let pool = Pool {
+                tokens: 0,
+                reserved_ms: now_ms,
+                exhausted_until_ms: until,
+            };
+            (pool, Take::Exhausted(retry(until)))
+        };
+        pools.insert(pool_key, pool);
+        outcome
     }
 
     /// Record `key` in the store for `ttl` unless it is there already (`SET NX PX`): `Ok(true)`
@@ -368,5 +411,26 @@ impl BackgroundService for StoreConnector {
                 _ = shutdown.changed() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_waits_until_enough_old_reservations_leave_the_span() {
+        // 21 sub-windows of 100 ms, newest first; the limit is 10.
+        let mut counts = vec![0u64; 21];
+        counts[0] = 4; // now
+        counts[5] = 3;
+        counts[20] = 3; // the oldest still counted
+                        // 10 counted: one more needs 1 freed, which the oldest gives when it leaves.
+        assert_eq!(frees_at(&counts, 10, 1_000, 100), (1_000 - 20 + 21) * 100);
+        // Needing 4 freed waits for the sub-window 5 old as well.
+        counts[0] = 7;
+        assert_eq!(frees_at(&counts, 10, 1_000, 100), (1_000 - 5 + 21) * 100);
+        // Over the limit by everything: the current sub-window must leave too.
+        assert_eq!(frees_at(&[50], 10, 7, 100), (7 + 21) * 100);
     }
 }
