@@ -3,7 +3,7 @@
 
 use crate::checks::auth::sender::{ReplayCache, ReplayGuard};
 use crate::checks::rate_limit::shared::{SharedLimiter, StoreConnector};
-use crate::checks::throttle::FailureThrottle;
+use crate::checks::throttle::{FailureThrottle, SuspectReader};
 use crate::config::model::Listener;
 use crate::config::Config;
 use crate::echo::EchoApp;
@@ -245,6 +245,21 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
         local: ReplayCache::new(REPLAY_CAPACITY),
         shared: shared_limits.clone(),
     });
+    let throttle = config.auth_failure_limit.map(|l| {
+        Arc::new(FailureThrottle::new(
+            l.failures,
+            l.per,
+            shared_limits.clone(),
+        ))
+    });
+    if let (Some(throttle), Some(_)) = (&throttle, &shared_limits) {
+        server.add_service(background_service(
+            "throttle suspects",
+            SuspectReader {
+                throttle: throttle.clone(),
+            },
+        ));
+    }
     let gateway = Gateway {
         replay,
         shared_limits,
@@ -252,9 +267,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
         upstreams,
         metrics: metrics.clone(),
         respond: respond.clone(),
-        throttle: config
-            .auth_failure_limit
-            .map(|l| Arc::new(FailureThrottle::new(l.failures, l.per))),
+        throttle: throttle.clone(),
     };
     // Plain and h2c listeners need two proxy services: Pingora turns h2c on per service.
     for h2c in [false, true] {

@@ -432,3 +432,70 @@ fn two_instances_admit_at_most_the_limit_in_any_window_long_interval() {
         admitted_ms.len()
     );
 }
+
+/// The brute-force throttle shared through the store: wrong keys tried in turn at two instances
+/// spend one budget of 6 (not 6 at each), a right key from the throttled address is refused
+/// too, and a graceful upgrade does not hand out a fresh budget.
+#[test]
+fn a_brute_force_spread_over_two_instances_is_stopped_at_the_shared_budget() {
+    let up = Upstream::start();
+    let redis = RedisServer::start();
+    let right = "a-right-key-that-is-long-enough-0001";
+    let hash = {
+        use sha2::Digest;
+        format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(right.as_bytes()))
+        )
+    };
+    let config = format!(
+        "[rate_limit_store]\nredis = \"redis://127.0.0.1:{}\"\non_store_error = \"local\"\n\n\
+         [security]\nauth_failure_limit = {{ failures = 6, per = \"30s\" }}\n\n\
+         [[upstreams]]\nname = \"app\"\ntargets = [\"{}\"]\n\n\
+         [[consumers]]\nid = \"ci\"\napi_keys = [\"{hash}\"]\n\n\
+         [[routes]]\nname = \"keys\"\npath_prefix = \"/k\"\nupstream = \"app\"\nauth = [\"api_key\"]\nallow = {{ consumers = [\"*\"] }}\n",
+        redis.port, up.addr
+    );
+    let mut a = Gateway::start(&config);
+    let b = Gateway::start(&config);
+    std::thread::sleep(Duration::from_millis(1500));
+    let attempt = |gw: &Gateway, key: &str| {
+        gw.raw(&format!(
+            "GET /k/x HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\nConnection: close\r\n\r\n"
+        ))
+        .status
+    };
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        statuses.push(attempt(gw, &format!("guess-{i}")));
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    assert_eq!(
+        statuses,
+        [401, 401, 401, 401, 401, 401, 429, 429, 429, 429, 429, 429],
+        "one budget for both instances"
+    );
+    assert_eq!(
+        attempt(&a, right),
+        429,
+        "throttled before the key is looked at"
+    );
+    assert_eq!(attempt(&b, right), 429);
+    assert!(up.requests().is_empty(), "{:?}", up.requests());
+    // Only hashes of the address are in the store.
+    let keys = redis.cli(&["--scan", "--pattern", "portcullis:throttle:*"]);
+    assert!(keys.contains("portcullis:throttle:"), "{keys}");
+    assert!(!keys.contains("127.0.0.1"), "{keys}");
+
+    // A graceful upgrade: the new process reads the same count.
+    a.upgrade(&config);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        attempt(&a, right),
+        429,
+        "no fresh budget after an upgrade: {}",
+        a.stderr_of(1)
+    );
+    assert!(up.requests().is_empty());
+}

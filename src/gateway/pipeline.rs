@@ -67,7 +67,7 @@ impl Gateway {
         ip::check(client_ip, &route.ip)?;
         // 5. Brute-force throttle, before any credential is looked at.
         let public = route.auth.is_public();
-        FailureThrottle::check_route(self.throttle.as_deref(), public, &client_ip)?;
+        FailureThrottle::check_route(self.throttle.as_deref(), public, &client_ip).await?;
         // 6. Authentication.
         let credentials = Credentials {
             req: session.req_header(),

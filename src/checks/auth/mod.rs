@@ -264,17 +264,20 @@ pub async fn check(
             false => introspect(ids, c.req, policy.methods(), failure).await,
         };
     }
-    let principal = outcome.map_err(|failure| {
-        if let (true, Some(throttle)) = (failure.counted, c.throttle) {
-            throttle.record_failure(&c.client_ip);
+    let principal = match outcome {
+        Ok(principal) => principal,
+        Err(failure) => {
+            if let (true, Some(throttle)) = (failure.counted, c.throttle) {
+                throttle.record_failure(&c.client_ip).await;
+            }
+            return Err(*failure.refusal);
         }
-        *failure.refusal
-    })?;
+    };
     if let Some(scheme) = principal.as_ref().and_then(|p| p.token_scheme) {
         let cnf = principal.as_ref().and_then(|p| p.confirmation.as_ref());
         if let Err(f) = binding(scheme, cnf, &ids.dpop, c).await {
             if let (true, Some(throttle)) = (f.counted(), c.throttle) {
-                throttle.record_failure(&c.client_ip);
+                throttle.record_failure(&c.client_ip).await;
             }
             return Err(binding_refusal(f));
         }
@@ -697,7 +700,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_a_wrong_credential_counts_toward_the_throttle() {
-        let throttle = FailureThrottle::new(2, std::time::Duration::from_secs(60));
+        let throttle = FailureThrottle::new(2, std::time::Duration::from_secs(60), None);
         let ip: IpAddr = "192.0.2.9".parse().unwrap();
         let ids = identities();
         let r = route(vec![AuthMethod::ApiKey]);
@@ -725,14 +728,14 @@ mod tests {
                 "no credential: refused, not counted"
             );
         }
-        assert!(throttle.check(&ip).is_ok());
+        assert!(throttle.check(&ip).await.is_ok());
         assert_eq!(
             attempt(&[("X-API-Key", "k-right")]).await,
             Ok(Some("app".into()))
         );
         assert!(attempt(&[("X-API-Key", "nope")]).await.is_err());
-        assert!(throttle.check(&ip).is_ok());
+        assert!(throttle.check(&ip).await.is_ok());
         assert!(attempt(&[("X-API-Key", "nope")]).await.is_err());
-        assert_eq!(throttle.check(&ip).unwrap_err().status, 429);
+        assert_eq!(throttle.check(&ip).await.unwrap_err().status, 429);
     }
 }

@@ -137,7 +137,25 @@ table.insert(counts, 1, grant)
 return counts
 ";
 
-fn unix_ms() -> u64 {
+/// The sorted set of throttle suspects: hex keys scored by when they stop being suspect.
+const SUSPECTS: &str = "portcullis:throttle:suspects";
+/// Suspects read at most (a flood of failing addresses beyond it is throttled locally only).
+const MAX_SUSPECTS: isize = 100_000;
+
+/// The throttle's Redis keys for `key` (newest twentieth first), the current twentieth's number
+/// and its length in ms.
+fn throttle_keys(key: [u8; 16], per: Duration) -> (Vec<String>, u64, u64) {
+    let per_ms = (per.as_millis() as u64).max(BUCKETS);
+    let bucket_ms = per_ms.div_ceil(BUCKETS);
+    let bucket = unix_ms() / bucket_ms;
+    let prefix = format!("portcullis:throttle:{}", hex::encode(key));
+    let keys = (0..=BUCKETS)
+        .map(|age| format!("{prefix}:{}", bucket.saturating_sub(age)))
+        .collect();
+    (keys, bucket, bucket_ms)
+}
+
+pub fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -146,7 +164,7 @@ fn unix_ms() -> u64 {
 
 /// When enough of the counted reservations (`counts`, newest sub-window first) have aged out
 /// of the span for one more request to fit under `limit`: Unix milliseconds.
-fn frees_at(counts: &[u64], limit: u64, bucket: u64, bucket_ms: u64) -> u64 {
+pub fn frees_at(counts: &[u64], limit: u64, bucket: u64, bucket_ms: u64) -> u64 {
     let sum: u64 = counts.iter().sum();
     let need = (sum + 1).saturating_sub(limit);
     let mut freed = 0;
@@ -288,6 +306,130 @@ impl SharedLimiter {
         };
         pools.insert(pool_key, pool);
         outcome
+    }
+
+    /// The shared throttle's count for `key`: the failures in each of the last twenty-one
+    /// twentieths of `per`, newest first, and the current twentieth's number and length (ms).
+    pub async fn failures(
+        &self,
+        key: [u8; 16],
+        per: Duration,
+    ) -> Result<(Vec<u64>, u64, u64), StoreUnavailable> {
+        let (keys, bucket, bucket_ms) = throttle_keys(key, per);
+        let mut get = redis::cmd("MGET");
+        for k in &keys {
+            get.arg(k);
+        }
+        let counts: Vec<Option<u64>> = self.query(get).await?;
+        Ok((
+            counts.into_iter().map(Option::unwrap_or_default).collect(),
+            bucket,
+            bucket_ms,
+        ))
+    }
+
+    /// Count one failed authentication for `key` in the shared throttle, and name `key` a
+    /// suspect (for `suspects`) for one `per`.
+    pub async fn record_failure(
+        &self,
+        key: [u8; 16],
+        per: Duration,
+    ) -> Result<(), StoreUnavailable> {
+        let (keys, _, _) = throttle_keys(key, per);
+        let per_ms = per.as_millis() as u64;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .incr(&keys[0], 1)
+            .ignore()
+            .pexpire(&keys[0], (per_ms * 2) as i64)
+            .ignore()
+            .zadd(SUSPECTS, hex::encode(key), unix_ms() + per_ms)
+            .ignore();
+        let mut conn = self.connection_or_error()?;
+        match tokio::time::timeout(STORE_TIMEOUT, pipe.query_async::<()>(&mut conn)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                self.store_error(&e.to_string());
+                Err(StoreUnavailable)
+            }
+            Err(_) => {
+                self.store_error("no answer in time");
+                Err(StoreUnavailable)
+            }
+        }
+    }
+
+    /// The keys with a failed authentication within their `per`, at any instance (expired
+    /// ones are removed on the way).
+    pub async fn suspects(&self) -> Result<Vec<[u8; 16]>, StoreUnavailable> {
+        if self.connection.load().is_none() {
+            // Not connected yet (or any more): the connector says why; nothing to count here.
+            return Err(StoreUnavailable);
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(SUSPECTS)
+            .arg("-inf")
+            .arg(unix_ms())
+            .ignore()
+            .cmd("ZRANGE")
+            .arg(SUSPECTS)
+            .arg(0)
+            .arg(MAX_SUSPECTS - 1);
+        let mut conn = self.connection_or_error()?;
+        let (names,): (Vec<String>,) =
+            match tokio::time::timeout(STORE_TIMEOUT, pipe.query_async(&mut conn)).await {
+                Ok(Ok(names)) => names,
+                Ok(Err(e)) => {
+                    self.store_error(&e.to_string());
+                    return Err(StoreUnavailable);
+                }
+                Err(_) => {
+                    self.store_error("no answer in time");
+                    return Err(StoreUnavailable);
+                }
+            };
+        Ok(names
+            .iter()
+            .filter_map(|n| hex::decode(n).ok()?.try_into().ok())
+            .collect())
+    }
+
+    fn connection_or_error(&self) -> Result<ConnectionManager, StoreUnavailable> {
+        if self
+            .down_until
+            .lock()
+            .map(|until| until.is_some_and(|t| Instant::now() < t))
+            .unwrap_or(false)
+        {
+            return Err(StoreUnavailable);
+        }
+        match self.connection.load_full() {
+            Some(connection) => Ok((*connection).clone()),
+            None => {
+                self.store_error("not connected");
+                Err(StoreUnavailable)
+            }
+        }
+    }
+
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        cmd: redis::Cmd,
+    ) -> Result<T, StoreUnavailable> {
+        let mut conn = self.connection_or_error()?;
+        match tokio::time::timeout(STORE_TIMEOUT, cmd.query_async::<T>(&mut conn)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
+                self.store_error(&e.to_string());
+                Err(StoreUnavailable)
+            }
+            Err(_) => {
+                self.store_error("no answer in time");
+                Err(StoreUnavailable)
+            }
+        }
     }
 
     /// Record `key` in the store for `ttl` unless it is there already (`SET NX PX`): `Ok(true)`
