@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use portcullis::checks::auth::api_key;
 use portcullis::config;
 use portcullis::keys;
+use portcullis::observe::handshakes::Intercept;
 use portcullis::server::{self, RunOptions};
 use std::io::Read;
 use std::path::PathBuf;
@@ -249,8 +250,15 @@ fn main() -> ExitCode {
 }
 
 /// The error log: `log` records to stderr; `RUST_LOG` overrides the level.
+/// The error log (env_logger, `RUST_LOG`), read on the way for failed TLS handshakes, which
+/// Pingora reports only there (`observe::handshakes`).
 fn init_logging() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
+    let logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+            .format_timestamp_millis()
+            .build();
+    let level = logger.filter();
+    if log::set_boxed_logger(Box::new(Intercept { inner: logger })).is_ok() {
+        log::set_max_level(level);
+    }
 }

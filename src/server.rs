@@ -184,6 +184,10 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
             )
         })?,
     );
+    crate::observe::handshakes::install(crate::observe::handshakes::HandshakeRecorder {
+        failures: metrics.tls_handshake_failures_total.clone(),
+        access_log: access_log.clone(),
+    });
     // SIGUSR1 reopens the access log (after logrotate moved it). Without a handler the
     // signal's default action would end the process.
     signal_hook::flag::register(signal_hook::consts::SIGUSR1, access_log.reopen_flag())

@@ -39,15 +39,21 @@ fn setup() -> Setup {
 
 /// `setup` with `extra` sections at the top of the config.
 fn setup_with(extra: &str) -> Setup {
+    setup_full(Pki::new("portcullis test CA"), extra, "", &[])
+}
+
+/// The test gateway of this file: `pki` signs its certificate and is its client CA; `extra`
+/// goes at the top of the config, `tls_extra` into the listener's `tls` table, and `files`
+/// beside the config.
+fn setup_full(pki: Pki, extra: &str, tls_extra: &str, files: &[(&str, &[u8])]) -> Setup {
     let up = Upstream::start();
-    let pki = Pki::new("portcullis test CA");
     let (server_cert, server_key) = pki.issue("localhost", &["localhost", "127.0.0.1"], false);
     let tls_port = free_port();
     let body = format!(
         r#"{extra}
 [[listeners]]
 address = "127.0.0.1:{tls_port}"
-tls = {{ cert = "server.pem", key = "server.key", client_ca = "ca.pem" }}
+tls = {{ cert = "server.pem", key = "server.key", client_ca = "ca.pem"{tls_extra} }}
 
 [limits]
 header_read_timeout = "2s"
@@ -81,15 +87,13 @@ public = true
         up = up.addr
     );
     let ca_pem = pki.ca.pem();
-    let gw = Gateway::start_with_files(
-        &body,
-        "",
-        &[
-            ("server.pem", server_cert.as_bytes()),
-            ("server.key", server_key.as_bytes()),
-            ("ca.pem", ca_pem.as_bytes()),
-        ],
-    );
+    let mut all: Vec<(&str, &[u8])> = vec![
+        ("server.pem", server_cert.as_bytes()),
+        ("server.key", server_key.as_bytes()),
+        ("ca.pem", ca_pem.as_bytes()),
+    ];
+    all.extend_from_slice(files);
+    let gw = Gateway::start_with_files(&body, "", &all);
     assert!(wait_until(Duration::from_secs(10), || TcpStream::connect(
         ("127.0.0.1", tls_port)
     )
@@ -593,4 +597,89 @@ fn h2_and_http1_requests_both_work_through_tls() {
         .requests()
         .iter()
         .all(|r| r.header("x-consumer-id") == Some("mobile-app")));
+}
+
+/// A client certificate on the listener's CRL fails the handshake, one not on it passes; every
+/// failed handshake — revoked, unknown CA, expired, no certificate, an old protocol — is counted
+/// by reason and written to the access log with the client's address.
+#[test]
+fn revoked_certificates_fail_the_handshake_and_failed_handshakes_are_visible() {
+    let pki = Pki::new("portcullis CRL test CA");
+    let crl = pki.crl(&[1001], (2030, 1, 1));
+    let s = setup_full(
+        pki,
+        "",
+        ", crl = \"crl.pem\"",
+        &[("crl.pem", crl.as_bytes())],
+    );
+    let good = s.pki.issue_numbered("mobile-app", &[], false, Some(1002));
+    let revoked = s.pki.issue_numbered("mobile-app", &[], false, Some(1001));
+    let expired = s.pki.issue_numbered("mobile-app", &[], true, Some(1003));
+    let foreign = Pki::new("someone else").issue("mobile-app", &[], false);
+
+    let r = tls_get(&s, "/m/orders", Some(&good), None).expect("an answer");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(s.up.requests().len(), 1);
+    s.up.clear();
+    for (what, client, version) in [
+        ("revoked", Some(&revoked), None),
+        ("foreign", Some(&foreign), None),
+        ("expired", Some(&expired), None),
+        ("none", None, None),
+        ("TLS 1.1", Some(&good), Some(SslVersion::TLS1_1)),
+    ] {
+        assert!(
+            tls_get(&s, "/m/orders", client, version).is_none_or(|r| r.status != 200),
+            "{what} got through"
+        );
+    }
+    // A client offering only a TLS 1.2 suite the listener does not.
+    let mut builder = SslConnector::builder(SslMethod::tls()).unwrap();
+    builder.set_verify(SslVerifyMode::NONE);
+    builder
+        .set_max_proto_version(Some(SslVersion::TLS1_2))
+        .unwrap();
+    builder.set_cipher_list("AES128-SHA").unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", s.tls_port)).unwrap();
+    assert!(builder.build().connect("localhost", tcp).is_err());
+    assert!(s.up.requests().is_empty(), "{:?}", s.up.requests());
+
+    let reasons = [
+        "cipher_refused",
+        "certificate_revoked",
+        "unknown_ca",
+        "certificate_expired",
+        "no_certificate",
+        "protocol_refused",
+    ];
+    let counted = |reason: &str| {
+        s.gw.metric(
+            "portcullis_tls_handshake_failures_total",
+            &[("reason", reason)],
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || reasons
+            .iter()
+            .all(|r| counted(r) >= 1.0)),
+        "{}\n{}",
+        s.gw.metrics(),
+        s.gw.stderr()
+    );
+    let mut logged = std::collections::BTreeSet::new();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            logged =
+                s.gw.access_log()
+                    .lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .filter(|v| v["event"] == "tls_handshake_failed")
+                    .inspect(|v| assert_eq!(v["client_ip"], "127.0.0.1", "{v}"))
+                    .filter_map(|v| v["reason"].as_str().map(str::to_string))
+                    .collect();
+            reasons.iter().all(|r| logged.contains(*r))
+        }),
+        "{logged:?}"
+    );
 }

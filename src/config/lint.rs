@@ -112,6 +112,14 @@ pub fn plain_http_jwks(key: String) -> Warning {
     )
 }
 
+/// A CRL due for renewal within a week.
+pub fn crl_due(key: String, next_update: String) -> Warning {
+    warning(
+        key,
+        format!("the CRL is due for renewal on {next_update}; past it every client certificate is refused; install the next one before then"),
+    )
+}
+
 /// A JWT leeway of more than five minutes.
 pub fn long_leeway(key: String) -> Warning {
     warning(

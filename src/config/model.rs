@@ -80,6 +80,8 @@ pub struct ListenerTls {
     pub key: PathBuf,
     /// When set, a client certificate signed by this CA is required (mTLS).
     pub client_ca: Option<PathBuf>,
+    /// Certificate revocation lists (PEM) the client certificate is checked against.
+    pub crl: Option<PathBuf>,
 }
 
 #[derive(Debug)]

@@ -159,6 +159,7 @@ pub struct RawListenerTls {
     pub cert: String,
     pub key: String,
     pub client_ca: Option<String>,
+    pub crl: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -340,6 +340,14 @@ impl AccessLog {
             .as_ref()
     }
 
+    /// Write one line that is not a request's (an event such as a failed TLS handshake).
+    pub fn write_line(&self, line: String) {
+        let Some(queue) = self.queue() else { return };
+        if !queue.push(line) {
+            self.dropped.inc();
+        }
+    }
+
     pub fn record(&self, record: &AccessRecord) {
         let Some(queue) = self.queue() else { return };
         let mut line = String::with_capacity(LINE_CAPACITY);

@@ -37,6 +37,7 @@ pub struct Metrics {
     pub access_log_dropped_total: prometheus::IntCounter,
     pub rate_limit_store_errors_total: prometheus::IntCounter,
     pub jwks_refresh_failures_total: IntCounterVec,
+    pub tls_handshake_failures_total: IntCounterVec,
     /// The four families of token introspection, handed to each provider.
     pub introspection: IntrospectionMetrics,
 }
@@ -203,6 +204,11 @@ impl Metrics {
                 "Failed fetches of a JWKS document.",
                 &["provider"],
             )?,
+            tls_handshake_failures_total: counter(
+                "portcullis_tls_handshake_failures_total",
+                "Failed TLS handshakes on the listeners, by reason.",
+                &["reason"],
+            )?,
             introspection: IntrospectionMetrics {
                 calls: counter(
                     "portcullis_introspection_calls_total",
@@ -325,6 +331,7 @@ impl Metrics {
             &self.access_log_dropped_total,
             &self.rate_limit_store_errors_total,
             &self.jwks_refresh_failures_total,
+            &self.tls_handshake_failures_total,
             &self.introspection.calls,
             &self.introspection.cache,
             &self.introspection.errors,

@@ -3,6 +3,7 @@
 
 pub mod access_log;
 pub mod grpc;
+pub mod handshakes;
 pub mod metrics;
 pub mod redact;
 pub mod tunnels;

@@ -4,13 +4,14 @@
 use super::values::{existing_file, socket_addr};
 use crate::checks::auth::sender::DpopSettings;
 use crate::config::diagnostics::{relative_to, Errors};
+use crate::config::lint;
 use crate::config::model::*;
 use crate::config::raw::*;
 use crate::observe::access_log::AccessLogTarget;
 use crate::request::trace::TraceTrust;
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub(super) fn compile_server(e: &mut Errors, s: &RawServer, file: &Path) -> ServerSettings {
@@ -122,6 +123,16 @@ pub(super) fn compile_listeners(
                 .client_ca
                 .as_ref()
                 .map(|ca| existing_file(e, &format!("{key}.tls.client_ca"), file, ca)),
+            crl: t.crl.as_ref().and_then(|crl| {
+                let at = format!("{key}.tls.crl");
+                if t.client_ca.is_none() {
+                    e.add(
+                        &at,
+                        "only applies with client_ca: revocation is of client certificates",
+                    );
+                }
+                revocation_lists(e, &at, file, crl)
+            }),
         });
         if l.h2c && tls.is_some() {
             e.add(
@@ -198,6 +209,65 @@ pub(super) fn compile_logging(e: &mut Errors, raw: &RawLogging, file: &Path) -> 
             .map(|p| p.to_ascii_lowercase())
             .collect(),
     }
+}
+
+/// `check` warns about a CRL whose next update is sooner than this.
+const CRL_UPDATE_WARNING: u32 = 7;
+
+/// A listener's `tls.crl`: a PEM file of one or more CRLs, each parsed; one past its
+/// `nextUpdate` is an error (OpenSSL would refuse every client certificate), one due within 7
+/// days a warning.
+fn revocation_lists(e: &mut Errors, key: &str, file: &Path, value: &str) -> Option<PathBuf> {
+    use openssl::asn1::Asn1Time;
+    use pingora_core::tls::x509::X509Crl;
+    let path = relative_to(file, value);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(err) => {
+            e.add(key, format!("cannot read {}: {err}", path.display()));
+            return None;
+        }
+    };
+    const BEGIN: &str = "-----BEGIN X509 CRL-----";
+    let blocks: Vec<&str> = text.match_indices(BEGIN).map(|(i, _)| &text[i..]).collect();
+    if blocks.is_empty() {
+        e.add(
+            key,
+            format!("{} holds no PEM CRL ({BEGIN})", path.display()),
+        );
+        return None;
+    }
+    let (Ok(now), Ok(soon)) = (
+        Asn1Time::days_from_now(0),
+        Asn1Time::days_from_now(CRL_UPDATE_WARNING),
+    ) else {
+        return Some(path);
+    };
+    for (n, block) in blocks.iter().enumerate() {
+        let crl = match X509Crl::from_pem(block.as_bytes()) {
+            Ok(crl) => crl,
+            Err(err) => {
+                e.add(
+                    key,
+                    format!("CRL {} of {} does not parse: {err}", n + 1, path.display()),
+                );
+                continue;
+            }
+        };
+        match crl.next_update() {
+            Some(next) if *next < now => e.add(
+                key,
+                format!(
+                    "CRL {} of {} was due for renewal on {next}: every client certificate would be refused; install the current CRL",
+                    n + 1,
+                    path.display()
+                ),
+            ),
+            Some(next) if *next < soon => e.warn(lint::crl_due(key.to_string(), next.to_string())),
+            _ => {}
+        }
+    }
+    Some(path)
 }
 
 /// `[security] dpop_proof_lifetime`: how old a DPoP proof may be (default 60s, 5s to 10m).
@@ -355,5 +425,90 @@ mod tests {
             assert_eq!(errors.len(), 1, "{toml}: {errors:?}");
             assert!(errors[0].starts_with(expected), "{toml}: {errors:?}");
         }
+    }
+
+    /// (year, month, day) of `days` from today, UTC (civil-from-days, proleptic Gregorian).
+    fn date_in(days: i64) -> (i32, u8, u8) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let z = now / 86_400 + days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        (y as i32, m as u8, d as u8)
+    }
+
+    /// A CRL of a fresh CA, issued a year before `next_update`.
+    fn crl_file(dir: &Path, name: &str, next_update: (i32, u8, u8)) -> String {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let (y, m, d) = next_update;
+        let crl = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(y - 1, m, d.min(28)),
+            next_update: rcgen::date_time_ymd(y, m, d),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: Vec::new(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&ca)
+        .unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, crl.pem().unwrap()).unwrap();
+        path.display().to_string()
+    }
+
+    #[test]
+    fn crls_are_read_and_their_dates_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("p.toml");
+        let mut e = Errors::new(&config);
+        let current = crl_file(dir.path(), "current.pem", date_in(100));
+        assert!(revocation_lists(&mut e, "tls.crl", &config, &current).is_some());
+        assert!(e.errors().is_empty() && e.warnings().is_empty());
+
+        let soon = crl_file(dir.path(), "soon.pem", date_in(3));
+        revocation_lists(&mut e, "tls.crl", &config, &soon);
+        assert_eq!(e.warnings().len(), 1);
+        assert!(
+            e.warnings()[0].message.contains("due for renewal"),
+            "{:?}",
+            e.warnings()
+        );
+
+        let expired = crl_file(dir.path(), "expired.pem", date_in(-3));
+        revocation_lists(&mut e, "tls.crl", &config, &expired);
+        assert_eq!(e.errors().len(), 1);
+        assert!(
+            e.errors()[0]
+                .message
+                .contains("every client certificate would be refused"),
+            "{:?}",
+            e.errors()
+        );
+
+        std::fs::write(dir.path().join("not.pem"), "hello").unwrap();
+        revocation_lists(&mut e, "tls.crl", &config, "not.pem");
+        std::fs::write(
+            dir.path().join("bad.pem"),
+            "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
+        )
+        .unwrap();
+        revocation_lists(&mut e, "tls.crl", &config, "bad.pem");
+        revocation_lists(&mut e, "tls.crl", &config, "missing.pem");
+        let messages: Vec<&str> = e.errors().iter().map(|x| x.message.as_str()).collect();
+        assert_eq!(messages.len(), 4, "{messages:?}");
+        assert!(messages[1].contains("holds no PEM CRL"), "{messages:?}");
+        assert!(messages[2].contains("does not parse"), "{messages:?}");
+        assert!(messages[3].starts_with("cannot read"), "{messages:?}");
     }
 }
