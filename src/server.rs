@@ -3,7 +3,7 @@
 
 use crate::checks::auth::sender::{ReplayCache, ReplayGuard};
 use crate::checks::rate_limit::shared::{SharedLimiter, StoreConnector};
-use crate::checks::throttle::{FailureThrottle, SuspectReader};
+use crate::checks::throttle::{FailureThrottle, SuspectReader, ThrottleCarry};
 use crate::config::model::Listener;
 use crate::config::Config;
 use crate::echo::EchoApp;
@@ -256,13 +256,37 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
             shared_limits.clone(),
         ))
     });
-    if let (Some(throttle), Some(_)) = (&throttle, &shared_limits) {
-        server.add_service(background_service(
-            "throttle suspects",
-            SuspectReader {
-                throttle: throttle.clone(),
-            },
-        ));
+    match (&throttle, &shared_limits) {
+        (Some(throttle), Some(_)) => {
+            server.add_service(background_service(
+                "throttle suspects",
+                SuspectReader {
+                    throttle: throttle.clone(),
+                },
+            ));
+        }
+        (Some(throttle), None) => {
+            // Without a shared store the failures travel through a file beside the pid file.
+            let path = std::path::Path::new(&config.server.pid_file).with_extension("throttle");
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                let taken = throttle.restore(&text);
+                if taken > 0 {
+                    log::info!(
+                        "brute-force throttle: {taken} failure(s) of the previous process taken over from {}",
+                        path.display()
+                    );
+                }
+            }
+            server.add_service(background_service(
+                "throttle carry",
+                ThrottleCarry {
+                    throttle: throttle.clone(),
+                    path,
+                    warned: Default::default(),
+                },
+            ));
+        }
+        _ => {}
     }
     let gateway = Gateway {
         replay,

@@ -639,3 +639,58 @@ fn logrotate_with_the_shipped_snippet_rotates_a_running_gateway() {
         .contains("/v/two"));
     assert!(gw.is_running(), "{}", gw.stderr());
 }
+
+/// Without a shared store the brute-force throttle's failures travel to the process a graceful
+/// upgrade starts (a file beside the pid file): a throttled address stays throttled, also for
+/// its right key.
+#[test]
+fn a_graceful_upgrade_keeps_the_brute_force_throttle() {
+    let up = Upstream::start();
+    let right = "a-right-key-that-is-long-enough-0002";
+    let hash = {
+        use sha2::Digest;
+        format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(right.as_bytes()))
+        )
+    };
+    let config = format!(
+        "[security]\nauth_failure_limit = {{ failures = 3, per = \"60s\" }}\n\n\
+         [[upstreams]]\nname = \"app\"\ntargets = [\"{}\"]\n\n\
+         [[consumers]]\nid = \"ci\"\napi_keys = [\"{hash}\"]\n\n\
+         [[routes]]\nname = \"keys\"\npath_prefix = \"/k\"\nupstream = \"app\"\nauth = [\"api_key\"]\nallow = {{ consumers = [\"*\"] }}\n",
+        up.addr
+    );
+    let mut gw = Gateway::start(&config);
+    let attempt = |gw: &Gateway, key: &str| {
+        gw.raw(&format!(
+            "GET /k/x HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\nConnection: close\r\n\r\n"
+        ))
+        .status
+    };
+    let statuses: Vec<u16> = (0..4)
+        .map(|i| attempt(&gw, &format!("guess-{i}")))
+        .collect();
+    assert_eq!(statuses, [401, 401, 401, 429]);
+    let carried = gw.path().join("portcullis.throttle");
+    assert!(
+        wait_until(Duration::from_secs(5), || std::fs::read_to_string(&carried)
+            .is_ok_and(|t| t.lines().count() == 3)),
+        "the failures are kept beside the pid file"
+    );
+    let old = gw.pid();
+    gw.upgrade_logging(&config, "info");
+    assert!(
+        wait_until(Duration::from_secs(15), || !alive(old)),
+        "the old process did not hand over and exit"
+    );
+    assert!(gw
+        .stderr_of(1)
+        .contains("3 failure(s) of the previous process taken over"));
+    assert_eq!(
+        attempt(&gw, right),
+        429,
+        "still throttled after the upgrade"
+    );
+    assert!(up.requests().is_empty(), "{:?}", up.requests());
+}

@@ -18,9 +18,11 @@ use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How often the suspects are read from the store.
@@ -30,7 +32,15 @@ pub struct FailureThrottle {
     window: SlidingWindow,
     per: Duration,
     shared: Option<SharedThrottle>,
+    /// Failures within the last window (address, Unix ms), oldest first: what a graceful
+    /// upgrade carries to the next process when there is no shared store (`ThrottleCarry`).
+    recent: Mutex<VecDeque<(IpAddr, u64)>>,
+    /// Bumped with every failure: the carry file is rewritten only when it moved.
+    failures: AtomicU64,
 }
+
+/// Failures carried over at most (older ones are dropped first).
+const MAX_CARRIED: usize = 100_000;
 
 struct SharedThrottle {
     store: Arc<SharedLimiter>,
@@ -69,7 +79,58 @@ impl FailureThrottle {
                 store,
                 suspects: ArcSwapOption::empty(),
             }),
+            recent: Mutex::new(VecDeque::new()),
+            failures: AtomicU64::new(0),
         }
+    }
+
+    fn remember(&self, ip: IpAddr, at_ms: u64) {
+        if let Ok(mut recent) = self.recent.lock() {
+            let horizon = unix_ms().saturating_sub(self.per.as_millis() as u64);
+            while recent
+                .front()
+                .is_some_and(|(_, t)| *t < horizon || recent.len() >= MAX_CARRIED)
+            {
+                recent.pop_front();
+            }
+            recent.push_back((ip, at_ms));
+        }
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The failures of the last window, a line each: `<address> <Unix ms>`.
+    pub fn carry_text(&self) -> String {
+        let horizon = unix_ms().saturating_sub(self.per.as_millis() as u64);
+        let Ok(recent) = self.recent.lock() else {
+            return String::new();
+        };
+        let mut out = String::new();
+        for (ip, at) in recent.iter().filter(|(_, t)| *t >= horizon) {
+            out.push_str(&format!("{ip} {at}\n"));
+        }
+        out
+    }
+
+    /// Take over the failures a previous process wrote (`carry_text`): each still within the
+    /// window counts again, from now — an address may stay throttled up to one window longer,
+    /// never shorter. Returns how many were taken.
+    pub fn restore(&self, text: &str) -> usize {
+        let horizon = unix_ms().saturating_sub(self.per.as_millis() as u64);
+        let mut taken = 0;
+        for line in text.lines() {
+            let Some((ip, at)) = line.split_once(' ') else {
+                continue;
+            };
+            let (Ok(ip), Ok(at)) = (ip.parse::<IpAddr>(), at.parse::<u64>()) else {
+                continue;
+            };
+            if at >= horizon && taken < MAX_CARRIED {
+                self.window.record(&ip);
+                self.remember(ip, at);
+                taken += 1;
+            }
+        }
+        taken
     }
 
     /// Step 5 for a route: public routes take no credentials, so they are never throttled.
@@ -116,6 +177,7 @@ impl FailureThrottle {
 
     pub async fn record_failure(&self, ip: &IpAddr) {
         self.window.record(ip);
+        self.remember(*ip, unix_ms());
         if let Some(shared) = &self.shared {
             // A store error is counted and logged by the store; this instance's count stands.
             let _ = shared.store.record_failure(ip_key(ip), self.per).await;
@@ -129,6 +191,66 @@ impl FailureThrottle {
                 shared
                     .suspects
                     .store(Some(Arc::new(list.into_iter().collect())));
+            }
+        }
+    }
+}
+
+/// Keeps this process's failures in a file beside the pid file, for the process a graceful
+/// upgrade starts next (`restore`): rewritten at most every 200 ms when failures came, and once
+/// more when this process begins to shut down. Without a shared store only.
+pub struct ThrottleCarry {
+    pub throttle: Arc<FailureThrottle>,
+    pub path: PathBuf,
+    /// A failure to write was logged: once is enough.
+    pub warned: std::sync::atomic::AtomicBool,
+}
+
+/// How often the carry file may be rewritten.
+const CARRY_EVERY: Duration = Duration::from_millis(200);
+
+impl ThrottleCarry {
+    fn write(&self) {
+        let result = (|| {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let temporary = self.path.with_extension("new");
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&temporary)?;
+            file.write_all(self.throttle.carry_text().as_bytes())?;
+            std::fs::rename(&temporary, &self.path)
+        })();
+        if let Err(e) = result {
+            if !self.warned.swap(true, Ordering::Relaxed) {
+                log::warn!(
+                    "cannot keep the brute-force throttle's failures in {}: {e}; a graceful upgrade will start them from zero",
+                    self.path.display()
+                );
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for ThrottleCarry {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut written = self.throttle.failures.load(Ordering::Relaxed);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(CARRY_EVERY) => {}
+                _ = shutdown.changed() => {
+                    self.write();
+                    return;
+                }
+            }
+            let now = self.throttle.failures.load(Ordering::Relaxed);
+            if now != written {
+                written = now;
+                self.write();
             }
         }
     }
@@ -155,6 +277,29 @@ impl BackgroundService for SuspectReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn failures_are_carried_to_the_next_process() {
+        let old = FailureThrottle::new(3, Duration::from_secs(60), None);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "2001:db8::1".parse().unwrap();
+        for _ in 0..3 {
+            old.record_failure(&a).await;
+        }
+        old.record_failure(&b).await;
+        let text = old.carry_text();
+        assert_eq!(text.lines().count(), 4, "{text}");
+        let next = FailureThrottle::new(3, Duration::from_secs(60), None);
+        let stale = format!("{a} 1000\nnot a line\n{text}");
+        assert_eq!(
+            next.restore(&stale),
+            4,
+            "the stale and broken lines are skipped"
+        );
+        assert_eq!(next.check(&a).await.unwrap_err().status, 429);
+        assert!(next.check(&b).await.is_ok());
+        assert_eq!(next.carry_text().lines().count(), 4, "and carried on again");
+    }
 
     #[tokio::test]
     async fn blocks_after_the_limit_and_only_that_ip() {

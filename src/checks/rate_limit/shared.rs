@@ -243,18 +243,6 @@ impl SharedLimiter {
                 }
             }
         }
-        if self
-            .down_until
-            .lock()
-            .map(|until| until.is_some_and(|t| Instant::now() < t))
-            .unwrap_or(false)
-        {
-            return Take::StoreDown;
-        }
-        let Some(connection) = self.connection.load_full() else {
-            self.store_error("not connected");
-            return Take::StoreDown;
-        };
         let limit = u64::from(policy.requests);
         let batch = limit.div_ceil(10).max(1);
         let prefix = format!("portcullis:rl:{}:{}", policy.name, hex::encode(key));
@@ -264,21 +252,15 @@ impl SharedLimiter {
             reserve.arg(format!("{prefix}:{}", bucket.saturating_sub(age)));
         }
         reserve.arg(batch).arg(limit).arg(per_ms * 2);
-        let mut conn = (*connection).clone();
-        let answer: Vec<u64> =
-            match tokio::time::timeout(STORE_TIMEOUT, reserve.query_async::<Vec<u64>>(&mut conn))
-                .await
-            {
-                Ok(Ok(answer)) => answer,
-                Ok(Err(e)) => {
-                    self.store_error(&e.to_string());
-                    return Take::StoreDown;
-                }
-                Err(_) => {
-                    self.store_error("no answer in time");
-                    return Take::StoreDown;
-                }
-            };
+        let Ok(mut conn) = self.connection_or_error() else {
+            return Take::StoreDown;
+        };
+        let Ok(answer) = self
+            .answered(reserve.query_async::<Vec<u64>>(&mut conn))
+            .await
+        else {
+            return Take::StoreDown;
+        };
         let granted = answer.first().copied().unwrap_or(0);
         let Ok(mut pools) = self.pools.lock() else {
             return Take::StoreDown;
@@ -320,7 +302,8 @@ impl SharedLimiter {
         for k in &keys {
             get.arg(k);
         }
-        let counts: Vec<Option<u64>> = self.query(get).await?;
+        let mut conn = self.connection_or_error()?;
+        let counts: Vec<Option<u64>> = self.answered(get.query_async(&mut conn)).await?;
         Ok((
             counts.into_iter().map(Option::unwrap_or_default).collect(),
             bucket,
@@ -346,17 +329,7 @@ impl SharedLimiter {
             .zadd(SUSPECTS, hex::encode(key), unix_ms() + per_ms)
             .ignore();
         let mut conn = self.connection_or_error()?;
-        match tokio::time::timeout(STORE_TIMEOUT, pipe.query_async::<()>(&mut conn)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => {
-                self.store_error(&e.to_string());
-                Err(StoreUnavailable)
-            }
-            Err(_) => {
-                self.store_error("no answer in time");
-                Err(StoreUnavailable)
-            }
-        }
+        self.answered(pipe.query_async::<()>(&mut conn)).await
     }
 
     /// The keys with a failed authentication within their `per`, at any instance (expired
@@ -378,18 +351,7 @@ impl SharedLimiter {
             .arg(0)
             .arg(MAX_SUSPECTS - 1);
         let mut conn = self.connection_or_error()?;
-        let (names,): (Vec<String>,) =
-            match tokio::time::timeout(STORE_TIMEOUT, pipe.query_async(&mut conn)).await {
-                Ok(Ok(names)) => names,
-                Ok(Err(e)) => {
-                    self.store_error(&e.to_string());
-                    return Err(StoreUnavailable);
-                }
-                Err(_) => {
-                    self.store_error("no answer in time");
-                    return Err(StoreUnavailable);
-                }
-            };
+        let (names,): (Vec<String>,) = self.answered(pipe.query_async(&mut conn)).await?;
         Ok(names
             .iter()
             .filter_map(|n| hex::decode(n).ok()?.try_into().ok())
@@ -414,12 +376,14 @@ impl SharedLimiter {
         }
     }
 
-    async fn query<T: redis::FromRedisValue>(
+    /// The answer of a command or pipeline sent on a connection of `connection_or_error`,
+    /// within `STORE_TIMEOUT`; a failure is counted and logged (and keeps the store unasked
+    /// for a moment).
+    async fn answered<T>(
         &self,
-        cmd: redis::Cmd,
+        work: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreUnavailable> {
-        let mut conn = self.connection_or_error()?;
-        match tokio::time::timeout(STORE_TIMEOUT, cmd.query_async::<T>(&mut conn)).await {
+        match tokio::time::timeout(STORE_TIMEOUT, work).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => {
                 self.store_error(&e.to_string());
@@ -436,38 +400,17 @@ impl SharedLimiter {
     /// the first time any instance records it, `Ok(false)` after, `Err` when the store cannot
     /// say (the caller applies `on_error`).
     pub async fn claim_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreUnavailable> {
-        if self
-            .down_until
-            .lock()
-            .map(|until| until.is_some_and(|t| Instant::now() < t))
-            .unwrap_or(false)
-        {
-            return Err(StoreUnavailable);
-        }
-        let Some(connection) = self.connection.load_full() else {
-            self.store_error("not connected");
-            return Err(StoreUnavailable);
-        };
-        let mut conn = (*connection).clone();
         let mut set = redis::cmd("SET");
         set.arg(key)
             .arg(1)
             .arg("NX")
             .arg("PX")
             .arg(ttl.as_millis().max(1) as u64);
-        match tokio::time::timeout(STORE_TIMEOUT, set.query_async::<Option<String>>(&mut conn))
-            .await
-        {
-            Ok(Ok(answer)) => Ok(answer.is_some()),
-            Ok(Err(e)) => {
-                self.store_error(&e.to_string());
-                Err(StoreUnavailable)
-            }
-            Err(_) => {
-                self.store_error("no answer in time");
-                Err(StoreUnavailable)
-            }
-        }
+        let mut conn = self.connection_or_error()?;
+        let answer = self
+            .answered(set.query_async::<Option<String>>(&mut conn))
+            .await?;
+        Ok(answer.is_some())
     }
 
     pub fn store_down() -> Refusal {
