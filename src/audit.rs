@@ -6,7 +6,6 @@
 
 use crate::config::diff::{diff, NO_CHANGE};
 use crate::config::model::Config;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Where the running configuration's text is kept: beside the pid file.
@@ -85,19 +84,9 @@ fn compare(path: &Path, text: &str, sha256: &str) -> Vec<String> {
     }
 }
 
-/// Write `text` to `path` whole (a temporary file renamed over it), readable by the owner only.
+/// Keep `text` for the next start.
 fn keep(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let temporary = path.with_extension("config.toml.new");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temporary)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, path)
+    crate::files::write_private(path, text.as_bytes())
 }
 
 #[cfg(test)]

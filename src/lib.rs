@@ -9,6 +9,7 @@ pub mod checks;
 pub mod config;
 pub mod context;
 pub mod echo;
+pub mod files;
 pub mod gateway;
 pub mod health;
 pub mod jwks;

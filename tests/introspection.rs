@@ -165,7 +165,8 @@ fn an_active_token_passes_once_asked_and_then_from_the_cache() {
 fn inactive_and_unfitting_tokens_are_refused_and_remembered_briefly() {
     let up = Upstream::start();
     let endpoint = IntrospectionServer::start("gateway", SECRET);
-    let gw = start(&up, &endpoint, "negative_cache_ttl = \"1s\"");
+    // Cache deadlines are whole seconds: a 2 s negative entry lasts between 1 and 2 s.
+    let gw = start(&up, &endpoint, "negative_cache_ttl = \"2s\"");
     let with = |token: &str, key: &str, value: serde_json::Value| {
         let mut answer = active("alice");
         answer.as_object_mut().unwrap().insert(key.into(), value);
@@ -204,7 +205,7 @@ fn inactive_and_unfitting_tokens_are_refused_and_remembered_briefly() {
     assert_refused(&bearer(gw.port, "never-issued"), &up, "inactive_token");
     assert_eq!(endpoint.calls(), cases.len());
     endpoint.set_token("never-issued", active("bob"));
-    std::thread::sleep(Duration::from_millis(1100));
+    std::thread::sleep(Duration::from_millis(2100));
     let r = bearer(gw.port, "never-issued");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(endpoint.calls(), cases.len() + 1);

@@ -169,6 +169,16 @@ fn dpop_bound_tokens_pass_only_with_a_fresh_proof_of_their_key() {
     let unbound = access_token("mallory", None);
     // Headers, then the reason, challenge scheme and error the refusal must carry.
     type Case<'a> = (Vec<(&'a str, String)>, &'a str, &'a str, &'a str);
+    let with_proof = |proof: String| vec![("Authorization", dpop.clone()), ("DPoP", proof)];
+    let bad_proof = |proof: String| -> Case {
+        (
+            with_proof(proof),
+            "invalid_dpop_proof",
+            "DPoP",
+            "invalid_dpop_proof",
+        )
+    };
+    let other_url = format!("http://api.test:{}/orders/2", gw.port);
     let cases: Vec<Case> = vec![
         // The bound token as a bearer token, with or without a proof.
         (
@@ -192,47 +202,12 @@ fn dpop_bound_tokens_pass_only_with_a_fresh_proof_of_their_key() {
             "DPoP",
             "invalid_dpop_proof",
         ),
-        (
-            vec![
-                ("Authorization", dpop.clone()),
-                ("DPoP", holder.proof("POST", &htu, &token, "jti-3")),
-            ],
-            "invalid_dpop_proof",
-            "DPoP",
-            "invalid_dpop_proof",
-        ),
-        (
-            vec![
-                ("Authorization", dpop.clone()),
-                (
-                    "DPoP",
-                    holder.proof(
-                        "GET",
-                        &format!("http://api.test:{}/orders/2", gw.port),
-                        &token,
-                        "jti-4",
-                    ),
-                ),
-            ],
-            "invalid_dpop_proof",
-            "DPoP",
-            "invalid_dpop_proof",
-        ),
-        (
-            vec![
-                ("Authorization", dpop.clone()),
-                ("DPoP", holder.proof("GET", &htu, &unbound, "jti-5")),
-            ],
-            "invalid_dpop_proof",
-            "DPoP",
-            "invalid_dpop_proof",
-        ),
+        bad_proof(holder.proof("POST", &htu, &token, "jti-3")),
+        bad_proof(holder.proof("GET", &other_url, &token, "jti-4")),
+        bad_proof(holder.proof("GET", &htu, &unbound, "jti-5")),
         // A stolen token with the thief's own key.
         (
-            vec![
-                ("Authorization", dpop.clone()),
-                ("DPoP", attacker.proof("GET", &htu, &token, "jti-6")),
-            ],
+            with_proof(attacker.proof("GET", &htu, &token, "jti-6")),
             "dpop_key_mismatch",
             "DPoP",
             "invalid_dpop_proof",

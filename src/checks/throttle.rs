@@ -211,20 +211,8 @@ const CARRY_EVERY: Duration = Duration::from_millis(200);
 
 impl ThrottleCarry {
     fn write(&self) {
-        let result = (|| {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let temporary = self.path.with_extension("new");
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&temporary)?;
-            file.write_all(self.throttle.carry_text().as_bytes())?;
-            std::fs::rename(&temporary, &self.path)
-        })();
-        if let Err(e) = result {
+        let text = self.throttle.carry_text();
+        if let Err(e) = crate::files::write_private(&self.path, text.as_bytes()) {
             if !self.warned.swap(true, Ordering::Relaxed) {
                 log::warn!(
                     "cannot keep the brute-force throttle's failures in {}: {e}; a graceful upgrade will start them from zero",

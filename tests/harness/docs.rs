@@ -18,6 +18,51 @@ use std::time::Duration;
 /// Per path: the status and body served there, and the path's hits.
 type Paths = Arc<Mutex<HashMap<String, (u16, String, usize)>>>;
 
+/// Serve HTTP/1.1 on a fresh loopback port with `workers` threads: `answer` turns each request
+/// into a status and a JSON body.
+pub fn serve_json<F, Fut>(workers: usize, answer: F) -> (SocketAddr, tokio::runtime::Runtime)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = (u16, String)> + Send + 'static,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let addr = listener.local_addr().expect("addr");
+    runtime.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let answer = answer.clone();
+                    async move {
+                        let (status, body) = answer(req).await;
+                        Ok::<_, hyper::Error>(
+                            Response::builder()
+                                .status(status)
+                                .header("Content-Type", "application/json")
+                                .body(Full::new(Bytes::from(body)))
+                                .expect("a response"),
+                        )
+                    }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, runtime)
+}
+
 /// A real HTTP server for JWKS documents whose body can be switched, counted and stopped.
 pub struct DocServer {
     pub addr: SocketAddr,
@@ -29,50 +74,20 @@ pub struct DocServer {
 
 impl DocServer {
     pub fn start(body: &str) -> DocServer {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr = listener.local_addr().expect("addr");
         let shared = Arc::new(Mutex::new(body.to_string()));
         let hits = Arc::new(AtomicUsize::new(0));
         let paths = Paths::default();
         let (b, h, p) = (shared.clone(), hits.clone(), paths.clone());
-        runtime.spawn(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (b, h, p) = (b.clone(), h.clone(), p.clone());
-                tokio::spawn(async move {
-                    let service = service_fn(move |req: Request<Incoming>| {
-                        h.fetch_add(1, Ordering::SeqCst);
-                        let (status, body) = match p.lock().unwrap().get_mut(req.uri().path()) {
-                            Some((status, body, hits)) => {
-                                *hits += 1;
-                                (*status, body.clone())
-                            }
-                            None => (200, b.lock().unwrap().clone()),
-                        };
-                        async move {
-                            Ok::<_, hyper::Error>(
-                                Response::builder()
-                                    .status(status)
-                                    .header("Content-Type", "application/json")
-                                    .body(Full::new(Bytes::from(body)))
-                                    .unwrap(),
-                            )
-                        }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
+        let (addr, runtime) = serve_json(1, move |req: Request<Incoming>| {
+            h.fetch_add(1, Ordering::SeqCst);
+            let answer = match p.lock().unwrap().get_mut(req.uri().path()) {
+                Some((status, body, hits)) => {
+                    *hits += 1;
+                    (*status, body.clone())
+                }
+                None => (200, b.lock().unwrap().clone()),
+            };
+            async move { answer }
         });
         DocServer {
             addr,

@@ -2,13 +2,9 @@
 //! credentials (HTTP Basic), answers from a table of tokens, counts and records every call, and
 //! can be made slow, failing (any status), nonsensical, or stopped.
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper::Request;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -94,14 +90,6 @@ impl IntrospectionServer {
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(format!("{client_id}:{secret}"))
         );
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr = listener.local_addr().expect("addr");
         let state = Arc::new(Mutex::new(State::default()));
         let started = Arc::new(AtomicUsize::new(0));
         let (st, count, auth) = (
@@ -109,74 +97,51 @@ impl IntrospectionServer {
             started.clone(),
             expected_authorization.clone(),
         );
-        runtime.spawn(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
+        let (addr, runtime) = super::docs::serve_json(2, move |req: Request<Incoming>| {
+            let (st, count, auth) = (st.clone(), count.clone(), auth.clone());
+            async move {
+                count.fetch_add(1, Ordering::SeqCst);
+                let header = |name: &str| {
+                    req.headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string)
                 };
-                let (st, count, auth) = (st.clone(), count.clone(), auth.clone());
-                tokio::spawn(async move {
-                    let service = service_fn(move |req: Request<Incoming>| {
-                        let (st, count, auth) = (st.clone(), count.clone(), auth.clone());
-                        async move {
-                            count.fetch_add(1, Ordering::SeqCst);
-                            let header = |name: &str| {
-                                req.headers()
-                                    .get(name)
-                                    .and_then(|v| v.to_str().ok())
-                                    .map(str::to_string)
-                            };
-                            let authorization = header("authorization");
-                            let content_type = header("content-type");
-                            let method = req.method().to_string();
-                            let body = req
-                                .into_body()
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            let form = decode_form(&body);
-                            let (delay, mode, answer) = {
-                                let mut s = st.lock().unwrap();
-                                let token = form.get("token").cloned().unwrap_or_default();
-                                let answer = s
-                                    .tokens
-                                    .get(&token)
-                                    .cloned()
-                                    .unwrap_or_else(|| json!({"active": false}));
-                                s.calls.push(Call {
-                                    authorization: authorization.clone(),
-                                    content_type,
-                                    method,
-                                    form,
-                                });
-                                (s.delay, s.mode.clone().unwrap_or(Mode::Normal), answer)
-                            };
-                            tokio::time::sleep(delay).await;
-                            let (status, body) = if authorization.as_deref() != Some(auth.as_str())
-                            {
-                                (401, json!({"error": "invalid_client"}).to_string())
-                            } else {
-                                match mode {
-                                    Mode::Normal => (200, answer.to_string()),
-                                    Mode::Status(code) => (code, "{}".to_string()),
-                                    Mode::Garbage => (200, "<html>login</html>".to_string()),
-                                }
-                            };
-                            Ok::<_, hyper::Error>(
-                                Response::builder()
-                                    .status(status)
-                                    .header("Content-Type", "application/json")
-                                    .body(Full::new(Bytes::from(body)))
-                                    .unwrap(),
-                            )
-                        }
+                let authorization = header("authorization");
+                let content_type = header("content-type");
+                let method = req.method().to_string();
+                let body = req
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let form = decode_form(&body);
+                let (delay, mode, answer) = {
+                    let mut s = st.lock().unwrap();
+                    let token = form.get("token").cloned().unwrap_or_default();
+                    let answer = s
+                        .tokens
+                        .get(&token)
+                        .cloned()
+                        .unwrap_or_else(|| json!({"active": false}));
+                    s.calls.push(Call {
+                        authorization: authorization.clone(),
+                        content_type,
+                        method,
+                        form,
                     });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
+                    (s.delay, s.mode.clone().unwrap_or(Mode::Normal), answer)
+                };
+                tokio::time::sleep(delay).await;
+                if authorization.as_deref() != Some(auth.as_str()) {
+                    return (401, json!({"error": "invalid_client"}).to_string());
+                }
+                match mode {
+                    Mode::Normal => (200, answer.to_string()),
+                    Mode::Status(code) => (code, "{}".to_string()),
+                    Mode::Garbage => (200, "<html>login</html>".to_string()),
+                }
             }
         });
         IntrospectionServer {
