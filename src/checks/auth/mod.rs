@@ -275,6 +275,11 @@ pub async fn check(
     };
     if let Some(scheme) = principal.as_ref().and_then(|p| p.token_scheme) {
         let cnf = principal.as_ref().and_then(|p| p.confirmation.as_ref());
+        // A plain bearer token on a route that does not ask for binding: nothing to check.
+        let unbound = scheme == Scheme::Bearer && cnf.is_none() && !c.sender_constrained;
+        if unbound {
+            return Ok(principal);
+        }
         if let Err(f) = binding(scheme, cnf, &ids.dpop, c).await {
             if let (true, Some(throttle)) = (f.counted(), c.throttle) {
                 throttle.record_failure(&c.client_ip).await;
