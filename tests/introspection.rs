@@ -52,16 +52,6 @@ fn start(up: &Upstream, endpoint: &IntrospectionServer, extra: &str) -> Gateway 
     )
 }
 
-fn bearer(port: u16, token: &str) -> HttpResponse {
-    raw_request(
-        port,
-        format!(
-            "GET /orders/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-}
-
 fn active(sub: &str) -> serde_json::Value {
     json!({
         "active": true, "sub": sub, "scope": "orders:read",
@@ -98,7 +88,7 @@ fn an_active_token_passes_once_asked_and_then_from_the_cache() {
     endpoint.set_token("2YotnFZFEjr1zCsicMWpAA", active("alice"));
     let gw = start(&up, &endpoint, "");
 
-    let r = bearer(gw.port, "2YotnFZFEjr1zCsicMWpAA");
+    let r = bearer_get(gw.port, "2YotnFZFEjr1zCsicMWpAA");
     assert_eq!(r.status, 200, "{}", r.text());
     let seen = up.requests();
     assert_eq!(seen.len(), 1);
@@ -131,7 +121,7 @@ fn an_active_token_passes_once_asked_and_then_from_the_cache() {
 
     // Asked once: the next requests are answered from the cache.
     for _ in 0..5 {
-        assert_eq!(bearer(gw.port, "2YotnFZFEjr1zCsicMWpAA").status, 200);
+        assert_eq!(bearer_get(gw.port, "2YotnFZFEjr1zCsicMWpAA").status, 200);
     }
     assert_eq!(endpoint.calls(), 1);
     assert_eq!(up.requests().len(), 6);
@@ -186,7 +176,7 @@ fn inactive_and_unfitting_tokens_are_refused_and_remembered_briefly() {
         ("no-subject", "no_consumer_claim"),
     ];
     for (token, reason) in cases {
-        let r = bearer(gw.port, token);
+        let r = bearer_get(gw.port, token);
         assert_refused(&r, &up, reason);
         assert_eq!(
             gw.access_line(r.json()["request_id"].as_str().unwrap())["decision"],
@@ -196,17 +186,17 @@ fn inactive_and_unfitting_tokens_are_refused_and_remembered_briefly() {
     assert_eq!(endpoint.calls(), cases.len());
     // Tokens that are not RFC 6750 b64tokens are refused without a call.
     for token in ["has space", "quo\"te", "semi;colon"] {
-        assert_refused(&bearer(gw.port, token), &up, "malformed_token");
+        assert_refused(&bearer_get(gw.port, token), &up, "malformed_token");
     }
     assert_eq!(endpoint.calls(), cases.len());
 
     // Refusals are remembered for negative_cache_ttl, then asked again: a token issued a
     // moment after it was first refused is accepted soon.
-    assert_refused(&bearer(gw.port, "never-issued"), &up, "inactive_token");
+    assert_refused(&bearer_get(gw.port, "never-issued"), &up, "inactive_token");
     assert_eq!(endpoint.calls(), cases.len());
     endpoint.set_token("never-issued", active("bob"));
     std::thread::sleep(Duration::from_millis(2100));
-    let r = bearer(gw.port, "never-issued");
+    let r = bearer_get(gw.port, "never-issued");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(endpoint.calls(), cases.len() + 1);
     assert_eq!(
@@ -226,26 +216,26 @@ fn a_revoked_token_is_refused_once_its_cached_answer_ends() {
     let endpoint = IntrospectionServer::start("gateway", SECRET);
     let gw = start(&up, &endpoint, "cache_ttl = \"2s\"");
     endpoint.set_token("tok-a", active("alice"));
-    assert_eq!(bearer(gw.port, "tok-a").status, 200);
+    assert_eq!(bearer_get(gw.port, "tok-a").status, 200);
     endpoint.set_token("tok-a", json!({"active": false}));
     assert_eq!(
-        bearer(gw.port, "tok-a").status,
+        bearer_get(gw.port, "tok-a").status,
         200,
         "cached within cache_ttl"
     );
     std::thread::sleep(Duration::from_millis(2100));
     up.clear();
-    assert_refused(&bearer(gw.port, "tok-a"), &up, "inactive_token");
+    assert_refused(&bearer_get(gw.port, "tok-a"), &up, "inactive_token");
 
     // A token whose exp comes before cache_ttl ends is not served from the cache past it.
     let mut soon = active("carol");
     soon["exp"] = json!(unix_now() + 1);
     endpoint.set_token("tok-b", soon);
-    assert_eq!(bearer(gw.port, "tok-b").status, 200);
+    assert_eq!(bearer_get(gw.port, "tok-b").status, 200);
     let calls = endpoint.calls();
     std::thread::sleep(Duration::from_millis(2100));
     up.clear();
-    let r = bearer(gw.port, "tok-b");
+    let r = bearer_get(gw.port, "tok-b");
     assert_eq!(endpoint.calls(), calls + 1, "asked again after exp");
     assert_refused(&r, &up, "token_expired");
 }
@@ -263,7 +253,7 @@ fn an_endpoint_that_is_down_slow_or_wrong_never_leads_to_an_accept() {
     let gw = start(&up, &endpoint, "timeout = \"500ms\"");
     let unavailable = |gw: &Gateway, what: &str| {
         let started = Instant::now();
-        let r = bearer(gw.port, "tok");
+        let r = bearer_get(gw.port, "tok");
         let v = r.assert_problem(503);
         assert_eq!(
             v["detail"], "the token could not be checked now; try again shortly",
@@ -308,13 +298,13 @@ fn an_endpoint_that_is_down_slow_or_wrong_never_leads_to_an_accept() {
     assert_eq!(errors(&gw, "timeout"), Some(1.0));
 
     endpoint.set_delay(Duration::ZERO);
-    let r = bearer(gw.port, "tok");
+    let r = bearer_get(gw.port, "tok");
     assert_eq!(r.status, 200, "back: {}", r.text());
     up.clear();
 
     // The endpoint refusing the gateway's own credentials.
     let other = start(&up, &wrong_secret, "");
-    let r = bearer(other.port, "tok");
+    let r = bearer_get(other.port, "tok");
     r.assert_problem(503);
     assert!(up.requests().is_empty());
     assert_eq!(
@@ -357,7 +347,7 @@ fn a_thousand_concurrent_requests_with_one_new_token_make_one_call() {
         .map(|_| {
             std::thread::Builder::new()
                 .stack_size(128 * 1024)
-                .spawn(move || bearer(port, "shared-new-token").status)
+                .spawn(move || bearer_get(port, "shared-new-token").status)
                 .expect("a client thread")
         })
         .collect();
@@ -406,7 +396,7 @@ fn a_route_may_take_jwts_and_introspected_tokens() {
         "rsa.pem",
         &json!({"sub": "alice", "aud": "orders-api", "exp": unix_now() + 600}),
     );
-    let r = bearer(gw.port, &jwt);
+    let r = bearer_get(gw.port, &jwt);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(endpoint.calls(), 0, "a verified JWT needs no call");
     let r = raw_request(

@@ -13,12 +13,6 @@ fn token(kid: &str, pem_file: &str) -> String {
     rs256_token(kid, pem_file, &claims)
 }
 
-fn bearer(gw: &Gateway, token: &str) -> HttpResponse {
-    gw.raw(&format!(
-        "GET /orders/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-    ))
-}
-
 fn read(name: &str) -> String {
     std::fs::read_to_string(data(&format!("jwt/{name}"))).unwrap()
 }
@@ -59,7 +53,8 @@ fn keys_rotate_through_the_refetch_rule() {
     let gw = Gateway::start(&corp_config(&up, &jwks, "jwks_refresh = \"1h\""));
     let original = token("rsa", "rsa.pem");
     assert!(
-        wait_until(Duration::from_secs(10), || bearer(&gw, &original).status
+        wait_until(Duration::from_secs(10), || bearer_get(gw.port, &original)
+            .status
             == 200),
         "the initial fetch makes the key known"
     );
@@ -69,16 +64,16 @@ fn keys_rotate_through_the_refetch_rule() {
     // The provider rotates: the first token with the new kid triggers one refetch and passes.
     jwks.set(&read("jwks-rotated.json"));
     let rotated = token("rotated", "rotated.pem");
-    let r = bearer(&gw, &rotated);
+    let r = bearer_get(gw.port, &rotated);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(jwks.hits(), after_start + 1);
 
     // The old key is gone now; unknown kids cannot make it fetch again within 30 s.
     for i in 0..10 {
-        let r = bearer(&gw, &token(&format!("made-up-{i}"), "attacker.pem"));
+        let r = bearer_get(gw.port, &token(&format!("made-up-{i}"), "attacker.pem"));
         r.assert_problem(401);
     }
-    let r = bearer(&gw, &original);
+    let r = bearer_get(gw.port, &original);
     assert_eq!(r.json()["detail"], "the token's signing key is not known");
     assert_eq!(jwks.hits(), after_start + 1, "no refetch storm");
     assert!(up
@@ -106,8 +101,8 @@ fn the_last_good_keys_survive_failed_refreshes() {
         )
     };
     assert!(
-        wait_until(Duration::from_secs(10), || bearer(
-            &gw,
+        wait_until(Duration::from_secs(10), || bearer_get(
+            gw.port,
             &token("rsa", "rsa.pem")
         )
         .status
@@ -121,12 +116,12 @@ fn the_last_good_keys_survive_failed_refreshes() {
     jwks.set("{ not json");
     up.clear();
     let hits = jwks.hits();
-    bearer(&gw, &token("rotated", "rotated.pem")).assert_problem(401);
+    bearer_get(gw.port, &token("rotated", "rotated.pem")).assert_problem(401);
     assert!(wait_until(Duration::from_secs(5), || failures(&gw)
         .is_some_and(|n| n >= 1.0)));
     assert!(jwks.hits() > hits, "the refetch reached the server");
     assert!(up.requests().is_empty());
-    let r = bearer(&gw, &token("rsa", "rsa.pem"));
+    let r = bearer_get(gw.port, &token("rsa", "rsa.pem"));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(up.requests().len(), 1);
 
@@ -139,10 +134,10 @@ fn the_last_good_keys_survive_failed_refreshes() {
         "no refresh attempt failed after the server stopped"
     );
     up.clear();
-    let r = bearer(&gw, &token("rsa", "rsa.pem"));
+    let r = bearer_get(gw.port, &token("rsa", "rsa.pem"));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(up.requests().len(), 1);
-    bearer(&gw, &token("made-up", "attacker.pem")).assert_problem(401);
+    bearer_get(gw.port, &token("made-up", "attacker.pem")).assert_problem(401);
     assert_eq!(up.requests().len(), 1);
     assert!(gw.stderr().contains("keeping the last good keys"));
 }
@@ -188,7 +183,7 @@ allow = {{ consumers = ["*"] }}
     assert!(wait_until(Duration::from_secs(10), || big.hits() >= 1
         && broken.hits() >= 1));
     std::thread::sleep(Duration::from_millis(300));
-    bearer(&gw, &token("rsa", "rsa.pem")).assert_problem(401);
+    bearer_get(gw.port, &token("rsa", "rsa.pem")).assert_problem(401);
     assert!(up.requests().is_empty());
     let log = gw.stderr();
     assert!(log.contains("larger than"), "{log}");

@@ -32,12 +32,6 @@ fn token(iss: &str, kid: &str, pem_file: &str) -> String {
     rs256_token(kid, pem_file, &claims)
 }
 
-fn bearer(gw: &Gateway, token: &str) -> HttpResponse {
-    gw.raw(&format!(
-        "GET /orders/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-    ))
-}
-
 /// `providers` (TOML) guarding `/orders` with `auth`, on upstream `up`.
 fn config(up: &Upstream, providers: &str, auth: &str) -> String {
     format!(
@@ -89,7 +83,9 @@ fn discovery_finds_the_keys_follows_rotation_and_keeps_the_last_good_document() 
     ));
     let good = token(&issuer, "rsa", "rsa.pem");
     assert!(
-        wait_until(Duration::from_secs(10), || bearer(&gw, &good).status == 200),
+        wait_until(Duration::from_secs(10), || bearer_get(gw.port, &good)
+            .status
+            == 200),
         "the keys the document points at are loaded"
     );
     assert!(docs.hits_of(WELL_KNOWN) >= 1 && docs.hits_of("/keys/1") >= 1);
@@ -118,7 +114,7 @@ fn discovery_finds_the_keys_follows_rotation_and_keeps_the_last_good_document() 
         format!("{issuer}/"),
         issuer.to_uppercase(),
     ] {
-        let r = bearer(&gw, &token(&other, "rsa", "rsa.pem"));
+        let r = bearer_get(gw.port, &token(&other, "rsa", "rsa.pem"));
         let v = r.assert_problem(401);
         assert_eq!(v["detail"], "the token's issuer is not accepted", "{other}");
         let challenge = r.header("www-authenticate").unwrap_or_default();
@@ -135,7 +131,7 @@ fn discovery_finds_the_keys_follows_rotation_and_keeps_the_last_good_document() 
     );
     docs.set_path("/keys/2", 200, &jwks("jwks-rotated.json"));
     let rotated = token(&issuer, "rotated", "rotated.pem");
-    let r = bearer(&gw, &rotated);
+    let r = bearer_get(gw.port, &rotated);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(docs.hits_of("/keys/2"), 1);
     assert!(
@@ -169,7 +165,7 @@ fn discovery_finds_the_keys_follows_rotation_and_keeps_the_last_good_document() 
         "the keys at the last good jwks_uri are still refreshed"
     );
     up.clear();
-    let r = bearer(&gw, &rotated);
+    let r = bearer_get(gw.port, &rotated);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(up.requests().len(), 1);
     let ready = gw.readyz();
@@ -185,9 +181,9 @@ fn discovery_finds_the_keys_follows_rotation_and_keeps_the_last_good_document() 
     docs.set_path(WELL_KNOWN, 500, "{}");
     let before = failures(&gw);
     assert!(wait_until(Duration::from_secs(20), || failures(&gw) > before));
-    let r = bearer(&gw, &rotated);
+    let r = bearer_get(gw.port, &rotated);
     assert_eq!(r.status, 200, "{}", r.text());
-    bearer(&gw, &good).assert_problem(401);
+    bearer_get(gw.port, &good).assert_problem(401);
 }
 
 /// Documents that fail their checks load no keys at all: the JWKS they name is never fetched,
@@ -277,7 +273,7 @@ fn a_document_that_fails_its_checks_loads_no_keys() {
         0,
         "no document named a JWKS that passed"
     );
-    let r = bearer(&gw, &token(&issuer, "rsa", "rsa.pem"));
+    let r = bearer_get(gw.port, &token(&issuer, "rsa", "rsa.pem"));
     r.assert_problem(401);
     assert!(up.requests().is_empty());
     assert_eq!(docs.hits_of("/keys"), 0);

@@ -212,13 +212,21 @@ const CARRY_EVERY: Duration = Duration::from_millis(200);
 impl ThrottleCarry {
     fn write(&self) {
         let text = self.throttle.carry_text();
-        if let Err(e) = crate::files::write_private(&self.path, text.as_bytes()) {
-            if !self.warned.swap(true, Ordering::Relaxed) {
-                log::warn!(
-                    "cannot keep the brute-force throttle's failures in {}: {e}; a graceful upgrade will start them from zero",
-                    self.path.display()
-                );
-            }
+        let Err(e) = crate::files::write_private(&self.path, text.as_bytes()) else {
+            return;
+        };
+        if self.warned.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let what = format!(
+            "the brute-force throttle's failures are not kept in {}: {e}; a graceful upgrade will start them from zero",
+            self.path.display()
+        );
+        // No directory for the pid file (a development run of the sample config): there is
+        // no upgrade to prepare for either.
+        match e.kind() {
+            std::io::ErrorKind::NotFound => log::info!("{what}"),
+            _ => log::warn!("{what}"),
         }
     }
 }

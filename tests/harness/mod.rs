@@ -68,6 +68,17 @@ pub fn rs256_token(kid: &str, pem_file: &str, claims: &serde_json::Value) -> Str
     jsonwebtoken::encode(&header, claims, &key).expect("signed")
 }
 
+/// `GET /orders/1` with `Authorization: Bearer <token>`: the request of the token tests.
+pub fn bearer_get(port: u16, token: &str) -> HttpResponse {
+    raw_request(
+        port,
+        format!(
+            "GET /orders/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+}
+
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
