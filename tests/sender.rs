@@ -155,6 +155,17 @@ fn dpop_bound_tokens_pass_only_with_a_fresh_proof_of_their_key() {
     assert_eq!(seen[0].header("authorization"), None);
     up.clear();
 
+    // No token at all: the challenge offers both schemes, DPoP with its proof algorithms.
+    let r = send(gw.port, "GET", "/orders/1", &[]);
+    r.assert_problem(401);
+    let challenge = r.header("www-authenticate").unwrap_or_default();
+    assert!(
+        challenge
+            .starts_with("Bearer realm=\"portcullis\", DPoP realm=\"portcullis\", algs=\"ES256 "),
+        "{challenge}"
+    );
+    assert!(up.requests().is_empty(), "{:?}", up.requests());
+
     // The same proof again: a replay.
     let r = send(
         gw.port,

@@ -169,7 +169,15 @@ fn challenge(methods: &[AuthMethod], jwt_failure: Option<JwtFailure>) -> String 
                 f.bearer_error(),
                 f.detail()
             )),
-            None => parts.push("Bearer realm=\"portcullis\"".to_string()),
+            None => {
+                // No token: say both schemes a token can come in (RFC 9449 section 7.1), so a
+                // DPoP client learns the proof algorithms before its first try.
+                parts.push("Bearer realm=\"portcullis\"".to_string());
+                parts.push(format!(
+                    "DPoP realm=\"portcullis\", algs=\"{}\"",
+                    sender::DPOP_ALGS
+                ));
+            }
         }
     }
     if methods.contains(&AuthMethod::ApiKey) {
@@ -701,6 +709,23 @@ mod tests {
                 "ApiKey realm=\"portcullis\"".to_string()
             )]
         );
+    }
+
+    #[test]
+    fn a_token_route_without_a_token_offers_bearer_and_dpop() {
+        let methods = [AuthMethod::Jwt(0), AuthMethod::ApiKey];
+        assert_eq!(
+            challenge(&methods, None),
+            format!(
+                "Bearer realm=\"portcullis\", DPoP realm=\"portcullis\", algs=\"{}\", \
+                 ApiKey realm=\"portcullis\"",
+                sender::DPOP_ALGS
+            )
+        );
+        // A token that failed is answered in its own scheme only, with the error.
+        let failed = challenge(&methods, Some(JwtFailure::Expired));
+        assert!(failed.starts_with("Bearer realm=\"portcullis\", error=\"invalid_token\""));
+        assert!(!failed.contains("DPoP"), "{failed}");
     }
 
     #[tokio::test]

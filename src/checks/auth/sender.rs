@@ -38,7 +38,8 @@ pub const DPOP_ALGORITHMS: &[Algorithm] = &[
     Algorithm::PS512,
     Algorithm::EdDSA,
 ];
-const DPOP_ALGS: &str = "ES256 ES384 RS256 RS384 RS512 PS256 PS384 PS512 EdDSA";
+/// `algs` of every DPoP challenge: the proof algorithms accepted, as RFC 9449 section 7.1 asks.
+pub const DPOP_ALGS: &str = "ES256 ES384 RS256 RS384 RS512 PS256 PS384 PS512 EdDSA";
 /// A proof longer than this is refused unread.
 const MAX_PROOF_BYTES: usize = 8 * 1024;
 /// How far ahead of the gateway's clock a proof's `iat` may be.
