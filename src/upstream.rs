@@ -323,7 +323,12 @@ pub fn failure_status(e: &Error) -> u16 {
         _ => match e.esource() {
             ErrorSource::Upstream => 502,
             ErrorSource::Downstream => match e.etype() {
-                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                // Gone: the connection failed, or (HTTP/2) the client reset or closed its
+                // stream, which Pingora reports as a downstream H2Error.
+                ErrorType::WriteError
+                | ErrorType::ReadError
+                | ErrorType::ConnectionClosed
+                | ErrorType::H2Error => 0,
                 ErrorType::ReadTimedout | ErrorType::WriteTimedout => 408,
                 _ => 400,
             },
@@ -367,6 +372,8 @@ mod tests {
             (ErrorType::ReadTimedout, Downstream, 408),
             (ErrorType::ConnectionClosed, Downstream, 0),
             (ErrorType::WriteError, Downstream, 0),
+            (ErrorType::H2Error, Downstream, 0),
+            (ErrorType::H2Error, Upstream, 502),
             (ErrorType::InvalidHTTPHeader, Downstream, 400),
             (ErrorType::InternalError, Internal, 500),
         ];

@@ -603,6 +603,30 @@ fn a_grpc_timeout_shorter_than_the_upstream_read_timeout_bounds_the_wait() {
     );
 }
 
+/// A client that gives up on a call the upstream has not answered is logged as gone, with no
+/// gRPC status: nothing was answered, and the gateway did not fail.
+#[test]
+fn a_client_that_gives_up_is_logged_as_gone() {
+    let server = start_stalling_server();
+    let (gw, h2c_port) = public_h2c_gateway(&server.to_string(), "read_timeout = \"30s\"");
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--http2-prior-knowledge", "--max-time", "0.5"])
+        .args(["-o", "/dev/null", "-H", "content-type: application/grpc"])
+        .args(["-H", "te: trailers", "--data-binary", "x"])
+        .arg(format!("http://127.0.0.1:{h2c_port}/test.Echo/Say"))
+        .output()
+        .expect("curl");
+    assert_eq!(out.status.code(), Some(28), "curl timed out: {out:?}");
+    let mut line = None;
+    wait_until(Duration::from_secs(5), || {
+        line = gw.access_log().lines().next().map(str::to_string);
+        line.is_some()
+    });
+    let line: serde_json::Value = serde_json::from_str(&line.expect("a log line")).unwrap();
+    assert_eq!(line["decision"], "client_gone", "{line}");
+    assert!(line["grpc_status"].is_null(), "{line}");
+}
+
 #[test]
 fn a_dead_upstream_is_unavailable() {
     let dead = free_port();
