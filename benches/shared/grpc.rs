@@ -30,20 +30,25 @@ pub fn serve(port: u16) -> ! {
                 continue;
             };
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(|_req| async {
-                    let frames = vec![
-                        Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(&CALL))),
-                        Ok(Frame::trailers({
-                            let mut t = http::HeaderMap::new();
-                            t.insert("grpc-status", http::HeaderValue::from_static("0"));
-                            t
-                        })),
-                    ];
-                    let body = StreamBody::new(tokio_stream::iter(frames));
-                    http::Response::builder()
-                        .header("content-type", "application/grpc")
-                        .body(body)
-                });
+                let service =
+                    hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async {
+                        // Read the call before answering, as a gRPC server does.
+                        let _ = http_body_util::BodyExt::collect(req.into_body()).await;
+                        let frames = vec![
+                            Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(
+                                &CALL,
+                            ))),
+                            Ok(Frame::trailers({
+                                let mut t = http::HeaderMap::new();
+                                t.insert("grpc-status", http::HeaderValue::from_static("0"));
+                                t
+                            })),
+                        ];
+                        let body = StreamBody::new(tokio_stream::iter(frames));
+                        http::Response::builder()
+                            .header("content-type", "application/grpc")
+                            .body(body)
+                    });
                 let _ =
                     hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
