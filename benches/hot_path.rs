@@ -175,26 +175,33 @@ fn answering_endpoint(answer: &'static str) -> std::net::SocketAddr {
 /// Token introspection: the cost of a request whose token's answer is in the cache (the
 /// endpoint was asked once, before timing), beside a cache miss of a token never seen.
 fn introspection(c: &mut Criterion) {
-    use portcullis::checks::auth::introspection::{Answer, IntrospectionProvider, Settings};
+    use portcullis::checks::auth::introspection::{
+        Answer, EndpointSource, IntrospectionProvider, Settings,
+    };
     let addr = answering_endpoint(
         r#"{"active":true,"sub":"alice","scope":"orders:read orders:write","aud":"orders-api"}"#,
     );
     let url = format!("http://{addr}/introspect");
-    let provider = IntrospectionProvider::new(Settings {
-        name: "bench".into(),
-        endpoint: portcullis::outbound::parse_url(&url).expect("url"),
-        endpoint_text: url,
-        client_id: "gateway".into(),
-        client_secret: b"secret".to_vec(),
-        issuer: None,
-        audiences: vec!["orders-api".into()],
-        consumer_claim: "sub".into(),
-        scopes_claim: "scope".into(),
-        cache_ttl: std::time::Duration::from_secs(3600),
-        negative_cache_ttl: std::time::Duration::from_secs(5),
-        timeout: std::time::Duration::from_secs(5),
-        cache_entries: 10_000,
-    });
+    let endpoint = EndpointSource::Fixed {
+        url: portcullis::outbound::parse_url(&url).expect("url"),
+        text: url,
+    };
+    let provider = IntrospectionProvider::new(
+        endpoint,
+        Settings {
+            name: "bench".into(),
+            client_id: "gateway".into(),
+            client_secret: b"secret".to_vec(),
+            issuer: None,
+            audiences: vec!["orders-api".into()],
+            consumer_claim: "sub".into(),
+            scopes_claim: "scope".into(),
+            cache_ttl: std::time::Duration::from_secs(3600),
+            negative_cache_ttl: std::time::Duration::from_secs(5),
+            timeout: std::time::Duration::from_secs(5),
+            cache_entries: 10_000,
+        },
+    );
     let token = "2YotnFZFEjr1zCsicMWpAA-an-opaque-access-token-of-typical-length";
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

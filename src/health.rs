@@ -5,13 +5,15 @@
 //! - `/readyz`: 200 when this process should get traffic: the configuration is loaded (it is
 //!   compiled before anything starts, so the check names it by its SHA-256), every listener
 //!   is bound, every upstream has at least one target its health checks count as healthy,
-//!   and every JWT provider has keys (a `jwks_url` provider has none until its first fetch).
+//!   every JWT provider has keys (a `jwks_url` provider has none until its first fetch), and
+//!   every introspection provider with `discovery` has its endpoint.
 //!   503 otherwise, and from the moment a graceful upgrade or shutdown begins, so that a load
 //!   balancer takes the old process out of rotation first.
 //!
 //! Both answer a small JSON object; `/readyz` lists each check with `ok` and a `detail` that
 //! names what is missing.
 
+use crate::checks::auth::introspection::EndpointState;
 use crate::checks::auth::key_store::{KeySource, KeyStore};
 use crate::observe::metrics::Ready;
 use crate::upstream::Upstreams;
@@ -38,6 +40,8 @@ pub struct Readiness {
     listeners: Vec<Listening>,
     upstreams: Arc<Upstreams>,
     key_sets: Vec<(String, Arc<KeyStore>)>,
+    /// Introspection providers whose endpoint a discovery document names.
+    endpoints: Vec<(String, Arc<EndpointState>)>,
     draining: AtomicBool,
 }
 
@@ -68,6 +72,24 @@ fn key_detail(keys: usize, store: &KeyStore) -> String {
     detail
 }
 
+/// What `/readyz` says of a discovered introspection endpoint: which one, from which document,
+/// and why the last read of the document failed, if it did.
+fn endpoint_detail(state: &EndpointState) -> String {
+    let mut detail = match state.endpoint_text() {
+        Some(endpoint) => format!("endpoint {endpoint}"),
+        None => "no endpoint yet".to_string(),
+    };
+    if let Some((url, _)) = state.discovery() {
+        detail.push_str(&format!(", discovery {url}"));
+    }
+    match (state.last_error(), state.endpoint_text()) {
+        (Some(error), _) => detail.push_str(&format!("; the last refresh failed: {error}")),
+        (None, None) => detail.push_str("; not read yet"),
+        (None, Some(_)) => {}
+    }
+    detail
+}
+
 /// One line of the `/readyz` answer.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Check {
@@ -78,12 +100,13 @@ pub struct Check {
 
 impl Readiness {
     /// `listeners`: (config key, address) of each proxy listener; `key_sets`: each JWT
-    /// provider's name and keys.
+    /// provider's name and keys; `endpoints`: each introspection provider with `discovery`.
     pub fn new(
         config_sha256: String,
         listeners: Vec<(String, String)>,
         upstreams: Arc<Upstreams>,
         key_sets: Vec<(String, Arc<KeyStore>)>,
+        endpoints: Vec<(String, Arc<EndpointState>)>,
     ) -> Self {
         Readiness {
             config_sha256,
@@ -97,6 +120,7 @@ impl Readiness {
                 .collect(),
             upstreams,
             key_sets,
+            endpoints,
             draining: AtomicBool::new(false),
         }
     }
@@ -153,6 +177,13 @@ impl Readiness {
                 name: format!("jwt provider {name}"),
                 ok: keys > 0,
                 detail: key_detail(keys, store),
+            });
+        }
+        for (name, state) in &self.endpoints {
+            out.push(Check {
+                name: format!("introspection provider {name}"),
+                ok: state.endpoint_text().is_some(),
+                detail: endpoint_detail(state),
             });
         }
         let draining = self.is_draining();

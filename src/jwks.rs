@@ -6,6 +6,7 @@
 //! good key set, and a failed discovery the last good `jwks_uri`. Never runs on the request path.
 
 use crate::checks::auth::key_store::{parse_jwks, KeySet, KeySource, KeyStore, RemoteJwks};
+use crate::discovery::{discover, JWKS_URI};
 use crate::outbound::{self, parse_url, Url};
 use async_trait::async_trait;
 use pingora_core::connectors::http::Connector;
@@ -16,72 +17,12 @@ use std::time::Duration;
 
 /// A JWKS larger than this is refused.
 pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
-/// A discovery document larger than this is refused (real ones are a few KiB).
-pub const MAX_DISCOVERY_BYTES: usize = 256 * 1024;
 /// Whole fetch: connect, request, response.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Fetch and parse a JWKS. TLS certificates and host names are verified.
 pub async fn fetch(url: &Url, connector: &Connector) -> Result<KeySet, String> {
-    parse_jwks(&get(url, connector, MAX_JWKS_BYTES, "the JWKS").await?)
-}
-
-/// Fetch a discovery document and return the `jwks_uri` it names, checked.
-pub async fn discover(url: &str, issuer: &str, connector: &Connector) -> Result<String, String> {
-    let parsed = parse_url(url)?;
-    let text = get(
-        &parsed,
-        connector,
-        MAX_DISCOVERY_BYTES,
-        "the discovery document",
-    )
-    .await?;
-    read_discovery(&text, issuer)
-}
-
-/// Check a discovery document against the provider's issuer; returns its `jwks_uri`.
-pub fn read_discovery(text: &str, issuer: &str) -> Result<String, String> {
-    let doc: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("not a discovery document: {e}"))?;
-    match doc.get("issuer") {
-        Some(serde_json::Value::String(found)) if found == issuer => {}
-        Some(serde_json::Value::String(found)) => {
-            return Err(format!(
-                "the document's issuer {found:?} is not {issuer:?}; they must match exactly"
-            ))
-        }
-        _ => return Err("the document has no issuer".into()),
-    }
-    let Some(jwks_uri) = doc.get("jwks_uri").and_then(serde_json::Value::as_str) else {
-        return Err("the document has no jwks_uri".into());
-    };
-    let parsed = parse_url(jwks_uri).map_err(|e| format!("jwks_uri: {e}"))?;
-    if !parsed.tls && !parsed.is_loopback() {
-        return Err(format!(
-            "jwks_uri {:?} is plain http; keys are only fetched over https (or from loopback)",
-            crate::observe::redact::redact_url(jwks_uri)
-        ));
-    }
-    Ok(jwks_uri.to_string())
-}
-
-/// GET one document of at most `limit` bytes; `what` names it in errors.
-async fn get(url: &Url, connector: &Connector, limit: usize, what: &str) -> Result<String, String> {
-    let request = outbound::Request {
-        url,
-        headers: &[],
-        body: None,
-        limit,
-        what,
-        timeout: FETCH_TIMEOUT,
-    };
-    let (status, body) = outbound::send(&request, connector)
-        .await
-        .map_err(|e| e.to_string())?;
-    if status != 200 {
-        return Err(format!("HTTP status {status}"));
-    }
-    String::from_utf8(body).map_err(|_| format!("{what} is not UTF-8"))
+    parse_jwks(&outbound::get(url, connector, MAX_JWKS_BYTES, "the JWKS", FETCH_TIMEOUT).await?)
 }
 
 /// Keeps every remote key store fresh.
@@ -99,7 +40,7 @@ async fn refresh(
 ) -> (Option<KeySet>, Vec<String>) {
     let mut errors = Vec::new();
     if let KeySource::Discovery { url, issuer } = &remote.source {
-        match discover(url, issuer, connector).await {
+        match discover(url, issuer, JWKS_URI, connector).await {
             Ok(jwks_uri) => match remote.discovered(&jwks_uri) {
                 Some(old) => log::warn!(
                     "jwt provider {name}: the discovery document {url} now names the JWKS {jwks_uri} (was {old})"
@@ -183,71 +124,6 @@ impl BackgroundService for JwksRefresher {
             .collect();
         for task in tasks {
             let _ = task.await;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn discovery_documents() {
-        let issuer = "https://id.example.com";
-        let doc = |iss: &str, jwks: &str| {
-            serde_json::json!({ "issuer": iss, "jwks_uri": jwks }).to_string()
-        };
-        assert_eq!(
-            read_discovery(&doc(issuer, "https://id.example.com/keys"), issuer).unwrap(),
-            "https://id.example.com/keys"
-        );
-        assert_eq!(
-            read_discovery(&doc(issuer, "http://127.0.0.1:8080/keys"), issuer).unwrap(),
-            "http://127.0.0.1:8080/keys"
-        );
-        let refused = [
-            (
-                doc("https://id.example.com/", "https://id.example.com/k"),
-                "must match exactly",
-            ),
-            (
-                doc("https://ID.example.com", "https://id.example.com/k"),
-                "must match exactly",
-            ),
-            (
-                doc("https://evil.example", "https://id.example.com/k"),
-                "must match exactly",
-            ),
-            (doc(issuer, "http://id.example.com/keys"), "plain http"),
-            (doc(issuer, "ftp://id.example.com/keys"), "jwks_uri: "),
-            (
-                doc(issuer, "https://u:p@id.example.com/keys"),
-                "credentials",
-            ),
-            (doc(issuer, "/keys"), "jwks_uri: "),
-            (
-                serde_json::json!({ "jwks_uri": "https://id.example.com/k" }).to_string(),
-                "no issuer",
-            ),
-            (
-                serde_json::json!({ "issuer": 7, "jwks_uri": "https://id.example.com/k" })
-                    .to_string(),
-                "no issuer",
-            ),
-            (
-                serde_json::json!({ "issuer": issuer }).to_string(),
-                "no jwks_uri",
-            ),
-            (
-                serde_json::json!({ "issuer": issuer, "jwks_uri": ["https://x/"] }).to_string(),
-                "no jwks_uri",
-            ),
-            ("[]".to_string(), "no issuer"),
-            ("{ not json".to_string(), "not a discovery document"),
-        ];
-        for (text, expected) in refused {
-            let e = read_discovery(&text, issuer).unwrap_err();
-            assert!(e.contains(expected), "{text}: {e}");
         }
     }
 }

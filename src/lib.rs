@@ -8,6 +8,7 @@ pub mod audit;
 pub mod checks;
 pub mod config;
 pub mod context;
+pub mod discovery;
 pub mod echo;
 pub mod files;
 pub mod gateway;

@@ -133,6 +133,30 @@ pub async fn send(r: &Request<'_>, connector: &Connector) -> Result<(u16, Vec<u8
         .map_err(|_| Failure::Timeout)?
 }
 
+/// GET one UTF-8 document of at most `limit` bytes (`what` names it in errors); any status
+/// but 200 is an error.
+pub async fn get(
+    url: &Url,
+    connector: &Connector,
+    limit: usize,
+    what: &str,
+    timeout: Duration,
+) -> Result<String, String> {
+    let request = Request {
+        url,
+        headers: &[],
+        body: None,
+        limit,
+        what,
+        timeout,
+    };
+    let (status, body) = send(&request, connector).await.map_err(|e| e.to_string())?;
+    if status != 200 {
+        return Err(format!("HTTP status {status}"));
+    }
+    String::from_utf8(body).map_err(|_| format!("{what} is not UTF-8"))
+}
+
 async fn exchange(r: &Request<'_>, connector: &Connector) -> Result<(u16, Vec<u8>), Failure> {
     let url = r.url;
     let addr = tokio::net::lookup_host((url.host.as_str(), url.port))

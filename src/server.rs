@@ -1,11 +1,13 @@
 //! Assemble the Pingora server from the compiled configuration: `[server]` becomes Pingora's
 //! `ServerConf` (no YAML file), then the proxy, health-check, metrics and demo services.
 
+use crate::checks::auth::introspection::EndpointState;
 use crate::checks::auth::sender::{ReplayCache, ReplayGuard};
 use crate::checks::rate_limit::shared::{SharedLimiter, StoreConnector};
 use crate::checks::throttle::{FailureThrottle, SuspectReader, ThrottleCarry};
 use crate::config::model::Listener;
 use crate::config::Config;
+use crate::discovery::IntrospectionDiscovery;
 use crate::echo::EchoApp;
 use crate::gateway::respond::Respond;
 use crate::gateway::Gateway;
@@ -240,6 +242,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
             .iter()
             .map(|p| (p.name.clone(), p.keys.clone()))
             .collect(),
+        discovered_endpoints(&config),
     ));
     server.add_service(background_service(
         "drain watch",
@@ -357,6 +360,16 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
     for provider in &config.identities.introspection {
         provider.install_metrics(metrics.introspection.clone());
     }
+    let discovered = discovered_endpoints(&config);
+    if !discovered.is_empty() {
+        server.add_service(background_service(
+            "introspection discovery",
+            IntrospectionDiscovery {
+                providers: discovered,
+                errors: metrics.introspection.errors.clone(),
+            },
+        ));
+    }
     if let Some(m) = &config.metrics {
         let mut service = Service::new(
             "portcullis metrics".to_string(),
@@ -387,6 +400,17 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
             .join(", ")
     );
     server.run_forever()
+}
+
+/// The introspection providers whose endpoint a discovery document names.
+fn discovered_endpoints(config: &Config) -> Vec<(String, Arc<EndpointState>)> {
+    config
+        .identities
+        .introspection
+        .iter()
+        .filter(|p| p.endpoint().discovery().is_some())
+        .map(|p| (p.name().to_string(), p.endpoint().clone()))
+        .collect()
 }
 
 #[cfg(test)]

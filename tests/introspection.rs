@@ -419,3 +419,90 @@ fn a_route_may_take_jwts_and_introspected_tokens() {
     assert_eq!(endpoint.calls(), 2);
     assert!(up.requests().is_empty());
 }
+
+/// `discovery` instead of `introspection_endpoint`: the document's `introspection_endpoint`
+/// is used once the document names the configured issuer exactly; a document of another
+/// issuer is never followed (tokens are 503 and the endpoint it names is never asked), and
+/// `/readyz` says which endpoint is in use, or why there is none.
+#[test]
+fn discovery_names_the_endpoint_only_for_the_right_issuer() {
+    const WELL_KNOWN: &str = "/.well-known/openid-configuration";
+    let up = Upstream::start();
+    let endpoint = IntrospectionServer::start("gateway", SECRET);
+    endpoint.set_token("tok", active("alice"));
+    let docs = DocServer::start("{}");
+    let doc = |issuer: &str| {
+        json!({ "issuer": issuer, "introspection_endpoint": endpoint.url(),
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic"] })
+        .to_string()
+    };
+    docs.set_path(
+        &format!("/good{WELL_KNOWN}"),
+        200,
+        &doc("https://as.example.com"),
+    );
+    docs.set_path(
+        &format!("/evil{WELL_KNOWN}"),
+        200,
+        &doc("https://evil.example"),
+    );
+    let with_discovery = |path: &str| {
+        let discovery = format!("http://{}/{path}{WELL_KNOWN}", docs.addr);
+        let text = config(&up, &endpoint, "").replace(
+            &format!("introspection_endpoint = \"{}\"", endpoint.url()),
+            &format!("discovery = \"{discovery}\""),
+        );
+        let gw = Gateway::start_with_files(&text, "", &[("as.secret", SECRET.as_bytes())]);
+        (gw, discovery)
+    };
+
+    let (gw, discovery) = with_discovery("good");
+    let ready = wait_until(Duration::from_secs(5), || gw.readyz().status == 200);
+    let v = gw.readyz().json();
+    assert!(ready, "{v}");
+    assert_eq!(
+        readyz_check(&v, "introspection provider as")["detail"],
+        format!("endpoint {}, discovery {discovery}", endpoint.url())
+    );
+    let r = bearer_get(gw.port, "tok");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.requests()[0].header("x-consumer-id"), Some("alice"));
+    assert_eq!(endpoint.calls(), 1);
+    up.clear();
+
+    // A document naming another issuer: the endpoint it names is never asked.
+    let (evil, discovery) = with_discovery("evil");
+    evil.wait_metric(
+        "portcullis_introspection_errors_total",
+        &[("provider", "as"), ("reason", "discovery")],
+        1.0,
+    );
+    let r = bearer_get(evil.port, "tok");
+    let v = r.assert_problem(503);
+    assert_eq!(
+        evil.access_line(v["request_id"].as_str().unwrap())["decision"],
+        "introspection_unavailable"
+    );
+    assert!(up.requests().is_empty(), "{:?}", up.requests());
+    assert_eq!(
+        endpoint.calls(),
+        1,
+        "the endpoint was asked for the evil document"
+    );
+    let ready = evil.readyz();
+    assert_eq!(ready.status, 503);
+    let check = readyz_check(&ready.json(), "introspection provider as");
+    assert_eq!(check["ok"], false);
+    let detail = check["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.starts_with(&format!("no endpoint yet, discovery {discovery}; the last refresh failed: cannot read the discovery document"))
+            && detail.contains("must match exactly"),
+        "{detail}"
+    );
+    assert!(
+        evil.stderr()
+            .contains("no introspection endpoint discovered yet"),
+        "{}",
+        evil.stderr()
+    );
+}

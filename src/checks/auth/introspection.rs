@@ -12,6 +12,8 @@
 //! - Fail closed: a call that times out, cannot connect, gets a status other than 200 or an
 //!   answer that is not an introspection response ends in `Unavailable` (a 503 to the client),
 //!   never in an accept.
+//! - The endpoint is configured, or named by a discovery document (`discovery.rs` reads it in
+//!   the background; until it has, calls fail as `no_endpoint`, never accept).
 //! - Calls per provider are bounded (`MAX_CONCURRENT_CALLS`); past it a request waits within
 //!   the same `timeout`.
 
@@ -44,9 +46,6 @@ pub enum Answer {
 /// The settings of a provider, as compiled from its config entry.
 pub struct Settings {
     pub name: String,
-    pub endpoint: Url,
-    /// The endpoint as configured, for log lines.
-    pub endpoint_text: String,
     pub client_id: String,
     pub client_secret: Vec<u8>,
     /// When set, an answer's `iss` (if it has one) must be this.
@@ -62,11 +61,96 @@ pub struct Settings {
     pub cache_entries: usize,
 }
 
+/// Where a provider's endpoint comes from.
+pub enum EndpointSource {
+    /// `introspection_endpoint`: `text` is the address for log lines (credentials redacted).
+    Fixed { url: Url, text: String },
+    /// `discovery`: the document's `introspection_endpoint`, once read (`discovery.rs`); the
+    /// document's `issuer` must be `issuer` exactly.
+    Discovery { url: String, issuer: String },
+}
+
+/// An endpoint in use: its address parsed, and as text for log lines and `/readyz`.
+#[derive(Debug)]
+struct Endpoint {
+    url: Url,
+    text: String,
+}
+
+/// A provider's endpoint and, with `discovery`, what reading the document last found; shared
+/// with the discovery refresher and `/readyz`.
+#[derive(Debug)]
+pub struct EndpointState {
+    /// `discovery` and the issuer the document must name.
+    discovery: Option<(String, String)>,
+    current: Mutex<Option<Arc<Endpoint>>>,
+    last_error: Mutex<Option<String>>,
+}
+
+impl EndpointState {
+    fn new(source: EndpointSource) -> Self {
+        let (discovery, current) = match source {
+            EndpointSource::Fixed { url, text } => (None, Some(Arc::new(Endpoint { url, text }))),
+            EndpointSource::Discovery { url, issuer } => (Some((url, issuer)), None),
+        };
+        EndpointState {
+            discovery,
+            current: Mutex::new(current),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    /// `discovery` and the issuer it must name; `None` for a configured endpoint.
+    pub fn discovery(&self) -> Option<(&str, &str)> {
+        self.discovery
+            .as_ref()
+            .map(|(url, issuer)| (url.as_str(), issuer.as_str()))
+    }
+
+    fn current(&self) -> Option<Arc<Endpoint>> {
+        self.current.lock().ok().and_then(|c| c.clone())
+    }
+
+    /// The endpoint in use, as text; `None` until a discovery document named one.
+    pub fn endpoint_text(&self) -> Option<String> {
+        self.current().map(|e| e.text.clone())
+    }
+
+    /// The document names `address` (checked by `discovery::read_discovery`): use it from now
+    /// on. Returns the endpoint it replaces, if it differs.
+    pub fn discovered(&self, address: &str) -> Result<Option<String>, String> {
+        let url = crate::outbound::parse_url(address)?;
+        let text = crate::observe::redact::redact_url(address);
+        let mut current = self
+            .current
+            .lock()
+            .map_err(|_| "the endpoint's lock is poisoned".to_string())?;
+        if current.as_ref().is_some_and(|c| c.url == url) {
+            return Ok(None);
+        }
+        let old = current.replace(Arc::new(Endpoint { url, text }));
+        Ok(old.map(|old| old.text.clone()))
+    }
+
+    /// One read of the document is over: `error` says why it failed, `None` when it did not.
+    pub fn attempted(&self, error: Option<String>) {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = error;
+        }
+    }
+
+    /// Why the last read of the document failed, if it did.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+}
+
 /// A compiled `kind = "introspection"` provider.
 pub struct IntrospectionProvider {
     /// `introspection:<name>`: in `auth` lists, logs and metrics' `auth` values.
     pub label: String,
     settings: Settings,
+    endpoint: Arc<EndpointState>,
     /// `Basic …`, prepared once.
     authorization: String,
     cache: Option<TokenCache<Answer>>,
@@ -82,7 +166,7 @@ impl std::fmt::Debug for IntrospectionProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IntrospectionProvider")
             .field("name", &self.settings.name)
-            .field("endpoint", &self.settings.endpoint_text)
+            .field("endpoint", &self.endpoint)
             .finish_non_exhaustive()
     }
 }
@@ -111,8 +195,9 @@ fn is_b64token(token: &str) -> bool {
 }
 
 impl IntrospectionProvider {
-    pub fn new(settings: Settings) -> Self {
+    pub fn new(endpoint: EndpointSource, settings: Settings) -> Self {
         use base64::Engine;
+        let endpoint = Arc::new(EndpointState::new(endpoint));
         let credentials = format!(
             "{}:{}",
             form_encode(settings.client_id.as_bytes()),
@@ -126,6 +211,7 @@ impl IntrospectionProvider {
             ),
             cache: TokenCache::new(settings.cache_entries),
             settings,
+            endpoint,
             inflight: Mutex::new(HashMap::new()),
             calls: Semaphore::new(MAX_CONCURRENT_CALLS),
             connector: Connector::new(None),
@@ -136,6 +222,11 @@ impl IntrospectionProvider {
 
     pub fn name(&self) -> &str {
         &self.settings.name
+    }
+
+    /// Its endpoint, for the discovery refresher and `/readyz`.
+    pub fn endpoint(&self) -> &Arc<EndpointState> {
+        &self.endpoint
     }
 
     /// Hand the provider its metrics (once; later calls are ignored).
@@ -217,6 +308,16 @@ impl IntrospectionProvider {
 
     /// POST the token; the answer's body when the status is 200.
     async fn exchange(&self, token: &str) -> Result<Vec<u8>, (&'static str, String)> {
+        let Some(endpoint) = self.endpoint.current() else {
+            let why = self
+                .endpoint
+                .last_error()
+                .unwrap_or_else(|| "not read yet".into());
+            return Err((
+                "no_endpoint",
+                format!("no introspection endpoint discovered yet ({why})"),
+            ));
+        };
         let _permit = self
             .calls
             .acquire()
@@ -234,7 +335,7 @@ impl IntrospectionProvider {
             ),
         ];
         let request = outbound::Request {
-            url: &self.settings.endpoint,
+            url: &endpoint.url,
             headers: &headers,
             body: Some(body.as_bytes()),
             limit: MAX_ANSWER_BYTES,
@@ -322,10 +423,14 @@ impl IntrospectionProvider {
     fn log_error(&self, message: &str) {
         let now = token_cache::unix_now();
         if self.last_logged.swap(now, Ordering::Relaxed) != now {
+            let at = match (self.endpoint.endpoint_text(), self.endpoint.discovery()) {
+                (Some(text), _) => text,
+                (None, Some((discovery, _))) => discovery.to_string(),
+                (None, None) => String::new(),
+            };
             log::warn!(
-                "introspection provider {}: {}: {message}; requests that need it are refused with 503",
+                "introspection provider {}: {at}: {message}; requests that need it are refused with 503",
                 self.settings.name,
-                self.settings.endpoint_text
             );
         }
     }
@@ -377,21 +482,26 @@ mod tests {
     use serde_json::json;
 
     fn provider(cache_entries: usize) -> IntrospectionProvider {
-        IntrospectionProvider::new(Settings {
-            name: "t".into(),
-            endpoint: outbound::parse_url("http://127.0.0.1:1/introspect").unwrap(),
-            endpoint_text: "http://127.0.0.1:1/introspect".into(),
-            client_id: "gate way".into(),
-            client_secret: b"s3cr:t/".to_vec(),
-            issuer: Some("https://as.example.com".into()),
-            audiences: vec!["orders-api".into()],
-            consumer_claim: "sub".into(),
-            scopes_claim: "scope".into(),
-            cache_ttl: Duration::from_secs(60),
-            negative_cache_ttl: Duration::from_secs(5),
-            timeout: Duration::from_millis(300),
-            cache_entries,
-        })
+        let endpoint = EndpointSource::Fixed {
+            url: outbound::parse_url("http://127.0.0.1:1/introspect").unwrap(),
+            text: "http://127.0.0.1:1/introspect".into(),
+        };
+        IntrospectionProvider::new(
+            endpoint,
+            Settings {
+                name: "t".into(),
+                client_id: "gate way".into(),
+                client_secret: b"s3cr:t/".to_vec(),
+                issuer: Some("https://as.example.com".into()),
+                audiences: vec!["orders-api".into()],
+                consumer_claim: "sub".into(),
+                scopes_claim: "scope".into(),
+                cache_ttl: Duration::from_secs(60),
+                negative_cache_ttl: Duration::from_secs(5),
+                timeout: Duration::from_millis(300),
+                cache_entries,
+            },
+        )
     }
 
     fn answer(p: &IntrospectionProvider, doc: Value) -> (Answer, u64) {

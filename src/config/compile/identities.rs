@@ -305,6 +305,23 @@ fn remote_source(
         }
         return Some(KeySource::Jwks(url.clone()));
     }
+    let issuer = discovery_issuer(e, key, url, &parsed, issuer)?;
+    Some(KeySource::Discovery {
+        url: url.clone(),
+        issuer,
+    })
+}
+
+/// A `discovery` address's checks (https, or plain http on loopback) and the issuer its
+/// document must name: `issuer` when set, else the address before `DISCOVERY_PATH` (which is
+/// then also the provider's `issuer`).
+pub(super) fn discovery_issuer(
+    e: &mut Errors,
+    key: &str,
+    url: &str,
+    parsed: &crate::outbound::Url,
+    issuer: &mut Option<String>,
+) -> Option<String> {
     if !parsed.tls && !parsed.is_loopback() {
         e.add(
             format!("{key}.discovery"),
@@ -324,10 +341,7 @@ fn remote_source(
             }
         }
     }
-    Some(KeySource::Discovery {
-        url: url.clone(),
-        issuer: issuer.clone().unwrap_or_default(),
-    })
+    issuer.clone()
 }
 
 /// `jwt:<name>` or `introspection:<name>`: the provider it names, of that kind.

@@ -3,7 +3,7 @@
 //! `secret_file`), the claims it is checked against, its caches and its timeout.
 
 use super::secret;
-use crate::checks::auth::introspection::{IntrospectionProvider, Settings};
+use crate::checks::auth::introspection::{EndpointSource, IntrospectionProvider, Settings};
 use crate::config::diagnostics::Errors;
 use crate::config::lint;
 use crate::config::raw::RawJwtProvider;
@@ -15,7 +15,6 @@ const JWT_ONLY: &[&str] = &[
     "algorithms",
     "jwks_file",
     "jwks_url",
-    "discovery",
     "jwks_refresh",
     "leeway",
 ];
@@ -62,27 +61,8 @@ pub(super) fn compile(
             "only applies to kind = \"jwt\"; an introspection provider asks its endpoint instead",
         );
     }
-    let Some(endpoint_text) = p.introspection_endpoint.as_deref() else {
-        e.add(
-            format!("{key}.introspection_endpoint"),
-            "needed with kind = \"introspection\": the authorization server's RFC 7662 endpoint",
-        );
-        return None;
-    };
-    let endpoint = match crate::outbound::parse_url(endpoint_text) {
-        Ok(url) if url.tls || url.is_loopback() => url,
-        Ok(_) => {
-            e.add(
-                format!("{key}.introspection_endpoint"),
-                "plain http is only allowed on loopback: tokens and the client secret would travel in clear text; use https://",
-            );
-            return None;
-        }
-        Err(message) => {
-            e.add(format!("{key}.introspection_endpoint"), message);
-            return None;
-        }
-    };
+    let mut issuer = p.issuer.clone().filter(|i| !i.is_empty());
+    let endpoint = endpoint_source(e, key, p, &mut issuer)?;
     let client_id = match p.client_id.as_deref() {
         Some(id) if !id.is_empty() => id.to_string(),
         _ => {
@@ -147,21 +127,74 @@ pub(super) fn compile(
         Some(0) => 0,
         raw => e.count(&format!("{key}.token_cache"), raw, 10_000, 1_000_000),
     };
-    Some(IntrospectionProvider::new(Settings {
-        name: p.name.clone(),
+    Some(IntrospectionProvider::new(
         endpoint,
-        endpoint_text: crate::observe::redact::redact_url(endpoint_text),
-        client_id,
-        client_secret,
-        issuer: p.issuer.clone().filter(|i| !i.is_empty()),
-        audiences: p.audiences.clone(),
-        consumer_claim: p.consumer_claim.clone().unwrap_or_else(|| "sub".into()),
-        scopes_claim: p.scopes_claim.clone().unwrap_or_else(|| "scope".into()),
-        cache_ttl,
-        negative_cache_ttl,
-        timeout,
-        cache_entries,
-    }))
+        Settings {
+            name: p.name.clone(),
+            client_id,
+            client_secret,
+            issuer,
+            audiences: p.audiences.clone(),
+            consumer_claim: p.consumer_claim.clone().unwrap_or_else(|| "sub".into()),
+            scopes_claim: p.scopes_claim.clone().unwrap_or_else(|| "scope".into()),
+            cache_ttl,
+            negative_cache_ttl,
+            timeout,
+            cache_entries,
+        },
+    ))
+}
+
+/// `introspection_endpoint`, or `discovery` (whose document names it): exactly one.
+fn endpoint_source(
+    e: &mut Errors,
+    key: &str,
+    p: &RawJwtProvider,
+    issuer: &mut Option<String>,
+) -> Option<EndpointSource> {
+    let (field, text) = match (&p.introspection_endpoint, &p.discovery) {
+        (Some(_), Some(_)) => {
+            e.add(
+                format!("{key}.discovery"),
+                "set introspection_endpoint or discovery, not both",
+            );
+            return None;
+        }
+        (Some(text), None) => ("introspection_endpoint", text),
+        (None, Some(text)) => ("discovery", text),
+        (None, None) => {
+            e.add(
+                format!("{key}.introspection_endpoint"),
+                "needed with kind = \"introspection\" (or discovery): the authorization server's RFC 7662 endpoint",
+            );
+            return None;
+        }
+    };
+    let url = match crate::outbound::parse_url(text) {
+        Ok(url) => url,
+        Err(message) => {
+            e.add(format!("{key}.{field}"), message);
+            return None;
+        }
+    };
+    if field == "discovery" {
+        let issuer = super::identities::discovery_issuer(e, key, text, &url, issuer)?;
+        return Some(EndpointSource::Discovery {
+            url: text.clone(),
+            issuer,
+        });
+    }
+    if !url.tls && !url.is_loopback() {
+        e.add(
+            format!("{key}.introspection_endpoint"),
+            "plain http is only allowed on loopback: tokens and the client secret would travel in clear text; use https://",
+        );
+        return None;
+    }
+    Some(EndpointSource::Fixed {
+        url,
+        text: crate::observe::redact::redact_url(text),
+    })
 }
 
 #[cfg(test)]
@@ -197,6 +230,33 @@ mod tests {
         // Plain http on this machine is for tests.
         let local = GOOD.replace("https://as.example.com", "http://127.0.0.1:9");
         assert_eq!(provider(&local).1, Vec::<String>::new());
+    }
+
+    #[test]
+    fn discovery_names_the_endpoint_and_the_issuer() {
+        let body = GOOD.replace(
+            "introspection_endpoint = \"https://as.example.com/introspect\"",
+            "discovery = \"https://as.example.com/realms/x/.well-known/openid-configuration\"",
+        );
+        let (made, errors, _) = provider(&body);
+        assert_eq!(errors, Vec::<String>::new());
+        let made = made.expect("a provider");
+        assert_eq!(
+            made.endpoint().discovery(),
+            Some((
+                "https://as.example.com/realms/x/.well-known/openid-configuration",
+                "https://as.example.com/realms/x"
+            ))
+        );
+        assert_eq!(made.endpoint().endpoint_text(), None, "read at start");
+        // A set issuer is the one the document must name.
+        let (made, errors, _) = provider(&format!("{body}issuer = \"https://as.example.com\"\n"));
+        assert_eq!(errors, Vec::<String>::new());
+        let made = made.expect("a provider");
+        assert_eq!(
+            made.endpoint().discovery().map(|d| d.1),
+            Some("https://as.example.com")
+        );
     }
 
     #[test]
@@ -242,6 +302,26 @@ mod tests {
             (
                 format!("{GOOD}jwks_url = \"https://as.example.com/jwks\""),
                 "jwt_providers[0].jwks_url: only applies to kind = \"jwt\"",
+            ),
+            (
+                format!(
+                    "{GOOD}discovery = \"https://as.example.com/.well-known/openid-configuration\""
+                ),
+                "jwt_providers[0].discovery: set introspection_endpoint or discovery, not both",
+            ),
+            (
+                GOOD.replace(
+                    "introspection_endpoint = \"https://as.example.com/introspect\"",
+                    "discovery = \"http://as.example.com/.well-known/openid-configuration\"",
+                ),
+                "jwt_providers[0].discovery: plain http is only allowed on loopback",
+            ),
+            (
+                GOOD.replace(
+                    "introspection_endpoint = \"https://as.example.com/introspect\"",
+                    "discovery = \"https://as.example.com/metadata.json\"",
+                ),
+                "jwt_providers[0].issuer: needed",
             ),
             (
                 format!("{GOOD}cache_ttl = \"2h\""),
