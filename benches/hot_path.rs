@@ -293,6 +293,7 @@ fn dpop(c: &mut Criterion) {
             cache.first_use(&portcullis::checks::auth::sender::ProofSeen {
                 key,
                 ttl: std::time::Duration::from_secs(70),
+                next_nonce: None,
             })
         })
     });
@@ -337,6 +338,7 @@ fn acl(c: &mut Criterion) {
         key_label: None,
         token_scheme: None,
         confirmation: None,
+        dpop_nonce: None,
     };
     c.bench_function("acl/allow", |b| {
         b.iter(|| authorize(Some(black_box(&allow)), black_box(&who)).is_ok())

@@ -337,6 +337,18 @@ fn auth_config_errors_name_the_key() {
             "security.dpop_proof_lifetime: between 5s and 10m",
         ),
         (
+            format!("[security]\ndpop_nonce_secret_file = \"/proc/sys/kernel/ostype\"\n{BASE}"),
+            "security.dpop_nonce_secret_file: only applies with dpop_nonce = true",
+        ),
+        (
+            format!("[security]\ndpop_nonce = true\ndpop_nonce_secret_file = \"/proc/sys/kernel/ostype\"\n{BASE}"),
+            "security.dpop_nonce_secret_file: the secret has 5 bytes; at least 32",
+        ),
+        (
+            format!("[security]\ndpop_nonce = true\ndpop_nonce_secret_env = \"PORTCULLIS_TEST_UNSET_VAR\"\n{BASE}"),
+            "security.dpop_nonce_secret_env: the environment variable PORTCULLIS_TEST_UNSET_VAR is not set",
+        ),
+        (
             format!("{BASE}\n[[jwt_providers]]\nname = \"as\"\nkind = \"opaque\"\n"),
             "jwt_providers[0].kind: unknown kind \"opaque\"",
         ),

@@ -314,7 +314,7 @@ fn other_answers_carry_cors_headers_for_an_allowed_origin_only() {
     assert_eq!(ok.header("Access-Control-Allow-Credentials"), Some("true"));
     assert_eq!(
         ok.header("Access-Control-Expose-Headers"),
-        Some("x-request-id, ratelimit, ratelimit-policy, retry-after")
+        Some("x-request-id, ratelimit, ratelimit-policy, retry-after, dpop-nonce")
     );
     let vary: Vec<&str> = ok
         .headers

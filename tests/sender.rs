@@ -47,13 +47,28 @@ impl Holder {
 
     /// A proof for `method` `htu`, bound to `token`, with its own `jti`.
     fn proof(&self, method: &str, htu: &str, token: &str, jti: &str) -> String {
+        self.proof_with_nonce(method, htu, token, jti, None)
+    }
+
+    /// `proof`, carrying the server's `nonce` when given.
+    fn proof_with_nonce(
+        &self,
+        method: &str,
+        htu: &str,
+        token: &str,
+        jti: &str,
+        nonce: Option<&str>,
+    ) -> String {
         let mut header = Header::new(self.alg);
         header.typ = Some("dpop+jwt".into());
         header.jwk = Some(self.jwk.clone());
-        let claims = json!({
+        let mut claims = json!({
             "jti": jti, "htm": method, "htu": htu, "iat": unix_now(),
             "ath": URL_SAFE_NO_PAD.encode(Sha256::digest(token.as_bytes())),
         });
+        if let Some(nonce) = nonce {
+            claims["nonce"] = json!(nonce);
+        }
         encode(&header, &claims, &self.key).unwrap()
     }
 }
@@ -482,4 +497,113 @@ fn certificate_bound_tokens_need_their_certificate() {
         "Bearer",
         "invalid_token",
     );
+}
+
+/// `[security] dpop_nonce`: a proof without the gateway's nonce is answered with
+/// `use_dpop_nonce` and a `DPoP-Nonce` (not counted toward the throttle); the retry with that
+/// nonce passes. Two instances sharing the secret accept each other's nonces; a made-up nonce
+/// or one of another secret does not pass.
+#[test]
+fn with_nonces_a_proof_must_carry_a_recent_one() {
+    let up = Upstream::start();
+    let security = "[security]\ndpop_nonce = true\ndpop_nonce_secret_file = \"nonce.secret\"\nauth_failure_limit = { failures = 10, per = \"1m\" }\n";
+    let secret: &[u8] = b"a-shared-secret-of-at-least-32-bytes-for-nonces";
+    let start = |secret: &[u8]| {
+        Gateway::start_with_files(&config(&up, security), "", &[("nonce.secret", secret)])
+    };
+    let a = start(secret);
+    let b = start(secret);
+    let other = start(b"another-secret-of-at-least-32-bytes-for-nonces!");
+    let holder = Holder::new("ec256.pem", Algorithm::ES256);
+    let token = access_token("alice", Some(json!({"jkt": holder.jkt()})));
+    let dpop = format!("DPoP {token}");
+    let mut jti = 0;
+    let mut call = |gw: &Gateway, nonce: Option<&str>| {
+        jti += 1;
+        let htu = format!("http://api.test:{}/orders/1", gw.port);
+        let proof = holder.proof_with_nonce("GET", &htu, &token, &format!("n-{jti}"), nonce);
+        send(
+            gw.port,
+            "GET",
+            "/orders/1",
+            &[("Authorization", &dpop), ("DPoP", &proof)],
+        )
+    };
+
+    // No nonce: asked for one, more times than the throttle allows failures.
+    let mut nonce = String::new();
+    for _ in 0..12 {
+        let r = call(&a, None);
+        assert_refused(&r, &up, "dpop_nonce_required", "DPoP", "use_dpop_nonce");
+        nonce = r.header("dpop-nonce").unwrap_or_default().to_string();
+        assert_eq!(nonce.len(), 22, "{:?}", r.header("dpop-nonce"));
+    }
+    // The retry with the nonce passes; so does one at the instance sharing the secret.
+    let r = call(&a, Some(&nonce));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.requests().len(), 1);
+    assert_eq!(call(&b, Some(&nonce)).status, 200);
+    up.clear();
+
+    // Made up, or of another secret: asked again, nothing upstream.
+    for (gw, nonce) in [(&a, "AAAAAAAAAAAAAAAAAAAAAA"), (&other, nonce.as_str())] {
+        let r = call(gw, Some(nonce));
+        assert_refused(&r, &up, "dpop_nonce_required", "DPoP", "use_dpop_nonce");
+        assert!(r.header("dpop-nonce").is_some_and(|n| n != nonce));
+    }
+    // Nonces are checked after the proof itself: a bad proof is still invalid.
+    let htu = format!("http://api.test:{}/orders/2", a.port);
+    let wrong_url = holder.proof_with_nonce("GET", &htu, &token, "wrong-url", Some(&nonce));
+    let r = send(
+        a.port,
+        "GET",
+        "/orders/1",
+        &[("Authorization", &dpop), ("DPoP", &wrong_url)],
+    );
+    assert_refused(&r, &up, "invalid_dpop_proof", "DPoP", "invalid_dpop_proof");
+    assert_eq!(r.header("dpop-nonce"), None);
+}
+
+/// A nonce of the previous window still passes, and the response hands out the current one in
+/// `DPoP-Nonce`, so a client moves on without a refusal.
+#[test]
+fn a_nonce_about_to_go_out_of_date_is_replaced_on_the_response() {
+    let up = Upstream::start();
+    let security = "[security]\ndpop_nonce = true\ndpop_proof_lifetime = \"5s\"\n";
+    let gw = Gateway::start(&config(&up, security));
+    let holder = Holder::new("ec256.pem", Algorithm::ES256);
+    let token = access_token("alice", Some(json!({"jkt": holder.jkt()})));
+    let dpop = format!("DPoP {token}");
+    let htu = format!("http://api.test:{}/orders/1", gw.port);
+    let call = |jti: &str, nonce: Option<&str>| {
+        let proof = holder.proof_with_nonce("GET", &htu, &token, jti, nonce);
+        send(
+            gw.port,
+            "GET",
+            "/orders/1",
+            &[("Authorization", &dpop), ("DPoP", &proof)],
+        )
+    };
+    let asked = call("first", None);
+    assert_refused(&asked, &up, "dpop_nonce_required", "DPoP", "use_dpop_nonce");
+    let nonce = asked.header("dpop-nonce").unwrap_or_default().to_string();
+    let r = call("same-window", Some(&nonce));
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Windows are 5 s long: within 6 s the next one begins, and the nonce becomes the
+    // previous window's.
+    let mut next = None;
+    let started = std::time::Instant::now();
+    let mut n = 0;
+    while next.is_none() && started.elapsed() < Duration::from_secs(6) {
+        std::thread::sleep(Duration::from_millis(250));
+        n += 1;
+        let r = call(&format!("later-{n}"), Some(&nonce));
+        assert_eq!(r.status, 200, "{}", r.text());
+        next = r.header("dpop-nonce").map(str::to_string);
+    }
+    let next = next.expect("a fresh nonce on a response within 6 s");
+    assert_ne!(next, nonce);
+    assert_eq!(call("with-next", Some(&next)).status, 200);
+    // Every call that passed reached the upstream; the one asked for a nonce did not.
+    assert_eq!(up.requests().len(), n + 2);
 }

@@ -62,6 +62,7 @@ mod tests {
             key_label: None,
             token_scheme: None,
             confirmation: None,
+            dpop_nonce: None,
         }
     }
 

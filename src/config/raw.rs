@@ -181,6 +181,9 @@ pub struct RawLogging {
 pub struct RawSecurity {
     pub auth_failure_limit: Option<RawWindowLimit>,
     pub dpop_proof_lifetime: Option<String>,
+    pub dpop_nonce: Option<bool>,
+    pub dpop_nonce_secret_env: Option<String>,
+    pub dpop_nonce_secret_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -268,6 +268,9 @@ impl ProxyHttp for Gateway {
             response::cors(upstream_response, cors)?;
         }
         upstream_response.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        if let Some(nonce) = ctx.principal.as_ref().and_then(|p| p.dpop_nonce.as_deref()) {
+            upstream_response.insert_header("DPoP-Nonce", nonce)?;
+        }
         if let Some(fields) = &ctx.admission.fields {
             upstream_response.insert_header("RateLimit-Policy", fields.policy.as_str())?;
             upstream_response.insert_header("RateLimit", fields.current.as_str())?;

@@ -3,6 +3,7 @@
 //! which scopes, by which method) or a 401 whose detail names only the class of failure.
 
 pub mod api_key;
+pub mod dpop_nonce;
 pub mod introspection;
 pub mod jwt;
 pub mod key_store;
@@ -99,6 +100,8 @@ pub struct Principal {
     pub token_scheme: Option<Scheme>,
     /// The token's `cnf`, when it has one.
     pub confirmation: Option<Confirmation>,
+    /// A DPoP nonce for the response's `DPoP-Nonce`: the proof's was about to go out of date.
+    pub dpop_nonce: Option<String>,
 }
 
 /// A failed authentication: the 401 to send, and whether it counts toward the brute-force
@@ -213,6 +216,7 @@ fn principal(ids: &Identities, consumer: String, scopes: Vec<String>, method: &s
         key_label: None,
         token_scheme: None,
         confirmation: None,
+        dpop_nonce: None,
     }
 }
 
@@ -272,7 +276,7 @@ pub async fn check(
             false => introspect(ids, c.req, policy.methods(), failure).await,
         };
     }
-    let principal = match outcome {
+    let mut principal = match outcome {
         Ok(principal) => principal,
         Err(failure) => {
             if let (true, Some(throttle)) = (failure.counted, c.throttle) {
@@ -288,23 +292,31 @@ pub async fn check(
         if unbound {
             return Ok(principal);
         }
-        if let Err(f) = binding(scheme, cnf, &ids.dpop, c).await {
-            if let (true, Some(throttle)) = (f.counted(), c.throttle) {
-                throttle.record_failure(&c.client_ip).await;
+        match binding(scheme, cnf, &ids.dpop, c).await {
+            Ok(next_nonce) => {
+                if let Some(p) = principal.as_mut() {
+                    p.dpop_nonce = next_nonce;
+                }
             }
-            return Err(binding_refusal(f));
+            Err(f) => {
+                if let (true, Some(throttle)) = (f.counted(), c.throttle) {
+                    throttle.record_failure(&c.client_ip).await;
+                }
+                return Err(binding_refusal(f, &ids.dpop));
+            }
         }
     }
     Ok(principal)
 }
 
 /// Step 6's last part: the token that authenticated the request was sent by its holder.
+/// `Ok(Some(nonce))`: a DPoP nonce to hand out with the response.
 async fn binding(
     scheme: Scheme,
     cnf: Option<&Confirmation>,
     dpop: &DpopSettings,
     c: &Credentials<'_>,
-) -> Result<(), SenderFailure> {
+) -> Result<Option<String>, SenderFailure> {
     let Ok(Some((_, token))) = bearer(c.req) else {
         return Err(SenderFailure::NotConstrained);
     };
@@ -316,27 +328,33 @@ async fn binding(
     };
     let Some(seen) = sender::verify(scheme, token, cnf, c.sender_constrained, &target, dpop)?
     else {
-        return Ok(());
+        return Ok(None);
     };
     let first = match c.replay {
         Some(guard) => guard.first_use(&seen).await?,
         None => true,
     };
     if first {
-        Ok(())
+        Ok(seen.next_nonce)
     } else {
         Err(SenderFailure::ProofReplayed)
     }
 }
 
-fn binding_refusal(f: SenderFailure) -> Refusal {
+fn binding_refusal(f: SenderFailure, dpop: &DpopSettings) -> Refusal {
     let refusal = match f {
         SenderFailure::StoreDown => Refusal::new(503, f.reason(), f.detail())
             .in_family(crate::problem::Family::Authentication)
             .with_header("Retry-After", "1"),
         _ => Refusal::unauthorized(f.reason(), f.detail()),
     };
-    refusal.with_header("WWW-Authenticate", f.challenge())
+    let refusal = refusal.with_header("WWW-Authenticate", f.challenge());
+    match (f, &dpop.nonces) {
+        (SenderFailure::NonceNeeded, Some(issuer)) => {
+            refusal.with_header("DPoP-Nonce", issuer.current(token_cache::unix_now()))
+        }
+        _ => refusal,
+    }
 }
 
 /// Authenticate a request for a route. Public routes need nothing and yield no principal.

@@ -13,6 +13,7 @@
 //! - Other `cnf` members (`jwk`, `jku`, `kid`) cannot be checked here: such a token is refused
 //!   rather than accepted unbound.
 
+use super::dpop_nonce::{NonceCheck, NonceIssuer};
 use super::mtls::PeerCert;
 use crate::checks::rate_limit::shared::{OnStoreError, SharedLimiter, StoreUnavailable};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -103,6 +104,8 @@ pub enum SenderFailure {
     ProofInvalid,
     ProofKeyMismatch,
     ProofReplayed,
+    /// `[security] dpop_nonce`: the proof has no nonce, or not a recent one of the gateway's.
+    NonceNeeded,
     StoreDown,
 }
 
@@ -118,6 +121,7 @@ impl SenderFailure {
             SenderFailure::ProofInvalid => "invalid_dpop_proof",
             SenderFailure::ProofKeyMismatch => "dpop_key_mismatch",
             SenderFailure::ProofReplayed => "dpop_proof_replayed",
+            SenderFailure::NonceNeeded => "dpop_nonce_required",
             SenderFailure::StoreDown => "replay_store_down",
         }
     }
@@ -137,13 +141,17 @@ impl SenderFailure {
             SenderFailure::ProofInvalid => "the DPoP proof is invalid",
             SenderFailure::ProofKeyMismatch => "the DPoP proof is signed with another key",
             SenderFailure::ProofReplayed => "the DPoP proof was used before",
+            SenderFailure::NonceNeeded => {
+                "the DPoP proof must carry the nonce given in the DPoP-Nonce header"
+            }
             SenderFailure::StoreDown => "the DPoP proof cannot be checked now; try again shortly",
         }
     }
 
-    /// The failure counts toward the client's throttle (it presented something wrong).
+    /// The failure counts toward the client's throttle (it presented something wrong). Asking
+    /// for a nonce is a normal step of DPoP, not a wrong credential.
     pub fn counted(self) -> bool {
-        self != SenderFailure::StoreDown
+        !matches!(self, SenderFailure::StoreDown | SenderFailure::NonceNeeded)
     }
 
     /// The `WWW-Authenticate` value: Bearer for certificate binding, DPoP (with `algs`) for
@@ -156,6 +164,7 @@ impl SenderFailure {
             SenderFailure::BoundTokenAsBearer | SenderFailure::NotDpopBound => {
                 ("DPoP", "invalid_token")
             }
+            SenderFailure::NonceNeeded => ("DPoP", "use_dpop_nonce"),
             _ => ("DPoP", "invalid_dpop_proof"),
         };
         let algs = match scheme {
@@ -175,18 +184,23 @@ impl SenderFailure {
 pub struct ProofSeen {
     pub key: [u8; 32],
     pub ttl: Duration,
+    /// The current nonce, when the proof carried the previous one: the response hands it out.
+    pub next_nonce: Option<String>,
 }
 
-/// `[security] dpop_proof_lifetime`: how old a proof may be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `[security] dpop_proof_lifetime`: how old a proof may be; `dpop_nonce`: the nonces a proof
+/// must carry, when it must.
+#[derive(Debug, Clone)]
 pub struct DpopSettings {
     pub max_age: Duration,
+    pub nonces: Option<Arc<NonceIssuer>>,
 }
 
 impl Default for DpopSettings {
     fn default() -> Self {
         DpopSettings {
             max_age: Duration::from_secs(60),
+            nonces: None,
         }
     }
 }
@@ -318,6 +332,14 @@ fn verify_proof(
     {
         return Err(SenderFailure::ProofInvalid);
     }
+    let next_nonce = match &dpop.nonces {
+        None => None,
+        Some(issuer) => match issuer.check(text("nonce"), target.now) {
+            NonceCheck::Current => None,
+            NonceCheck::Stale(current) => Some(current),
+            NonceCheck::Refused => return Err(SenderFailure::NonceNeeded),
+        },
+    };
     let mut digest = Sha256::new();
     digest.update(jkt.as_bytes());
     digest.update(b".");
@@ -325,6 +347,7 @@ fn verify_proof(
     Ok(ProofSeen {
         key: digest.finalize().into(),
         ttl: Duration::from_secs(max_age + 2 * IAT_AHEAD),
+        next_nonce,
     })
 }
 
@@ -556,6 +579,53 @@ mod tests {
             &target,
             &DpopSettings::default(),
         )
+    }
+
+    #[test]
+    fn with_nonces_a_proof_needs_a_recent_one() {
+        let issuer = NonceIssuer::new(&[7u8; 32], Duration::from_secs(60)).unwrap();
+        let settings = DpopSettings {
+            nonces: Some(Arc::new(issuer)),
+            ..DpopSettings::default()
+        };
+        let issuer = settings.nonces.as_deref().unwrap();
+        let run = |nonce: Option<String>| {
+            let mut c = claims();
+            if let Some(nonce) = nonce {
+                c["nonce"] = json!(nonce);
+            }
+            let req = request(&[("DPoP", &proof(&c))]);
+            let target = Target {
+                req: &req,
+                scheme: "https",
+                cert: None,
+                now: NOW,
+            };
+            verify(
+                Scheme::Dpop,
+                TOKEN,
+                Some(&bound_to_ec()),
+                false,
+                &target,
+                &settings,
+            )
+        };
+        assert_eq!(run(None), Err(SenderFailure::NonceNeeded));
+        assert_eq!(run(Some("made-up".into())), Err(SenderFailure::NonceNeeded));
+        let seen = run(Some(issuer.current(NOW))).unwrap().unwrap();
+        assert_eq!(seen.next_nonce, None);
+        // The previous window's nonce passes and the current one is handed out.
+        let seen = run(Some(issuer.current(NOW - 60))).unwrap().unwrap();
+        assert_eq!(seen.next_nonce, Some(issuer.current(NOW)));
+        assert_eq!(
+            run(Some(issuer.current(NOW - 120))),
+            Err(SenderFailure::NonceNeeded)
+        );
+        // Asking for a nonce is a step of the protocol, not a wrong credential.
+        assert!(!SenderFailure::NonceNeeded.counted());
+        assert!(SenderFailure::NonceNeeded
+            .challenge()
+            .starts_with("DPoP realm=\"portcullis\", error=\"use_dpop_nonce\""));
     }
 
     #[test]
@@ -848,7 +918,8 @@ mod tests {
             key[..4].copy_from_slice(&i.to_le_bytes());
             assert!(cache.first_use(&ProofSeen {
                 key,
-                ttl: Duration::from_secs(60)
+                ttl: Duration::from_secs(60),
+                next_nonce: None,
             }));
         }
         let held: usize = cache

@@ -11,11 +11,13 @@ use std::time::Duration;
 /// Request headers a preflight may ask for when neither `[cors]` nor the route says.
 const DEFAULT_HEADERS: [&str; 2] = ["authorization", "content-type"];
 /// Response headers a page may read besides the safelisted ones, unless configured.
-const DEFAULT_EXPOSE: [&str; 4] = [
+const DEFAULT_EXPOSE: [&str; 5] = [
     "x-request-id",
     "ratelimit",
     "ratelimit-policy",
     "retry-after",
+    // A browser DPoP client reads the nonce it must put in its next proof.
+    "dpop-nonce",
 ];
 /// Methods a preflight may ask for on a route that names none.
 const DEFAULT_METHODS: [Method; 6] = [
@@ -351,7 +353,7 @@ mod tests {
         );
         assert_eq!(
             p.expose_headers,
-            "x-request-id, ratelimit, ratelimit-policy, retry-after"
+            "x-request-id, ratelimit, ratelimit-policy, retry-after, dpop-nonce"
         );
 
         let (p, errors) = compile(

@@ -38,7 +38,7 @@ pub fn compile(raw: RawConfig, file: &Path) -> Result<(Config, Vec<Warning>), Ve
         .as_ref()
         .map(|s| store::store_settings(e, s, file));
     let mut identities = identities::compile(e, &raw.jwt_providers, &raw.consumers, file);
-    identities.dpop = server::compile_dpop(e, &raw.security);
+    identities.dpop = server::compile_dpop(e, &raw.security, file);
     let mtls_listener = listeners
         .iter()
         .any(|l| l.tls.as_ref().is_some_and(|t| t.client_ca.is_some()));

@@ -2,6 +2,7 @@
 //! the process binds, logs and throttles.
 
 use super::values::{existing_file, socket_addr};
+use crate::checks::auth::dpop_nonce::NonceIssuer;
 use crate::checks::auth::sender::DpopSettings;
 use crate::config::diagnostics::{relative_to, Errors};
 use crate::config::lint;
@@ -270,8 +271,10 @@ fn revocation_lists(e: &mut Errors, key: &str, file: &Path, value: &str) -> Opti
     Some(path)
 }
 
-/// `[security] dpop_proof_lifetime`: how old a DPoP proof may be (default 60s, 5s to 10m).
-pub(super) fn compile_dpop(e: &mut Errors, raw: &RawSecurity) -> DpopSettings {
+/// `[security] dpop_proof_lifetime`: how old a DPoP proof may be (default 60s, 5s to 10m);
+/// `dpop_nonce`: proofs must carry a nonce of the gateway's, made with the secret of
+/// `dpop_nonce_secret_env` or `_file` (shared by instances) or one drawn at start.
+pub(super) fn compile_dpop(e: &mut Errors, raw: &RawSecurity, file: &Path) -> DpopSettings {
     let key = "security.dpop_proof_lifetime";
     let max_age = e.duration(
         key,
@@ -284,7 +287,46 @@ pub(super) fn compile_dpop(e: &mut Errors, raw: &RawSecurity) -> DpopSettings {
             "between 5s and 10m: a proof is accepted (and remembered against replay) this long",
         );
     }
-    DpopSettings { max_age }
+    let secret_key = if raw.dpop_nonce_secret_env.is_some() {
+        "security.dpop_nonce_secret_env"
+    } else {
+        "security.dpop_nonce_secret_file"
+    };
+    let secret = super::secret::read(
+        e,
+        "security",
+        (
+            "dpop_nonce_secret_env",
+            raw.dpop_nonce_secret_env.as_deref(),
+        ),
+        (
+            "dpop_nonce_secret_file",
+            raw.dpop_nonce_secret_file.as_deref(),
+        ),
+        file,
+    );
+    let issuer = match (raw.dpop_nonce.unwrap_or(false), secret) {
+        (false, None) => {
+            return DpopSettings {
+                max_age,
+                nonces: None,
+            }
+        }
+        (false, Some(_)) => Err((
+            secret_key,
+            "only applies with dpop_nonce = true; set that, or remove this key".to_string(),
+        )),
+        (true, Some(secret)) => NonceIssuer::new(&secret, max_age).map_err(|m| (secret_key, m)),
+        (true, None) => NonceIssuer::random(max_age).map_err(|m| ("security.dpop_nonce", m)),
+    };
+    let nonces = match issuer {
+        Ok(issuer) => Some(std::sync::Arc::new(issuer)),
+        Err((key, message)) => {
+            e.add(key, message);
+            None
+        }
+    };
+    DpopSettings { max_age, nonces }
 }
 
 pub(super) fn compile_security(e: &mut Errors, raw: &RawSecurity) -> Option<FailureLimit> {
