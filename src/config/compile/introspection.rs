@@ -178,7 +178,7 @@ fn endpoint_source(
         }
     };
     if field == "discovery" {
-        let issuer = super::identities::discovery_issuer(e, key, text, &url, issuer)?;
+        let issuer = super::discovery::issuer(e, key, text, &url, issuer)?;
         return Some(EndpointSource::Discovery {
             url: text.clone(),
             issuer,

@@ -4,6 +4,7 @@
 //! read and checked here, so a config that loads is a config that runs.
 
 mod cors;
+mod discovery;
 mod identities;
 mod introspection;
 mod limits;
