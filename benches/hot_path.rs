@@ -283,6 +283,21 @@ fn dpop(c: &mut Criterion) {
             })
         });
     }
+    // `[security] dpop_nonce`: what checking a proof's nonce adds to its verification.
+    let nonces = portcullis::checks::auth::dpop_nonce::NonceIssuer::new(
+        b"a-nonce-secret-of-at-least-32-bytes!",
+        std::time::Duration::from_secs(60),
+    )
+    .expect("a nonce issuer");
+    let now = unix_now();
+    let current = nonces.current(now);
+    let previous = nonces.current(now - 60);
+    g.bench_function("nonce check, current", |b| {
+        b.iter(|| nonces.check(Some(black_box(current.as_str())), now))
+    });
+    g.bench_function("nonce check, previous window", |b| {
+        b.iter(|| nonces.check(Some(black_box(previous.as_str())), now))
+    });
     let cache = ReplayCache::new(200_000);
     let mut n = 0u64;
     g.bench_function("replay cache, a new jti", |b| {

@@ -15,6 +15,8 @@ use base64::Engine;
 use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private};
 use openssl::sign::Signer;
+use arc_swap::ArcSwapOption;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The shortest secret accepted: a nonce must not be guessable.
@@ -37,6 +39,15 @@ pub enum NonceCheck {
 pub struct NonceIssuer {
     key: PKey<Private>,
     window: u64,
+    /// The nonces of the last window asked about, made once per window (an HMAC costs ~2 µs).
+    known: ArcSwapOption<Known>,
+}
+
+/// Window `n`'s nonce and its predecessor's.
+struct Known {
+    n: u64,
+    current: String,
+    previous: Option<String>,
 }
 
 impl std::fmt::Debug for NonceIssuer {
@@ -60,6 +71,7 @@ impl NonceIssuer {
         Ok(NonceIssuer {
             key,
             window: window.as_secs().max(1),
+            known: ArcSwapOption::empty(),
         })
     }
 
@@ -72,7 +84,7 @@ impl NonceIssuer {
 
     /// The nonce to hand out at `now` (Unix seconds).
     pub fn current(&self, now: u64) -> String {
-        self.nonce_of(now / self.window)
+        self.known(now / self.window).current.clone()
     }
 
     /// What a proof's `nonce` claim is worth at `now`.
@@ -80,15 +92,29 @@ impl NonceIssuer {
         let Some(nonce) = nonce else {
             return NonceCheck::Refused;
         };
-        let window = now / self.window;
-        let current = self.nonce_of(window);
-        if nonce == current {
+        let known = self.known(now / self.window);
+        if nonce == known.current {
             NonceCheck::Current
-        } else if window > 0 && nonce == self.nonce_of(window - 1) {
-            NonceCheck::Stale(current)
+        } else if known.previous.as_deref() == Some(nonce) {
+            NonceCheck::Stale(known.current.clone())
         } else {
             NonceCheck::Refused
         }
+    }
+
+    /// The nonces of window `n`, made when a window is first asked about. Requests around a
+    /// window's change may ask about two windows in turn; each answer is still right.
+    fn known(&self, n: u64) -> Arc<Known> {
+        if let Some(known) = self.known.load_full().filter(|k| k.n == n) {
+            return known;
+        }
+        let made = Arc::new(Known {
+            n,
+            current: self.nonce_of(n),
+            previous: n.checked_sub(1).map(|p| self.nonce_of(p)),
+        });
+        self.known.store(Some(made.clone()));
+        made
     }
 
     /// The nonce of window `n`. Nonces are public (every 401 carries one), so comparing them
