@@ -2,20 +2,21 @@
 //! the gateway handed out recently, so a proof made in advance (by a script that got hold of
 //! the key for a while) stops working once its nonce is out of date.
 //!
-//! Nothing is stored: the nonce of a window of time is HMAC-SHA256(secret, window number),
-//! base64url, and the windows are `dpop_proof_lifetime` long. The nonces of the current and
+//! Nothing is stored per client: the nonce of a window of time is HMAC-SHA256(secret, window
+//! number), base64url, and the windows are `dpop_proof_lifetime` long (the current window's
+//! nonces are made once and kept). The nonces of the current and
 //! the previous window are accepted, so a nonce is good for one to two windows; a proof with
 //! the previous window's nonce passes, and its response hands the client the current one.
 //! Instances that share the secret (`dpop_nonce_secret_env` or `_file`) accept each other's
 //! nonces; without it each process draws its own, and a client that meets another instance is
 //! asked once to retry with that instance's nonce.
 
+use arc_swap::ArcSwapOption;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private};
 use openssl::sign::Signer;
-use arc_swap::ArcSwapOption;
 use std::sync::Arc;
 use std::time::Duration;
 
