@@ -87,39 +87,33 @@ pub(super) fn compile(
         ("secret_file", p.secret_file.as_deref()),
         file,
     )?;
-    let cache_ttl = e.duration(
+    let cache_ttl = e.duration_at_most(
         &format!("{key}.cache_ttl"),
         p.cache_ttl.as_ref(),
         Duration::from_secs(60),
-    );
-    if cache_ttl > Duration::from_secs(3600) {
-        e.add(
-            format!("{key}.cache_ttl"),
+        (
+            Duration::from_secs(3600),
             "at most 1h: a revoked token is accepted from the cache for up to this long",
-        );
-    }
-    let negative_cache_ttl = e.duration(
+        ),
+    );
+    let negative_cache_ttl = e.duration_at_most(
         &format!("{key}.negative_cache_ttl"),
         p.negative_cache_ttl.as_ref(),
         Duration::from_secs(5),
-    );
-    if negative_cache_ttl > Duration::from_secs(300) {
-        e.add(
-            format!("{key}.negative_cache_ttl"),
+        (
+            Duration::from_secs(300),
             "at most 5m: a newly issued token that was refused stays refused this long",
-        );
-    }
-    let timeout = e.duration(
+        ),
+    );
+    let timeout = e.duration_at_most(
         &format!("{key}.timeout"),
         p.timeout.as_ref(),
         Duration::from_secs(2),
-    );
-    if timeout > Duration::from_secs(30) {
-        e.add(
-            format!("{key}.timeout"),
+        (
+            Duration::from_secs(30),
             "at most 30s: requests wait this long for the endpoint",
-        );
-    }
+        ),
+    );
     if p.audiences.is_empty() {
         e.warn(lint::no_audiences(format!("{key}.audiences")));
     }

@@ -33,6 +33,21 @@ impl Errors<'_> {
         }
     }
 
+    /// `duration`, with `message` recorded when it is longer than `max`.
+    pub(crate) fn duration_at_most(
+        &mut self,
+        key: &str,
+        raw: Option<&String>,
+        default: Duration,
+        (max, message): (Duration, &str),
+    ) -> Duration {
+        let d = self.duration(key, raw, default);
+        if d > max {
+            self.add(key, message);
+        }
+        d
+    }
+
     pub(crate) fn size(&mut self, key: &str, raw: Option<&RawSize>, default: u64) -> u64 {
         match raw.map(parse_size) {
             None => default,
